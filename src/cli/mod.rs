@@ -1,0 +1,1 @@
+//! The `capf` command line (in progress).

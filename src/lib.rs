@@ -1,0 +1,34 @@
+//! capf: a CAPF (Certificate Authority Proxy Function) node for Cisco IP phones.
+//!
+//! Phones open TLS to port 3804, authenticate, and leave with a Locally Significant
+//! Certificate (LSC) issued by capf; capf keeps each phone's certificate, public key and
+//! MD5 hash, and the configuration companion uses them to serve the phone its
+//! configuration encrypted to its own key.
+//!
+//! Where to look:
+//!
+//! * [`protocol`] — the CAPF wire codec: the 8-byte header, TLV elements and one type per
+//!   message. Pure functions over byte slices; every spec test vector is a unit test.
+//! * [`session`] — the sans-I/O state machine of one CAPF conversation: it consumes
+//!   decoded client messages and returns the next message to send plus what the server
+//!   must do (look a device up, issue a certificate, commit a change). A whole
+//!   conversation is a unit test.
+//! * [`ca`] — capf's identities (the CAPF certificate and the TFTP signer), LSC issuance
+//!   with rcgen, and the checks on keys and certificates that phones send.
+//! * [`store`] — the sled database: device records, enrolled certificates, the issued
+//!   serial index and the append-only audit trail. The only owner of persistent state.
+//! * [`server`] — the tokio listener: TLS (rustls), limits and timeouts, one task per
+//!   phone driving a `Session`, graceful shutdown.
+//! * [`tftp`] — the configuration companion: decides full, partial or encrypted
+//!   configuration per phone and builds the signed `.sgn`, `.enc.sgn` and ITL files.
+//! * [`cli`] — the `capf` command line; `main.rs` only calls into it.
+//! * [`settings`] — the data directory layout and node settings.
+
+pub mod ca;
+pub mod cli;
+pub mod protocol;
+pub mod server;
+pub mod session;
+pub mod settings;
+pub mod store;
+pub mod tftp;

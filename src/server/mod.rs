@@ -1,0 +1,1 @@
+//! The tokio CAPF listener (in progress).

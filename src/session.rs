@@ -1,0 +1,1 @@
+//! Sans-I/O CAPF session (in progress).

@@ -1,0 +1,1 @@
+//! Data directory layout and node settings (in progress).
