@@ -1,1 +1,277 @@
-//! Data directory layout and node settings (in progress).
+//! The data directory layout and the node settings.
+//!
+//! Everything capf keeps lives under one directory (default `./capf-data`, `--data DIR`
+//! or `CAPF_DATA`), so backing up a node is copying one directory:
+//!
+//! ```text
+//! capf-data/
+//!   capf.toml           node settings (written by `init`, edited by the operator)
+//!   db/                 sled store
+//!   certs/capf.pem|key  CAPF certificate (TLS on 3804, issues LSCs), key 0600
+//!   certs/tftp.pem|key  signer of .sgn/.enc.sgn files and the ITL, key 0600
+//!   certs/trust/        extra trust anchors added by the operator
+//!   tftp/               base device configurations SEP<MAC>.cnf.xml
+//!   admin.sock          the running server's admin socket
+//! ```
+
+use serde::{Deserialize, Serialize};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+use thiserror::Error;
+
+#[derive(Debug, Error)]
+pub enum SettingsError {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("invalid settings in {path}: {message}")]
+    Invalid { path: PathBuf, message: String },
+    #[error("cannot write {path}: {source}")]
+    Write {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+/// Paths inside the data directory.
+#[derive(Clone, Debug)]
+pub struct DataDir {
+    root: PathBuf,
+}
+
+impl DataDir {
+    pub fn new(root: impl Into<PathBuf>) -> Self {
+        DataDir { root: root.into() }
+    }
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+    pub fn db(&self) -> PathBuf {
+        self.root.join("db")
+    }
+    pub fn certs(&self) -> PathBuf {
+        self.root.join("certs")
+    }
+    pub fn capf_cert(&self) -> PathBuf {
+        self.certs().join("capf.pem")
+    }
+    pub fn tftp_cert(&self) -> PathBuf {
+        self.certs().join("tftp.pem")
+    }
+    pub fn tftp_key(&self) -> PathBuf {
+        self.certs().join("tftp.key")
+    }
+    pub fn trust(&self) -> PathBuf {
+        self.certs().join("trust")
+    }
+    pub fn tftp(&self) -> PathBuf {
+        self.root.join("tftp")
+    }
+    pub fn admin_socket(&self) -> PathBuf {
+        self.root.join("admin.sock")
+    }
+    pub fn settings_file(&self) -> PathBuf {
+        self.root.join("capf.toml")
+    }
+    /// Whether `init` has run here (the CAPF identity exists).
+    pub fn is_initialised(&self) -> bool {
+        self.capf_cert().exists()
+    }
+}
+
+/// Node settings, as stored in `capf.toml`. Every field has a default, so an empty
+/// file (or none) is a working node.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Settings {
+    /// Host name or address phones are told to reach CAPF at (`processNodeName`).
+    pub node_name: String,
+    /// CAPF listener (TLS).
+    pub listen: SocketAddr,
+    /// The CAPF port published to phones in `capfList` (the listener's port unless a
+    /// proxy or NAT sits in front).
+    pub capf_port: u16,
+    /// HTTP configuration delivery; `None` turns it off.
+    pub http: Option<SocketAddr>,
+    /// TLS handshake timeout, seconds.
+    pub handshake_timeout: u64,
+    /// Per-message read timeout, seconds (R13: at most 15 — phones give up after 8–10).
+    pub message_timeout: u64,
+    /// Wait for KEY_GENERATE_RESPONSE, seconds; restarted by each REQUEST_IN_PROGRESS.
+    pub keygen_timeout: u64,
+    /// Whole-session deadline, seconds.
+    pub session_timeout: u64,
+    /// Concurrent CAPF sessions; connections above this are closed at once.
+    pub max_sessions: usize,
+    /// Largest payload a client may announce, bytes.
+    pub max_payload: usize,
+    /// Validity of issued LSCs, days (1–20 years).
+    pub lsc_validity_days: u32,
+    /// Failed authentications before a device is locked (CUCM: 10).
+    pub max_auth_failures: u32,
+    /// Lockout period, seconds.
+    pub lockout_seconds: i64,
+    /// How long shutdown waits for sessions in flight, seconds.
+    pub shutdown_grace: u64,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            node_name: default_node_name(),
+            listen: SocketAddr::from(([0, 0, 0, 0], 3804)),
+            capf_port: 3804,
+            http: Some(SocketAddr::from(([0, 0, 0, 0], 6970))),
+            handshake_timeout: 10,
+            message_timeout: 10,
+            keygen_timeout: 120,
+            session_timeout: 300,
+            max_sessions: 256,
+            max_payload: crate::protocol::DEFAULT_MAX_PAYLOAD,
+            lsc_validity_days: 5 * 365,
+            max_auth_failures: 10,
+            lockout_seconds: 600,
+            shutdown_grace: 10,
+        }
+    }
+}
+
+impl Settings {
+    /// Reads `capf.toml` from the data directory; a missing file means the defaults.
+    pub fn load(dir: &DataDir) -> Result<Settings, SettingsError> {
+        let path = dir.settings_file();
+        let text = match std::fs::read_to_string(&path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Settings::default()),
+            Err(source) => return Err(SettingsError::Read { path, source }),
+        };
+        let settings: Settings = toml::from_str(&text).map_err(|e| SettingsError::Invalid {
+            path: path.clone(),
+            message: e.to_string(),
+        })?;
+        settings
+            .validate()
+            .map_err(|message| SettingsError::Invalid { path, message })?;
+        Ok(settings)
+    }
+
+    /// Writes `capf.toml` (atomically: temp file, then rename).
+    pub fn save(&self, dir: &DataDir) -> Result<(), SettingsError> {
+        let path = dir.settings_file();
+        let text = toml::to_string_pretty(self).map_err(|e| SettingsError::Invalid {
+            path: path.clone(),
+            message: e.to_string(),
+        })?;
+        let tmp = path.with_extension("toml.tmp");
+        std::fs::write(&tmp, text)
+            .and_then(|_| std::fs::rename(&tmp, &path))
+            .map_err(|source| SettingsError::Write { path, source })
+    }
+
+    /// Range checks, with messages that name the setting.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.node_name.is_empty() {
+            return Err("node_name must not be empty".into());
+        }
+        if !(1..=15).contains(&self.message_timeout) {
+            return Err(format!(
+                "message_timeout = {} (expected 1–15 seconds: phones give up after 8–10)",
+                self.message_timeout
+            ));
+        }
+        if self.keygen_timeout < 10 {
+            return Err(format!(
+                "keygen_timeout = {} (expected at least 10 seconds; old phones need minutes)",
+                self.keygen_timeout
+            ));
+        }
+        if self.handshake_timeout == 0 || self.session_timeout == 0 {
+            return Err("handshake_timeout and session_timeout must be positive".into());
+        }
+        if self.max_sessions == 0 {
+            return Err("max_sessions must be at least 1".into());
+        }
+        if !(1024..=65535).contains(&self.max_payload) {
+            return Err(format!(
+                "max_payload = {} (expected 1024–65535 bytes)",
+                self.max_payload
+            ));
+        }
+        if !(365..=20 * 366).contains(&self.lsc_validity_days) {
+            return Err(format!(
+                "lsc_validity_days = {} (expected 1–20 years)",
+                self.lsc_validity_days
+            ));
+        }
+        if self.max_auth_failures == 0 || self.lockout_seconds < 0 {
+            return Err(
+                "max_auth_failures must be positive and lockout_seconds not negative".into(),
+            );
+        }
+        Ok(())
+    }
+
+    pub fn handshake_timeout(&self) -> Duration {
+        Duration::from_secs(self.handshake_timeout)
+    }
+    pub fn message_timeout(&self) -> Duration {
+        Duration::from_secs(self.message_timeout)
+    }
+    pub fn keygen_timeout(&self) -> Duration {
+        Duration::from_secs(self.keygen_timeout)
+    }
+    pub fn session_timeout(&self) -> Duration {
+        Duration::from_secs(self.session_timeout)
+    }
+    pub fn shutdown_grace(&self) -> Duration {
+        Duration::from_secs(self.shutdown_grace)
+    }
+
+    /// The session policy these settings imply.
+    pub fn session_policy(&self) -> crate::session::SessionPolicy {
+        crate::session::SessionPolicy {
+            max_payload: self.max_payload,
+            max_auth_failures: self.max_auth_failures,
+            lockout_secs: self.lockout_seconds,
+        }
+    }
+}
+
+/// The machine's host name, the best default for `processNodeName`.
+fn default_node_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "localhost".into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn settings_round_trip_through_toml_and_reject_bad_values() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = DataDir::new(dir.path());
+        assert_eq!(Settings::load(&data).unwrap(), Settings::default());
+        let mut s = Settings {
+            node_name: "capf.example.net".into(),
+            ..Settings::default()
+        };
+        s.save(&data).unwrap();
+        assert_eq!(Settings::load(&data).unwrap(), s);
+
+        s.message_timeout = 60;
+        s.save(&data).unwrap();
+        let err = Settings::load(&data).unwrap_err().to_string();
+        assert!(err.contains("message_timeout = 60"), "{err}");
+
+        std::fs::write(data.settings_file(), "no_such_setting = 1\n").unwrap();
+        let err = Settings::load(&data).unwrap_err().to_string();
+        assert!(err.contains("no_such_setting"), "{err}");
+    }
+}

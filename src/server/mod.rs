@@ -1,1 +1,190 @@
-//! The tokio CAPF listener (in progress).
+//! The CAPF listener: TLS on port 3804, one task per phone driving a `Session`.
+//!
+//! Built like mini-redis' server: the listener holds a semaphore whose permits are the
+//! session cap (a connection above the cap is closed at once, as the open-source CAPF
+//! server does), and shutdown falls out of ownership: when every permit is back, every
+//! session has finished. Shutdown stops accepting, then waits up to the grace period for
+//! sessions in flight.
+
+mod connection;
+mod handler;
+mod ids;
+
+pub use handler::{now, TlsInfo};
+pub use ids::SessionIds;
+
+use crate::ca::Ca;
+use crate::session::SessionPolicy;
+use crate::settings::Settings;
+use crate::store::Store;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use thiserror::Error;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
+use tokio_rustls::TlsAcceptor;
+
+#[derive(Debug, Error)]
+pub enum ServerError {
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("TLS configuration: {0}")]
+    Tls(#[from] rustls::Error),
+    #[error("{0}")]
+    Ca(#[from] crate::ca::CaError),
+}
+
+/// What every session task shares.
+pub struct Shared {
+    pub store: Store,
+    pub ca: Ca,
+    pub settings: Settings,
+    pub policy: SessionPolicy,
+    pub ids: SessionIds,
+}
+
+/// A bound CAPF listener, ready to run.
+pub struct CapfListener {
+    listener: TcpListener,
+    acceptor: TlsAcceptor,
+    shared: Arc<Shared>,
+    /// One permit per concurrent session.
+    limit: Arc<Semaphore>,
+}
+
+impl CapfListener {
+    /// Binds the listener of `settings.listen` with the CAPF identity of `ca`.
+    pub async fn bind(settings: Settings, store: Store, ca: Ca) -> Result<Self, ServerError> {
+        let acceptor = TlsAcceptor::from(Arc::new(tls_config(&ca)?));
+        let listener =
+            TcpListener::bind(settings.listen)
+                .await
+                .map_err(|source| ServerError::Bind {
+                    addr: settings.listen,
+                    source,
+                })?;
+        let limit = Arc::new(Semaphore::new(settings.max_sessions));
+        let shared = Arc::new(Shared {
+            store,
+            ca,
+            policy: settings.session_policy(),
+            settings,
+            ids: SessionIds::default(),
+        });
+        Ok(CapfListener {
+            listener,
+            acceptor,
+            shared,
+            limit,
+        })
+    }
+
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    /// Accepts phones until `shutdown` completes, then waits up to the grace period for
+    /// the sessions in flight.
+    pub async fn run(self, shutdown: impl Future<Output = ()>) {
+        tokio::pin!(shutdown);
+        let mut backoff = Duration::from_millis(10);
+        loop {
+            let accepted = tokio::select! {
+                accepted = self.listener.accept() => accepted,
+                () = &mut shutdown => break,
+            };
+            let (tcp, peer) = match accepted {
+                Ok(a) => {
+                    backoff = Duration::from_millis(10);
+                    a
+                }
+                Err(e) => {
+                    // Usually out of file descriptors: wait instead of spinning.
+                    tracing::warn!("accept failed: {e}; retrying in {backoff:?}");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(1));
+                    continue;
+                }
+            };
+            let Ok(permit) = self.limit.clone().try_acquire_owned() else {
+                tracing::warn!(%peer, "session cap reached; connection closed");
+                continue;
+            };
+            let acceptor = self.acceptor.clone();
+            let shared = self.shared.clone();
+            tokio::spawn(async move {
+                serve_connection(&shared, acceptor, tcp, peer).await;
+                drop(permit);
+            });
+        }
+
+        let grace = self.shared.settings.shutdown_grace();
+        let all = u32::try_from(self.shared.settings.max_sessions).unwrap_or(u32::MAX);
+        tracing::info!("shutting down: waiting up to {grace:?} for sessions in flight");
+        if tokio::time::timeout(grace, self.limit.acquire_many(all))
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                "{} sessions still running after the grace period; closing them",
+                self.shared.ids.live()
+            );
+        }
+        if let Err(e) = self.shared.store.flush_async().await {
+            tracing::error!("final store flush failed: {e}");
+        }
+    }
+}
+
+/// TLS handshake (off the accept loop, with its own timeout, R13), then the session.
+async fn serve_connection(
+    shared: &Shared,
+    acceptor: TlsAcceptor,
+    tcp: TcpStream,
+    peer: SocketAddr,
+) {
+    // Every CAPF message is one small write answered by the phone: Nagle only adds delay.
+    let _ = tcp.set_nodelay(true);
+    let handshake = tokio::time::timeout(shared.settings.handshake_timeout(), acceptor.accept(tcp));
+    let tls = match handshake.await {
+        Ok(Ok(tls)) => tls,
+        Ok(Err(e)) => {
+            tracing::info!(%peer, "TLS handshake failed: {e}");
+            return;
+        }
+        Err(_) => {
+            tracing::info!(%peer, "TLS handshake timed out");
+            return;
+        }
+    };
+    let (_, conn) = tls.get_ref();
+    let info = TlsInfo {
+        version: conn
+            .protocol_version()
+            .map(|v| format!("{v:?}"))
+            .unwrap_or_default(),
+        cipher: conn
+            .negotiated_cipher_suite()
+            .map(|c| format!("{:?}", c.suite()))
+            .unwrap_or_default(),
+    };
+    let id = shared.ids.allocate();
+    handler::run_session(shared, tls, peer, id.get(), info).await;
+}
+
+/// rustls with the ring provider: TLS 1.2 (ECDHE + AEAD) and TLS 1.3, no client
+/// certificate (devices authenticate inside the protocol, §2).
+fn tls_config(ca: &Ca) -> Result<rustls::ServerConfig, ServerError> {
+    let (chain, key) = ca.tls_identity();
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_no_client_auth()
+        .with_single_cert(chain, key)?;
+    Ok(config)
+}
