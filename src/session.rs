@@ -199,7 +199,7 @@ fn authenticated(rec: &mut DeviceRecord, now: UnixTime) {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Step {
     /// Commit this first (durably when `Commit::durable`).
-    pub commit: Option<Commit>,
+    pub commit: Option<Box<Commit>>,
     /// Then send these bytes in one write.
     pub send: Option<Vec<u8>>,
     pub next: Next,
@@ -478,7 +478,7 @@ impl Session {
             cert: Box::new(cert),
         };
         let mut step = self.send(msg, Wait::Message);
-        step.commit = Some(commit);
+        step.commit = Some(Box::new(commit));
         step
     }
 
@@ -740,7 +740,7 @@ impl Session {
         self.state = State::Ended;
         self.summary.end_reason = Some(reason.to_u8());
         Step {
-            commit,
+            commit: commit.map(Box::new),
             send: self.encode(&ServerMessage::EndSession(reason)),
             next: Next::Close,
         }

@@ -40,3 +40,21 @@ impl Ca {
 pub fn check_public_key(spki_der: &[u8], expected: crate::store::KeySpec) -> Result<(), CaError> {
     todo!()
 }
+pub struct InitOptions {
+    pub node_name: String,
+    pub organization: Option<String>,
+    pub org_unit: Option<String>,
+    pub force: bool,
+}
+#[allow(unused_variables)]
+pub fn init_identities(certs_dir: &std::path::Path, opts: &InitOptions) -> Result<(), CaError> {
+    todo!()
+}
+impl Ca {
+    pub fn certificate_der(&self) -> &[u8] {
+        todo!()
+    }
+    pub fn certificate_pem(&self) -> String {
+        todo!()
+    }
+}

@@ -33,7 +33,7 @@ pub async fn run_session<S>(
 
     loop {
         if let Some(commit) = step.commit.take() {
-            if let Err(e) = apply_commit(&shared.store, commit).await {
+            if let Err(e) = apply_commit(&shared.store, *commit).await {
                 // Never tell a phone anything the store did not record.
                 tracing::error!(session = session_id, %peer, "store error: {e}");
                 step = session.abort("store error");
@@ -45,7 +45,7 @@ pub async fn run_session<S>(
                 tracing::debug!(session = session_id, %peer, "write failed: {e}");
                 step = session.on_eof(now());
                 if let Some(commit) = step.commit.take() {
-                    if let Err(e) = apply_commit(&shared.store, commit).await {
+                    if let Err(e) = apply_commit(&shared.store, *commit).await {
                         tracing::error!(session = session_id, %peer, "store error: {e}");
                     }
                 }

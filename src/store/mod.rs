@@ -67,3 +67,21 @@ impl Store {
         todo!()
     }
 }
+#[allow(unused_variables)]
+impl Store {
+    pub fn flush(&self) -> Result<(), StoreError> {
+        todo!()
+    }
+    pub fn add_device(&self, rec: &DeviceRecord, event: Event) -> Result<(), StoreError> {
+        todo!()
+    }
+    pub fn put_device(&self, rec: &DeviceRecord, event: Event) -> Result<(), StoreError> {
+        todo!()
+    }
+    pub fn remove_device(&self, name: &str, event: Event) -> Result<bool, StoreError> {
+        todo!()
+    }
+    pub fn list_devices(&self) -> Result<Vec<DeviceRecord>, StoreError> {
+        todo!()
+    }
+}

@@ -1,0 +1,127 @@
+//! `capf init` and `capf cert`.
+
+use anyhow::{Context, Result};
+use clap::Args;
+use std::process::ExitCode;
+
+use crate::ca::{self, Ca, InitOptions};
+use crate::settings::{DataDir, Settings};
+
+#[derive(Args, Debug)]
+#[command(
+    after_help = "Example:\n  capf --data /var/lib/capf init --node-name capf.example.net --org 'Example Ltd'"
+)]
+pub struct InitArgs {
+    /// Host name or address phones use to reach this node (published in capfList).
+    #[arg(long)]
+    pub node_name: Option<String>,
+    /// Organisation (O) for the CAPF and TFTP certificates; copied into every LSC.
+    #[arg(long)]
+    pub org: Option<String>,
+    /// Organisational unit (OU) for the CAPF and TFTP certificates.
+    #[arg(long)]
+    pub org_unit: Option<String>,
+    /// Replace an existing CAPF identity. Every enrolled phone then needs a new LSC and
+    /// a new ITL: only do this on purpose.
+    #[arg(long)]
+    pub force: bool,
+}
+
+#[derive(Args, Debug)]
+#[command(after_help = "Example:\n  capf cert --pem > capf.pem")]
+pub struct CertArgs {
+    /// Print the certificate as PEM only (for other tools).
+    #[arg(long)]
+    pub pem: bool,
+}
+
+pub fn init(data: &DataDir, args: InitArgs) -> Result<ExitCode> {
+    if data.is_initialised() && !args.force {
+        anyhow::bail!(
+            "{} is already initialised (use --force to replace the CAPF identity)",
+            data.root().display()
+        );
+    }
+    let mut settings = Settings::load(data)?;
+    if let Some(name) = args.node_name {
+        settings.node_name = name;
+    }
+    initialise(data, &settings, args.org, args.org_unit, args.force)?;
+    let ca = Ca::load(&data.certs(), settings.lsc_validity_days)?;
+    println!("initialised {}", data.root().display());
+    print_summary(&ca, &settings);
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Creates everything `serve` needs in `data`; used by `init` and by `serve` on an
+/// empty directory.
+pub fn initialise(
+    data: &DataDir,
+    settings: &Settings,
+    organization: Option<String>,
+    org_unit: Option<String>,
+    force: bool,
+) -> Result<()> {
+    for dir in [
+        data.root().to_path_buf(),
+        data.certs(),
+        data.trust(),
+        data.tftp(),
+    ] {
+        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    restrict(data.root())?;
+    restrict(&data.certs())?;
+    ca::init_identities(
+        &data.certs(),
+        &InitOptions {
+            node_name: settings.node_name.clone(),
+            organization,
+            org_unit,
+            force,
+        },
+    )?;
+    settings.save(data)?;
+    crate::store::Store::open(&data.db())?.flush()?;
+    Ok(())
+}
+
+/// The data directory holds private keys and authentication strings: owner only.
+fn restrict(dir: &std::path::Path) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+        .with_context(|| format!("restricting {}", dir.display()))
+}
+
+pub fn cert(data: &DataDir, args: CertArgs) -> Result<ExitCode> {
+    let settings = Settings::load(data)?;
+    if !data.is_initialised() {
+        anyhow::bail!(
+            "{} has no CAPF certificate (run `capf init` first)",
+            data.root().display()
+        );
+    }
+    let ca = Ca::load(&data.certs(), settings.lsc_validity_days)?;
+    if args.pem {
+        print!("{}", ca.certificate_pem());
+    } else {
+        print_summary(&ca, &settings);
+        print!("{}", ca.certificate_pem());
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn print_summary(ca: &Ca, settings: &Settings) {
+    match ca::cert_info(ca.certificate_der()) {
+        Ok(info) => {
+            println!("CAPF certificate: {}", info.subject);
+            println!("  serial:     {}", info.serial);
+            println!("  not after:  {}", super::render::time(info.not_after));
+            println!("  SHA-256:    {}", info.sha256);
+            println!("  MD5:        {}", info.md5);
+        }
+        Err(e) => println!("CAPF certificate: unreadable ({e})"),
+    }
+    println!("node name:    {}", settings.node_name);
+    println!("CAPF listens: {}", settings.listen);
+}

@@ -1,0 +1,97 @@
+//! `capf keys list|show`: the certificates and public keys capf holds for phones.
+
+use anyhow::Result;
+use clap::Subcommand;
+use std::process::ExitCode;
+
+use super::render;
+use crate::settings::DataDir;
+use crate::store::{CertKind, DeviceRecord, EnrolledCert};
+
+#[derive(Subcommand, Debug)]
+pub enum KeysCommand {
+    /// Every enrolled certificate (LSC and MIC) with its key and hashes.
+    #[command(
+        after_help = "Example:\n  capf keys list --json | jq -r '.[] | select(.type==\"lsc\") | .md5'"
+    )]
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// The certificates of one phone.
+    #[command(after_help = "Example:\n  capf keys show SEP001122334455 --pem > phone.pem")]
+    Show {
+        name: String,
+        #[arg(long, conflicts_with = "pem")]
+        json: bool,
+        /// Print the certificates as PEM.
+        #[arg(long)]
+        pem: bool,
+    },
+}
+
+fn certs(d: &DeviceRecord) -> impl Iterator<Item = (CertKind, &EnrolledCert)> {
+    [
+        (CertKind::Lsc, d.lsc.as_ref()),
+        (CertKind::Mic, d.mic.as_ref()),
+    ]
+    .into_iter()
+    .filter_map(|(k, c)| c.map(|c| (k, c)))
+}
+
+pub fn run(data: &DataDir, cmd: KeysCommand) -> Result<ExitCode> {
+    let store = super::open_store(data)?;
+    match cmd {
+        KeysCommand::List { json } => {
+            let devices = store.list_devices()?;
+            if json {
+                let all: Vec<_> = devices
+                    .iter()
+                    .flat_map(|d| certs(d).map(|(k, c)| render::key_json(&d.name, k, c)))
+                    .collect();
+                println!("{}", serde_json::to_string_pretty(&all)?);
+            } else {
+                println!(
+                    "{:<20} {:<4} {:<9} {:<32} {:<20}",
+                    "NAME", "TYPE", "KEY", "MD5", "NOT AFTER"
+                );
+                for d in &devices {
+                    for (k, c) in certs(d) {
+                        println!(
+                            "{:<20} {:<4} {:<9} {:<32} {:<20}",
+                            d.name,
+                            k,
+                            c.key,
+                            c.md5,
+                            render::time(c.not_after)
+                        );
+                    }
+                }
+            }
+        }
+        KeysCommand::Show { name, json, pem } => {
+            let name = super::device::normalise_name(&name)?;
+            let Some(d) = store.get_device(&name)? else {
+                anyhow::bail!("device {name} not found");
+            };
+            if json {
+                let v = serde_json::json!({
+                    "name": d.name,
+                    "lsc": d.lsc.as_ref().map(render::cert_json),
+                    "mic": d.mic.as_ref().map(render::cert_json),
+                });
+                println!("{}", serde_json::to_string_pretty(&v)?);
+            } else if pem {
+                if d.lsc.is_none() && d.mic.is_none() {
+                    anyhow::bail!("device {name} has no enrolled certificate");
+                }
+                for (_, c) in certs(&d) {
+                    print!("{}", render::pem(&c.der));
+                }
+            } else {
+                print!("{}", render::device_text(&d));
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,103 @@
+//! `capf serve`: run the CAPF node.
+
+use anyhow::{Context, Result};
+use clap::Args;
+use std::net::SocketAddr;
+use std::process::ExitCode;
+
+use crate::ca::Ca;
+use crate::server::CapfListener;
+use crate::settings::{DataDir, Settings};
+use crate::store::{Store, StoreError};
+
+#[derive(Args, Debug)]
+#[command(
+    after_help = "Examples:\n  capf serve\n  capf --data /var/lib/capf serve --listen 0.0.0.0:3804 --http off"
+)]
+pub struct ServeArgs {
+    /// CAPF listener address (overrides capf.toml; default 0.0.0.0:3804).
+    #[arg(long)]
+    pub listen: Option<SocketAddr>,
+    /// HTTP configuration delivery address, or `off` (default 0.0.0.0:6970).
+    #[arg(long)]
+    pub http: Option<String>,
+    /// Log format: text or json.
+    #[arg(long, default_value = "text")]
+    pub log_format: String,
+}
+
+pub fn serve(data: &DataDir, args: ServeArgs) -> Result<ExitCode> {
+    init_logging(&args.log_format)?;
+    let mut settings = Settings::load(data)?;
+    if let Some(listen) = args.listen {
+        settings.listen = listen;
+    }
+    if let Some(http) = &args.http {
+        settings.http = match http.as_str() {
+            "off" | "none" => None,
+            addr => Some(
+                addr.parse()
+                    .with_context(|| format!("invalid --http '{addr}' (ADDR:PORT or off)"))?,
+            ),
+        };
+    }
+    if !data.is_initialised() {
+        tracing::info!("initialising {}", data.root().display());
+        super::init::initialise(data, &settings, None, None, false)?;
+    }
+    let store = match Store::open(&data.db()) {
+        Ok(s) => s,
+        Err(StoreError::Locked(_)) => anyhow::bail!(
+            "another capf process is serving {} (only one process can own the store)",
+            data.root().display()
+        ),
+        Err(e) => return Err(e.into()),
+    };
+    let ca = Ca::load(&data.certs(), settings.lsc_validity_days)?;
+
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the runtime")?;
+    runtime.block_on(async move {
+        let listener = CapfListener::bind(settings, store, ca).await?;
+        tracing::info!(
+            "capf listening on {} (data {})",
+            listener.local_addr()?,
+            data.root().display()
+        );
+        listener.run(shutdown_signal()).await;
+        tracing::info!("capf stopped");
+        Ok::<_, anyhow::Error>(())
+    })?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Completes on SIGINT or SIGTERM.
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!("cannot watch SIGTERM: {e}");
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}
+
+fn init_logging(format: &str) -> Result<()> {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    match format {
+        "text" => builder.try_init(),
+        "json" => builder.json().try_init(),
+        other => anyhow::bail!("invalid --log-format '{other}' (text or json)"),
+    }
+    .map_err(|e| anyhow::anyhow!("cannot start logging: {e}"))
+}
