@@ -21,11 +21,14 @@
 //!   phone driving a `Session`, graceful shutdown.
 //! * [`tftp`] — the configuration companion: decides full, partial or encrypted
 //!   configuration per phone and builds the signed `.sgn`, `.enc.sgn` and ITL files.
+//! * [`phone`] — a CAPF client that behaves like a phone, shared by the examples, the
+//!   integration tests and `capf doctor`.
 //! * [`cli`] — the `capf` command line; `main.rs` only calls into it.
 //! * [`settings`] — the data directory layout and node settings.
 
 pub mod ca;
 pub mod cli;
+pub mod phone;
 pub mod protocol;
 pub mod server;
 pub mod session;
