@@ -10,6 +10,8 @@ mod keys;
 mod render;
 mod serve;
 
+pub use init::initialise;
+
 use anyhow::Result;
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;

@@ -1,0 +1,99 @@
+//! A capf node running in-process on 127.0.0.1 with a temporary data directory, and
+//! helpers to talk to it like a phone.
+#![allow(dead_code)]
+
+use capf::ca::Ca;
+use capf::phone::{connector, Phone, Outcome};
+use capf::server::CapfListener;
+use capf::settings::{DataDir, Settings};
+use capf::store::{DeviceRecord, Event, Store};
+use rustls::pki_types::CertificateDer;
+use std::net::SocketAddr;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+use tokio_rustls::TlsConnector;
+
+pub struct TestNode {
+    pub dir: tempfile::TempDir,
+    pub data: DataDir,
+    pub store: Store,
+    pub addr: SocketAddr,
+    pub capf_cert: CertificateDer<'static>,
+    pub connector: TlsConnector,
+    shutdown: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<()>>,
+}
+
+impl TestNode {
+    pub async fn start() -> TestNode {
+        Self::start_with(|_| {}).await
+    }
+
+    /// Starts a node after letting the test adjust its settings.
+    pub async fn start_with(adjust: impl FnOnce(&mut Settings)) -> TestNode {
+        let dir = tempfile::tempdir().unwrap();
+        let data = DataDir::new(dir.path().join("capf-data"));
+        let mut settings = Settings {
+            node_name: "capf.test".into(),
+            listen: "127.0.0.1:0".parse().unwrap(),
+            http: None,
+            ..Settings::default()
+        };
+        adjust(&mut settings);
+        capf::cli::initialise(&data, &settings, Some("Example".into()), Some("Voice".into()), false)
+            .unwrap();
+        let store = Store::open(&data.db()).unwrap();
+        let ca = Ca::load(&data.certs(), settings.lsc_validity_days).unwrap();
+        let capf_cert = CertificateDer::from(ca.certificate_der().to_vec());
+        let listener = CapfListener::bind(settings, store.clone(), ca).await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (tx, rx) = oneshot::channel();
+        let task = tokio::spawn(listener.run(async {
+            let _ = rx.await;
+        }));
+        let connector = connector(std::slice::from_ref(&capf_cert)).unwrap();
+        TestNode {
+            dir,
+            data,
+            store,
+            addr,
+            capf_cert,
+            connector,
+            shutdown: Some(tx),
+            task: Some(task),
+        }
+    }
+
+    pub fn add(&self, rec: DeviceRecord) {
+        self.store.add_device(&rec, event(&rec.name)).unwrap();
+    }
+
+    pub fn device(&self, name: &str) -> DeviceRecord {
+        self.store.get_device(name).unwrap().expect("device exists")
+    }
+
+    pub async fn run(&self, phone: &Phone) -> Outcome {
+        phone.run(self.addr, &self.connector).await.expect("phone session")
+    }
+
+    pub async fn stop(mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(task) = self.task.take() {
+            let _ = task.await;
+        }
+    }
+}
+
+pub fn event(name: &str) -> Event {
+    Event {
+        id: 0,
+        time: 0,
+        actor: "test".into(),
+        device: Some(name.into()),
+        action: "device-add".into(),
+        result: "added".into(),
+        details: Default::default(),
+    }
+}
