@@ -1,7 +1,8 @@
-//! Header, element codes and typed messages. (Public API skeleton: the bodies marked
-//! `todo!()` are filled in by the codec work.)
+//! Header, code tables and typed messages, and how each message maps to elements.
 
 use thiserror::Error;
+
+use super::element::{tag, Elements, MessageWriter};
 
 /// Byte 0 of every CAPF message.
 pub const PROTOCOL_ID: u8 = 0x55;
@@ -73,14 +74,54 @@ pub enum Command {
     Unknown(u8),
 }
 
-impl Command {
-    pub fn from_u8(v: u8) -> Command {
-        todo!("{v}")
-    }
-    pub fn to_u8(self) -> u8 {
-        todo!()
-    }
+/// Defines `from_u8`/`to_u8` for a code table. Unassigned values decode to
+/// `Unknown(v)` so the caller decides what an unknown code means; the match on
+/// `self` is exhaustive, so a variant added without a wire value fails to compile.
+macro_rules! wire_codes {
+    ($ty:ident { $($variant:ident = $value:literal),* $(,)? }) => {
+        impl $ty {
+            pub fn from_u8(v: u8) -> $ty {
+                match v {
+                    $($value => $ty::$variant,)*
+                    other => $ty::Unknown(other),
+                }
+            }
+
+            pub fn to_u8(self) -> u8 {
+                match self {
+                    $($ty::$variant => $value,)*
+                    $ty::Unknown(v) => v,
+                }
+            }
+        }
+    };
 }
+
+wire_codes!(Command {
+    AuthRequest = 1,
+    AuthResponse = 2,
+    KeyGenerateRequest = 3,
+    KeyGenerateResponse = 4,
+    EncryptResponse = 5,
+    EncryptRequest = 6,
+    DecryptRequest = 7,
+    DecryptResponse = 8,
+    StoreCertificateRequest = 9,
+    StoreCertificateResponse = 10,
+    FetchCertificateRequest = 11,
+    FetchCertificateResponse = 12,
+    DeleteCertificateRequest = 13,
+    DeleteCertificateResponse = 14,
+    EndSession = 15,
+    RetryLater = 16,
+    RequestInProgress = 17,
+    StatusRequest = 18,
+    StatusResponse = 19,
+    AbortRequest = 20,
+    AbortResponse = 21,
+    SignCertificateRequest = 22,
+    SignCertificateResponse = 23,
+});
 
 /// Reason codes (§5.2).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -96,14 +137,12 @@ pub enum Reason {
     Unknown(u8),
 }
 
-impl Reason {
-    pub fn from_u8(v: u8) -> Reason {
-        todo!("{v}")
-    }
-    pub fn to_u8(self) -> u8 {
-        todo!()
-    }
-}
+wire_codes!(Reason {
+    NoAction = 0,
+    UpdateCertificate = 1,
+    InvalidElement = 7,
+    UnknownDevice = 9,
+});
 
 /// AUTH_TYPE values (§5.3).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -116,6 +155,14 @@ pub enum AuthType {
     Unknown(u8),
 }
 
+wire_codes!(AuthType {
+    None = 0,
+    Password = 1,
+    NoPassword = 2,
+    Lsc = 3,
+    Mic = 4,
+});
+
 /// Certificate types (§5.4).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum CertificateType {
@@ -124,6 +171,8 @@ pub enum CertificateType {
     Unknown(u8),
 }
 
+wire_codes!(CertificateType { Lsc = 1, Mic = 2 });
+
 /// Key types (§5.5).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum KeyType {
@@ -131,6 +180,8 @@ pub enum KeyType {
     Ec,
     Unknown(u8),
 }
+
+wire_codes!(KeyType { Rsa = 0, Ec = 1 });
 
 /// Curve ids on the wire (§5.6).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -141,6 +192,12 @@ pub enum CurveId {
     Unknown(u8),
 }
 
+wire_codes!(CurveId {
+    Secp256r1 = 0,
+    Secp384r1 = 1,
+    Secp521r1 = 2,
+});
+
 /// Hash ids (§5.7).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum HashId {
@@ -149,6 +206,12 @@ pub enum HashId {
     Sha512,
     Unknown(u8),
 }
+
+wire_codes!(HashId {
+    Sha1 = 1,
+    Sha256 = 2,
+    Sha512 = 3,
+});
 
 /// The 8-byte message header (§3).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -162,16 +225,30 @@ impl Header {
     /// Decodes a header. Fails only on a wrong protocol id (R2); the payload cap is
     /// checked by `check_payload_cap` so the caller can choose the cap.
     pub fn decode(bytes: &[u8; HEADER_LEN]) -> Result<Header, ProtocolError> {
-        todo!("{bytes:?}")
+        let [id, command, s0, s1, s2, s3, l0, l1] = *bytes;
+        if id != PROTOCOL_ID {
+            return Err(ProtocolError::BadProtocolId(id));
+        }
+        Ok(Header {
+            command: Command::from_u8(command),
+            session_id: u32::from_be_bytes([s0, s1, s2, s3]),
+            payload_len: u16::from_be_bytes([l0, l1]),
+        })
     }
 
     pub fn encode(&self) -> [u8; HEADER_LEN] {
-        todo!()
+        let [s0, s1, s2, s3] = self.session_id.to_be_bytes();
+        let [l0, l1] = self.payload_len.to_be_bytes();
+        [PROTOCOL_ID, self.command.to_u8(), s0, s1, s2, s3, l0, l1]
     }
 
     /// R4: refuse an announced payload over `cap` before reading it.
     pub fn check_payload_cap(&self, cap: usize) -> Result<(), ProtocolError> {
-        todo!("{cap}")
+        let announced = usize::from(self.payload_len);
+        if announced > cap {
+            return Err(ProtocolError::PayloadTooLarge { announced, cap });
+        }
+        Ok(())
     }
 }
 
@@ -269,32 +346,209 @@ pub enum ClientMessage {
 
 impl ServerMessage {
     pub fn command(&self) -> Command {
-        todo!()
+        match self {
+            ServerMessage::AuthRequest { .. } => Command::AuthRequest,
+            ServerMessage::KeyGenerateRequest(_) => Command::KeyGenerateRequest,
+            ServerMessage::StoreCertificateRequest(_) => Command::StoreCertificateRequest,
+            ServerMessage::FetchCertificateRequest => Command::FetchCertificateRequest,
+            ServerMessage::DeleteCertificateRequest => Command::DeleteCertificateRequest,
+            ServerMessage::EndSession(_) => Command::EndSession,
+        }
     }
 
     /// Header and payload in one buffer, elements in ascending tag order (R14).
     pub fn encode(&self, session_id: u32) -> Result<Vec<u8>, ProtocolError> {
-        todo!("{session_id}")
+        let mut w = MessageWriter::new();
+        match self {
+            ServerMessage::AuthRequest { version, auth_type } => {
+                w.u8_element(tag::VERSION, *version)?;
+                if let Some(auth_type) = auth_type {
+                    w.u8_element(tag::AUTH_TYPE, auth_type.to_u8())?;
+                }
+            }
+            ServerMessage::KeyGenerateRequest(request) => {
+                if let Some(size) = request.key_size {
+                    w.element(tag::KEY_SIZE, &size.to_be_bytes())?;
+                }
+                if let Some(key_type) = request.key_type {
+                    w.u8_element(tag::KEY_TYPE, key_type.to_u8())?;
+                }
+                if let Some(curve) = request.curve {
+                    w.u8_element(tag::CURVE, curve.to_u8())?;
+                }
+            }
+            ServerMessage::StoreCertificateRequest(certificate) => {
+                w.u8_element(tag::CERTIFICATE_TYPE, certificate.cert_type.to_u8())?;
+                w.element(tag::CERTIFICATE, &certificate.encode_value()?)?;
+            }
+            ServerMessage::FetchCertificateRequest | ServerMessage::DeleteCertificateRequest => {}
+            ServerMessage::EndSession(reason) => w.u8_element(tag::REASON, reason.to_u8())?,
+        }
+        w.finish(self.command(), session_id)
     }
 
     /// Decodes a server message (used by the phone simulator and tests).
     pub fn decode(header: &Header, payload: &[u8]) -> Result<ServerMessage, ProtocolError> {
-        todo!("{header:?}{payload:?}")
+        let e = decode_elements(header, payload)?;
+        Ok(match header.command {
+            Command::AuthRequest => ServerMessage::AuthRequest {
+                version: e.version.ok_or(ProtocolError::Missing(tag::VERSION))?,
+                auth_type: e.auth_type,
+            },
+            Command::KeyGenerateRequest => ServerMessage::KeyGenerateRequest(KeyGenerateRequest {
+                key_size: e.key_size,
+                key_type: e.key_type,
+                curve: e.curve,
+            }),
+            // The certificate type travels twice; the wrapper's copy is the one clients
+            // read (§9), so CERTIFICATE_TYPE is not required.
+            Command::StoreCertificateRequest => ServerMessage::StoreCertificateRequest(
+                e.certificate
+                    .ok_or(ProtocolError::Missing(tag::CERTIFICATE))?,
+            ),
+            Command::FetchCertificateRequest => ServerMessage::FetchCertificateRequest,
+            Command::DeleteCertificateRequest => ServerMessage::DeleteCertificateRequest,
+            Command::EndSession => {
+                ServerMessage::EndSession(e.reason.ok_or(ProtocolError::Missing(tag::REASON))?)
+            }
+            other => return Err(ProtocolError::UnexpectedCommand(other.to_u8())),
+        })
     }
 }
 
 impl ClientMessage {
     pub fn command(&self) -> Command {
-        todo!()
+        match self {
+            ClientMessage::AuthResponse(_) => Command::AuthResponse,
+            ClientMessage::KeyGenerateResponse { .. } => Command::KeyGenerateResponse,
+            ClientMessage::StoreCertificateResponse { .. } => Command::StoreCertificateResponse,
+            ClientMessage::FetchCertificateResponse { .. } => Command::FetchCertificateResponse,
+            ClientMessage::DeleteCertificateResponse { .. } => Command::DeleteCertificateResponse,
+            ClientMessage::RequestInProgress => Command::RequestInProgress,
+        }
     }
 
     pub fn encode(&self, session_id: u32) -> Result<Vec<u8>, ProtocolError> {
-        todo!("{session_id}")
+        let mut w = MessageWriter::new();
+        match self {
+            ClientMessage::AuthResponse(auth) => {
+                if let Some(reason) = auth.reason {
+                    w.u8_element(tag::REASON, reason.to_u8())?;
+                }
+                if let Some(certificate) = &auth.certificate {
+                    w.element(tag::CERTIFICATE, &certificate.encode_value()?)?;
+                }
+                if let Some(signed) = &auth.signed_data {
+                    w.element(tag::SIGNED_DATA, signed)?;
+                }
+                if let Some(version) = auth.version {
+                    w.u8_element(tag::VERSION, version)?;
+                }
+                if let Some(password) = &auth.password {
+                    w.text_element(tag::PASSWORD, password)?;
+                }
+                if let Some(name) = &auth.device_name {
+                    w.text_element(tag::DEVICE_NAME, name.as_bytes())?;
+                }
+                if let Some(sudi) = &auth.sudi {
+                    w.element(tag::SUDI_DATA, &sudi.encode_value()?)?;
+                }
+                if let Some(sha2) = &auth.sha2_signed_data {
+                    w.element(tag::SHA2_SIGNED_DATA, &sha2.encode_value()?)?;
+                }
+            }
+            ClientMessage::KeyGenerateResponse { public_key, reason } => {
+                if let Some(reason) = reason {
+                    w.u8_element(tag::REASON, reason.to_u8())?;
+                }
+                if let Some(key) = public_key {
+                    w.element(tag::PUBLIC_KEY, key)?;
+                }
+            }
+            ClientMessage::FetchCertificateResponse {
+                reason,
+                certificate,
+            } => {
+                if let Some(reason) = reason {
+                    w.u8_element(tag::REASON, reason.to_u8())?;
+                }
+                if let Some(certificate) = certificate {
+                    w.element(tag::CERTIFICATE, &certificate.encode_value()?)?;
+                }
+            }
+            ClientMessage::StoreCertificateResponse { reason }
+            | ClientMessage::DeleteCertificateResponse { reason } => {
+                if let Some(reason) = reason {
+                    w.u8_element(tag::REASON, reason.to_u8())?;
+                }
+            }
+            ClientMessage::RequestInProgress => {}
+        }
+        w.finish(self.command(), session_id)
     }
 
     /// Decodes a client message. A command that clients never send (or an unknown one)
     /// is `UnexpectedCommand`.
     pub fn decode(header: &Header, payload: &[u8]) -> Result<ClientMessage, ProtocolError> {
-        todo!("{header:?}{payload:?}")
+        let e = decode_elements(header, payload)?;
+        Ok(match header.command {
+            Command::AuthResponse => ClientMessage::AuthResponse(AuthResponse {
+                version: e.version,
+                device_name: e.device_name.map(str::to_owned),
+                password: e.password.map(<[u8]>::to_vec),
+                reason: e.reason,
+                certificate: e.certificate,
+                signed_data: e.signed_data.map(<[u8]>::to_vec),
+                sha2_signed_data: e.sha2_signed_data,
+                sudi: e.sudi,
+            }),
+            Command::KeyGenerateResponse => ClientMessage::KeyGenerateResponse {
+                public_key: e.public_key.map(<[u8]>::to_vec),
+                reason: e.reason,
+            },
+            Command::StoreCertificateResponse => {
+                ClientMessage::StoreCertificateResponse { reason: e.reason }
+            }
+            Command::FetchCertificateResponse => ClientMessage::FetchCertificateResponse {
+                reason: e.reason,
+                certificate: e.certificate,
+            },
+            Command::DeleteCertificateResponse => {
+                ClientMessage::DeleteCertificateResponse { reason: e.reason }
+            }
+            Command::RequestInProgress => ClientMessage::RequestInProgress,
+            other => return Err(ProtocolError::UnexpectedCommand(other.to_u8())),
+        })
     }
+}
+
+/// The checks shared by both directions: the payload is the one the header announced,
+/// and its elements are well-formed (whether or not this message uses them).
+fn decode_elements<'a>(header: &Header, payload: &'a [u8]) -> Result<Elements<'a>, ProtocolError> {
+    let announced = usize::from(header.payload_len);
+    if payload.len() != announced {
+        return Err(ProtocolError::LengthMismatch {
+            announced,
+            actual: payload.len(),
+        });
+    }
+    let elements = Elements::decode(payload)?;
+    if !elements.skipped_tags.is_empty() {
+        // R5: unknown tags cannot influence a decision, but newer firmware is worth noticing.
+        tracing::info!(
+            command = header.command.to_u8(),
+            tags = ?elements.skipped_tags,
+            "skipped unknown elements"
+        );
+    }
+    Ok(elements)
+}
+
+/// R8: a device name that is safe to use in a file name, a query or a log line:
+/// 1 to 64 bytes of `[A-Za-z0-9_.-]`.
+pub fn valid_device_name(name: &str) -> bool {
+    (1..=64).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
 }

@@ -6,10 +6,16 @@
 //! unknown tags are skipped). Encoding emits elements in ascending tag order and
 //! the whole message as one buffer, so the server can send it in one write.
 
+mod certificate;
 mod codec;
+mod element;
 mod message;
+mod signatures;
+#[cfg(test)]
+mod tests;
 
 pub use codec::Reader;
+pub use element::tag;
 pub use message::*;
 
 /// R8: a device name capf will look up, log and use in file names: 1–64 bytes of
