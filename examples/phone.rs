@@ -48,8 +48,8 @@ struct Args {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let trust: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&args.capf_cert)?
-        .collect::<Result<_, _>>()?;
+    let trust: Vec<CertificateDer<'static>> =
+        CertificateDer::pem_file_iter(&args.capf_cert)?.collect::<Result<_, _>>()?;
     let mut phone = Phone::new(&args.name);
     phone.password = Some(args.password.unwrap_or_default());
     phone.version = Some(args.version);
@@ -75,7 +75,11 @@ async fn main() -> anyhow::Result<()> {
         let key_path = args.out.join(format!("{}.key", args.name));
         std::fs::write(&cert_path, capf_pem(der))?;
         write_private(&key_path, &key.to_pem()?)?;
-        println!("LSC stored in {} (key {})", cert_path.display(), key_path.display());
+        println!(
+            "LSC stored in {} (key {})",
+            cert_path.display(),
+            key_path.display()
+        );
     }
     if outcome.delete_requested {
         println!("server asked the phone to delete its LSC");

@@ -29,7 +29,11 @@ fn install(name: &str, auth: AuthMode, key: KeyOrder) -> DeviceRecord {
 #[tokio::test]
 async fn rsa_2048_install_with_authentication_string() {
     let node = TestNode::start().await;
-    node.add(install(NAME, AuthMode::String, KeyOrder::Rsa { bits: 2048 }));
+    node.add(install(
+        NAME,
+        AuthMode::String,
+        KeyOrder::Rsa { bits: 2048 },
+    ));
     let mut phone = Phone::new(NAME);
     phone.password = Some("123456".into());
     phone.in_progress = 3;
@@ -39,14 +43,21 @@ async fn rsa_2048_install_with_authentication_string() {
 
     let rec = node.device(NAME);
     let lsc = rec.lsc.expect("LSC recorded");
-    assert_eq!(lsc.der, der, "the store holds exactly what the phone received");
+    assert_eq!(
+        lsc.der, der,
+        "the store holds exactly what the phone received"
+    );
     assert_eq!(lsc.md5, hex::encode(md5::Md5::digest(&der)));
     assert_eq!(lsc.sha256, hex::encode(sha2::Sha256::digest(&der)));
     assert_eq!(lsc.key, KeySpec::Rsa { bits: 2048 });
     assert_eq!(rec.status, OperationStatus::UpgradeSuccess);
     assert_eq!(rec.operation, Operation::None);
     assert!(rec.unconfirmed_lsc.is_none());
-    let serial = node.store.serial(&lsc.serial).unwrap().expect("serial indexed");
+    let serial = node
+        .store
+        .serial(&lsc.serial)
+        .unwrap()
+        .expect("serial indexed");
     assert_eq!(serial.state, SerialState::Installed);
     assert_eq!(serial.device, NAME);
 
@@ -58,12 +69,23 @@ async fn rsa_2048_install_with_authentication_string() {
 #[tokio::test]
 async fn ec_p256_install_with_null_string_and_issued_lsc_matches_section_9() {
     let node = TestNode::start().await;
-    node.add(install(NAME, AuthMode::Null, KeyOrder::Ec { curve: EcCurve::P256 }));
+    node.add(install(
+        NAME,
+        AuthMode::Null,
+        KeyOrder::Ec {
+            curve: EcCurve::P256,
+        },
+    ));
     let outcome = node.run(&Phone::new(NAME)).await;
     assert_eq!(outcome.end_reason, Some(Reason::UpdateCertificate));
     let (der, key) = outcome.issued.expect("LSC issued");
     let rec = node.device(NAME);
-    assert_eq!(rec.lsc.as_ref().unwrap().key, KeySpec::Ec { curve: EcCurve::P256 });
+    assert_eq!(
+        rec.lsc.as_ref().unwrap().key,
+        KeySpec::Ec {
+            curve: EcCurve::P256
+        }
+    );
 
     // §9 profile, read with x509-parser.
     use x509_parser::prelude::*;
@@ -101,7 +123,10 @@ async fn ec_p256_install_with_null_string_and_issued_lsc_matches_section_9() {
 }
 
 fn verify_with_openssl(node: &TestNode, der: &[u8]) {
-    let Ok(out) = std::process::Command::new("openssl").arg("version").output() else {
+    let Ok(out) = std::process::Command::new("openssl")
+        .arg("version")
+        .output()
+    else {
         eprintln!("openssl not installed: independent verification skipped");
         return;
     };
@@ -123,7 +148,11 @@ fn verify_with_openssl(node: &TestNode, der: &[u8]) {
         .output()
         .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success() && text.contains("OK"), "openssl verify: {text} {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success() && text.contains("OK"),
+        "openssl verify: {text} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 #[tokio::test]
@@ -132,7 +161,10 @@ async fn ec_preferred_device_gives_a_version_2_client_rsa() {
     node.add(install(
         NAME,
         AuthMode::Null,
-        KeyOrder::EcPreferred { curve: EcCurve::P256, bits: 2048 },
+        KeyOrder::EcPreferred {
+            curve: EcCurve::P256,
+            bits: 2048,
+        },
     ));
     let mut phone = Phone::new(NAME);
     phone.version = Some(2);
@@ -140,14 +172,21 @@ async fn ec_preferred_device_gives_a_version_2_client_rsa() {
     phone.in_progress = 0;
     let outcome = node.run(&phone).await;
     assert_eq!(outcome.end_reason, Some(Reason::UpdateCertificate));
-    assert_eq!(node.device(NAME).lsc.unwrap().key, KeySpec::Rsa { bits: 2048 });
+    assert_eq!(
+        node.device(NAME).lsc.unwrap().key,
+        KeySpec::Rsa { bits: 2048 }
+    );
     node.stop().await;
 }
 
 #[tokio::test]
 async fn wrong_string_is_refused_and_nothing_is_stored() {
     let node = TestNode::start().await;
-    node.add(install(NAME, AuthMode::String, KeyOrder::Rsa { bits: 2048 }));
+    node.add(install(
+        NAME,
+        AuthMode::String,
+        KeyOrder::Rsa { bits: 2048 },
+    ));
     let mut phone = Phone::new(NAME);
     phone.password = Some("999999".into());
     let outcome = node.run(&phone).await;
@@ -216,7 +255,13 @@ async fn troubleshoot_records_a_parsable_certificate_only() {
 #[tokio::test]
 async fn delete_clears_the_lsc_after_the_phone_confirms() {
     let node = TestNode::start().await;
-    node.add(install(NAME, AuthMode::Null, KeyOrder::Ec { curve: EcCurve::P256 }));
+    node.add(install(
+        NAME,
+        AuthMode::Null,
+        KeyOrder::Ec {
+            curve: EcCurve::P256,
+        },
+    ));
     let outcome = node.run(&Phone::new(NAME)).await;
     let (der, _) = outcome.issued.unwrap();
     let serial = node.device(NAME).lsc.unwrap().serial;
@@ -245,20 +290,33 @@ async fn delete_clears_the_lsc_after_the_phone_confirms() {
 #[tokio::test]
 async fn phone_dropping_before_confirmation_leaves_the_operation_pending() {
     let node = TestNode::start().await;
-    node.add(install(NAME, AuthMode::Null, KeyOrder::Ec { curve: EcCurve::P256 }));
+    node.add(install(
+        NAME,
+        AuthMode::Null,
+        KeyOrder::Ec {
+            curve: EcCurve::P256,
+        },
+    ));
     let mut phone = Phone::new(NAME);
     phone.drop_before_store_reply = true;
     let outcome = node.run(&phone).await;
     let (der, _) = outcome.issued.expect("certificate was sent");
 
     // The server notices the close; give it a moment to record the outcome.
-    let rec = wait_for(&node, |r| matches!(r.status, OperationStatus::UpgradeFailed(_))).await;
+    let rec = wait_for(&node, |r| {
+        matches!(r.status, OperationStatus::UpgradeFailed(_))
+    })
+    .await;
     assert!(rec.lsc.is_none(), "never installed without confirmation");
     assert_eq!(rec.operation, Operation::Install);
     let unconfirmed = rec.unconfirmed_lsc.expect("issued LSC accounted for");
     assert_eq!(unconfirmed.der, der);
     assert_eq!(
-        node.store.serial(&unconfirmed.serial).unwrap().unwrap().state,
+        node.store
+            .serial(&unconfirmed.serial)
+            .unwrap()
+            .unwrap()
+            .state,
         SerialState::Unconfirmed
     );
 
@@ -266,7 +324,11 @@ async fn phone_dropping_before_confirmation_leaves_the_operation_pending() {
     let outcome = node.run(&Phone::new(NAME)).await;
     assert_eq!(outcome.end_reason, Some(Reason::UpdateCertificate));
     assert_eq!(
-        node.store.serial(&unconfirmed.serial).unwrap().unwrap().state,
+        node.store
+            .serial(&unconfirmed.serial)
+            .unwrap()
+            .unwrap()
+            .state,
         SerialState::Superseded
     );
     node.stop().await;
@@ -280,7 +342,10 @@ async fn wait_for(node: &TestNode, done: impl Fn(&DeviceRecord) -> bool) -> Devi
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    panic!("device never reached the expected state: {:?}", node.device(NAME).status);
+    panic!(
+        "device never reached the expected state: {:?}",
+        node.device(NAME).status
+    );
 }
 
 /// Opens a TLS session, reads AUTH_REQUEST, sends what `craft` builds from the session
@@ -301,7 +366,11 @@ async fn raw_session(node: &TestNode, craft: impl FnOnce(u32) -> Vec<u8>) -> Opt
     if reply.len() >= HEADER_LEN + 4 {
         assert_eq!(reply[0], 0x55);
         assert_eq!(reply[1], 15, "only END_SESSION may follow");
-        assert_eq!(&reply[2..6], &id.to_be_bytes(), "server keeps its own session id");
+        assert_eq!(
+            &reply[2..6],
+            &id.to_be_bytes(),
+            "server keeps its own session id"
+        );
         Some(reply[HEADER_LEN + 3])
     } else {
         None
@@ -331,7 +400,10 @@ async fn malformed_input_ends_with_7_or_a_close_and_the_server_keeps_serving() {
     let version3 = [7u8, 0, 1, 3];
 
     // R1: truncated header, then silence: the per-message timeout ends it with 7.
-    assert_eq!(raw_session(&node, |id| msg(2, id, &[])[..5].to_vec()).await, Some(7));
+    assert_eq!(
+        raw_session(&node, |id| msg(2, id, &[])[..5].to_vec()).await,
+        Some(7)
+    );
     // R2: wrong protocol id.
     assert_eq!(
         raw_session(&node, |id| {
@@ -343,7 +415,10 @@ async fn malformed_input_ends_with_7_or_a_close_and_the_server_keeps_serving() {
         Some(7)
     );
     // R3: someone else's session id.
-    assert_eq!(raw_session(&node, |id| msg(2, id ^ 1, &version3)).await, Some(7));
+    assert_eq!(
+        raw_session(&node, |id| msg(2, id ^ 1, &version3)).await,
+        Some(7)
+    );
     // R4: announced payload over the cap, refused before reading it.
     assert_eq!(
         raw_session(&node, |id| {
@@ -366,8 +441,14 @@ async fn malformed_input_ends_with_7_or_a_close_and_the_server_keeps_serving() {
         Some(7)
     );
     // R4: element overrunning the payload; fixed-size element with a wrong length.
-    assert_eq!(raw_session(&node, |id| msg(2, id, &[13, 0, 50, 0x41])).await, Some(7));
-    assert_eq!(raw_session(&node, |id| msg(2, id, &[7, 0, 2, 3, 0])).await, Some(7));
+    assert_eq!(
+        raw_session(&node, |id| msg(2, id, &[13, 0, 50, 0x41])).await,
+        Some(7)
+    );
+    assert_eq!(
+        raw_session(&node, |id| msg(2, id, &[7, 0, 2, 3, 0])).await,
+        Some(7)
+    );
     // R6: duplicate device name.
     assert_eq!(
         raw_session(&node, |id| {

@@ -17,13 +17,3 @@ mod tests;
 pub use codec::Reader;
 pub use element::tag;
 pub use message::*;
-
-/// R8: a device name capf will look up, log and use in file names: 1–64 bytes of
-/// `[A-Za-z0-9_.-]`.
-pub fn valid_device_name(name: &str) -> bool {
-    !name.is_empty()
-        && name.len() <= 64
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
-}

@@ -3,7 +3,7 @@
 #![allow(dead_code)]
 
 use capf::ca::Ca;
-use capf::phone::{connector, Phone, Outcome};
+use capf::phone::{connector, Outcome, Phone};
 use capf::server::CapfListener;
 use capf::settings::{DataDir, Settings};
 use capf::store::{DeviceRecord, Event, Store};
@@ -40,12 +40,20 @@ impl TestNode {
             ..Settings::default()
         };
         adjust(&mut settings);
-        capf::cli::initialise(&data, &settings, Some("Example".into()), Some("Voice".into()), false)
-            .unwrap();
+        capf::cli::initialise(
+            &data,
+            &settings,
+            Some("Example".into()),
+            Some("Voice".into()),
+            false,
+        )
+        .unwrap();
         let store = Store::open(&data.db()).unwrap();
         let ca = Ca::load(&data.certs(), settings.lsc_validity_days).unwrap();
         let capf_cert = CertificateDer::from(ca.certificate_der().to_vec());
-        let listener = CapfListener::bind(settings, store.clone(), ca).await.unwrap();
+        let listener = CapfListener::bind(settings, store.clone(), ca)
+            .await
+            .unwrap();
         let addr = listener.local_addr().unwrap();
         let (tx, rx) = oneshot::channel();
         let task = tokio::spawn(listener.run(async {
@@ -73,7 +81,10 @@ impl TestNode {
     }
 
     pub async fn run(&self, phone: &Phone) -> Outcome {
-        phone.run(self.addr, &self.connector).await.expect("phone session")
+        phone
+            .run(self.addr, &self.connector)
+            .await
+            .expect("phone session")
     }
 
     pub async fn stop(mut self) {
