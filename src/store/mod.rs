@@ -54,7 +54,7 @@ pub enum StoreError {
     Sled(#[from] sled::Error),
 }
 
-/// The trees every transaction spans, in the order the closures receive them.
+/// Tree names. Every transaction spans all four.
 const DEVICES: &str = "devices";
 const EVENTS: &str = "events";
 const SERIALS: &str = "serials";
@@ -187,6 +187,7 @@ impl Store {
         self.devices().collect()
     }
 
+    /// Number of devices. O(n): sled counts by iterating.
     pub fn device_count(&self) -> usize {
         self.devices.len()
     }
