@@ -27,7 +27,11 @@ pub enum ProtocolError {
     #[error("element tag {tag} claims {len} bytes beyond the end of the payload")]
     ElementOverrun { tag: u8, len: usize },
     #[error("element tag {tag} has length {len}, expected {expected}")]
-    BadFixedLength { tag: u8, len: usize, expected: usize },
+    BadFixedLength {
+        tag: u8,
+        len: usize,
+        expected: usize,
+    },
     #[error("element tag {0} appears more than once")]
     Duplicate(u8),
     #[error("element tag {0} is malformed: {1}")]
