@@ -4,16 +4,32 @@
 //! * `devices`: device name -> versioned `DeviceRecord`.
 //! * `events`:  big-endian u64 id (monotonic) -> `Event`, append-only audit trail.
 //! * `serials`: issued serial (lowercase hex) -> `SerialRecord`.
+//! * `meta`:    the next event id.
 //!
 //! Every state change commits together with its audit event (and serial index
 //! entries) in one sled transaction, so a crash can never leave one without the other.
-//! (API skeleton: bodies marked `todo!()` are filled in by the store work.)
+//! sled runs transactions one at a time and re-runs a transaction's closure on
+//! conflict, so a read-modify-write such as [`Store::update_device`] never loses a
+//! concurrent edit.
 
+mod codec;
 pub mod model;
+#[cfg(test)]
+mod tests;
 
 pub use model::*;
 
+use codec::{
+    decode_device, decode_event, decode_serial, encode_device, encode_event, encode_serial,
+    event_key, serial_key,
+};
+use sled::transaction::{
+    ConflictableTransactionError, ConflictableTransactionResult, TransactionError,
+    TransactionalTree,
+};
+use sled::Transactional;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock, RwLockReadGuard};
 use thiserror::Error;
 
 #[derive(Debug, Error)]
@@ -27,24 +43,405 @@ pub enum StoreError {
     Exists(String),
     #[error("corrupt record under key {key}: {reason}")]
     Corrupt { key: String, reason: String },
+    #[error("a device name cannot be empty")]
+    EmptyName,
+    /// The caller's update refused to apply; nothing was written.
+    #[error("update of device {device} refused: {reason}")]
+    Refused { device: String, reason: String },
+    #[error("cannot encode record: {0}")]
+    Encode(serde_json::Error),
     #[error("store error: {0}")]
     Sled(#[from] sled::Error),
 }
+
+/// Tree names. Every transaction spans all four.
+const DEVICES: &str = "devices";
+const EVENTS: &str = "events";
+const SERIALS: &str = "serials";
+const META: &str = "meta";
+
+/// Key in `meta` of the id the next event gets. Ids start at 1 (0 means "not stored").
+const NEXT_EVENT_ID: &[u8] = b"next_event_id";
 
 /// Handle to the database. Cheap to clone (sled handles are reference counted).
 #[derive(Clone)]
 pub struct Store {
     db: sled::Db,
+    devices: sled::Tree,
+    events: sled::Tree,
+    serials: sled::Tree,
+    meta: sled::Tree,
+    /// Writers share it, a backup takes it alone: sled iterators are not snapshots, so
+    /// this is what makes a backup a consistent picture of all trees. Only this process
+    /// can write (sled's lock), so an in-process lock is enough.
+    write_gate: Arc<RwLock<()>>,
+}
+
+/// The transactional view of the four trees.
+struct Txn<'a> {
+    devices: &'a TransactionalTree,
+    events: &'a TransactionalTree,
+    serials: &'a TransactionalTree,
+    meta: &'a TransactionalTree,
+}
+
+type TxnResult<T> = ConflictableTransactionResult<T, StoreError>;
+
+fn abort(e: StoreError) -> ConflictableTransactionError<StoreError> {
+    ConflictableTransactionError::Abort(e)
+}
+
+impl Txn<'_> {
+    fn device(&self, name: &str) -> TxnResult<Option<DeviceRecord>> {
+        match self.devices.get(name.as_bytes())? {
+            None => Ok(None),
+            Some(v) => decode_device(name.as_bytes(), &v).map(Some).map_err(abort),
+        }
+    }
+
+    fn put_device(&self, name: &str, encoded: &[u8]) -> TxnResult<()> {
+        self.devices.insert(name.as_bytes(), encoded)?;
+        Ok(())
+    }
+
+    /// Reserves `count` consecutive event ids and returns the first.
+    fn reserve_event_ids(&self, count: u64) -> TxnResult<u64> {
+        let first = match self.meta.get(NEXT_EVENT_ID)? {
+            None => 1,
+            Some(v) => <[u8; 8]>::try_from(v.as_ref())
+                .map(u64::from_be_bytes)
+                .map_err(|_| {
+                    abort(StoreError::Corrupt {
+                        key: "meta/next_event_id".into(),
+                        reason: format!("{} bytes, not 8", v.len()),
+                    })
+                })?,
+        };
+        self.meta
+            .insert(NEXT_EVENT_ID, &(first + count).to_be_bytes()[..])?;
+        Ok(first)
+    }
+
+    fn append_events(&self, events: &[Event]) -> TxnResult<u64> {
+        let first = self.reserve_event_ids(events.len() as u64)?;
+        for (id, event) in (first..).zip(events) {
+            let mut event = event.clone();
+            event.id = id;
+            let encoded = encode_event(&event).map_err(abort)?;
+            self.events.insert(&event_key(id)[..], encoded)?;
+        }
+        Ok(first)
+    }
+
+    fn append_event(&self, event: &Event) -> TxnResult<u64> {
+        self.append_events(std::slice::from_ref(event))
+    }
+
+    fn put_serials(&self, serials: &[(String, SerialRecord)]) -> TxnResult<()> {
+        for (serial, rec) in serials {
+            let encoded = encode_serial(rec).map_err(abort)?;
+            self.serials
+                .insert(serial_key(serial).as_bytes(), encoded)?;
+        }
+        Ok(())
+    }
 }
 
 impl Store {
-    /// Opens (creating if needed) the database in `dir`.
+    /// Opens (creating if needed) the database in `dir`. Fails with
+    /// [`StoreError::Locked`] while another process or handle has it open.
     pub fn open(dir: &Path) -> Result<Store, StoreError> {
-        todo!("{dir:?}")
+        let db = sled::Config::new()
+            .path(dir)
+            .open()
+            .map_err(|e| open_error(dir, e))?;
+        Ok(Store {
+            devices: db.open_tree(DEVICES)?,
+            events: db.open_tree(EVENTS)?,
+            serials: db.open_tree(SERIALS)?,
+            meta: db.open_tree(META)?,
+            db,
+            write_gate: Arc::new(RwLock::new(())),
+        })
     }
 
+    // -- devices ------------------------------------------------------------------
+
     pub fn get_device(&self, name: &str) -> Result<Option<DeviceRecord>, StoreError> {
-        todo!("{name}{:?}", self.db.was_recovered())
+        match self.devices.get(name.as_bytes())? {
+            None => Ok(None),
+            Some(v) => decode_device(name.as_bytes(), &v).map(Some),
+        }
+    }
+
+    /// All devices in name order, decoded one at a time (for large stores).
+    pub fn devices(&self) -> impl Iterator<Item = Result<DeviceRecord, StoreError>> {
+        self.devices.iter().map(|kv| {
+            let (k, v) = kv?;
+            decode_device(&k, &v)
+        })
+    }
+
+    /// All devices in name order.
+    pub fn list_devices(&self) -> Result<Vec<DeviceRecord>, StoreError> {
+        self.devices().collect()
+    }
+
+    /// Number of devices. O(n): sled counts by iterating.
+    pub fn device_count(&self) -> usize {
+        self.devices.len()
+    }
+
+    /// Adds a new device; [`StoreError::Exists`] if the name is taken.
+    pub fn add_device(&self, rec: &DeviceRecord, event: Event) -> Result<(), StoreError> {
+        let encoded = encode_new_device(rec)?;
+        self.transact(|t| {
+            if t.devices.get(rec.name.as_bytes())?.is_some() {
+                return Err(abort(StoreError::Exists(rec.name.clone())));
+            }
+            t.put_device(&rec.name, &encoded)?;
+            t.append_event(&event)?;
+            Ok(())
+        })
+    }
+
+    /// Inserts or replaces a device.
+    pub fn put_device(&self, rec: &DeviceRecord, event: Event) -> Result<(), StoreError> {
+        let encoded = encode_new_device(rec)?;
+        self.transact(|t| {
+            t.put_device(&rec.name, &encoded)?;
+            t.append_event(&event)?;
+            Ok(())
+        })
+    }
+
+    /// Applies `f` to the current record and stores the result together with `event`
+    /// and the `serials` index entries. `f` may run more than once (sled re-runs it on
+    /// conflict), always on the record as it is at commit time. Returns the new record.
+    pub fn update_device<F>(
+        &self,
+        name: &str,
+        event: Event,
+        serials: &[(String, SerialRecord)],
+        f: F,
+    ) -> Result<DeviceRecord, StoreError>
+    where
+        F: Fn(&mut DeviceRecord),
+    {
+        self.try_update_device(name, event, serials, |rec| {
+            f(rec);
+            Ok(())
+        })
+    }
+
+    /// Like [`Store::update_device`], but `f` may refuse: then nothing is written
+    /// (neither the device, nor the event, nor the serials) and the reason comes back
+    /// as [`StoreError::Refused`]. An update may not rename the device.
+    pub fn try_update_device<F>(
+        &self,
+        name: &str,
+        event: Event,
+        serials: &[(String, SerialRecord)],
+        f: F,
+    ) -> Result<DeviceRecord, StoreError>
+    where
+        F: Fn(&mut DeviceRecord) -> Result<(), String>,
+    {
+        let refused = |reason: String| {
+            abort(StoreError::Refused {
+                device: name.to_string(),
+                reason,
+            })
+        };
+        self.transact(|t| {
+            let mut rec = t
+                .device(name)?
+                .ok_or_else(|| abort(StoreError::NotFound(name.to_string())))?;
+            f(&mut rec).map_err(refused)?;
+            if rec.name != name {
+                return Err(refused(format!(
+                    "an update cannot rename it to {:?}",
+                    rec.name
+                )));
+            }
+            let encoded = encode_device(&rec).map_err(abort)?;
+            t.put_device(name, &encoded)?;
+            t.append_event(&event)?;
+            t.put_serials(serials)?;
+            Ok(rec)
+        })
+    }
+
+    /// Removes a device; `false` (and no event) if there was none. Its serial index
+    /// entries stay: they account for certificates that exist.
+    pub fn remove_device(&self, name: &str, event: Event) -> Result<bool, StoreError> {
+        self.transact(|t| {
+            if t.devices.remove(name.as_bytes())?.is_none() {
+                return Ok(false);
+            }
+            t.append_event(&event)?;
+            Ok(true)
+        })
+    }
+
+    /// Inserts or replaces all `recs` and appends all `events`, all or nothing, in one
+    /// transaction (the CSV import).
+    pub fn put_devices(&self, recs: &[DeviceRecord], events: Vec<Event>) -> Result<(), StoreError> {
+        let encoded = recs
+            .iter()
+            .map(|rec| Ok((rec.name.as_str(), encode_new_device(rec)?)))
+            .collect::<Result<Vec<_>, StoreError>>()?;
+        self.transact(|t| {
+            for (name, value) in &encoded {
+                t.put_device(name, value)?;
+            }
+            t.append_events(&events)?;
+            Ok(())
+        })
+    }
+
+    // -- events -------------------------------------------------------------------
+
+    /// Appends an event that changes no device; returns its id.
+    pub fn append_event(&self, event: Event) -> Result<u64, StoreError> {
+        self.transact(|t| t.append_event(&event))
+    }
+
+    /// Events in id order: those about `device` (if given) at or after `since` (if
+    /// given). With `limit`, the most recent `limit` of them.
+    pub fn events(
+        &self,
+        device: Option<&str>,
+        since: Option<UnixTime>,
+        limit: Option<usize>,
+    ) -> Result<Vec<Event>, StoreError> {
+        let wanted = |e: &Event| {
+            device.is_none_or(|d| e.device.as_deref() == Some(d))
+                && since.is_none_or(|s| e.time >= s)
+        };
+        let mut found = Vec::new();
+        for kv in self.events.iter().rev() {
+            if limit.is_some_and(|l| found.len() >= l) {
+                break;
+            }
+            let (k, v) = kv?;
+            let event = decode_event(&k, &v)?;
+            if wanted(&event) {
+                found.push(event);
+            }
+        }
+        found.reverse();
+        Ok(found)
+    }
+
+    // -- serials ------------------------------------------------------------------
+
+    pub fn serial(&self, serial: &str) -> Result<Option<SerialRecord>, StoreError> {
+        let key = serial_key(serial);
+        match self.serials.get(key.as_bytes())? {
+            None => Ok(None),
+            Some(v) => decode_serial(key.as_bytes(), &v).map(Some),
+        }
+    }
+
+    /// The whole serial index, in key order.
+    pub fn serials(&self) -> Result<Vec<(String, SerialRecord)>, StoreError> {
+        self.serials
+            .iter()
+            .map(|kv| {
+                let (k, v) = kv?;
+                let rec = decode_serial(&k, &v)?;
+                Ok((String::from_utf8_lossy(&k).into_owned(), rec))
+            })
+            .collect()
+    }
+
+    // -- durability -----------------------------------------------------------------
+
+    /// Writes everything committed so far to disk. sled otherwise flushes in the
+    /// background every 500 ms; call this before telling a phone its change is stored.
+    pub fn flush(&self) -> Result<(), StoreError> {
+        self.db.flush()?;
+        Ok(())
+    }
+
+    /// [`Store::flush`] without blocking the runtime.
+    pub async fn flush_async(&self) -> Result<(), StoreError> {
+        self.db.flush_async().await?;
+        Ok(())
+    }
+
+    /// Copies all trees into a new database in `dir` (which must not hold one yet),
+    /// as they are at one instant: writers wait until the copy is done.
+    pub fn backup_to(&self, dir: &Path) -> Result<(), StoreError> {
+        let _alone = self.write_gate.write().unwrap_or_else(|p| p.into_inner());
+        let target = sled::Config::new()
+            .path(dir)
+            .create_new(true)
+            .open()
+            .map_err(|e| open_error(dir, e))?;
+        for (name, from) in [
+            (DEVICES, &self.devices),
+            (EVENTS, &self.events),
+            (SERIALS, &self.serials),
+            (META, &self.meta),
+        ] {
+            let mut batch = sled::Batch::default();
+            for kv in from.iter() {
+                let (k, v) = kv?;
+                batch.insert(k, v);
+            }
+            target.open_tree(name)?.apply_batch(batch)?;
+        }
+        target.flush()?;
+        Ok(())
+    }
+
+    // -----------------------------------------------------------------------------
+
+    /// Runs `f` as one transaction over all trees, mapping sled's errors to ours.
+    fn transact<T>(&self, f: impl Fn(&Txn<'_>) -> TxnResult<T>) -> Result<T, StoreError> {
+        let _shared = self.shared_write();
+        (&self.devices, &self.events, &self.serials, &self.meta)
+            .transaction(|(devices, events, serials, meta)| {
+                f(&Txn {
+                    devices,
+                    events,
+                    serials,
+                    meta,
+                })
+            })
+            .map_err(|e| match e {
+                TransactionError::Abort(e) => e,
+                TransactionError::Storage(e) => StoreError::Sled(e),
+            })
+    }
+
+    fn shared_write(&self) -> RwLockReadGuard<'_, ()> {
+        self.write_gate.read().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// Encodes a record that is about to be written under its own name.
+fn encode_new_device(rec: &DeviceRecord) -> Result<Vec<u8>, StoreError> {
+    if rec.name.is_empty() {
+        return Err(StoreError::EmptyName);
+    }
+    encode_device(rec)
+}
+
+/// sled reports a held lock as a plain `io::Error` of kind `Other` whose message starts
+/// with "could not acquire lock on" (sled 0.34 `Config::try_lock`, from fs2's
+/// `try_lock_exclusive`); that message is the only thing that identifies it.
+fn open_error(dir: &Path, e: sled::Error) -> StoreError {
+    match &e {
+        sled::Error::Io(io)
+            if io.kind() == std::io::ErrorKind::Other
+                && io.to_string().starts_with("could not acquire lock on") =>
+        {
+            StoreError::Locked(dir.to_path_buf())
+        }
+        _ => StoreError::Sled(e),
     }
 }
 

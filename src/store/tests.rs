@@ -1,0 +1,492 @@
+use super::*;
+use md5::Md5;
+use rcgen::PublicKeyData;
+use sha2::{Digest, Sha256};
+use std::time::Instant;
+use tempfile::tempdir;
+
+fn event(device: &str, action: &str, time: UnixTime) -> Event {
+    Event {
+        id: 0,
+        time,
+        actor: "cli:test".into(),
+        device: Some(device.into()),
+        action: action.into(),
+        result: "ok".into(),
+        details: Default::default(),
+    }
+}
+
+/// A real self-signed certificate, described the way `ca::cert_info` describes one.
+fn enrolled(name: &str, serial: &str) -> EnrolledCert {
+    let issued = rcgen::generate_simple_self_signed(vec![name.to_string()]).unwrap();
+    let der = issued.cert.der().to_vec();
+    EnrolledCert {
+        public_key: issued.signing_key.subject_public_key_info(),
+        md5: hex::encode(Md5::digest(&der)),
+        sha256: hex::encode(Sha256::digest(&der)),
+        serial: serial.into(),
+        not_before: 1_700_000_000,
+        not_after: 1_900_000_000,
+        key: KeySpec::Ec {
+            curve: EcCurve::P256,
+        },
+        issuer: format!("CN={name}"),
+        subject: format!("CN={name}"),
+        der,
+    }
+}
+
+fn full_record(name: &str) -> DeviceRecord {
+    DeviceRecord {
+        operation: Operation::Install,
+        auth: AuthMode::String,
+        auth_string: Some("123456".into()),
+        key_order: KeyOrder::EcPreferred {
+            curve: EcCurve::P384,
+            bits: 3072,
+        },
+        deadline: Some(1_800_000_000),
+        encrypted_config: true,
+        status: OperationStatus::UpgradeFailed("Invalid Authentication String".into()),
+        last_attempt: Some(1_750_000_000),
+        failed_auth: 2,
+        locked_until: Some(1_750_000_600),
+        lsc: Some(enrolled(name, "0a1b2c")),
+        mic: Some(enrolled(name, "ff00")),
+        unconfirmed_lsc: None,
+        ..DeviceRecord::new(name)
+    }
+}
+
+fn serial_entry(device: &str, state: SerialState) -> SerialRecord {
+    SerialRecord {
+        device: device.into(),
+        state,
+        issued: 1_750_000_000,
+    }
+}
+
+#[test]
+fn full_record_round_trips_in_a_versioned_envelope() {
+    let dir = tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let rec = full_record("SEP001122334455");
+    store
+        .add_device(&rec, event(&rec.name, "device-add", 1))
+        .unwrap();
+
+    assert_eq!(store.get_device(&rec.name).unwrap(), Some(rec.clone()));
+    assert_eq!(store.get_device("SEP000000000000").unwrap(), None);
+
+    let raw = store.devices.get(rec.name.as_bytes()).unwrap().unwrap();
+    let json: serde_json::Value = serde_json::from_slice(&raw).unwrap();
+    assert_eq!(json["v"], DEVICE_SCHEMA_VERSION);
+    assert_eq!(json["device"]["name"], "SEP001122334455");
+}
+
+#[test]
+fn adding_twice_is_refused_and_writes_no_second_event() {
+    let dir = tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let rec = DeviceRecord::new("SEP001122334455");
+    store.add_device(&rec, event(&rec.name, "add", 1)).unwrap();
+
+    let mut changed = rec.clone();
+    changed.operation = Operation::Delete;
+    let err = store
+        .add_device(&changed, event(&rec.name, "add", 2))
+        .unwrap_err();
+    assert!(matches!(err, StoreError::Exists(ref n) if n == "SEP001122334455"));
+    assert_eq!(store.get_device(&rec.name).unwrap(), Some(rec));
+    assert_eq!(store.events(None, None, None).unwrap().len(), 1);
+}
+
+#[test]
+fn put_replaces_and_remove_deletes() {
+    let dir = tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let mut rec = DeviceRecord::new("SEP001122334455");
+    store.put_device(&rec, event(&rec.name, "put", 1)).unwrap();
+    rec.operation = Operation::Troubleshoot;
+    store.put_device(&rec, event(&rec.name, "put", 2)).unwrap();
+    assert_eq!(store.get_device(&rec.name).unwrap(), Some(rec.clone()));
+    assert_eq!(store.device_count(), 1);
+
+    assert!(store
+        .remove_device(&rec.name, event(&rec.name, "remove", 3))
+        .unwrap());
+    assert!(!store
+        .remove_device(&rec.name, event(&rec.name, "remove", 4))
+        .unwrap());
+    assert_eq!(store.get_device(&rec.name).unwrap(), None);
+    let actions: Vec<_> = store
+        .events(None, None, None)
+        .unwrap()
+        .into_iter()
+        .map(|e| e.time)
+        .collect();
+    assert_eq!(actions, [1, 2, 3], "a remove of nothing is not audited");
+}
+
+#[test]
+fn update_commits_record_event_and_serials_together() {
+    let dir = tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let mut rec = DeviceRecord::new("SEP001122334455");
+    rec.failed_auth = 2;
+    store.add_device(&rec, event(&rec.name, "add", 1)).unwrap();
+
+    let lsc = enrolled(&rec.name, "0a1b2c");
+    let updated = store
+        .update_device(
+            &rec.name,
+            event(&rec.name, "lsc-issued", 2),
+            &[(
+                "0A1B2C".into(),
+                serial_entry(&rec.name, SerialState::Installed),
+            )],
+            |r| {
+                r.failed_auth += 1;
+                r.lsc = Some(lsc.clone());
+            },
+        )
+        .unwrap();
+
+    assert_eq!(updated.failed_auth, 3, "the closure saw the stored record");
+    assert_eq!(store.get_device(&rec.name).unwrap(), Some(updated));
+    let events = store.events(Some(&rec.name), None, None).unwrap();
+    assert_eq!(events.len(), 2);
+    assert_eq!(events[1].action, "lsc-issued");
+    assert!(events[1].id > events[0].id && events[0].id > 0);
+    assert_eq!(
+        store.serial("0a1b2c").unwrap(),
+        Some(serial_entry(&rec.name, SerialState::Installed))
+    );
+    assert_eq!(
+        store.serial("0A1B2C").unwrap(),
+        store.serial("0a1b2c").unwrap()
+    );
+    assert_eq!(
+        store.serials().unwrap(),
+        [(
+            "0a1b2c".to_string(),
+            serial_entry(&rec.name, SerialState::Installed)
+        )]
+    );
+}
+
+#[test]
+fn concurrent_updates_are_never_lost() {
+    let dir = tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    store
+        .add_device(&DeviceRecord::new("SEP1"), event("SEP1", "add", 0))
+        .unwrap();
+    std::thread::scope(|s| {
+        for _ in 0..4 {
+            s.spawn(|| {
+                for _ in 0..50 {
+                    store
+                        .update_device("SEP1", event("SEP1", "fail", 0), &[], |r| {
+                            r.failed_auth += 1
+                        })
+                        .unwrap();
+                }
+            });
+        }
+    });
+    assert_eq!(store.get_device("SEP1").unwrap().unwrap().failed_auth, 200);
+    let ids: Vec<u64> = store
+        .events(None, None, None)
+        .unwrap()
+        .iter()
+        .map(|e| e.id)
+        .collect();
+    assert_eq!(ids, (1..=201).collect::<Vec<u64>>());
+}
+
+#[test]
+fn refused_or_impossible_updates_write_nothing() {
+    let dir = tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let rec = DeviceRecord::new("SEP001122334455");
+    store.add_device(&rec, event(&rec.name, "add", 1)).unwrap();
+    let serials = [(
+        "abcd".to_string(),
+        serial_entry(&rec.name, SerialState::Unconfirmed),
+    )];
+
+    let err = store
+        .try_update_device(&rec.name, event(&rec.name, "set", 2), &serials, |r| {
+            r.operation = Operation::Delete;
+            Err("no LSC to delete".into())
+        })
+        .unwrap_err();
+    assert!(
+        matches!(err, StoreError::Refused { ref reason, .. } if reason == "no LSC to delete"),
+        "{err}"
+    );
+
+    let err = store
+        .try_update_device(&rec.name, event(&rec.name, "set", 3), &serials, |r| {
+            r.name = "SEP999999999999".into();
+            Ok(())
+        })
+        .unwrap_err();
+    assert!(matches!(err, StoreError::Refused { .. }), "{err}");
+
+    let err = store
+        .update_device("SEP000000000000", event("SEP0", "set", 4), &serials, |_| {})
+        .unwrap_err();
+    assert!(matches!(err, StoreError::NotFound(_)), "{err}");
+
+    assert_eq!(store.get_device(&rec.name).unwrap(), Some(rec));
+    assert_eq!(store.events(None, None, None).unwrap().len(), 1);
+    assert_eq!(store.serials().unwrap(), []);
+    assert_eq!(store.device_count(), 1);
+}
+
+#[test]
+fn events_are_monotonic_and_filterable() {
+    let dir = tempdir().unwrap();
+    {
+        let store = Store::open(dir.path()).unwrap();
+        for (i, device) in ["SEPA", "SEPB", "SEPA", "SEPB", "SEPA"].iter().enumerate() {
+            let id = store
+                .append_event(event(device, "session", 100 + i as i64))
+                .unwrap();
+            assert_eq!(id, i as u64 + 1);
+        }
+    }
+    let store = Store::open(dir.path()).unwrap();
+    let next = store.append_event(event("SEPB", "session", 105)).unwrap();
+    assert_eq!(next, 6, "ids continue after a reopen");
+
+    let times = |events: Vec<Event>| events.iter().map(|e| e.time).collect::<Vec<_>>();
+    let all = store.events(None, None, None).unwrap();
+    assert!(all.windows(2).all(|w| w[0].id < w[1].id));
+    assert_eq!(times(all), [100, 101, 102, 103, 104, 105]);
+    assert_eq!(
+        times(store.events(Some("SEPA"), None, None).unwrap()),
+        [100, 102, 104]
+    );
+    assert_eq!(
+        times(store.events(Some("SEPB"), Some(102), None).unwrap()),
+        [103, 105]
+    );
+    assert_eq!(
+        times(store.events(None, None, Some(2)).unwrap()),
+        [104, 105],
+        "a limit keeps the most recent"
+    );
+    assert_eq!(
+        times(store.events(Some("SEPA"), Some(101), Some(1)).unwrap()),
+        [104]
+    );
+    assert_eq!(store.events(Some("SEPC"), None, None).unwrap(), []);
+}
+
+#[test]
+fn damaged_records_are_reported_as_corrupt() {
+    let dir = tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let good = DeviceRecord::new("SEPGOOD");
+    store.add_device(&good, event("SEPGOOD", "add", 1)).unwrap();
+    let body = serde_json::to_value(DeviceRecord::new("SEPNEWER")).unwrap();
+    let cases: [(&str, Vec<u8>, &str); 4] = [
+        (
+            "SEPGARBAGE",
+            b"\xff\x00not json".to_vec(),
+            "bad device envelope",
+        ),
+        (
+            "SEPNEWER",
+            serde_json::to_vec(&serde_json::json!({"v": 2, "device": body})).unwrap(),
+            "schema version 2",
+        ),
+        (
+            "SEPBADBODY",
+            br#"{"v":1,"device":{"name":"SEPBADBODY"}}"#.to_vec(),
+            "bad version 1 device record",
+        ),
+        (
+            "SEPRENAMED",
+            encode_device(&DeviceRecord::new("SEPOTHER")).unwrap(),
+            "not its key",
+        ),
+    ];
+    for (name, bytes, why) in cases {
+        store.devices.insert(name, bytes).unwrap();
+        match store.get_device(name) {
+            Err(StoreError::Corrupt { key, reason }) => {
+                assert_eq!(key, format!("devices/{name}"));
+                assert!(reason.contains(why), "{reason}");
+            }
+            other => panic!("{name}: expected Corrupt, got {other:?}"),
+        }
+        store.devices.remove(name).unwrap();
+    }
+
+    store.devices.insert("SEPBAD", &b"{}"[..]).unwrap();
+    assert!(matches!(
+        store.list_devices(),
+        Err(StoreError::Corrupt { .. })
+    ));
+    let results: Vec<_> = store.devices().collect();
+    assert!(matches!(results[0], Err(StoreError::Corrupt { .. })));
+    assert_eq!(results[1].as_ref().unwrap(), &good);
+
+    store.events.insert(&b"short"[..], &b"{}"[..]).unwrap();
+    assert!(matches!(
+        store.events(None, None, None),
+        Err(StoreError::Corrupt { .. })
+    ));
+    store.serials.insert("beef", &b"[]"[..]).unwrap();
+    assert!(matches!(
+        store.serial("BEEF"),
+        Err(StoreError::Corrupt { .. })
+    ));
+}
+
+#[tokio::test]
+async fn data_survives_a_reopen() {
+    let dir = tempdir().unwrap();
+    let rec = full_record("SEP001122334455");
+    {
+        let store = Store::open(dir.path()).unwrap();
+        store.add_device(&rec, event(&rec.name, "add", 1)).unwrap();
+        store.flush_async().await.unwrap();
+    }
+    let store = Store::open(dir.path()).unwrap();
+    assert_eq!(store.list_devices().unwrap(), [rec]);
+    assert_eq!(store.events(None, None, None).unwrap().len(), 1);
+}
+
+#[test]
+fn a_second_open_of_the_same_store_is_locked() {
+    let dir = tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    match Store::open(dir.path()) {
+        Err(err @ StoreError::Locked(_)) => {
+            assert!(err.to_string().contains("capf serve"), "{err}");
+        }
+        other => panic!("expected Locked, got {:?}", other.err()),
+    }
+    drop(store);
+    Store::open(dir.path()).unwrap();
+}
+
+/// Opened by `another_process_sees_the_store_locked` in a child process.
+const CHILD_STORE_DIR: &str = "CAPF_TEST_LOCKED_STORE_DIR";
+
+#[test]
+fn another_process_sees_the_store_locked() {
+    let dir = tempdir().unwrap();
+    let _store = Store::open(dir.path()).unwrap();
+    let out = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "store::tests::open_locked_store_in_child",
+            "--ignored",
+        ])
+        .env(CHILD_STORE_DIR, dir.path())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}");
+    assert!(stdout.contains("1 passed"), "{stdout}");
+}
+
+#[test]
+#[ignore = "run as a child process by another_process_sees_the_store_locked"]
+fn open_locked_store_in_child() {
+    let dir = std::env::var_os(CHILD_STORE_DIR).unwrap();
+    let err = Store::open(Path::new(&dir)).err();
+    assert!(matches!(err, Some(StoreError::Locked(_))), "{err:?}");
+}
+
+#[test]
+fn bulk_import_of_ten_thousand_is_all_or_nothing() {
+    let dir = tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let recs: Vec<DeviceRecord> = (0..10_000u64)
+        .map(|i| {
+            let mut rec = DeviceRecord::new(format!("SEP{i:012X}"));
+            rec.operation = Operation::Install;
+            rec
+        })
+        .collect();
+    let import_event = |n: usize| Event {
+        details: [("rows".to_string(), serde_json::json!(n))]
+            .into_iter()
+            .collect(),
+        ..event("", "device-import", 1)
+    };
+
+    // A damaged event counter makes the transaction abort after every device
+    // was staged: none of them may land.
+    store.meta.insert(NEXT_EVENT_ID, &b"bad"[..]).unwrap();
+    let err = store
+        .put_devices(&recs, vec![import_event(recs.len())])
+        .unwrap_err();
+    assert!(matches!(err, StoreError::Corrupt { .. }), "{err}");
+    assert_eq!(store.device_count(), 0);
+    store.meta.remove(NEXT_EVENT_ID).unwrap();
+
+    let mut with_empty = recs.clone();
+    with_empty.push(DeviceRecord::new(""));
+    let err = store.put_devices(&with_empty, vec![]).unwrap_err();
+    assert!(matches!(err, StoreError::EmptyName), "{err}");
+    assert_eq!(store.device_count(), 0);
+    assert_eq!(store.events(None, None, None).unwrap(), []);
+
+    let started = Instant::now();
+    store
+        .put_devices(&recs, vec![import_event(recs.len())])
+        .unwrap();
+    store.flush().unwrap();
+    eprintln!("bulk put of 10,000 devices: {:?}", started.elapsed());
+    assert_eq!(store.device_count(), 10_000);
+    let listed = store.list_devices().unwrap();
+    assert_eq!(listed, recs, "listed in name order");
+    assert_eq!(store.events(None, None, None).unwrap().len(), 1);
+}
+
+#[test]
+fn backup_is_a_complete_copy() {
+    let dir = tempdir().unwrap();
+    let store = Store::open(&dir.path().join("db")).unwrap();
+    let rec = full_record("SEP001122334455");
+    store.add_device(&rec, event(&rec.name, "add", 1)).unwrap();
+    store
+        .update_device(
+            &rec.name,
+            event(&rec.name, "issued", 2),
+            &[(
+                "0a1b2c".into(),
+                serial_entry(&rec.name, SerialState::Installed),
+            )],
+            |r| r.status = OperationStatus::UpgradeSuccess,
+        )
+        .unwrap();
+
+    let backup_dir = dir.path().join("backup");
+    store.backup_to(&backup_dir).unwrap();
+    assert!(
+        store.backup_to(&backup_dir).is_err(),
+        "a backup never overwrites a database"
+    );
+
+    let backup = Store::open(&backup_dir).unwrap();
+    assert_eq!(
+        backup.list_devices().unwrap(),
+        store.list_devices().unwrap()
+    );
+    assert_eq!(
+        backup.events(None, None, None).unwrap(),
+        store.events(None, None, None).unwrap()
+    );
+    assert_eq!(backup.serials().unwrap(), store.serials().unwrap());
+    assert_eq!(backup.append_event(event("x", "y", 3)).unwrap(), 3);
+}
