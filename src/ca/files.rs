@@ -23,7 +23,10 @@ pub(crate) const CERT_MODE: u32 = 0o644;
 /// Writes `contents` to `path` through a temporary file created with `mode`, then
 /// renames it over `path` and syncs the directory.
 pub(crate) fn write_atomically(path: &Path, contents: &[u8], mode: u32) -> Result<(), CaError> {
-    let dir = path.parent().unwrap_or(Path::new("."));
+    let dir = match path.parent() {
+        Some(parent) if !parent.as_os_str().is_empty() => parent,
+        _ => Path::new("."),
+    };
     let name = path
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())

@@ -43,7 +43,8 @@ const IDENTITY_LIFETIME: Duration = Duration::days(3653);
 /// Generates the CAPF and TFTP identities and writes `capf.pem`, `capf.key`,
 /// `tftp.pem` and `tftp.key` into `certs_dir` (created if missing). Refuses to replace
 /// any existing file unless `opts.force`. Both identities are generated before the
-/// first file is written, so a failure leaves the directory as it was.
+/// first file is written, so a bad option or a failed key generation leaves the
+/// directory untouched.
 pub fn init_identities(certs_dir: &Path, opts: &InitOptions) -> Result<(), CaError> {
     let paths = [CAPF_CERT_FILE, CAPF_KEY_FILE, TFTP_CERT_FILE, TFTP_KEY_FILE]
         .map(|name| certs_dir.join(name));

@@ -114,7 +114,5 @@ fn check_device_name(name: &str) -> Result<(), CaError> {
 
 fn timestamp(secs: Option<UnixTime>) -> Result<OffsetDateTime, CaError> {
     secs.and_then(|s| OffsetDateTime::from_unix_timestamp(s).ok())
-        .ok_or(CaError::Certificate(
-            "validity outside the representable range".into(),
-        ))
+        .ok_or_else(|| CaError::Certificate("validity outside the representable range".into()))
 }

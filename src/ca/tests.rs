@@ -635,6 +635,10 @@ fn issue_refuses_bad_device_names_and_p521() {
         .issue_lsc("SEP001122334455", b"garbage", now())
         .unwrap_err();
     assert!(matches!(err, CaError::UnsupportedKey(_)), "{err}");
+    let err = ca
+        .issue_lsc("SEP001122334455", &spki, i64::MAX)
+        .unwrap_err();
+    assert!(matches!(err, CaError::Certificate(_)), "{err}");
 }
 
 // ---------------------------------------------------------------------------
