@@ -1,0 +1,104 @@
+//! The on-disk form of capf's identities: PEM certificates and PKCS#8 keys.
+//!
+//! Files are written to a temporary name in the same directory and renamed into
+//! place, so a reader never sees half a key; key files are created 0600, never
+//! widened and then narrowed.
+
+use super::CaError;
+use base64::Engine;
+use rsa::pkcs1::DecodeRsaPrivateKey;
+use rsa::pkcs8::EncodePrivateKey;
+use rustls_pki_types::pem::{PemObject, SectionKind};
+use rustls_pki_types::PrivatePkcs8KeyDer;
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::Path;
+
+/// Mode of private key files: readable by the owner only.
+pub(crate) const KEY_MODE: u32 = 0o600;
+/// Mode of certificate files: public.
+pub(crate) const CERT_MODE: u32 = 0o644;
+
+/// Writes `contents` to `path` through a temporary file created with `mode`, then
+/// renames it over `path` and syncs the directory.
+pub(crate) fn write_atomically(path: &Path, contents: &[u8], mode: u32) -> Result<(), CaError> {
+    let dir = match path.parent() {
+        Some(parent) if !parent.as_os_str().is_empty() => parent,
+        _ => Path::new("."),
+    };
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let mut suffix = [0u8; 6];
+    rand::fill(&mut suffix);
+    let tmp = dir.join(format!(".{name}.{}.tmp", hex::encode(suffix)));
+    let written = (|| {
+        let mut file = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(mode)
+            .open(&tmp)?;
+        file.write_all(contents)?;
+        file.sync_all()?;
+        std::fs::rename(&tmp, path)?;
+        File::open(dir)?.sync_all()
+    })();
+    written.map_err(|source| {
+        // Best effort: the temporary name is ours alone, nothing else refers to it.
+        let _ = std::fs::remove_file(&tmp);
+        CaError::io(path, source)
+    })
+}
+
+/// The DER certificate in the first CERTIFICATE block of the PEM file at `path`.
+pub(crate) fn read_certificate(path: &Path) -> Result<Vec<u8>, CaError> {
+    let text = std::fs::read(path).map_err(|e| CaError::io(path, e))?;
+    for section in <(SectionKind, Vec<u8>)>::pem_slice_iter(&text) {
+        match section {
+            Ok((SectionKind::Certificate, der)) => return Ok(der),
+            Ok(_) => continue,
+            Err(e) => return Err(CaError::pem(path, e.to_string())),
+        }
+    }
+    Err(CaError::pem(path, "no CERTIFICATE block"))
+}
+
+/// The private key in the PEM file at `path`, as PKCS#8 DER. A PKCS#1 "RSA PRIVATE
+/// KEY" (what older openssl commands write) is converted, because rcgen with ring
+/// only loads PKCS#8.
+pub(crate) fn read_private_key(path: &Path) -> Result<PrivatePkcs8KeyDer<'static>, CaError> {
+    let text = std::fs::read(path).map_err(|e| CaError::io(path, e))?;
+    for section in <(SectionKind, Vec<u8>)>::pem_slice_iter(&text) {
+        match section {
+            Ok((SectionKind::PrivateKey, der)) => return Ok(PrivatePkcs8KeyDer::from(der)),
+            Ok((SectionKind::RsaPrivateKey, der)) => {
+                let key = rsa::PrivateKey::from_pkcs1_der(&der)
+                    .map_err(|e| CaError::pem(path, format!("bad RSA PRIVATE KEY: {e}")))?;
+                let pkcs8 = key
+                    .to_pkcs8_der()
+                    .map_err(|e| CaError::pem(path, format!("cannot convert to PKCS#8: {e}")))?;
+                return Ok(PrivatePkcs8KeyDer::from(pkcs8.as_bytes().to_vec()));
+            }
+            Ok(_) => continue,
+            Err(e) => return Err(CaError::pem(path, e.to_string())),
+        }
+    }
+    Err(CaError::pem(
+        path,
+        "no PRIVATE KEY or RSA PRIVATE KEY block (encrypted keys are not supported)",
+    ))
+}
+
+/// PEM text of a DER certificate (RFC 7468: base64 in 64-column lines).
+pub(crate) fn certificate_pem(der: &[u8]) -> String {
+    let body = base64::engine::general_purpose::STANDARD.encode(der);
+    let mut out = String::from("-----BEGIN CERTIFICATE-----\n");
+    for line in body.as_bytes().chunks(64) {
+        out.push_str(&String::from_utf8_lossy(line));
+        out.push('\n');
+    }
+    out.push_str("-----END CERTIFICATE-----\n");
+    out
+}
