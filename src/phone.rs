@@ -189,16 +189,25 @@ pub fn connector(trust: &[CertificateDer<'static>]) -> Result<TlsConnector, Phon
     let config = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()?
         .dangerous()
-        .with_custom_certificate_verifier(Arc::new(IgnoreHostName(inner)))
+        .with_custom_certificate_verifier(Arc::new(PhoneVerifier {
+            pinned: trust.iter().map(|c| c.to_vec()).collect(),
+            inner,
+        }))
         .with_no_client_auth();
     Ok(TlsConnector::from(Arc::new(config)))
 }
 
-/// Full chain verification against the anchors, minus the host-name check.
+/// What a phone checks: the CAPF certificate is trusted by identity (its ITL entry), so
+/// a presented certificate equal to a trusted one is accepted as is. That matters because
+/// the CAPF certificate is itself a CA (CUCM requires CA:TRUE), which WebPKI refuses as
+/// an end entity. Anything else gets full chain verification, minus the host name.
 #[derive(Debug)]
-struct IgnoreHostName(Arc<rustls::client::WebPkiServerVerifier>);
+struct PhoneVerifier {
+    pinned: Vec<Vec<u8>>,
+    inner: Arc<rustls::client::WebPkiServerVerifier>,
+}
 
-impl ServerCertVerifier for IgnoreHostName {
+impl ServerCertVerifier for PhoneVerifier {
     fn verify_server_cert(
         &self,
         end_entity: &CertificateDer<'_>,
@@ -207,8 +216,15 @@ impl ServerCertVerifier for IgnoreHostName {
         ocsp: &[u8],
         now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
+        if self
+            .pinned
+            .iter()
+            .any(|p| p.as_slice() == end_entity.as_ref())
+        {
+            return Ok(ServerCertVerified::assertion());
+        }
         match self
-            .0
+            .inner
             .verify_server_cert(end_entity, intermediates, server_name, ocsp, now)
         {
             Err(rustls::Error::InvalidCertificate(rustls::CertificateError::NotValidForName))
@@ -225,7 +241,7 @@ impl ServerCertVerifier for IgnoreHostName {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.0.verify_tls12_signature(message, cert, dss)
+        self.inner.verify_tls12_signature(message, cert, dss)
     }
 
     fn verify_tls13_signature(
@@ -234,11 +250,11 @@ impl ServerCertVerifier for IgnoreHostName {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.0.verify_tls13_signature(message, cert, dss)
+        self.inner.verify_tls13_signature(message, cert, dss)
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.0.supported_verify_schemes()
+        self.inner.supported_verify_schemes()
     }
 }
 

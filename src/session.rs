@@ -385,6 +385,8 @@ impl Session {
         };
         self.summary.auth = Some(rec.auth);
         self.summary.operation = Some(rec.operation);
+        // From here on every commit is about this device.
+        self.device = Some(rec.clone());
         let failed_status = |reason: &str| failure_status(rec.operation, reason);
 
         if rec.is_locked(now) {
@@ -392,7 +394,6 @@ impl Session {
             self.summary.result = "Locked Out".into();
             let event = self.event("session", "Refused: Device Locked Out", now);
             let commit = self.commit(Some(DeviceChange::Attempted { now }), event);
-            self.device = Some(rec);
             return self.end(Reason::InvalidElement, Some(commit));
         }
 
@@ -407,13 +408,11 @@ impl Session {
                 lockout_secs: self.policy.lockout_secs,
             };
             let commit = self.commit(Some(change), event);
-            self.device = Some(rec);
             return self.end(Reason::InvalidElement, Some(commit));
         }
 
         let operation = rec.operation;
         let late = rec.deadline.is_some_and(|d| now > d);
-        self.device = Some(rec);
         if operation != Operation::None && late {
             return self.end_with_failure("Late Request", Reason::InvalidElement, now);
         }
@@ -954,8 +953,15 @@ mod tests {
 
     /// Applies a step's commit to `rec` the way the store would.
     fn apply(step: &Step, rec: &mut DeviceRecord) {
-        if let Some(change) = step.commit.as_ref().and_then(|c| c.change.as_ref()) {
-            change.apply(rec);
+        if let Some(commit) = &step.commit {
+            if let Some(change) = &commit.change {
+                assert_eq!(
+                    commit.device.as_deref(),
+                    Some(rec.name.as_str()),
+                    "change without its device"
+                );
+                change.apply(rec);
+            }
         }
     }
 
