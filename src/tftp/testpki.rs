@@ -3,6 +3,8 @@
 //! the slow part), plus the §8.1 device document.
 
 use super::signer::{Digest, Signer};
+use crate::store::model::{EcCurve, EnrolledCert, KeySpec};
+use md5::Digest as _;
 use rcgen::{
     BasicConstraints, CertificateParams, DistinguishedName, DnType, IsCa, Issuer, KeyPair,
     SerialNumber, SubjectPublicKeyInfo,
@@ -85,6 +87,31 @@ pub fn pki() -> &'static Pki {
 pub fn signer(digest: Digest) -> Signer {
     let s = &pki().signer;
     Signer::from_der(s.der.clone(), &s.pkcs8, digest).unwrap()
+}
+
+/// A stored certificate record for `der`, as `ca::cert_info` would make it.
+pub fn enrolled(der: &[u8]) -> EnrolledCert {
+    let cert = super::identity::parse_certificate(der).unwrap();
+    let key = match cert.public_key().parsed().unwrap() {
+        x509_parser::public_key::PublicKey::RSA(rsa) => KeySpec::Rsa {
+            bits: rsa.key_size() as u16,
+        },
+        _ => KeySpec::Ec {
+            curve: EcCurve::P256,
+        },
+    };
+    EnrolledCert {
+        der: der.to_vec(),
+        public_key: cert.public_key().raw.to_vec(),
+        md5: hex::encode(md5::Md5::digest(der)),
+        sha256: String::new(),
+        serial: hex::encode(cert.raw_serial()),
+        not_before: 0,
+        not_after: 0,
+        key,
+        issuer: cert.issuer().to_string(),
+        subject: cert.subject().to_string(),
+    }
 }
 
 fn name(cn: &str) -> DistinguishedName {
