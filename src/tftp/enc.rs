@@ -371,4 +371,21 @@ mod tests {
         bad[last] ^= 1;
         assert!(decrypt(&bad, &p.phone.key).is_err());
     }
+
+    #[test]
+    fn tampered_files_fail_to_verify_and_never_panic() {
+        let p = pki();
+        let file = encrypt(Digest::Sha1, &p.phone, SEP_DOC.as_bytes());
+        for i in (0..file.len()).step_by(7) {
+            let mut bad = file.clone();
+            bad[i] ^= 0x01;
+            let verified =
+                sgn::parse(&bad, FileKind::EncSgn).and_then(|f| sgn::verify(&f, &p.signer.der));
+            assert!(verified.is_err(), "flip at {i} still verifies");
+            let _ = decrypt(&bad, &p.phone.key);
+        }
+        for len in (0..file.len()).step_by(13) {
+            assert!(decrypt(&file[..len], &p.phone.key).is_err());
+        }
+    }
 }

@@ -629,4 +629,18 @@ mod tests {
         assert!(parse(&bad, FileKind::Sgn).is_err());
         assert!(parse(&file, FileKind::EncSgn).is_err());
     }
+
+    #[test]
+    fn the_format_follows_the_served_suffix() {
+        assert_eq!(
+            FileKind::from_name("SEP001122334455.cnf.xml.enc.sgn"),
+            Some(FileKind::EncSgn)
+        );
+        assert_eq!(
+            FileKind::from_name("SEP001122334455.cnf.xml.sgn"),
+            Some(FileKind::Sgn)
+        );
+        assert_eq!(FileKind::from_name("ITLFile.tlv"), Some(FileKind::Tlv));
+        assert_eq!(FileKind::from_name("SEP001122334455.cnf.xml"), None);
+    }
 }
