@@ -1,0 +1,391 @@
+//! The encrypted configuration `SEP<MAC>.cnf.xml.enc.sgn` (config-files.md §4).
+//!
+//! A fresh AES-128 key and IV per build; the plaintext padded with `n` carriage
+//! returns (1–16, never PKCS#7) and encrypted with AES-128-CBC; the key wrapped with
+//! RSAES-PKCS1-v1_5 to the phone certificate's RSA key; the header signed like any
+//! `.sgn`, so the signature covers the ciphertext.
+
+use super::document::DeviceDocument;
+use super::error::{Error, Result};
+use super::sgn::{self, FileKind};
+use super::signer::Signer;
+use super::tlv::{length16, Writer};
+use crate::store::model::UnixTime;
+use cbc::cipher::block_padding::NoPadding;
+use cbc::cipher::{BlockModeDecrypt, BlockModeEncrypt, KeyIvInit};
+use rand::CryptoRng;
+use rsa::pkcs8::DecodePublicKey;
+use x509_parser::prelude::FromDer;
+use x509_parser::public_key::PublicKey;
+use x509_parser::x509::SubjectPublicKeyInfo;
+
+type Encryptor = cbc::Encryptor<aes::Aes128>;
+type Decryptor = cbc::Decryptor<aes::Aes128>;
+
+/// The plaintext pad byte: carriage return, harmless trailing XML whitespace.
+const PAD: u8 = 0x0D;
+const BLOCK: usize = 16;
+
+/// Builds the `.enc.sgn` of `plaintext` (the full device document, already validated)
+/// for the phone whose SubjectPublicKeyInfo is `phone_key` (DER).
+///
+/// E5: an EC phone key is refused; there is no key transport for it.
+pub fn build<R: CryptoRng + ?Sized>(
+    signer: &Signer,
+    filename: &str,
+    plaintext: &[u8],
+    phone_key: &[u8],
+    now: UnixTime,
+    rng: &mut R,
+) -> Result<Vec<u8>> {
+    let phone_key = rsa_phone_key(phone_key)?;
+    let digest = signer.digest();
+    let plaintext_digest = digest.hash(plaintext);
+
+    let mut key = [0u8; BLOCK];
+    let mut iv = [0u8; BLOCK];
+    rng.fill_bytes(&mut key);
+    rng.fill_bytes(&mut iv);
+
+    let pad_count = BLOCK - plaintext.len() % BLOCK;
+    let mut ciphertext = Vec::with_capacity(plaintext.len() + pad_count);
+    ciphertext.extend_from_slice(plaintext);
+    ciphertext.resize(plaintext.len() + pad_count, PAD);
+    let len = ciphertext.len();
+    Encryptor::new_from_slices(&key, &iv)
+        .map_err(|e| Error::Encrypt(format!("cipher setup: {e}")))?
+        .encrypt_padded::<NoPadding>(&mut ciphertext, len)
+        .map_err(|e| Error::Encrypt(e.to_string()))?;
+    let wrapped = phone_key
+        .pkcs1v15_encrypt_with_rng(rng, &key)
+        .map_err(|e| Error::PhoneKey(format!("key wrap failed: {e}")))?;
+
+    let mut extra = Writer::new();
+    extra.container(16, |w| {
+        w.container(17, |w| {
+            w.u8(18, 0)?;
+            w.element(19, &iv)?;
+            w.u16(20, pad_count as u16)
+        })?;
+        w.container(21, |w| {
+            w.u8(22, 0)?;
+            w.u16(23, length16("wrapped key bits", 8 * wrapped.len())?)?;
+            w.u8(24, 1)?;
+            w.element(25, &wrapped)
+        })
+    })?;
+    extra.u8(26, digest.id())?;
+    extra.element(27, &plaintext_digest)?;
+    sgn::build_signed(
+        FileKind::EncSgn,
+        signer,
+        filename,
+        extra.as_bytes(),
+        &ciphertext,
+        now,
+    )
+}
+
+/// Reads the phone's RSA key from its SubjectPublicKeyInfo.
+fn rsa_phone_key(spki: &[u8]) -> Result<rsa::PublicKey> {
+    let parsed = match SubjectPublicKeyInfo::from_der(spki) {
+        Ok(([], parsed)) => parsed,
+        _ => return Err(Error::PhoneKey("not a DER SubjectPublicKeyInfo".into())),
+    };
+    match parsed.parsed() {
+        Ok(PublicKey::RSA(_)) => rsa::PublicKey::from_public_key_der(spki)
+            .map_err(|e| Error::PhoneKey(format!("unusable RSA key: {e}"))),
+        Ok(PublicKey::EC(_)) => Err(Error::EcPhoneKey),
+        _ => Err(Error::PhoneKey("neither RSA nor EC".into())),
+    }
+}
+
+/// Decrypts an `.enc.sgn` with the phone's private key and checks it as V4 asks: the
+/// structure, a body of whole blocks, a 16-byte key, `n` pad bytes that are all `0x0D`
+/// (E10: n = 0 and n > 16 are refused by the parser), the plaintext digest, and a
+/// `<device>` root. It does not check the signature; see [`sgn::verify`].
+pub fn decrypt(file: &[u8], phone_key: &rsa::PrivateKey) -> Result<Vec<u8>> {
+    let parsed = sgn::parse(file, FileKind::EncSgn)?;
+    let info = parsed
+        .encryption
+        .ok_or_else(|| Error::Decrypt("no encryption elements".into()))?;
+    let body = parsed.body;
+    if body.is_empty() || !body.len().is_multiple_of(BLOCK) {
+        return Err(Error::Decrypt(format!(
+            "ciphertext of {} bytes is not a non-zero multiple of 16",
+            body.len()
+        )));
+    }
+    let key = phone_key
+        .pkcs1v15_decrypt(info.wrapped_key)
+        .map_err(|_| Error::Decrypt("the wrapped key does not unwrap".into()))?;
+    if key.len() != BLOCK {
+        return Err(Error::Decrypt("the wrapped key is not 16 bytes".into()));
+    }
+    let mut plaintext = body.to_vec();
+    Decryptor::new_from_slices(&key, info.iv)
+        .map_err(|e| Error::Decrypt(format!("cipher setup: {e}")))?
+        .decrypt_padded::<NoPadding>(&mut plaintext)
+        .map_err(|e| Error::Decrypt(format!("decryption: {e}")))?;
+    let keep = plaintext
+        .len()
+        .checked_sub(usize::from(info.pad_count))
+        .ok_or_else(|| Error::Decrypt("pad count exceeds the plaintext".into()))?;
+    if plaintext[keep..].iter().any(|&b| b != PAD) {
+        return Err(Error::Decrypt("the pad bytes are not all 0x0D".into()));
+    }
+    plaintext.truncate(keep);
+    if info.digest.hash(&plaintext) != info.plaintext_digest {
+        return Err(Error::Decrypt(
+            "the plaintext digest does not match tag 27".into(),
+        ));
+    }
+    DeviceDocument::parse(&plaintext)?;
+    Ok(plaintext)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tftp::signer::Digest;
+    use crate::tftp::testpki::{pki, signer, Keyed, SEP_DOC};
+    use rand::rngs::StdRng;
+    use rand::SeedableRng;
+    use rsa::pkcs8::EncodePublicKey;
+
+    const NOW: UnixTime = 1_700_000_000;
+    const NAME: &str = "SEP001122334455.cnf.xml.enc.sgn";
+
+    fn spki(phone: &Keyed) -> Vec<u8> {
+        phone
+            .key
+            .to_public_key()
+            .to_public_key_der()
+            .unwrap()
+            .as_bytes()
+            .to_vec()
+    }
+
+    fn encrypt(digest: Digest, phone: &Keyed, plaintext: &[u8]) -> Vec<u8> {
+        build(
+            &signer(digest),
+            NAME,
+            plaintext,
+            &spki(phone),
+            NOW,
+            &mut rand::rng(),
+        )
+        .unwrap()
+    }
+
+    /// Decrypts with RustCrypto directly, following §4 rather than this module.
+    fn independent_decrypt(file: &[u8], key: &rsa::PrivateKey) -> Vec<u8> {
+        let header_length = usize::from(u16::from_be_bytes([file[8], file[9]]));
+        let find = |tag: u8, pattern: &[u8]| {
+            let at = file[..header_length]
+                .windows(pattern.len() + 1)
+                .position(|w| w[0] == tag && &w[1..] == pattern)
+                .unwrap();
+            at + 1 + pattern.len()
+        };
+        let iv = &file[find(0x13, &[0, 16])..][..16];
+        let n = usize::from(file[find(0x14, &[0, 2]) + 1]);
+        let wrapped_at = find(0x19, &[1, 0]);
+        let aes_key = key
+            .decrypt(rsa::Pkcs1v15Encrypt, &file[wrapped_at..wrapped_at + 256])
+            .unwrap();
+        assert_eq!(aes_key.len(), 16);
+        let mut body = file[header_length..].to_vec();
+        let plain = Decryptor::new_from_slices(&aes_key, iv)
+            .unwrap()
+            .decrypt_padded::<NoPadding>(&mut body)
+            .unwrap();
+        assert!(plain[plain.len() - n..].iter().all(|&b| b == 0x0D));
+        plain[..plain.len() - n].to_vec()
+    }
+
+    #[test]
+    fn section_8_3_layout_and_independent_decryption() {
+        let p = pki();
+        let file = encrypt(Digest::Sha1, &p.phone, SEP_DOC.as_bytes());
+        assert_eq!(file.len(), 1420);
+        assert_eq!(&file[0..10], &[1, 0, 2, 2, 0, 2, 0, 2, 2, 0xFC]);
+        assert_eq!(&file[385..388], &[14, 0, 0x20]);
+        assert_eq!(&file[388..420], b"SEP001122334455.cnf.xml.enc.sgn\0");
+        assert_eq!(&file[420..423], &[15, 0, 4]);
+        assert_eq!(&file[427..433], &[16, 1, 0x32, 17, 0, 0x1C]);
+        assert_eq!(&file[433..440], &[18, 0, 1, 0, 19, 0, 16]);
+        assert_eq!(&file[456..461], &[20, 0, 2, 0, 1]);
+        assert_eq!(&file[461..464], &[21, 1, 0x10]);
+        assert_eq!(
+            &file[464..480],
+            &[22, 0, 1, 0, 23, 0, 2, 8, 0, 24, 0, 1, 1, 25, 1, 0]
+        );
+        assert_eq!(&file[736..743], &[26, 0, 1, 1, 27, 0, 20]);
+        assert_eq!(
+            &file[743..763],
+            Digest::Sha1.hash(SEP_DOC.as_bytes()).as_slice()
+        );
+        assert_eq!(file[763], 0x0D);
+
+        let parsed = sgn::parse(&file, FileKind::EncSgn).unwrap();
+        assert_eq!(parsed.header_length, 764);
+        assert_eq!(parsed.body.len(), 656);
+        sgn::verify(&parsed, &p.signer.der).unwrap();
+        assert_eq!(independent_decrypt(&file, &p.phone.key), SEP_DOC.as_bytes());
+        assert_eq!(decrypt(&file, &p.phone.key).unwrap(), SEP_DOC.as_bytes());
+    }
+
+    #[test]
+    fn section_8_3_variants() {
+        let p = pki();
+        let sha512 = encrypt(Digest::Sha512, &p.phone, SEP_DOC.as_bytes());
+        let parsed = sgn::parse(&sha512, FileKind::EncSgn).unwrap();
+        assert_eq!(parsed.header_length, 808);
+        assert_eq!(
+            parsed.encryption.as_ref().unwrap().plaintext_digest.len(),
+            64
+        );
+        sgn::verify(&parsed, &p.signer.der).unwrap();
+        assert_eq!(decrypt(&sha512, &p.phone.key).unwrap(), SEP_DOC.as_bytes());
+
+        let small = encrypt(Digest::Sha1, &p.phone_1024, SEP_DOC.as_bytes());
+        let parsed = sgn::parse(&small, FileKind::EncSgn).unwrap();
+        assert_eq!(parsed.header_length, 636);
+        assert_eq!(&small[427..430], &[16, 0, 178]);
+        assert_eq!(parsed.encryption.unwrap().key_size_bits, 1024);
+        assert_eq!(
+            decrypt(&small, &p.phone_1024.key).unwrap(),
+            SEP_DOC.as_bytes()
+        );
+    }
+
+    #[test]
+    fn every_build_uses_a_fresh_key_and_iv() {
+        let p = pki();
+        let a = encrypt(Digest::Sha1, &p.phone, SEP_DOC.as_bytes());
+        let b = encrypt(Digest::Sha1, &p.phone, SEP_DOC.as_bytes());
+        let (a, b) = (
+            sgn::parse(&a, FileKind::EncSgn).unwrap(),
+            sgn::parse(&b, FileKind::EncSgn).unwrap(),
+        );
+        let (ea, eb) = (a.encryption.unwrap(), b.encryption.unwrap());
+        assert_ne!(ea.iv, eb.iv);
+        assert_ne!(ea.wrapped_key, eb.wrapped_key);
+        assert_ne!(a.body, b.body);
+        let ka = p
+            .phone
+            .key
+            .decrypt(rsa::Pkcs1v15Encrypt, ea.wrapped_key)
+            .unwrap();
+        let kb = p
+            .phone
+            .key
+            .decrypt(rsa::Pkcs1v15Encrypt, eb.wrapped_key)
+            .unwrap();
+        assert_ne!(ka, kb);
+    }
+
+    #[test]
+    fn the_injected_rng_decides_key_and_iv() {
+        let p = pki();
+        let s = signer(Digest::Sha1);
+        let build_with = |seed| {
+            build(
+                &s,
+                NAME,
+                SEP_DOC.as_bytes(),
+                &spki(&p.phone),
+                NOW,
+                &mut StdRng::seed_from_u64(seed),
+            )
+            .unwrap()
+        };
+        assert_eq!(build_with(7), build_with(7));
+        assert_ne!(build_with(7), build_with(8));
+    }
+
+    #[test]
+    fn block_aligned_plaintext_gets_a_whole_block_of_padding() {
+        let p = pki();
+        let doc = format!("<device>{}</device>\n", " ".repeat(32 - 18));
+        assert_eq!(doc.len(), 32);
+        let file = encrypt(Digest::Sha1, &p.phone, doc.as_bytes());
+        let parsed = sgn::parse(&file, FileKind::EncSgn).unwrap();
+        assert_eq!(parsed.encryption.unwrap().pad_count, 16);
+        assert_eq!(parsed.body.len(), 48);
+        assert_eq!(independent_decrypt(&file, &p.phone.key), doc.as_bytes());
+        assert_eq!(decrypt(&file, &p.phone.key).unwrap(), doc.as_bytes());
+    }
+
+    #[test]
+    fn pad_counts_of_zero_or_over_16_are_rejected() {
+        let p = pki();
+        let file = encrypt(Digest::Sha1, &p.phone, SEP_DOC.as_bytes());
+        for n in [0u16, 17, 0xFFFF] {
+            let mut bad = file.clone();
+            bad[459..461].copy_from_slice(&n.to_be_bytes());
+            assert!(
+                matches!(
+                    decrypt(&bad, &p.phone.key),
+                    Err(Error::Malformed { offset: 456, .. })
+                ),
+                "n = {n}"
+            );
+        }
+    }
+
+    #[test]
+    fn large_documents_round_trip() {
+        let p = pki();
+        let doc = format!("<device>{}</device>", "<x>y</x>".repeat(200 * 1024 / 8));
+        assert!(doc.len() > 200 * 1024);
+        let file = encrypt(Digest::Sha1, &p.phone, doc.as_bytes());
+        sgn::verify(&sgn::parse(&file, FileKind::EncSgn).unwrap(), &p.signer.der).unwrap();
+        assert_eq!(decrypt(&file, &p.phone.key).unwrap(), doc.as_bytes());
+    }
+
+    #[test]
+    fn ec_phone_keys_are_refused() {
+        let cert = crate::tftp::identity::parse_certificate(&pki().phone_ec).unwrap();
+        let err = build(
+            &signer(Digest::Sha1),
+            NAME,
+            b"<device/>",
+            cert.public_key().raw,
+            NOW,
+            &mut rand::rng(),
+        )
+        .unwrap_err();
+        assert!(matches!(err, Error::EcPhoneKey));
+    }
+
+    #[test]
+    fn the_wrong_phone_key_or_a_tampered_body_does_not_decrypt() {
+        let p = pki();
+        let file = encrypt(Digest::Sha1, &p.phone, SEP_DOC.as_bytes());
+        assert!(decrypt(&file, &p.phone_1024.key).is_err());
+        assert!(decrypt(&file, &p.signer.key).is_err());
+        let mut bad = file.clone();
+        let last = bad.len() - 20;
+        bad[last] ^= 1;
+        assert!(decrypt(&bad, &p.phone.key).is_err());
+    }
+
+    #[test]
+    fn tampered_files_fail_to_verify_and_never_panic() {
+        let p = pki();
+        let file = encrypt(Digest::Sha1, &p.phone, SEP_DOC.as_bytes());
+        for i in (0..file.len()).step_by(7) {
+            let mut bad = file.clone();
+            bad[i] ^= 0x01;
+            let verified =
+                sgn::parse(&bad, FileKind::EncSgn).and_then(|f| sgn::verify(&f, &p.signer.der));
+            assert!(verified.is_err(), "flip at {i} still verifies");
+            let _ = decrypt(&bad, &p.phone.key);
+        }
+        for len in (0..file.len()).step_by(13) {
+            assert!(decrypt(&file[..len], &p.phone.key).is_err());
+        }
+    }
+}

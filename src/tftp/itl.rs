@@ -1,0 +1,463 @@
+//! The Identity Trust List `ITLFile.tlv` (config-files.md §7).
+//!
+//! A `.tlv` header (version 1.2, signer version tag 28) signed by the SAST
+//! certificate, followed by one record per (certificate, role). Phones accept their
+//! first ITL unverified and every later one only if a SAST they trust signed it, so
+//! the SAST key must stay stable and be listed as a role-0 record.
+
+use super::error::{Error, Result};
+use super::identity::{parse_certificate, CertIdentity};
+use super::sgn::{self, FileKind, SignedFile};
+use super::signer::{verify_signature, Signer};
+use super::tlv::{length16, read_item, value_string, value_u16, Item, Writer};
+use crate::store::model::UnixTime;
+use std::collections::BTreeMap;
+use x509_parser::public_key::PublicKey;
+
+/// The name the ITL is served and signed under.
+pub const ITL_FILE: &str = "ITLFile.tlv";
+
+/// Record tag 4 (`FUNCTION`). Values 5 and 6 are unknown and never emitted.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Role {
+    /// Signs `.tlv` files.
+    Sast,
+    /// Call-control TLS.
+    Ccm,
+    /// CCM and TFTP in one certificate (never "SAST+TFTP").
+    CcmTftp,
+    /// Signs `.sgn` and `.enc.sgn`.
+    Tftp,
+    /// The CAPF TLS server on port 3804.
+    Capf,
+    AppServer,
+    Tvs,
+}
+
+impl Role {
+    pub fn value(self) -> u16 {
+        match self {
+            Role::Sast => 0,
+            Role::Ccm => 1,
+            Role::CcmTftp => 2,
+            Role::Tftp => 3,
+            Role::Capf => 4,
+            Role::AppServer => 7,
+            Role::Tvs => 21,
+        }
+    }
+
+    pub fn from_value(value: u16) -> Option<Role> {
+        Some(match value {
+            0 => Role::Sast,
+            1 => Role::Ccm,
+            2 => Role::CcmTftp,
+            3 => Role::Tftp,
+            4 => Role::Capf,
+            7 => Role::AppServer,
+            21 => Role::Tvs,
+            _ => return None,
+        })
+    }
+}
+
+/// The ITL capf publishes (§7.5): the signer as SAST (role 0) and as TFTP (role 3),
+/// since one certificate holds both roles in a small deployment, then the CAPF
+/// certificate (role 4).
+pub fn build_standard(signer: &Signer, capf_certificate: &[u8], now: UnixTime) -> Result<Vec<u8>> {
+    let own = signer.certificate_der();
+    build(
+        signer,
+        &[
+            (own, Role::Sast),
+            (own, Role::Tftp),
+            (capf_certificate, Role::Capf),
+        ],
+        now,
+    )
+}
+
+/// Builds an ITL with one record per (certificate DER, role), in the order given,
+/// signed by `signer` as the SAST.
+pub fn build(signer: &Signer, records: &[(&[u8], Role)], now: UnixTime) -> Result<Vec<u8>> {
+    let mut body = Vec::new();
+    for (certificate, role) in records {
+        body.extend(record(certificate, *role)?);
+    }
+    sgn::build_signed(FileKind::Tlv, signer, ITL_FILE, &[], &body, now)
+}
+
+/// One record, tags in numeric order as CUCM writes them (§7.2). Tags 2 and 10 (DNS
+/// name, IP address) are optional and not written.
+fn record(certificate: &[u8], role: Role) -> Result<Vec<u8>> {
+    let identity = CertIdentity::from_der(certificate)?;
+    let mut w = Writer::new();
+    w.u16(1, 0)?;
+    w.string(3, &identity.subject)?;
+    w.u16(4, role.value())?;
+    w.string(5, &identity.issuer)?;
+    w.element(6, &identity.serial)?;
+    w.element(7, identity.key.record_value())?;
+    w.element(8, &identity.signature)?;
+    w.element(9, certificate)?;
+    let length = length16("ITL record", w.position())?;
+    w.patch_u16(3, length);
+    Ok(w.into_bytes())
+}
+
+/// One parsed record.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Record<'a> {
+    /// Where the record starts in the file.
+    pub offset: usize,
+    /// Tag 1: the record's whole size.
+    pub length: usize,
+    /// Tag 2, without its NUL.
+    pub dns_name: Option<String>,
+    /// Tag 3.
+    pub subject: String,
+    /// Tag 4.
+    pub role: u16,
+    /// Tag 5.
+    pub issuer: String,
+    /// Tag 6.
+    pub serial: &'a [u8],
+    /// Tag 7.
+    pub public_key: &'a [u8],
+    /// Tag 8 (absent for eToken records).
+    pub signature: Option<&'a [u8]>,
+    /// Tag 9.
+    pub certificate: &'a [u8],
+    /// Tag 10.
+    pub ip_address: Option<&'a [u8]>,
+}
+
+impl Record<'_> {
+    /// V6: tags 3, 5, 6, 7 and 8 are what capf would derive from tag 9.
+    pub fn matches_certificate(&self) -> Result<()> {
+        let identity = CertIdentity::from_der(self.certificate)?;
+        let mismatch = |what: &str| {
+            Err(Error::malformed(
+                self.offset,
+                format!("record {what} differs from its certificate"),
+            ))
+        };
+        if self.subject != identity.subject {
+            return mismatch("subject");
+        }
+        if self.issuer != identity.issuer {
+            return mismatch("issuer");
+        }
+        if self.serial != identity.serial.as_slice() {
+            return mismatch("serial");
+        }
+        if self.public_key != identity.key.record_value() {
+            return mismatch("public key");
+        }
+        if self
+            .signature
+            .is_some_and(|s| s != identity.signature.as_slice())
+        {
+            return mismatch("signature");
+        }
+        Ok(())
+    }
+}
+
+/// A parsed trust list.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TrustList<'a> {
+    pub header: SignedFile<'a>,
+    pub records: Vec<Record<'a>>,
+}
+
+/// Parses an ITL or CTL: the `.tlv` header, then records that tile the rest of the
+/// file exactly, each opening with its length and holding a parsable RSA or EC
+/// certificate.
+pub fn parse(file: &[u8]) -> Result<TrustList<'_>> {
+    let header = sgn::parse(file, FileKind::Tlv)?;
+    let mut records = Vec::new();
+    let mut offset = header.header_length;
+    while offset < file.len() {
+        let record = parse_record(file, offset)?;
+        offset += record.length;
+        records.push(record);
+    }
+    Ok(TrustList { header, records })
+}
+
+fn parse_record(file: &[u8], offset: usize) -> Result<Record<'_>> {
+    let length = match read_item(file, offset, file.len(), false)? {
+        Item::Element { tag: 1, value, .. } => usize::from(value_u16(1, offset, value)?),
+        _ => return Err(Error::malformed(offset, "a record must open with tag 1")),
+    };
+    let end = offset + length;
+    if length < 5 || end > file.len() {
+        return Err(Error::malformed(
+            offset,
+            format!("record length {length} does not fit the file"),
+        ));
+    }
+    let mut elements: BTreeMap<u8, (usize, &[u8])> = BTreeMap::new();
+    let mut pos = offset + 5;
+    while pos < end {
+        let Item::Element { tag, value, .. } = read_item(file, pos, end, false)? else {
+            return Err(Error::malformed(pos, "pad byte inside a record"));
+        };
+        if !(2..=12).contains(&tag) {
+            return Err(Error::malformed(
+                pos,
+                format!("tag {tag} is not a record tag"),
+            ));
+        }
+        if elements.insert(tag, (pos, value)).is_some() {
+            return Err(Error::malformed(
+                pos,
+                format!("record tag {tag} appears twice"),
+            ));
+        }
+        pos += 3 + value.len();
+    }
+    let get = |tag: u8| {
+        elements
+            .get(&tag)
+            .copied()
+            .ok_or_else(|| Error::malformed(offset, format!("record tag {tag} is missing")))
+    };
+    let string = |tag: u8| -> Result<String> {
+        let (at, value) = get(tag)?;
+        value_string(tag, at, value)
+    };
+    let (at, role) = get(4)?;
+    let role = value_u16(4, at, role)?;
+    let (at, certificate) = get(9)?;
+    let cert = parse_certificate(certificate).map_err(|e| Error::malformed(at, e.to_string()))?;
+    if !matches!(
+        cert.public_key().parsed(),
+        Ok(PublicKey::RSA(_) | PublicKey::EC(_))
+    ) {
+        return Err(Error::malformed(
+            at,
+            "record certificate key is neither RSA nor EC",
+        ));
+    }
+    let dns_name = match elements.get(&2) {
+        Some(&(at, value)) => Some(value_string(2, at, value)?),
+        None => None,
+    };
+    Ok(Record {
+        offset,
+        length,
+        dns_name,
+        subject: string(3)?,
+        role,
+        issuer: string(5)?,
+        serial: get(6)?.1,
+        public_key: get(7)?.1,
+        signature: elements.get(&8).map(|&(_, v)| v),
+        certificate,
+        ip_address: elements.get(&10).map(|&(_, v)| v),
+    })
+}
+
+/// Verifies the list with its own SAST record (§7.4): the last role-0 record whose
+/// serial equals the header's tag 5 supplies the key.
+pub fn verify(list: &TrustList<'_>) -> Result<()> {
+    let sast = list
+        .records
+        .iter()
+        .rfind(|r| r.role == Role::Sast.value() && r.serial == list.header.serial)
+        .ok_or_else(|| {
+            Error::Certificate("no SAST record matches the signer serial of the header".into())
+        })?;
+    let identity = CertIdentity::from_der(sast.certificate)?;
+    verify_signature(
+        &identity.key,
+        list.header.digest,
+        &list.header.signed_message(),
+        list.header.signature,
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tftp::signer::Digest;
+    use crate::tftp::testpki::{pki, signer};
+
+    const NOW: UnixTime = 1_700_000_000;
+
+    fn standard() -> Vec<u8> {
+        build_standard(&signer(Digest::Sha1), &pki().capf, NOW).unwrap()
+    }
+
+    #[test]
+    fn header_matches_section_8_5() {
+        let file = standard();
+        assert_eq!(
+            &file[0..15],
+            &[1, 0, 2, 1, 2, 2, 0, 2, 1, 0x9C, 0x1C, 0, 2, 1, 0]
+        );
+        assert_eq!(&file[15..18], &[3, 0, 0x5F]);
+        assert_eq!(&file[18..21], &[4, 0, 0x20]);
+        assert_eq!(
+            &file[113..131],
+            &[7, 0, 15, 8, 0, 1, 1, 9, 0, 8, 10, 0, 1, 0, 11, 0, 1, 2]
+        );
+        assert_eq!(&file[131..134], &[12, 1, 0]);
+        assert_eq!(&file[390..405], b"\x0E\x00\x0CITLFile.tlv\0");
+        assert_eq!(&file[405..408], &[15, 0, 4]);
+        let list = parse(&file).unwrap();
+        assert_eq!(list.header.header_length, 412);
+        assert_eq!(list.header.pad_bytes, 0);
+        assert_eq!(list.header.signer_version, Some([1, 0]));
+        assert_eq!(list.header.signature_offset, 131);
+        let mut signed = file[..131].to_vec();
+        signed.extend_from_slice(&file[390..]);
+        assert_eq!(list.header.signed_message(), signed);
+    }
+
+    #[test]
+    fn records_tile_the_file_and_match_their_certificates() {
+        let p = pki();
+        let file = standard();
+        let list = parse(&file).unwrap();
+        let roles: Vec<u16> = list.records.iter().map(|r| r.role).collect();
+        assert_eq!(roles, [0, 3, 4]);
+        assert_eq!(list.records[0].offset, 412);
+        assert_eq!(list.records[0].length, 640 + p.signer.der.len());
+        let length = (640 + p.signer.der.len()) as u16;
+        assert_eq!(&file[412..415], &[1, 0, 2]);
+        assert_eq!(&file[415..417], &length.to_be_bytes());
+        let total: usize = list.records.iter().map(|r| r.length).sum();
+        assert_eq!(412 + total, file.len());
+        for record in &list.records {
+            record.matches_certificate().unwrap();
+            assert_eq!(record.public_key.len(), 270);
+            assert_eq!(record.signature.map(<[u8]>::len), Some(256));
+        }
+        assert_eq!(list.records[0].certificate, p.signer.der.as_slice());
+        assert_eq!(list.records[1].certificate, p.signer.der.as_slice());
+        assert_eq!(list.records[2].certificate, p.capf.as_slice());
+        assert_eq!(
+            list.records[2].serial,
+            (0x83..0x93).collect::<Vec<u8>>().as_slice()
+        );
+        // The SAST and TFTP records differ only in their role value.
+        let (a, b) = (&list.records[0], &list.records[1]);
+        let sast = &file[a.offset..a.offset + a.length];
+        let tftp = &file[b.offset..b.offset + b.length];
+        let differing: Vec<usize> = (0..sast.len()).filter(|&i| sast[i] != tftp[i]).collect();
+        assert_eq!(differing, [5 + 35 + 4]);
+        verify(&list).unwrap();
+    }
+
+    #[test]
+    fn byte_flips_anywhere_break_verification() {
+        let file = standard();
+        for i in (0..file.len()).step_by(5) {
+            let mut bad = file.clone();
+            bad[i] ^= 0x01;
+            assert!(
+                parse(&bad).and_then(|l| verify(&l)).is_err(),
+                "flip at {i} still verifies"
+            );
+        }
+    }
+
+    #[test]
+    fn a_list_without_a_sast_record_does_not_verify() {
+        let s = signer(Digest::Sha1);
+        let file = build(
+            &s,
+            &[(s.certificate_der(), Role::Tftp), (&pki().capf, Role::Capf)],
+            NOW,
+        )
+        .unwrap();
+        let list = parse(&file).unwrap();
+        assert!(matches!(verify(&list), Err(Error::Certificate(_))));
+    }
+
+    #[test]
+    fn sha512_lists_verify() {
+        let file = build_standard(&signer(Digest::Sha512), &pki().capf, NOW).unwrap();
+        let list = parse(&file).unwrap();
+        assert_eq!(list.header.digest, Digest::Sha512);
+        verify(&list).unwrap();
+    }
+
+    #[test]
+    fn ec_certificates_carry_their_uncompressed_point() {
+        let s = signer(Digest::Sha1);
+        let file = build(
+            &s,
+            &[
+                (s.certificate_der(), Role::Sast),
+                (&pki().phone_ec, Role::AppServer),
+            ],
+            NOW,
+        )
+        .unwrap();
+        let list = parse(&file).unwrap();
+        let ec = &list.records[1];
+        assert_eq!(ec.role, 7);
+        assert_eq!(ec.public_key.len(), 65);
+        assert_eq!(ec.public_key[0], 0x04);
+        ec.matches_certificate().unwrap();
+        verify(&list).unwrap();
+    }
+
+    fn big_certificate(extension: usize) -> Vec<u8> {
+        let mut params = rcgen::CertificateParams::new(vec!["big.example".to_owned()]).unwrap();
+        params
+            .custom_extensions
+            .push(rcgen::CustomExtension::from_oid_content(
+                &[1, 3, 6, 1, 4, 1, 99999, 1],
+                vec![0; extension],
+            ));
+        let key = rcgen::KeyPair::generate().unwrap();
+        params.self_signed(&key).unwrap().der().to_vec()
+    }
+
+    #[test]
+    fn records_over_64_kib_are_refused() {
+        let s = signer(Digest::Sha1);
+        let fits_alone = big_certificate(65_000);
+        assert!(fits_alone.len() <= 65535);
+        for certificate in [fits_alone, big_certificate(70_000)] {
+            let err = build(
+                &s,
+                &[
+                    (s.certificate_der(), Role::Sast),
+                    (&certificate, Role::AppServer),
+                ],
+                NOW,
+            )
+            .unwrap_err();
+            assert!(matches!(err, Error::TooLong { .. }), "{err}");
+        }
+    }
+
+    #[test]
+    fn a_list_without_signer_version_parses() {
+        let file = standard();
+        // Remove tag 28 (5 bytes) and re-align the header with one pad byte: 408.
+        let mut stripped = file[..10].to_vec();
+        stripped.extend_from_slice(&file[15..412]);
+        stripped.push(0x0D);
+        stripped[8..10].copy_from_slice(&408u16.to_be_bytes());
+        stripped.extend_from_slice(&file[412..]);
+        let list = parse(&stripped).unwrap();
+        assert_eq!(list.header.signer_version, None);
+        assert_eq!(list.records.len(), 3);
+    }
+
+    #[test]
+    fn records_must_tile_the_file() {
+        let mut file = standard();
+        file.push(0);
+        assert!(parse(&file).is_err());
+        let file = standard();
+        assert!(parse(&file[..file.len() - 1]).is_err());
+    }
+}

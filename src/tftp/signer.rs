@@ -1,0 +1,339 @@
+//! The signing identity: an RSA certificate and its private key.
+//!
+//! The file formats only know RSASSA-PKCS1-v1_5 (tag 10 = 0) with SHA-1 or SHA-512
+//! (tag 8), and only four modulus sizes (tag 11). Everything that would make a signed
+//! file unusable is caught when the signer is loaded (E6), so that a broken signer
+//! disables the signed outputs at startup instead of producing bad files later.
+
+use super::error::{Error, Result};
+use super::identity::{bit_length, CertIdentity, KeyBits};
+use rsa::pkcs8::DecodePrivateKey;
+use rsa::traits::PublicKeyParts;
+use rsa::BoxedUint;
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, PrivatePkcs8KeyDer};
+use sha2::Digest as _;
+use std::fmt;
+use std::path::Path;
+
+/// The digest of tags 8 and 26. Value 2 (SHA-256) is never written: nothing shows
+/// phones accept it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Digest {
+    /// CUCM's default, understood by every phone.
+    Sha1,
+    /// Only for deployments whose phones all support it.
+    Sha512,
+}
+
+impl Digest {
+    /// The value of tags 8 and 26.
+    pub fn id(self) -> u8 {
+        match self {
+            Digest::Sha1 => 1,
+            Digest::Sha512 => 3,
+        }
+    }
+
+    pub fn from_id(id: u8) -> Option<Digest> {
+        match id {
+            1 => Some(Digest::Sha1),
+            3 => Some(Digest::Sha512),
+            _ => None,
+        }
+    }
+
+    pub fn hash(self, data: &[u8]) -> Vec<u8> {
+        match self {
+            Digest::Sha1 => sha1::Sha1::digest(data).to_vec(),
+            Digest::Sha512 => sha2::Sha512::digest(data).to_vec(),
+        }
+    }
+
+    pub fn output_len(self) -> usize {
+        match self {
+            Digest::Sha1 => 20,
+            Digest::Sha512 => 64,
+        }
+    }
+}
+
+/// The private half, held by the library that can sign with it.
+///
+/// ring is preferred, but it signs SHA-512 only with 2048-bit and larger keys and has
+/// no SHA-1 signing at all; the rsa crate (blinded) covers the rest. Messages signed
+/// are files capf built itself, never attacker-chosen input.
+enum SigningKey {
+    Ring(ring::rsa::KeyPair),
+    RustCrypto(rsa::PrivateKey),
+}
+
+/// An RSA signing identity (the TFTP or SAST certificate and its key).
+pub struct Signer {
+    certificate: Vec<u8>,
+    identity: CertIdentity,
+    digest: Digest,
+    modulus_index: u8,
+    signature_len: usize,
+    key: SigningKey,
+}
+
+impl fmt::Debug for Signer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Signer")
+            .field("subject", &self.identity.subject)
+            .field("digest", &self.digest)
+            .field("signature_len", &self.signature_len)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Signer {
+    /// Loads a PEM certificate (the first one in the file) and a PKCS#8 PEM key.
+    pub fn load(cert_pem: &Path, key_pem: &Path, digest: Digest) -> Result<Signer> {
+        let certificate = CertificateDer::from_pem_file(cert_pem)
+            .map_err(|e| Error::Signer(format!("{}: {e}", cert_pem.display())))?;
+        let key = PrivatePkcs8KeyDer::from_pem_file(key_pem).map_err(|e| {
+            Error::Signer(format!(
+                "{}: not a PKCS#8 private key (BEGIN PRIVATE KEY): {e}",
+                key_pem.display()
+            ))
+        })?;
+        Signer::from_der(certificate.to_vec(), key.secret_pkcs8_der(), digest)
+    }
+
+    /// Builds a signer from a DER certificate and a PKCS#8 DER key, with the E6 checks:
+    /// RSA, a modulus of 512, 1024, 2048 or 4096 bits, no 512-bit key with SHA-512, and
+    /// a key that matches the certificate.
+    pub fn from_der(certificate: Vec<u8>, pkcs8: &[u8], digest: Digest) -> Result<Signer> {
+        let identity = CertIdentity::from_der(&certificate)?;
+        let KeyBits::Rsa {
+            modulus, exponent, ..
+        } = &identity.key
+        else {
+            return Err(Error::Signer(
+                "the certificate key is EC; signed files can only carry RSA signatures".into(),
+            ));
+        };
+        let bits = bit_length(modulus);
+        let modulus_index = match bits {
+            512 => 0,
+            1024 => 1,
+            2048 => 2,
+            4096 => 3,
+            _ => {
+                return Err(Error::Signer(format!(
+                    "a {bits}-bit RSA key cannot be described by tag 11 (512, 1024, 2048 or 4096)"
+                )))
+            }
+        };
+        if bits == 512 && digest == Digest::Sha512 {
+            return Err(Error::Signer(
+                "a 512-bit key cannot produce a SHA-512 PKCS#1 signature".into(),
+            ));
+        }
+        let private = rsa::PrivateKey::from_pkcs8_der(pkcs8)
+            .map_err(|e| Error::Signer(format!("not a PKCS#8 RSA private key: {e}")))?;
+        if *private.n_bytes() != **modulus || *private.e_bytes() != **exponent {
+            return Err(Error::Signer(
+                "the private key does not match the certificate".into(),
+            ));
+        }
+        let key = if digest == Digest::Sha512 && bits >= 2048 {
+            SigningKey::Ring(
+                ring::rsa::KeyPair::from_pkcs8(pkcs8)
+                    .map_err(|e| Error::Signer(format!("key rejected: {e}")))?,
+            )
+        } else {
+            SigningKey::RustCrypto(private)
+        };
+        Ok(Signer {
+            certificate,
+            identity,
+            digest,
+            modulus_index,
+            signature_len: bits / 8,
+            key,
+        })
+    }
+
+    pub fn certificate_der(&self) -> &[u8] {
+        &self.certificate
+    }
+
+    pub fn identity(&self) -> &CertIdentity {
+        &self.identity
+    }
+
+    pub fn digest(&self) -> Digest {
+        self.digest
+    }
+
+    /// Tag 11: the signature is `64 · 2^index` bytes.
+    pub fn modulus_index(&self) -> u8 {
+        self.modulus_index
+    }
+
+    /// Tag 12's length: the modulus size in bytes.
+    pub fn signature_len(&self) -> usize {
+        self.signature_len
+    }
+
+    /// RSASSA-PKCS1-v1_5 with the DigestInfo prefix, over `message`.
+    pub fn sign(&self, message: &[u8]) -> Result<Vec<u8>> {
+        let failed = |e: &dyn fmt::Display| Error::Signer(format!("signing failed: {e}"));
+        let signature = match &self.key {
+            SigningKey::Ring(pair) => {
+                let mut signature = vec![0; pair.public().modulus_len()];
+                pair.sign(
+                    &ring::signature::RSA_PKCS1_SHA512,
+                    &ring::rand::SystemRandom::new(),
+                    message,
+                    &mut signature,
+                )
+                .map_err(|e| failed(&e))?;
+                signature
+            }
+            SigningKey::RustCrypto(key) => match self.digest {
+                Digest::Sha1 => key.pkcs1v15_sign::<sha1::Sha1>(message),
+                Digest::Sha512 => key.pkcs1v15_sign::<sha2::Sha512>(message),
+            }
+            .map_err(|e| failed(&e))?,
+        };
+        if signature.len() != self.signature_len {
+            return Err(Error::Signer(format!(
+                "signature is {} bytes, expected {}",
+                signature.len(),
+                self.signature_len
+            )));
+        }
+        Ok(signature)
+    }
+}
+
+/// Verifies an RSASSA-PKCS1-v1_5 signature with the RSA key of a certificate.
+///
+/// Accepts 512-bit keys, which the format allows for SHA-1, so the size limits are
+/// explicit rather than the rsa crate's defaults.
+pub fn verify_signature(
+    key: &KeyBits,
+    digest: Digest,
+    message: &[u8],
+    signature: &[u8],
+) -> Result<()> {
+    let KeyBits::Rsa {
+        modulus, exponent, ..
+    } = key
+    else {
+        return Err(Error::Certificate(
+            "the signing certificate's key is not RSA".into(),
+        ));
+    };
+    let public = rsa::PublicKey::new_with_size_limits(
+        BoxedUint::from_be_slice_vartime(modulus),
+        BoxedUint::from_be_slice_vartime(exponent),
+        512..=4096,
+    )
+    .map_err(|e| Error::Certificate(format!("unusable RSA key: {e}")))?;
+    match digest {
+        Digest::Sha1 => public.pkcs1v15_verify::<sha1::Sha1>(message, signature),
+        Digest::Sha512 => public.pkcs1v15_verify::<sha2::Sha512>(message, signature),
+    }
+    .map_err(|_| Error::BadSignature)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tftp::testpki::{pki, Keyed};
+    use base64::Engine;
+
+    fn pem(label: &str, der: &[u8]) -> String {
+        let b64 = base64::engine::general_purpose::STANDARD.encode(der);
+        let lines: Vec<&str> = b64
+            .as_bytes()
+            .chunks(64)
+            .map(|c| std::str::from_utf8(c).unwrap())
+            .collect();
+        format!(
+            "-----BEGIN {label}-----\n{}\n-----END {label}-----\n",
+            lines.join("\n")
+        )
+    }
+
+    fn from(keyed: &Keyed, digest: Digest) -> Result<Signer> {
+        Signer::from_der(keyed.der.clone(), &keyed.pkcs8, digest)
+    }
+
+    #[test]
+    fn loads_pem_files_and_signs_verifiably() {
+        let dir = tempfile::tempdir().unwrap();
+        let (cert, key) = (dir.path().join("tftp.pem"), dir.path().join("tftp.key"));
+        std::fs::write(&cert, pem("CERTIFICATE", &pki().signer.der)).unwrap();
+        std::fs::write(&key, pem("PRIVATE KEY", &pki().signer.pkcs8)).unwrap();
+        for digest in [Digest::Sha1, Digest::Sha512] {
+            let signer = Signer::load(&cert, &key, digest).unwrap();
+            assert_eq!(signer.modulus_index(), 2);
+            assert_eq!(signer.signature_len(), 256);
+            let signature = signer.sign(b"message").unwrap();
+            verify_signature(&signer.identity().key, digest, b"message", &signature).unwrap();
+            assert!(
+                verify_signature(&signer.identity().key, digest, b"messagE", &signature).is_err()
+            );
+        }
+    }
+
+    #[test]
+    fn refuses_missing_files_and_pkcs1_keys() {
+        let dir = tempfile::tempdir().unwrap();
+        let (cert, key) = (dir.path().join("tftp.pem"), dir.path().join("tftp.key"));
+        assert!(Signer::load(&cert, &key, Digest::Sha1).is_err());
+        std::fs::write(&cert, pem("CERTIFICATE", &pki().signer.der)).unwrap();
+        std::fs::write(&key, pem("RSA PRIVATE KEY", &pki().signer.pkcs8)).unwrap();
+        assert!(matches!(
+            Signer::load(&cert, &key, Digest::Sha1),
+            Err(Error::Signer(_))
+        ));
+    }
+
+    #[test]
+    fn a_512_bit_key_signs_sha1_only() {
+        let signer = from(&pki().signer_512, Digest::Sha1).unwrap();
+        assert_eq!(signer.modulus_index(), 0);
+        let signature = signer.sign(b"m").unwrap();
+        assert_eq!(signature.len(), 64);
+        verify_signature(&signer.identity().key, Digest::Sha1, b"m", &signature).unwrap();
+        assert!(matches!(
+            from(&pki().signer_512, Digest::Sha512),
+            Err(Error::Signer(_))
+        ));
+    }
+
+    #[test]
+    fn refuses_sizes_tag_11_cannot_express() {
+        assert!(matches!(
+            from(&pki().signer_1536, Digest::Sha1),
+            Err(Error::Signer(_))
+        ));
+        assert_eq!(
+            from(&pki().signer_1024, Digest::Sha1)
+                .unwrap()
+                .modulus_index(),
+            1
+        );
+    }
+
+    #[test]
+    fn refuses_a_key_that_is_not_the_certificates() {
+        let p = pki();
+        let err = Signer::from_der(p.signer.der.clone(), &p.phone.pkcs8, Digest::Sha1).unwrap_err();
+        assert!(err.to_string().contains("does not match"), "{err}");
+    }
+
+    #[test]
+    fn refuses_ec_certificates() {
+        let p = pki();
+        let err = Signer::from_der(p.phone_ec.clone(), &p.phone.pkcs8, Digest::Sha1).unwrap_err();
+        assert!(err.to_string().contains("EC"), "{err}");
+    }
+}
