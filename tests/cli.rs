@@ -171,6 +171,25 @@ fn serve_initialises_an_empty_directory_and_a_second_serve_refuses() {
     ));
     assert!(err.contains("another capf process"), "{err}");
 
+    // While it serves, store commands go through the admin socket, with the same
+    // output and exit codes as without a server.
+    assert!(data.join("admin.sock").exists());
+    let out = ok(&capf(
+        &data,
+        &["device", "add", "SEP001122334455", "--operation", "install"],
+    ));
+    assert!(out.contains("Operation Pending"), "{out}");
+    let show: Value = serde_json::from_str(&ok(&capf(
+        &data,
+        &["device", "show", "SEP001122334455", "--json"],
+    )))
+    .unwrap();
+    assert_eq!(show["operation"], "install");
+    let err = fails(&capf(&data, &["device", "add", "SEP001122334455"]));
+    assert!(err.contains("already exists"), "{err}");
+    let err = fails(&capf(&data, &["device", "show", "SEP00112233FFFF"]));
+    assert!(err.contains("not found"), "{err}");
+
     // SIGTERM: a graceful stop with status 0.
     let _ = Command::new("kill").arg(first.id().to_string()).status();
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -182,4 +201,16 @@ fn serve_initialises_an_empty_directory_and_a_second_serve_refuses() {
         assert!(Instant::now() < deadline, "serve did not stop on SIGTERM");
         std::thread::sleep(Duration::from_millis(50));
     }
+    assert!(
+        !data.join("admin.sock").exists(),
+        "socket removed on clean shutdown"
+    );
+
+    // Without the server the same commands open the store directly and see the same data.
+    let show: Value = serde_json::from_str(&ok(&capf(
+        &data,
+        &["device", "show", "SEP001122334455", "--json"],
+    )))
+    .unwrap();
+    assert_eq!(show["operation"], "install");
 }

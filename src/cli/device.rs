@@ -5,8 +5,8 @@ use clap::{Args, Subcommand};
 use std::process::ExitCode;
 
 use super::render;
+use super::Ctx;
 use crate::protocol::valid_device_name;
-use crate::settings::DataDir;
 use crate::store::{
     AuthMode, DeviceRecord, EcCurve, Event, KeyOrder, Operation, OperationStatus, Store, UnixTime,
 };
@@ -77,17 +77,17 @@ pub struct DeviceOptions {
     pub encrypted_config: Option<bool>,
 }
 
-pub fn run(data: &DataDir, cmd: DeviceCommand) -> Result<ExitCode> {
-    let store = super::open_store(data)?;
-    let now = crate::server::now();
+pub fn run(ctx: &mut Ctx, cmd: DeviceCommand) -> Result<ExitCode> {
+    let store = ctx.store;
+    let now = ctx.now;
     match cmd {
         DeviceCommand::Add { name, options } => {
             let name = normalise_name(&name)?;
             let mut rec = DeviceRecord::new(&name);
             let generated = options.apply(&mut rec, now)?;
-            let event = admin_event(now, &name, "device-add", &rec);
+            let event = admin_event(ctx, &name, "device-add", &rec);
             store.add_device(&rec, event)?;
-            report(&rec, generated);
+            report(ctx, &rec, generated)?;
         }
         DeviceCommand::Set {
             name,
@@ -103,34 +103,37 @@ pub fn run(data: &DataDir, cmd: DeviceCommand) -> Result<ExitCode> {
                 rec.failed_auth = 0;
                 rec.locked_until = None;
             }
-            let event = admin_event(now, &name, "device-set", &rec);
+            let event = admin_event(ctx, &name, "device-set", &rec);
             store.put_device(&rec, event)?;
-            report(&rec, generated);
+            report(ctx, &rec, generated)?;
         }
         DeviceCommand::Show { name, json } => {
             let name = normalise_name(&name)?;
-            let rec = get(&store, &name)?;
+            let rec = get(store, &name)?;
             if json {
-                println!(
+                writeln!(
+                    ctx.out,
                     "{}",
                     serde_json::to_string_pretty(&render::device_json(&rec))?
-                );
+                )?;
             } else {
-                print!("{}", render::device_text(&rec));
+                write!(ctx.out, "{}", render::device_text(&rec))?;
             }
         }
         DeviceCommand::List { json } => {
             let all = store.list_devices()?;
             if json {
                 let v: Vec<_> = all.iter().map(render::device_json).collect();
-                println!("{}", serde_json::to_string_pretty(&v)?);
+                writeln!(ctx.out, "{}", serde_json::to_string_pretty(&v)?)?;
             } else {
-                println!(
+                writeln!(
+                    ctx.out,
                     "{:<20} {:<12} {:<6} {:<26} {:<32} LSC MD5",
                     "NAME", "OPERATION", "AUTH", "KEY", "STATUS"
-                );
+                )?;
                 for d in &all {
-                    println!(
+                    writeln!(
+                        ctx.out,
                         "{:<20} {:<12} {:<6} {:<26} {:<32} {}",
                         d.name,
                         d.operation,
@@ -138,7 +141,7 @@ pub fn run(data: &DataDir, cmd: DeviceCommand) -> Result<ExitCode> {
                         d.key_order,
                         d.status,
                         d.lsc.as_ref().map_or("-", |c| c.md5.as_str())
-                    );
+                    )?;
                 }
             }
         }
@@ -147,7 +150,7 @@ pub fn run(data: &DataDir, cmd: DeviceCommand) -> Result<ExitCode> {
             let event = Event {
                 id: 0,
                 time: now,
-                actor: super::cli_actor(),
+                actor: ctx.actor.clone(),
                 device: Some(name.clone()),
                 action: "device-remove".into(),
                 result: "Removed".into(),
@@ -156,10 +159,9 @@ pub fn run(data: &DataDir, cmd: DeviceCommand) -> Result<ExitCode> {
             if !store.remove_device(&name, event)? {
                 bail!("device {name} not found");
             }
-            println!("removed {name}");
+            writeln!(ctx.out, "removed {name}")?;
         }
     }
-    store.flush()?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -169,12 +171,13 @@ fn get(store: &Store, name: &str) -> Result<DeviceRecord> {
         .ok_or_else(|| anyhow::anyhow!("device {name} not found"))
 }
 
-fn report(rec: &DeviceRecord, generated: Option<String>) {
+fn report(ctx: &mut Ctx, rec: &DeviceRecord, generated: Option<String>) -> Result<()> {
     if let Some(s) = generated {
         // Printed once; the operator hands it to the phone's user.
-        println!("authentication string for {}: {s}", rec.name);
+        writeln!(ctx.out, "authentication string for {}: {s}", rec.name)?;
     }
-    print!("{}", render::device_text(rec));
+    write!(ctx.out, "{}", render::device_text(rec))?;
+    Ok(())
 }
 
 /// Device names as phones send them: `SEP` names upper-cased (the MAC is hex and
@@ -294,7 +297,7 @@ pub fn parse_deadline(s: &str, now: UnixTime) -> Result<UnixTime> {
     Ok(t.unix_timestamp())
 }
 
-fn admin_event(now: UnixTime, name: &str, action: &str, rec: &DeviceRecord) -> Event {
+fn admin_event(ctx: &Ctx, name: &str, action: &str, rec: &DeviceRecord) -> Event {
     let mut details = serde_json::Map::new();
     details.insert("operation".into(), rec.operation.to_string().into());
     details.insert("auth".into(), rec.auth.to_string().into());
@@ -305,8 +308,8 @@ fn admin_event(now: UnixTime, name: &str, action: &str, rec: &DeviceRecord) -> E
     }
     Event {
         id: 0,
-        time: now,
-        actor: super::cli_actor(),
+        time: ctx.now,
+        actor: ctx.actor.clone(),
         device: Some(name.to_string()),
         action: action.into(),
         result: rec.status.to_string(),

@@ -5,7 +5,7 @@ use clap::Subcommand;
 use std::process::ExitCode;
 
 use super::render;
-use crate::settings::DataDir;
+use super::Ctx;
 use crate::store::{CertKind, DeviceRecord, EnrolledCert};
 
 #[derive(Subcommand, Debug)]
@@ -39,8 +39,8 @@ fn certs(d: &DeviceRecord) -> impl Iterator<Item = (CertKind, &EnrolledCert)> {
     .filter_map(|(k, c)| c.map(|c| (k, c)))
 }
 
-pub fn run(data: &DataDir, cmd: KeysCommand) -> Result<ExitCode> {
-    let store = super::open_store(data)?;
+pub fn run(ctx: &mut Ctx, cmd: KeysCommand) -> Result<ExitCode> {
+    let store = ctx.store;
     match cmd {
         KeysCommand::List { json } => {
             let devices = store.list_devices()?;
@@ -49,22 +49,24 @@ pub fn run(data: &DataDir, cmd: KeysCommand) -> Result<ExitCode> {
                     .iter()
                     .flat_map(|d| certs(d).map(|(k, c)| render::key_json(&d.name, k, c)))
                     .collect();
-                println!("{}", serde_json::to_string_pretty(&all)?);
+                writeln!(ctx.out, "{}", serde_json::to_string_pretty(&all)?)?;
             } else {
-                println!(
+                writeln!(
+                    ctx.out,
                     "{:<20} {:<4} {:<9} {:<32} {:<20}",
                     "NAME", "TYPE", "KEY", "MD5", "NOT AFTER"
-                );
+                )?;
                 for d in &devices {
                     for (k, c) in certs(d) {
-                        println!(
+                        writeln!(
+                            ctx.out,
                             "{:<20} {:<4} {:<9} {:<32} {:<20}",
                             d.name,
                             k,
                             c.key,
                             c.md5,
                             render::time(c.not_after)
-                        );
+                        )?;
                     }
                 }
             }
@@ -80,16 +82,16 @@ pub fn run(data: &DataDir, cmd: KeysCommand) -> Result<ExitCode> {
                     "lsc": d.lsc.as_ref().map(render::cert_json),
                     "mic": d.mic.as_ref().map(render::cert_json),
                 });
-                println!("{}", serde_json::to_string_pretty(&v)?);
+                writeln!(ctx.out, "{}", serde_json::to_string_pretty(&v)?)?;
             } else if pem {
                 if d.lsc.is_none() && d.mic.is_none() {
                     anyhow::bail!("device {name} has no enrolled certificate");
                 }
                 for (_, c) in certs(&d) {
-                    print!("{}", render::pem(&c.der));
+                    write!(ctx.out, "{}", render::pem(&c.der))?;
                 }
             } else {
-                print!("{}", render::device_text(&d));
+                write!(ctx.out, "{}", render::device_text(&d))?;
             }
         }
     }

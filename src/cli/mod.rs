@@ -4,6 +4,7 @@
 //! Parsing produces a typed `Command`; each group lives in its own file and renders
 //! human output and `--json` output from the same data.
 
+mod admin;
 mod device;
 mod init;
 mod keys;
@@ -14,10 +15,13 @@ pub use init::initialise;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
-use std::path::PathBuf;
+use std::ffi::OsString;
+use std::io::Write;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use crate::settings::DataDir;
+use crate::store::{Store, StoreError, UnixTime};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -51,11 +55,40 @@ pub enum Command {
     Keys(keys::KeysCommand),
 }
 
+/// Everything a store-backed command needs. The same command runs either in the CLI
+/// process (no server running: it opens the store itself) or inside `capf serve` for a
+/// request that came over the admin socket; only `Ctx` differs, so output, exit codes
+/// and errors are the same either way.
+pub struct Ctx<'a> {
+    pub data: &'a DataDir,
+    pub store: &'a Store,
+    /// Standard output of the command (the admin socket streams it to the client).
+    pub out: &'a mut dyn Write,
+    /// Who is acting, for the audit trail: `cli:<user>`.
+    pub actor: String,
+    /// The client's working directory: relative paths in arguments are resolved
+    /// against it, not against the server's.
+    pub cwd: PathBuf,
+    pub now: UnixTime,
+}
+
+impl Ctx<'_> {
+    /// A path argument as the operator meant it.
+    pub fn path(&self, p: &Path) -> PathBuf {
+        if p.is_absolute() {
+            p.to_path_buf()
+        } else {
+            self.cwd.join(p)
+        }
+    }
+}
+
 /// Entry point for `main`: runs the command, prints errors to stderr, maps them to a
 /// non-zero exit status.
 pub fn main() -> ExitCode {
-    let cli = Cli::parse();
-    match run(cli) {
+    let argv: Vec<OsString> = std::env::args_os().collect();
+    let cli = Cli::parse_from(&argv);
+    match run(cli, argv) {
         Ok(code) => code,
         Err(e) => {
             eprintln!("capf: {e:#}");
@@ -64,14 +97,44 @@ pub fn main() -> ExitCode {
     }
 }
 
-pub fn run(cli: Cli) -> Result<ExitCode> {
+/// Runs a parsed command line; `argv` is forwarded to a running server for
+/// store-backed commands.
+pub fn run(cli: Cli, argv: Vec<OsString>) -> Result<ExitCode> {
     let data = DataDir::new(cli.data);
     match cli.command {
         Command::Init(args) => init::init(&data, args),
         Command::Serve(args) => serve::serve(&data, args),
         Command::Cert(args) => init::cert(&data, args),
-        Command::Device(cmd) => device::run(&data, cmd),
-        Command::Keys(cmd) => keys::run(&data, cmd),
+        store_command => {
+            if let Some(code) = admin::forward(&data, &argv)? {
+                return Ok(code);
+            }
+            let store = open_store(&data)?;
+            let stdout = std::io::stdout();
+            let mut out = stdout.lock();
+            let mut ctx = Ctx {
+                data: &data,
+                store: &store,
+                out: &mut out,
+                actor: cli_actor(),
+                cwd: std::env::current_dir()?,
+                now: crate::server::now(),
+            };
+            let code = execute(&mut ctx, store_command)?;
+            store.flush()?;
+            Ok(code)
+        }
+    }
+}
+
+/// Runs a store-backed command in `ctx`.
+pub fn execute(ctx: &mut Ctx, command: Command) -> Result<ExitCode> {
+    match command {
+        Command::Device(cmd) => device::run(ctx, cmd),
+        Command::Keys(cmd) => keys::run(ctx, cmd),
+        Command::Init(_) | Command::Serve(_) | Command::Cert(_) => {
+            anyhow::bail!("this command does not run over the admin socket")
+        }
     }
 }
 
@@ -84,12 +147,20 @@ pub(crate) fn cli_actor() -> String {
 }
 
 /// Opens the store of an initialised data directory.
-pub(crate) fn open_store(data: &DataDir) -> Result<crate::store::Store> {
+pub(crate) fn open_store(data: &DataDir) -> Result<Store> {
     if !data.db().exists() {
         anyhow::bail!(
             "no capf store in {} (run `capf init` or `capf serve` first, or pass --data)",
             data.root().display()
         );
     }
-    Ok(crate::store::Store::open(&data.db())?)
+    match Store::open(&data.db()) {
+        Ok(store) => Ok(store),
+        Err(StoreError::Locked(_)) => anyhow::bail!(
+            "the store in {} is held by another process whose admin socket does not answer \
+             (is an old `capf serve` still stopping?)",
+            data.root().display()
+        ),
+        Err(e) => Err(e.into()),
+    }
 }

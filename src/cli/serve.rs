@@ -60,13 +60,28 @@ pub fn serve(data: &DataDir, args: ServeArgs) -> Result<ExitCode> {
         .build()
         .context("starting the runtime")?;
     runtime.block_on(async move {
-        let listener = CapfListener::bind(settings, store, ca).await?;
+        // One shutdown signal for every component: the CAPF listener and the admin socket.
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        tokio::spawn(async move {
+            shutdown_signal().await;
+            let _ = stop_tx.send(true);
+        });
+        let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+            let _ = rx.wait_for(|stop| *stop).await;
+        };
+
+        let listener = CapfListener::bind(settings, store.clone(), ca).await?;
+        let admin = super::admin::AdminSocket::bind(data)?;
         tracing::info!(
             "capf listening on {} (data {})",
             listener.local_addr()?,
             data.root().display()
         );
-        listener.run(shutdown_signal()).await;
+        let admin = tokio::spawn(admin.serve(data.clone(), store, stopped(stop_rx.clone())));
+        listener.run(stopped(stop_rx)).await;
+        if let Err(e) = admin.await {
+            tracing::error!("admin socket task: {e}");
+        }
         tracing::info!("capf stopped");
         Ok::<_, anyhow::Error>(())
     })?;

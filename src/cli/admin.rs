@@ -1,0 +1,212 @@
+//! The admin socket: how CLI commands reach a running server.
+//!
+//! sled locks its directory, so while `capf serve` runs no other process can open the
+//! store (design.md "One process owns the store"). Every store-backed command therefore
+//! first tries `capf-data/admin.sock`: if a server answers, the command line is sent to
+//! it and run there by the very same code (`cli::execute`) against the server's store;
+//! its output streams back. Otherwise the CLI opens the store itself. Same output, same
+//! exit codes either way.
+//!
+//! Wire format (local only, Unix socket 0600 in a 0700 directory):
+//! * request: one JSON object `{"argv": [...], "cwd": "...", "user": "..."}` and a
+//!   newline, at most `MAX_REQUEST` bytes;
+//! * response: frames `kind:u8 len:u32 BE bytes`, kind `O` (stdout) or `E` (stderr),
+//!   ended by one `X` frame whose single byte is the exit status.
+
+use anyhow::{Context, Result};
+use clap::Parser;
+use serde::{Deserialize, Serialize};
+use std::ffi::OsString;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::os::unix::net::UnixStream;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use super::{Cli, Ctx};
+use crate::settings::DataDir;
+use crate::store::Store;
+
+/// Largest request line: argv of any real command line is far below this.
+const MAX_REQUEST: u64 = 256 * 1024;
+/// How long the server waits for a client to send its request.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+
+#[derive(Serialize, Deserialize)]
+struct Request {
+    argv: Vec<String>,
+    cwd: String,
+    user: String,
+}
+
+/// Client side: sends the command to a running server. `Ok(None)` when no server
+/// answers on the socket, so the caller opens the store itself.
+pub fn forward(data: &DataDir, argv: &[OsString]) -> Result<Option<ExitCode>> {
+    let mut stream = match UnixStream::connect(data.admin_socket()) {
+        Ok(s) => s,
+        Err(_) => return Ok(None),
+    };
+    let request = Request {
+        argv: argv
+            .iter()
+            .map(|a| {
+                a.to_str()
+                    .map(str::to_string)
+                    .context("arguments must be valid UTF-8")
+            })
+            .collect::<Result<_>>()?,
+        cwd: std::env::current_dir()?.to_string_lossy().into_owned(),
+        user: super::cli_actor(),
+    };
+    let mut line = serde_json::to_vec(&request)?;
+    line.push(b'\n');
+    stream
+        .write_all(&line)
+        .context("sending the command to capf serve")?;
+
+    let stdout = std::io::stdout();
+    let stderr = std::io::stderr();
+    loop {
+        let mut head = [0u8; 5];
+        stream
+            .read_exact(&mut head)
+            .context("capf serve closed the admin connection before the command finished")?;
+        let len = u32::from_be_bytes([head[1], head[2], head[3], head[4]]) as usize;
+        let mut body = vec![0u8; len.min(16 * 1024 * 1024)];
+        stream.read_exact(&mut body)?;
+        match head[0] {
+            b'O' => stdout.lock().write_all(&body)?,
+            b'E' => stderr.lock().write_all(&body)?,
+            b'X' => return Ok(Some(ExitCode::from(body.first().copied().unwrap_or(1)))),
+            other => anyhow::bail!("unexpected admin frame {other}"),
+        }
+    }
+}
+
+/// Server side: the bound admin socket.
+pub struct AdminSocket {
+    listener: tokio::net::UnixListener,
+    path: std::path::PathBuf,
+}
+
+impl AdminSocket {
+    /// Binds `admin.sock` (0600). Call it only while holding the store: any socket file
+    /// found then belongs to a dead server and is replaced.
+    pub fn bind(data: &DataDir) -> Result<AdminSocket> {
+        use std::os::unix::fs::PermissionsExt;
+        let path = data.admin_socket();
+        let _ = std::fs::remove_file(&path);
+        let listener = tokio::net::UnixListener::bind(&path)
+            .with_context(|| format!("binding the admin socket {}", path.display()))?;
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
+        Ok(AdminSocket { listener, path })
+    }
+
+    /// Serves admin connections until `shutdown` completes, then removes the socket.
+    pub async fn serve(
+        self,
+        data: DataDir,
+        store: Store,
+        shutdown: impl std::future::Future<Output = ()>,
+    ) {
+        tokio::pin!(shutdown);
+        loop {
+            let (stream, _) = tokio::select! {
+                accepted = self.listener.accept() => match accepted {
+                    Ok(a) => a,
+                    Err(e) => {
+                        tracing::warn!("admin socket accept failed: {e}");
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                        continue;
+                    }
+                },
+                () = &mut shutdown => break,
+            };
+            let uid = stream.peer_cred().map(|c| c.uid()).ok();
+            let data = data.clone();
+            let store = store.clone();
+            tokio::task::spawn_blocking(move || {
+                let Ok(std_stream) = stream.into_std() else {
+                    return;
+                };
+                if let Err(e) = serve_one(&data, &store, std_stream, uid) {
+                    tracing::debug!("admin connection: {e:#}");
+                }
+            });
+        }
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+/// Runs one forwarded command (on a blocking thread).
+fn serve_one(data: &DataDir, store: &Store, stream: UnixStream, uid: Option<u32>) -> Result<()> {
+    stream.set_nonblocking(false)?;
+    stream.set_read_timeout(Some(REQUEST_TIMEOUT))?;
+    let mut line = Vec::new();
+    BufReader::new((&stream).take(MAX_REQUEST)).read_until(b'\n', &mut line)?;
+    let mut out = std::io::BufWriter::new(FrameWriter { stream: &stream });
+    let request: Request = match serde_json::from_slice(&line) {
+        Ok(r) => r,
+        Err(e) => return finish(&stream, 2, &format!("capf: bad admin request: {e}\n")),
+    };
+    let cli = match Cli::try_parse_from(&request.argv) {
+        Ok(cli) => cli,
+        Err(e) => {
+            let code = u8::from(e.use_stderr()) * 2;
+            return finish(&stream, code, &e.render().to_string());
+        }
+    };
+    let actor = match uid {
+        Some(uid) => format!("{} (uid {uid})", request.user),
+        None => request.user,
+    };
+    let mut ctx = Ctx {
+        data,
+        store,
+        out: &mut out,
+        actor,
+        cwd: request.cwd.into(),
+        now: crate::server::now(),
+    };
+    let result = super::execute(&mut ctx, cli.command);
+    out.flush()?;
+    match result {
+        Ok(code) => {
+            store.flush()?;
+            let code = if code == ExitCode::SUCCESS { 0 } else { 1 };
+            finish(&stream, code, "")
+        }
+        Err(e) => finish(&stream, 1, &format!("capf: {e:#}\n")),
+    }
+}
+
+fn finish(stream: &UnixStream, code: u8, stderr: &str) -> Result<()> {
+    if !stderr.is_empty() {
+        frame(stream, b'E', stderr.as_bytes())?;
+    }
+    frame(stream, b'X', &[code])
+}
+
+fn frame(mut stream: &UnixStream, kind: u8, body: &[u8]) -> Result<()> {
+    let len = u32::try_from(body.len()).context("admin frame too large")?;
+    let mut head = [kind, 0, 0, 0, 0];
+    head[1..].copy_from_slice(&len.to_be_bytes());
+    stream.write_all(&head)?;
+    stream.write_all(body)?;
+    Ok(())
+}
+
+/// Streams a command's standard output to the client as `O` frames.
+struct FrameWriter<'a> {
+    stream: &'a UnixStream,
+}
+
+impl Write for FrameWriter<'_> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        frame(self.stream, b'O', buf).map_err(std::io::Error::other)?;
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
