@@ -116,6 +116,8 @@ pub struct Settings {
     pub lockout_seconds: i64,
     /// How long shutdown waits for sessions in flight, seconds.
     pub shutdown_grace: u64,
+    /// Log format of `capf serve`: `text` or `json` (one JSON object per line).
+    pub log_format: String,
 }
 
 impl Default for Settings {
@@ -135,6 +137,7 @@ impl Default for Settings {
             max_auth_failures: 10,
             lockout_seconds: 600,
             shutdown_grace: 10,
+            log_format: "text".into(),
         }
     }
 }
@@ -204,6 +207,12 @@ impl Settings {
             return Err(format!(
                 "lsc_validity_days = {} (expected 1–20 years)",
                 self.lsc_validity_days
+            ));
+        }
+        if !matches!(self.log_format.as_str(), "text" | "json") {
+            return Err(format!(
+                "log_format = {:?} (expected \"text\" or \"json\")",
+                self.log_format
             ));
         }
         if self.max_auth_failures == 0 || self.lockout_seconds < 0 {

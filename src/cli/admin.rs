@@ -36,6 +36,9 @@ struct Request {
     argv: Vec<String>,
     cwd: String,
     user: String,
+    /// The client's UTC offset in seconds, so times print in the operator's local time.
+    #[serde(default)]
+    utc_offset: i32,
 }
 
 /// Client side: sends the command to a running server. `Ok(None)` when no server
@@ -56,6 +59,7 @@ pub fn forward(data: &DataDir, argv: &[OsString]) -> Result<Option<ExitCode>> {
             .collect::<Result<_>>()?,
         cwd: std::env::current_dir()?.to_string_lossy().into_owned(),
         user: super::cli_actor(),
+        utc_offset: super::local_utc_offset(),
     };
     let mut line = serde_json::to_vec(&request)?;
     line.push(b'\n');
@@ -166,6 +170,8 @@ fn serve_one(data: &DataDir, store: &Store, stream: UnixStream, uid: Option<u32>
         actor,
         cwd: request.cwd.into(),
         now: crate::server::now(),
+        progress: false,
+        utc_offset: request.utc_offset,
     };
     let result = super::execute(&mut ctx, cli.command);
     out.flush()?;

@@ -22,15 +22,29 @@ pub enum DeviceCommand {
         #[command(flatten)]
         options: DeviceOptions,
     },
-    /// Change a phone's CAPF settings (only the options given change).
-    #[command(after_help = "Example:\n  capf device set SEP001122334455 --operation delete")]
+    /// Change CAPF settings of one phone, or of every phone a selection matches (like
+    /// BAT's "update phones by query"). Only the options given change.
+    #[command(
+        after_help = "Examples:\n  capf device set SEP001122334455 --operation delete\n  capf device set --status failed --operation install --deadline +7d\n  capf device set --prefix SEP0011 --auth null"
+    )]
     Set {
-        name: String,
+        /// The phone to change (or use --all, --status, --prefix).
+        #[arg(required_unless_present_any = ["all", "select_status", "prefix"])]
+        name: Option<String>,
         #[command(flatten)]
         options: DeviceOptions,
         /// Clear a brute-force lockout and the failed-attempt count.
         #[arg(long)]
         clear_lockout: bool,
+        /// Every phone.
+        #[arg(long, conflicts_with = "name")]
+        all: bool,
+        /// Phones whose status contains this text (e.g. failed, pending, "upgrade success").
+        #[arg(long = "status", id = "select_status", conflicts_with = "name")]
+        status: Option<String>,
+        /// Phones whose name starts with this prefix.
+        #[arg(long, conflicts_with = "name")]
+        prefix: Option<String>,
     },
     /// Show one phone: settings, status, enrolled certificates.
     #[command(after_help = "Example:\n  capf device show SEP001122334455 --json")]
@@ -39,15 +53,98 @@ pub enum DeviceCommand {
         #[arg(long)]
         json: bool,
     },
-    /// List all phones.
-    #[command(after_help = "Example:\n  capf device list --json | jq '.[] | {name, status}'")]
+    /// List phones as a table, or as JSON for scripts.
+    #[command(
+        after_help = "Examples:\n  capf device list --status failed\n  capf device list --expires-within 30d --json | jq -r '.[].name'"
+    )]
     List {
         #[arg(long)]
         json: bool,
+        #[command(flatten)]
+        filter: ListFilter,
     },
     /// Remove a phone and everything capf holds for it.
     #[command(after_help = "Example:\n  capf device remove SEP001122334455")]
     Remove { name: String },
+    /// Add or update many phones from a CSV file, all or nothing.
+    #[command(
+        after_help = "The first line must be exactly:\n  name,operation,auth,auth_string,key,encrypted_config\nAn empty auth_string with auth `string` generates one.\n\nExample:\n  capf device import phones.csv --dry-run && capf device import phones.csv"
+    )]
+    Import {
+        file: std::path::PathBuf,
+        /// Validate and print what would change; write nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Write every phone's settings in the import format (CSV) or as JSON.
+    #[command(after_help = "Example:\n  capf device export --csv > phones.csv")]
+    Export {
+        #[arg(long, conflicts_with = "json")]
+        csv: bool,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// Filters for `device list`.
+#[derive(Args, Debug, Default)]
+pub struct ListFilter {
+    /// Status contains this text (case-insensitive): pending, failed, success, ...
+    #[arg(long)]
+    pub status: Option<String>,
+    /// Scheduled operation.
+    #[arg(long)]
+    pub operation: Option<Operation>,
+    /// Key type of the enrolled LSC, or of the key order when none: rsa or ec.
+    #[arg(long)]
+    pub key: Option<String>,
+    /// Name starts with this prefix.
+    #[arg(long)]
+    pub prefix: Option<String>,
+    /// LSC expires within this period (e.g. 30d, 12h).
+    #[arg(long)]
+    pub expires_within: Option<String>,
+}
+
+impl ListFilter {
+    fn matches(&self, d: &DeviceRecord, now: UnixTime) -> Result<bool> {
+        if let Some(s) = &self.status {
+            if !status_matches(d, s) {
+                return Ok(false);
+            }
+        }
+        if self.operation.is_some_and(|o| o != d.operation) {
+            return Ok(false);
+        }
+        if let Some(p) = &self.prefix {
+            if !d.name.starts_with(p.as_str()) {
+                return Ok(false);
+            }
+        }
+        if let Some(k) = &self.key {
+            let alg = match d.lsc.as_ref().map(|c| c.key) {
+                Some(spec) => spec.to_string(),
+                None => d.key_order.to_string(),
+            };
+            if !alg.starts_with(&k.to_ascii_lowercase()) {
+                return Ok(false);
+            }
+        }
+        if let Some(w) = &self.expires_within {
+            let limit = parse_deadline(&format!("+{}", w.trim_start_matches('+')), now)?;
+            if d.lsc.as_ref().is_none_or(|c| c.not_after > limit) {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+}
+
+fn status_matches(d: &DeviceRecord, text: &str) -> bool {
+    d.status
+        .to_string()
+        .to_ascii_lowercase()
+        .contains(&text.to_ascii_lowercase())
 }
 
 /// The CAPF settings of CUCM's phone page.
@@ -93,19 +190,48 @@ pub fn run(ctx: &mut Ctx, cmd: DeviceCommand) -> Result<ExitCode> {
             name,
             options,
             clear_lockout,
+            all,
+            status,
+            prefix,
         } => {
-            let name = normalise_name(&name)?;
-            let Some(mut rec) = store.get_device(&name)? else {
-                bail!("device {name} not found (add it with `capf device add {name}`)");
+            let targets: Vec<DeviceRecord> = match name {
+                Some(name) => {
+                    let name = normalise_name(&name)?;
+                    let Some(rec) = store.get_device(&name)? else {
+                        bail!("device {name} not found (add it with `capf device add {name}`)");
+                    };
+                    vec![rec]
+                }
+                None => store
+                    .list_devices()?
+                    .into_iter()
+                    .filter(|d| {
+                        all || status.as_deref().is_some_and(|s| status_matches(d, s))
+                            || prefix.as_deref().is_some_and(|p| d.name.starts_with(p))
+                    })
+                    .collect(),
             };
-            let generated = options.apply(&mut rec, now)?;
-            if clear_lockout {
-                rec.failed_auth = 0;
-                rec.locked_until = None;
+            if targets.is_empty() {
+                bail!("no device matches the selection");
             }
-            let event = admin_event(ctx, &name, "device-set", &rec);
-            store.put_device(&rec, event)?;
-            report(ctx, &rec, generated)?;
+            if options.generate_auth_string && targets.len() > 1 {
+                bail!("--generate-auth-string changes one device at a time (use device import for many)");
+            }
+            let single = targets.len() == 1;
+            for mut rec in targets {
+                let generated = options.apply(&mut rec, now)?;
+                if clear_lockout {
+                    rec.failed_auth = 0;
+                    rec.locked_until = None;
+                }
+                let event = admin_event(ctx, &rec.name, "device-set", &rec);
+                store.put_device(&rec, event)?;
+                if single {
+                    report(ctx, &rec, generated)?;
+                } else {
+                    writeln!(ctx.out, "{:<20} {}", rec.name, rec.status)?;
+                }
+            }
         }
         DeviceCommand::Show { name, json } => {
             let name = normalise_name(&name)?;
@@ -120,29 +246,19 @@ pub fn run(ctx: &mut Ctx, cmd: DeviceCommand) -> Result<ExitCode> {
                 write!(ctx.out, "{}", render::device_text(&rec))?;
             }
         }
-        DeviceCommand::List { json } => {
-            let all = store.list_devices()?;
+        DeviceCommand::List { json, filter } => {
+            let mut all = Vec::new();
+            for d in store.devices() {
+                let d = d?;
+                if filter.matches(&d, now)? {
+                    all.push(d);
+                }
+            }
             if json {
                 let v: Vec<_> = all.iter().map(render::device_json).collect();
                 writeln!(ctx.out, "{}", serde_json::to_string_pretty(&v)?)?;
             } else {
-                writeln!(
-                    ctx.out,
-                    "{:<20} {:<12} {:<6} {:<26} {:<32} LSC MD5",
-                    "NAME", "OPERATION", "AUTH", "KEY", "STATUS"
-                )?;
-                for d in &all {
-                    writeln!(
-                        ctx.out,
-                        "{:<20} {:<12} {:<6} {:<26} {:<32} {}",
-                        d.name,
-                        d.operation,
-                        d.auth,
-                        d.key_order,
-                        d.status,
-                        d.lsc.as_ref().map_or("-", |c| c.md5.as_str())
-                    )?;
-                }
+                write!(ctx.out, "{}", render::device_table(&all))?;
             }
         }
         DeviceCommand::Remove { name } => {
@@ -161,6 +277,11 @@ pub fn run(ctx: &mut Ctx, cmd: DeviceCommand) -> Result<ExitCode> {
             }
             writeln!(ctx.out, "removed {name}")?;
         }
+        DeviceCommand::Import { file, dry_run } => {
+            let path = ctx.path(&file);
+            return super::bulk::import(ctx, &path, dry_run);
+        }
+        DeviceCommand::Export { csv: _, json } => return super::bulk::export(ctx, json),
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -262,14 +383,14 @@ impl DeviceOptions {
 }
 
 /// CUCM's rule: 4–10 digits.
-fn validate_auth_string(s: &str) -> Result<()> {
+pub(super) fn validate_auth_string(s: &str) -> Result<()> {
     if !(4..=10).contains(&s.len()) || !s.bytes().all(|b| b.is_ascii_digit()) {
         bail!("invalid --auth-string: must be 4–10 digits");
     }
     Ok(())
 }
 
-fn generate_auth_string() -> String {
+pub(super) fn generate_auth_string() -> String {
     use rand::RngExt;
     let mut rng = rand::rng();
     (0..8)
@@ -297,7 +418,7 @@ pub fn parse_deadline(s: &str, now: UnixTime) -> Result<UnixTime> {
     Ok(t.unix_timestamp())
 }
 
-fn admin_event(ctx: &Ctx, name: &str, action: &str, rec: &DeviceRecord) -> Event {
+pub(super) fn admin_event(ctx: &Ctx, name: &str, action: &str, rec: &DeviceRecord) -> Event {
     let mut details = serde_json::Map::new();
     details.insert("operation".into(), rec.operation.to_string().into());
     details.insert("auth".into(), rec.auth.to_string().into());

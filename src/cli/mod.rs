@@ -5,11 +5,15 @@
 //! human output and `--json` output from the same data.
 
 mod admin;
+mod backup;
+mod bulk;
 mod device;
+mod events;
 mod init;
 mod keys;
 mod render;
 mod serve;
+mod settings_cmd;
 
 pub use init::initialise;
 
@@ -53,6 +57,18 @@ pub enum Command {
     /// Inspect the certificates and public keys capf holds for phones.
     #[command(subcommand)]
     Keys(keys::KeysCommand),
+    /// The audit trail: who scheduled what, and every session outcome.
+    Events(events::EventsArgs),
+    /// A consistent copy of the data directory, taken while serving.
+    Backup(backup::BackupArgs),
+    /// The effective node settings and where each comes from.
+    Settings(settings_cmd::SettingsArgs),
+    /// Shell completions for bash, zsh, fish, elvish or powershell.
+    #[command(after_help = "Example:\n  capf completions bash > /etc/bash_completion.d/capf")]
+    Completions {
+        /// bash, zsh, fish, elvish or powershell.
+        shell: clap_complete::Shell,
+    },
 }
 
 /// Everything a store-backed command needs. The same command runs either in the CLI
@@ -70,6 +86,10 @@ pub struct Ctx<'a> {
     /// against it, not against the server's.
     pub cwd: PathBuf,
     pub now: UnixTime,
+    /// Show progress on stderr (only when run locally on a terminal).
+    pub progress: bool,
+    /// The operator's UTC offset in seconds, for times shown in local time.
+    pub utc_offset: i32,
 }
 
 impl Ctx<'_> {
@@ -86,6 +106,9 @@ impl Ctx<'_> {
 /// Entry point for `main`: runs the command, prints errors to stderr, maps them to a
 /// non-zero exit status.
 pub fn main() -> ExitCode {
+    // Read the local UTC offset while the process is single-threaded (the only time the
+    // platform lets it be read soundly).
+    let _ = LOCAL_OFFSET.set(local_utc_offset_now());
     let argv: Vec<OsString> = std::env::args_os().collect();
     let cli = Cli::parse_from(&argv);
     match run(cli, argv) {
@@ -105,6 +128,12 @@ pub fn run(cli: Cli, argv: Vec<OsString>) -> Result<ExitCode> {
         Command::Init(args) => init::init(&data, args),
         Command::Serve(args) => serve::serve(&data, args),
         Command::Cert(args) => init::cert(&data, args),
+        Command::Settings(args) => settings_cmd::run(&data, args),
+        Command::Completions { shell } => {
+            use clap::CommandFactory;
+            clap_complete::generate(shell, &mut Cli::command(), "capf", &mut std::io::stdout());
+            Ok(ExitCode::SUCCESS)
+        }
         store_command => {
             if let Some(code) = admin::forward(&data, &argv)? {
                 return Ok(code);
@@ -119,6 +148,8 @@ pub fn run(cli: Cli, argv: Vec<OsString>) -> Result<ExitCode> {
                 actor: cli_actor(),
                 cwd: std::env::current_dir()?,
                 now: crate::server::now(),
+                progress: std::io::IsTerminal::is_terminal(&std::io::stderr()),
+                utc_offset: local_utc_offset(),
             };
             let code = execute(&mut ctx, store_command)?;
             store.flush()?;
@@ -132,10 +163,29 @@ pub fn execute(ctx: &mut Ctx, command: Command) -> Result<ExitCode> {
     match command {
         Command::Device(cmd) => device::run(ctx, cmd),
         Command::Keys(cmd) => keys::run(ctx, cmd),
-        Command::Init(_) | Command::Serve(_) | Command::Cert(_) => {
+        Command::Events(args) => events::run(ctx, args),
+        Command::Backup(args) => backup::run(ctx, args),
+        Command::Init(_)
+        | Command::Serve(_)
+        | Command::Cert(_)
+        | Command::Settings(_)
+        | Command::Completions { .. } => {
             anyhow::bail!("this command does not run over the admin socket")
         }
     }
+}
+
+static LOCAL_OFFSET: std::sync::OnceLock<i32> = std::sync::OnceLock::new();
+
+/// This machine's UTC offset, as read at start-up (0 where it could not be read).
+pub(crate) fn local_utc_offset() -> i32 {
+    LOCAL_OFFSET.get().copied().unwrap_or(0)
+}
+
+fn local_utc_offset_now() -> i32 {
+    time::UtcOffset::current_local_offset()
+        .map(|o| o.whole_seconds())
+        .unwrap_or(0)
 }
 
 /// Who is acting, for the audit trail.

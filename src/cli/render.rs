@@ -17,6 +17,18 @@ pub fn time(t: UnixTime) -> String {
         .unwrap_or_else(|| t.to_string())
 }
 
+/// Local time for people: `2026-11-27 10:00:00 +01:00`.
+pub fn local_time(t: UnixTime, utc_offset: i32) -> String {
+    let offset = time::UtcOffset::from_whole_seconds(utc_offset).unwrap_or(time::UtcOffset::UTC);
+    let format = time::macros::format_description!(
+        "[year]-[month]-[day] [hour]:[minute]:[second] [offset_hour sign:mandatory]:[offset_minute]"
+    );
+    time::OffsetDateTime::from_unix_timestamp(t)
+        .ok()
+        .and_then(|d| d.to_offset(offset).format(&format).ok())
+        .unwrap_or_else(|| t.to_string())
+}
+
 fn opt_time(t: Option<UnixTime>) -> Value {
     t.map_or(Value::Null, |t| Value::String(time(t)))
 }
@@ -119,6 +131,58 @@ pub fn device_text(d: &DeviceRecord) -> String {
                 line("  issuer:", c.issuer.clone());
             }
         }
+    }
+    out
+}
+
+/// `device list` as an aligned table: columns as wide as their widest cell.
+pub fn device_table(devices: &[DeviceRecord]) -> String {
+    let header = [
+        "NAME",
+        "OPERATION",
+        "AUTH",
+        "KEY",
+        "STATUS",
+        "LAST ATTEMPT",
+        "LSC MD5",
+    ];
+    let rows: Vec<[String; 7]> = devices
+        .iter()
+        .map(|d| {
+            [
+                d.name.clone(),
+                d.operation.to_string(),
+                d.auth.to_string(),
+                d.key_order.to_string(),
+                d.status.to_string(),
+                d.last_attempt.map_or("-".into(), time),
+                d.lsc.as_ref().map_or("-".into(), |c| c.md5.clone()),
+            ]
+        })
+        .collect();
+    let mut widths = header.map(str::len);
+    for row in &rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let mut out = String::new();
+    let mut line = |cells: &[&str]| {
+        let mut text = String::new();
+        for (i, (cell, w)) in cells.iter().zip(widths).enumerate() {
+            if i + 1 == cells.len() {
+                text.push_str(cell);
+            } else {
+                text.push_str(&format!("{cell:<w$}  "));
+            }
+        }
+        out.push_str(text.trim_end());
+        out.push('\n');
+    };
+    line(&header);
+    for row in &rows {
+        let cells: Vec<&str> = row.iter().map(String::as_str).collect();
+        line(&cells);
     }
     out
 }

@@ -21,14 +21,14 @@ pub struct ServeArgs {
     /// HTTP configuration delivery address, or `off` (default 0.0.0.0:6970).
     #[arg(long)]
     pub http: Option<String>,
-    /// Log format: text or json.
-    #[arg(long, default_value = "text")]
-    pub log_format: String,
+    /// Log format: text or json (overrides capf.toml's log_format).
+    #[arg(long)]
+    pub log_format: Option<String>,
 }
 
 pub fn serve(data: &DataDir, args: ServeArgs) -> Result<ExitCode> {
-    init_logging(&args.log_format)?;
     let mut settings = Settings::load(data)?;
+    init_logging(args.log_format.as_deref().unwrap_or(&settings.log_format))?;
     if let Some(listen) = args.listen {
         settings.listen = listen;
     }

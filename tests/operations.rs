@@ -1,0 +1,424 @@
+//! Operating capf: bulk import/export, selections, filters, events, backup, and the
+//! same commands through a running server's admin socket.
+
+use serde_json::Value;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::Duration;
+
+fn capf(data: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_capf"))
+        .arg("--data")
+        .arg(data)
+        .args(args)
+        .env_remove("CAPF_DATA")
+        .output()
+        .expect("run capf")
+}
+
+fn ok(out: &Output) -> String {
+    assert!(
+        out.status.success(),
+        "capf failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn fails(out: &Output) -> String {
+    assert!(
+        !out.status.success(),
+        "capf should have failed: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+fn json(out: &Output) -> Value {
+    serde_json::from_str(&ok(out)).expect("JSON output")
+}
+
+fn init(dir: &Path) -> PathBuf {
+    let data = dir.join("capf-data");
+    ok(&capf(&data, &["init", "--node-name", "capf.test"]));
+    data
+}
+
+const HEADER: &str = "name,operation,auth,auth_string,key,encrypted_config\n";
+
+#[test]
+fn import_is_all_or_nothing_and_names_every_bad_row() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = init(dir.path());
+    let file = dir.path().join("phones.csv");
+    std::fs::write(
+        &file,
+        format!(
+            "{HEADER}SEP000000000001,install,null,,rsa:2048,false\n\
+             SEP000000000002,instal,null,,rsa:2048,false\n\
+             SEP000000000003,install,string,12x,rsa:2048,false\n\
+             SEP000000000004,install,null,,\"ec-preferred:p256,rsa:2048\",maybe\n\
+             SEP000000000001,none,null,,rsa:2048,false\n"
+        ),
+    )
+    .unwrap();
+    let err = fails(&capf(&data, &["device", "import", file.to_str().unwrap()]));
+    assert!(err.contains("4 bad row(s); nothing was imported"), "{err}");
+    assert!(err.contains("line 3: field operation = 'instal'"), "{err}");
+    assert!(
+        err.contains("line 4:") && err.contains("4–10 digits"),
+        "{err}"
+    );
+    assert!(
+        err.contains("line 5: field encrypted_config = 'maybe'"),
+        "{err}"
+    );
+    assert!(
+        err.contains("line 6: field name = 'SEP000000000001': listed twice"),
+        "{err}"
+    );
+    assert!(!err.contains("line 2:"), "{err}");
+    let list = json(&capf(&data, &["device", "list", "--json"]));
+    assert_eq!(list, Value::Array(vec![]), "nothing written");
+
+    // A wrong header is refused before any row is read.
+    std::fs::write(&file, "name,op\nSEP000000000001,install\n").unwrap();
+    let err = fails(&capf(&data, &["device", "import", file.to_str().unwrap()]));
+    assert!(err.contains("line 1: header must be exactly"), "{err}");
+}
+
+#[test]
+fn dry_run_writes_nothing_and_import_export_round_trip() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = init(dir.path());
+    let file = dir.path().join("phones.csv");
+    std::fs::write(
+        &file,
+        format!(
+            "{HEADER}SEP000000000001,install,null,,rsa:2048,true\n\
+             sep0000000000aa,install,string,,\"ec-preferred:p256,rsa:2048\",false\n\
+             CSFjdoe,none,string,4321,ec:p384,false\n"
+        ),
+    )
+    .unwrap();
+    let out = ok(&capf(
+        &data,
+        &["device", "import", file.to_str().unwrap(), "--dry-run"],
+    ));
+    assert!(
+        out.contains("3 to add, 0 to update, 0 unchanged; nothing written"),
+        "{out}"
+    );
+    assert_eq!(
+        json(&capf(&data, &["device", "list", "--json"])),
+        Value::Array(vec![])
+    );
+
+    let out = ok(&capf(&data, &["device", "import", file.to_str().unwrap()]));
+    assert!(out.contains("imported 3: 3 added"), "{out}");
+    assert!(
+        out.contains("authentication string for SEP0000000000AA: "),
+        "{out}"
+    );
+    let show = json(&capf(
+        &data,
+        &["device", "show", "SEP0000000000AA", "--json"],
+    ));
+    assert_eq!(show["auth"], "string");
+    assert_eq!(show["key"], "ec-preferred:p256,rsa:2048");
+    let generated = show["auth_string"].as_str().unwrap().to_string();
+    assert_eq!(generated.len(), 8);
+
+    // Export carries the generated string; importing it elsewhere recreates the fleet.
+    let csv = ok(&capf(&data, &["device", "export", "--csv"]));
+    assert!(csv.starts_with(HEADER), "{csv}");
+    assert!(csv.contains(&generated));
+    let exported = dir.path().join("export.csv");
+    std::fs::write(&exported, &csv).unwrap();
+    let other = dir.path().join("other");
+    ok(&capf(&other, &["init"]));
+    ok(&capf(
+        &other,
+        &["device", "import", exported.to_str().unwrap()],
+    ));
+    assert_eq!(ok(&capf(&other, &["device", "export", "--csv"])), csv);
+
+    // Re-importing the same file changes nothing.
+    let out = ok(&capf(
+        &data,
+        &["device", "import", exported.to_str().unwrap()],
+    ));
+    assert!(out.contains("0 added, 0 updated, 3 unchanged"), "{out}");
+}
+
+#[test]
+fn ten_thousand_rows_import_in_one_go() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = init(dir.path());
+    let file = dir.path().join("fleet.csv");
+    let mut text = String::from(HEADER);
+    for i in 0..10_000u32 {
+        text.push_str(&format!("SEP{i:012X},install,null,,rsa:2048,false\n"));
+    }
+    std::fs::write(&file, text).unwrap();
+    let out = ok(&capf(&data, &["device", "import", file.to_str().unwrap()]));
+    assert!(out.contains("imported 10000: 10000 added"), "{out}");
+    let list = json(&capf(
+        &data,
+        &["device", "list", "--json", "--prefix", "SEP0000000027"],
+    ));
+    assert_eq!(list.as_array().unwrap().len(), 16);
+}
+
+#[test]
+fn selections_filters_and_the_audit_trail() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = init(dir.path());
+    for name in ["SEP0011AA000001", "SEP0011AA000002", "SEP0022BB000001"] {
+        ok(&capf(&data, &["device", "add", name]));
+    }
+    let out = ok(&capf(
+        &data,
+        &[
+            "device",
+            "set",
+            "--prefix",
+            "SEP0011",
+            "--operation",
+            "install",
+            "--deadline",
+            "+7d",
+        ],
+    ));
+    assert_eq!(out.lines().count(), 2, "{out}");
+    let pending = json(&capf(
+        &data,
+        &["device", "list", "--json", "--status", "pending"],
+    ));
+    let names: Vec<_> = pending
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["SEP0011AA000001", "SEP0011AA000002"]);
+    let installs = json(&capf(
+        &data,
+        &["device", "list", "--json", "--operation", "install"],
+    ));
+    assert_eq!(installs.as_array().unwrap().len(), 2);
+    assert!(installs[0]["deadline"].is_string());
+    let expiring = json(&capf(
+        &data,
+        &["device", "list", "--json", "--expires-within", "30d"],
+    ));
+    assert_eq!(
+        expiring,
+        Value::Array(vec![]),
+        "no LSC yet, nothing expires"
+    );
+
+    let table = ok(&capf(&data, &["device", "list"]));
+    let header = table.lines().next().unwrap();
+    assert!(
+        header.starts_with("NAME") && header.contains("STATUS"),
+        "{table}"
+    );
+
+    let err = fails(&capf(
+        &data,
+        &[
+            "device",
+            "set",
+            "--status",
+            "no such status",
+            "--operation",
+            "delete",
+        ],
+    ));
+    assert!(err.contains("no device matches"), "{err}");
+
+    let events = json(&capf(
+        &data,
+        &["events", "--device", "SEP0011AA000001", "--json"],
+    ));
+    let actions: Vec<_> = events
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["action"].as_str().unwrap())
+        .collect();
+    assert_eq!(actions, ["device-add", "device-set"]);
+    assert!(events[1]["actor"].as_str().unwrap().starts_with("cli:"));
+    assert_eq!(events[1]["details"]["operation"], "install");
+    let text = ok(&capf(&data, &["events", "--since", "-1h"]));
+    assert_eq!(text.lines().count(), 5, "{text}");
+    let none = json(&capf(&data, &["events", "--since", "+1d", "--json"]));
+    assert_eq!(none, Value::Array(vec![]));
+}
+
+#[test]
+fn backup_restores_to_the_same_fleet() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = init(dir.path());
+    ok(&capf(
+        &data,
+        &["device", "add", "SEP001122334455", "--operation", "install"],
+    ));
+    let backup = dir.path().join("backup");
+    ok(&capf(&data, &["backup", backup.to_str().unwrap()]));
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(backup.join("certs/capf.key"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600, "keys stay private in the backup");
+    assert_eq!(
+        ok(&capf(&backup, &["device", "export", "--csv"])),
+        ok(&capf(&data, &["device", "export", "--csv"]))
+    );
+    assert_eq!(
+        ok(&capf(&backup, &["cert", "--pem"])),
+        ok(&capf(&data, &["cert", "--pem"])),
+        "same CAPF identity"
+    );
+    let err = fails(&capf(&data, &["backup", backup.to_str().unwrap()]));
+    assert!(err.contains("not empty"), "{err}");
+}
+
+/// `capf serve` as a child process; killed on drop.
+struct Serving(Child);
+
+impl Serving {
+    fn start(data: &Path) -> Serving {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_capf"))
+            .arg("--data")
+            .arg(data)
+            .args(["serve", "--listen", "127.0.0.1:0", "--http", "off"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stderr = child.stderr.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if line.contains("capf listening on") {
+                    let _ = tx.send(());
+                }
+            }
+        });
+        rx.recv_timeout(Duration::from_secs(60))
+            .expect("serve started");
+        Serving(child)
+    }
+}
+
+impl Drop for Serving {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn every_store_command_works_through_the_admin_socket() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = init(dir.path());
+    let file = dir.path().join("phones.csv");
+    std::fs::write(
+        &file,
+        format!("{HEADER}SEP000000000001,install,null,,rsa:2048,false\n"),
+    )
+    .unwrap();
+    let _server = Serving::start(&data);
+
+    // A relative path is resolved against the client's directory, not the server's.
+    let out = Command::new(env!("CARGO_BIN_EXE_capf"))
+        .current_dir(dir.path())
+        .args([
+            "--data",
+            data.to_str().unwrap(),
+            "device",
+            "import",
+            "phones.csv",
+        ])
+        .output()
+        .unwrap();
+    assert!(ok(&out).contains("imported 1: 1 added"));
+    ok(&capf(
+        &data,
+        &["device", "set", "SEP000000000001", "--operation", "delete"],
+    ));
+    let csv = ok(&capf(&data, &["device", "export", "--csv"]));
+    assert!(csv.contains("SEP000000000001,delete,null"), "{csv}");
+    let events = json(&capf(&data, &["events", "--json"]));
+    let actors: Vec<_> = events
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["actor"].as_str().unwrap())
+        .collect();
+    assert!(actors.iter().all(|a| a.contains("(uid ")), "{actors:?}");
+    let keys = json(&capf(&data, &["keys", "list", "--json"]));
+    assert_eq!(keys, Value::Array(vec![]));
+    let backup = dir.path().join("live-backup");
+    ok(&capf(&data, &["backup", backup.to_str().unwrap()]));
+    assert!(ok(&capf(&backup, &["device", "export", "--csv"])).contains("SEP000000000001,delete"));
+    let err = fails(&capf(&data, &["device", "remove", "SEP0000000000FF"]));
+    assert!(err.contains("not found"), "{err}");
+}
+
+#[test]
+fn settings_show_their_source_and_completions_generate() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = init(dir.path());
+    let out = ok(&capf(&data, &["settings"]));
+    assert!(
+        out.contains("node_name = \"capf.test\"  # capf.toml"),
+        "{out}"
+    );
+    let toml_path = data.join("capf.toml");
+    std::fs::write(&toml_path, "node_name = \"x.example\"\n").unwrap();
+    let out = ok(&capf(&data, &["settings"]));
+    assert!(out.contains("message_timeout = 10  # default"), "{out}");
+    std::fs::write(&toml_path, "message_timeout = 99\n").unwrap();
+    let err = fails(&capf(&data, &["settings"]));
+    assert!(err.contains("message_timeout = 99"), "{err}");
+
+    let bash = ok(&capf(&data, &["completions", "bash"]));
+    assert!(bash.contains("capf") && bash.contains("device"));
+}
+
+#[test]
+fn every_subcommand_help_has_an_example() {
+    let dir = tempfile::tempdir().unwrap();
+    for args in [
+        vec!["init"],
+        vec!["serve"],
+        vec!["cert"],
+        vec!["device", "add"],
+        vec!["device", "set"],
+        vec!["device", "show"],
+        vec!["device", "list"],
+        vec!["device", "remove"],
+        vec!["device", "import"],
+        vec!["device", "export"],
+        vec!["keys", "list"],
+        vec!["keys", "show"],
+        vec!["events"],
+        vec!["backup"],
+        vec!["settings"],
+        vec!["completions"],
+    ] {
+        let mut full = args.clone();
+        full.push("--help");
+        let out = ok(&capf(dir.path(), &full));
+        assert!(
+            out.contains("Example"),
+            "{args:?} --help has no example:\n{out}"
+        );
+    }
+}
