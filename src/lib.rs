@@ -15,6 +15,11 @@
 //!   conversation is a unit test.
 //! * [`ca`] — capf's identities (the CAPF certificate and the TFTP signer), LSC issuance
 //!   with rcgen, and the checks on keys and certificates that phones send.
+//! * [`trust`] — the pure checks behind certificate-mode authentication: the trust
+//!   anchors (capf's CAPF certificate for LSCs; the Cisco manufacturing and SUDI CAs,
+//!   compiled in, plus operator PEM files for MICs), X.509 path validation, the
+//!   possession proofs with strict full-block RSA verification, the SUDI proof, and the
+//!   rule that binds a certificate to the device name. No I/O beyond loading anchors.
 //! * [`store`] — the sled database: device records, enrolled certificates, the issued
 //!   serial index and the append-only audit trail. The only owner of persistent state.
 //! * [`server`] — the tokio listener: TLS (rustls), limits and timeouts, one task per
@@ -35,3 +40,4 @@ pub mod session;
 pub mod settings;
 pub mod store;
 pub mod tftp;
+pub mod trust;
