@@ -5,8 +5,8 @@
 //! on request.
 
 use crate::protocol::{
-    AuthResponse, ClientMessage, Command, CurveId, Header, KeyGenerateRequest, KeyType, Reason,
-    ServerMessage, WrappedCertificate, HEADER_LEN,
+    AuthResponse, ClientMessage, Command, CurveId, HashId, Header, KeyGenerateRequest, KeyType,
+    Reason, ServerMessage, Sha2SignedData, SudiData, WrappedCertificate, HEADER_LEN,
 };
 use rsa::pkcs8::{EncodePrivateKey, EncodePublicKey, LineEnding};
 use rsa::Generate;
@@ -105,6 +105,38 @@ impl PhoneKey {
             .map_err(|e| PhoneError::Key(e.to_string()))
     }
 
+    /// A proof as phones make it (§7.5): RSA with PKCS#1 type-1 padding over the bare
+    /// digest (no DigestInfo), or ECDSA over the digest, DER-encoded.
+    pub fn sign_digest(&self, digest: &[u8]) -> Result<Vec<u8>, PhoneError> {
+        use p256::ecdsa::signature::hazmat::PrehashSigner;
+        let key_error = |e: &dyn std::fmt::Display| PhoneError::Key(e.to_string());
+        match self {
+            PhoneKey::Rsa(k) => k
+                .sign(rsa::Pkcs1v15Sign::new_unprefixed(), digest)
+                .map_err(|e| key_error(&e)),
+            PhoneKey::P256(k) => {
+                let sig: p256::ecdsa::Signature = p256::ecdsa::SigningKey::from(k)
+                    .sign_prehash(digest)
+                    .map_err(|e| key_error(&e))?;
+                Ok(sig.to_der().as_bytes().to_vec())
+            }
+            PhoneKey::P384(k) => {
+                let sig: p384::ecdsa::Signature = p384::ecdsa::SigningKey::from(k)
+                    .sign_prehash(digest)
+                    .map_err(|e| key_error(&e))?;
+                Ok(sig.to_der().as_bytes().to_vec())
+            }
+            PhoneKey::P521(k) => {
+                let sig: p521::ecdsa::Signature =
+                    p521::ecdsa::SigningKey::from_bytes(&k.to_bytes())
+                        .map_err(|e| key_error(&e))?
+                        .sign_prehash(digest)
+                        .map_err(|e| key_error(&e))?;
+                Ok(sig.to_der().as_bytes().to_vec())
+            }
+        }
+    }
+
     /// PKCS#8 PEM of the private key.
     pub fn to_pem(&self) -> Result<String, PhoneError> {
         let pem = match self {
@@ -139,6 +171,14 @@ pub struct Phone {
     pub drop_before_store_reply: bool,
     /// The phone's socket timeout.
     pub timeout: Duration,
+    /// Authenticate by existing certificate: the certificate (LSC or MIC) and its key.
+    pub credential: Option<(WrappedCertificate, PhoneKey)>,
+    /// A SUDI certificate and its RSA key; the proof signs the session id.
+    pub sudi: Option<(Vec<u8>, rsa::PrivateKey)>,
+    /// Test hooks for hostile phones: flip a bit in the SHA-1 proof, or leave out the
+    /// SHA-512 proof.
+    pub tamper_proof: bool,
+    pub omit_sha2_proof: bool,
 }
 
 impl Phone {
@@ -153,7 +193,52 @@ impl Phone {
             store_reply: Reason::UpdateCertificate,
             drop_before_store_reply: false,
             timeout: Duration::from_secs(10),
+            credential: None,
+            sudi: None,
+            tamper_proof: false,
+            omit_sha2_proof: false,
         }
+    }
+
+    /// The AUTH_RESPONSE this phone sends in session `session_id`.
+    pub fn auth_response(&self, session_id: u32) -> Result<AuthResponse, PhoneError> {
+        let mut response = AuthResponse {
+            version: self.version,
+            device_name: Some(self.name.clone()),
+            password: self.password.as_ref().map(|p| p.as_bytes().to_vec()),
+            reason: Some(Reason::UpdateCertificate),
+            ..AuthResponse::default()
+        };
+        if let Some((cert, key)) = &self.credential {
+            // §7.1: the signed input is the device name, its NUL, then the certificate.
+            let input = [self.name.as_bytes(), &[0], &cert.der].concat();
+            let mut sha1 = key.sign_digest(&<sha1::Sha1 as sha2::Digest>::digest(&input))?;
+            if self.tamper_proof {
+                if let Some(last) = sha1.last_mut() {
+                    *last ^= 1;
+                }
+            }
+            response.certificate = Some(cert.clone());
+            response.signed_data = Some(sha1);
+            if !self.omit_sha2_proof {
+                response.sha2_signed_data = Some(Sha2SignedData {
+                    hash: HashId::Sha512,
+                    signature: key.sign_digest(&<sha2::Sha512 as sha2::Digest>::digest(&input))?,
+                });
+            }
+        }
+        if let Some((der, key)) = &self.sudi {
+            // §7.4: the session id in little-endian order, then the SUDI certificate.
+            let input = [&session_id.to_le_bytes()[..], der].concat();
+            let key = PhoneKey::Rsa(key.clone());
+            response.sudi = Some(SudiData {
+                certificate: der.clone(),
+                sha1_signature: key.sign_digest(&<sha1::Sha1 as sha2::Digest>::digest(&input))?,
+                sha2_hash: HashId::Sha512,
+                sha2_signature: key.sign_digest(&<sha2::Sha512 as sha2::Digest>::digest(&input))?,
+            });
+        }
+        Ok(response)
     }
 }
 
@@ -293,13 +378,9 @@ impl Phone {
             let id = header.session_id;
             outcome.commands.push(msg.command());
             let reply = match msg {
-                ServerMessage::AuthRequest { .. } => ClientMessage::AuthResponse(AuthResponse {
-                    version: self.version,
-                    device_name: Some(self.name.clone()),
-                    password: self.password.as_ref().map(|p| p.as_bytes().to_vec()),
-                    reason: Some(Reason::UpdateCertificate),
-                    ..AuthResponse::default()
-                }),
+                ServerMessage::AuthRequest { .. } => {
+                    ClientMessage::AuthResponse(self.auth_response(id)?)
+                }
                 ServerMessage::KeyGenerateRequest(request) => {
                     for _ in 0..self.in_progress {
                         write(&mut tls, &ClientMessage::RequestInProgress, id).await?;

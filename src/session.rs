@@ -29,10 +29,12 @@ use crate::store::{
     AuthMode, CertKind, DeviceRecord, EcCurve, EnrolledCert, Event, KeyOrder, KeySpec, Operation,
     OperationStatus, SerialRecord, SerialState, UnixTime,
 };
+use crate::trust::{self, ChainPolicy, TrustAnchors, TrustError};
+use std::sync::Arc;
 use subtle::ConstantTimeEq;
 
 /// Policy the session applies; the server builds it from the node settings.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct SessionPolicy {
     /// Largest payload a client may announce (R4).
     pub max_payload: usize,
@@ -40,6 +42,13 @@ pub struct SessionPolicy {
     pub max_auth_failures: u32,
     /// How long a lockout lasts, in seconds.
     pub lockout_secs: i64,
+    /// What certificates are trusted for "existing certificate" authentication; `None`
+    /// refuses that mode.
+    pub trust: Option<Arc<TrustAnchors>>,
+    /// Accept MICs (and their CAs) past their validity: many deployed fleets need it.
+    pub allow_expired_mic: bool,
+    /// Require a SUDI proof in certificate mode.
+    pub require_sudi: bool,
 }
 
 impl Default for SessionPolicy {
@@ -48,6 +57,9 @@ impl Default for SessionPolicy {
             max_payload: DEFAULT_MAX_PAYLOAD,
             max_auth_failures: 10,
             lockout_secs: 600,
+            trust: None,
+            allow_expired_mic: false,
+            require_sudi: false,
         }
     }
 }
@@ -107,10 +119,11 @@ pub enum DeviceChange {
         lockout_secs: i64,
     },
     /// Authenticated; record the outcome of the operation (the operation stays
-    /// scheduled unless it succeeded).
+    /// scheduled unless it succeeded), and the MIC the phone authenticated with.
     Authenticated {
         now: UnixTime,
         status: Option<OperationStatus>,
+        mic: Option<EnrolledCert>,
     },
     /// An LSC was issued and is about to be sent; not installed until confirmed.
     LscIssued { now: UnixTime, cert: EnrolledCert },
@@ -147,10 +160,13 @@ impl DeviceChange {
                     rec.status = s.clone();
                 }
             }
-            DeviceChange::Authenticated { now, status } => {
+            DeviceChange::Authenticated { now, status, mic } => {
                 authenticated(rec, *now);
                 if let Some(s) = status {
                     rec.status = s.clone();
+                }
+                if let Some(mic) = mic {
+                    rec.mic = Some(mic.clone());
                 }
             }
             DeviceChange::LscIssued { now, cert } => {
@@ -217,6 +233,8 @@ pub struct Summary {
     pub end_reason: Option<u8>,
     /// The outcome in words (status text or the failure).
     pub result: String,
+    /// Which certificate authenticated the phone, in certificate mode.
+    pub auth_certificate: Option<CertKind>,
 }
 
 #[derive(Debug)]
@@ -241,6 +259,8 @@ pub struct Session {
     version: u8,
     /// The device record as it was when the client authenticated.
     device: Option<DeviceRecord>,
+    /// A MIC the phone proved possession of, to record with the next commit.
+    verified_mic: Option<EnrolledCert>,
     summary: Summary,
 }
 
@@ -254,6 +274,7 @@ impl Session {
             state: State::WaitAuth,
             version: 2,
             device: None,
+            verified_mic: None,
             summary: Summary::default(),
         };
         let hello = ServerMessage::AuthRequest {
@@ -397,10 +418,19 @@ impl Session {
             return self.end(Reason::InvalidElement, Some(commit));
         }
 
-        if let Err(why) = authenticate(&rec, &auth) {
+        if let Err(why) = self.authenticate(&rec, &auth, now) {
             self.summary.result = format!("Authentication Failed: {why}");
-            let status = failed_status(why);
-            let event = self.event("session", &self.summary.result.clone(), now);
+            let status = failed_status(&why);
+            let mut event = self.event("session", &self.summary.result.clone(), now);
+            let failures = rec.failed_auth.saturating_add(1);
+            event
+                .details
+                .insert("failed_attempts".into(), failures.into());
+            if failures >= self.policy.max_auth_failures {
+                event
+                    .details
+                    .insert("lockout".into(), self.policy.lockout_secs.into());
+            }
             let change = DeviceChange::AuthFailed {
                 now,
                 status,
@@ -420,18 +450,27 @@ impl Session {
             Operation::None => {
                 self.summary.result = "No Pending Operation".into();
                 let event = self.event("session", "No Pending Operation", now);
-                let change = DeviceChange::Authenticated { now, status: None };
+                let change = DeviceChange::Authenticated {
+                    now,
+                    status: None,
+                    mic: self.verified_mic.take(),
+                };
                 let commit = self.commit(Some(change), event);
                 self.end(Reason::NoAction, Some(commit))
             }
-            Operation::Install => self.request_key(now),
+            Operation::Install => {
+                let step = self.request_key(now);
+                self.with_verified_mic(step, now)
+            }
             Operation::Troubleshoot => {
                 self.state = State::WaitFetch;
-                self.send(ServerMessage::FetchCertificateRequest, Wait::Message)
+                let step = self.send(ServerMessage::FetchCertificateRequest, Wait::Message);
+                self.with_verified_mic(step, now)
             }
             Operation::Delete => {
                 self.state = State::WaitDelete;
-                self.send(ServerMessage::DeleteCertificateRequest, Wait::Message)
+                let step = self.send(ServerMessage::DeleteCertificateRequest, Wait::Message);
+                self.with_verified_mic(step, now)
             }
         }
     }
@@ -517,6 +556,137 @@ impl Session {
                 step
             }
         }
+    }
+
+    // ------------------------------------------------------------------------------
+    // Authentication (§7).
+
+    /// Checks the credential of the device's mode; credentials for other modes in the
+    /// same message are ignored. The error is the status reason, in CUCM's words.
+    fn authenticate(
+        &mut self,
+        rec: &DeviceRecord,
+        auth: &AuthResponse,
+        now: UnixTime,
+    ) -> Result<(), String> {
+        match rec.auth {
+            AuthMode::Null => Ok(()),
+            AuthMode::String => {
+                let Some(expected) = rec.auth_string.as_deref() else {
+                    return Err("No Authentication String Configured".into());
+                };
+                let given = auth.password.as_deref().unwrap_or_default();
+                if string_matches(given, expected) {
+                    Ok(())
+                } else {
+                    Err("Invalid Authentication String".into())
+                }
+            }
+            AuthMode::Lsc => {
+                self.authenticate_certificate(rec, auth, [CertKind::Lsc, CertKind::Mic], now)
+            }
+            AuthMode::Mic => {
+                self.authenticate_certificate(rec, auth, [CertKind::Mic, CertKind::Lsc], now)
+            }
+        }
+    }
+
+    /// "By existing certificate": the certificate is tried as each kind in precedence
+    /// order. It counts as that kind when it chains to that kind's anchors; then the
+    /// possession proofs, the SUDI proof, the binding to the device and (for an LSC)
+    /// identity with the LSC capf issued to this device must all hold.
+    fn authenticate_certificate(
+        &mut self,
+        rec: &DeviceRecord,
+        auth: &AuthResponse,
+        order: [CertKind; 2],
+        now: UnixTime,
+    ) -> Result<(), String> {
+        let Some(anchors) = self.policy.trust.clone() else {
+            return Err("Certificate Authentication Not Available".into());
+        };
+        let Some(cert) = &auth.certificate else {
+            return Err("Invalid Credentials".into());
+        };
+        if self.policy.require_sudi && auth.sudi.is_none() {
+            return Err("Invalid Credentials: SUDI Required".into());
+        }
+        let mut failure = String::from("Invalid Credentials");
+        for kind in order {
+            let policy = ChainPolicy {
+                allow_expired: kind == CertKind::Mic && self.policy.allow_expired_mic,
+            };
+            let set = match kind {
+                CertKind::Lsc => anchors.lsc_issuers(),
+                CertKind::Mic => anchors.mic_anchors(),
+            };
+            let label = match kind {
+                CertKind::Lsc => "Invalid LSC",
+                CertKind::Mic => "Invalid MIC",
+            };
+            match trust::verify_chain(&cert.der, set, now, &policy) {
+                // Not issued under this kind's anchors: try the other kind.
+                Err(TrustError::UntrustedIssuer { .. }) => continue,
+                Err(e) => {
+                    tracing::info!(session = self.id, device = %rec.name, "{label}: {e}");
+                    note_failure(&mut failure, label);
+                    continue;
+                }
+                Ok(_) => {}
+            }
+            if let Err(e) =
+                trust::verify_certificate_auth(auth, kind, self.id, &anchors, now, &policy)
+            {
+                tracing::info!(session = self.id, device = %rec.name, "{label}: {e}");
+                note_failure(&mut failure, label);
+                continue;
+            }
+            match kind {
+                CertKind::Lsc => {
+                    // It must be the LSC capf issued to (or recorded for) this device:
+                    // a valid LSC of another phone chains and signs just as well.
+                    let known = [rec.lsc.as_ref(), rec.unconfirmed_lsc.as_ref()]
+                        .into_iter()
+                        .flatten()
+                        .any(|c| c.der == cert.der);
+                    if !known {
+                        tracing::info!(session = self.id, device = %rec.name, "LSC is not the one issued to this device");
+                        note_failure(&mut failure, label);
+                        continue;
+                    }
+                }
+                CertKind::Mic => match crate::ca::cert_info(&cert.der) {
+                    Ok(info) => self.verified_mic = Some(info),
+                    Err(_) => {
+                        note_failure(&mut failure, label);
+                        continue;
+                    }
+                },
+            }
+            self.summary.auth_certificate = Some(kind);
+            return Ok(());
+        }
+        Err(failure)
+    }
+
+    /// Records the authentication (and a verified MIC) with the step that starts the
+    /// operation, so failures reset even if the operation then stalls.
+    fn with_verified_mic(&mut self, mut step: Step, now: UnixTime) -> Step {
+        if step.commit.is_none() && self.summary.auth_certificate.is_some() {
+            let mut event = self.event("authenticated", "Authenticated By Certificate", now);
+            if let Some(mic) = &self.verified_mic {
+                event
+                    .details
+                    .insert("mic_md5".into(), mic.md5.clone().into());
+            }
+            let change = DeviceChange::Authenticated {
+                now,
+                status: None,
+                mic: self.verified_mic.take(),
+            };
+            step.commit = Some(Box::new(self.commit(Some(change), event)));
+        }
+        step
     }
 
     // ------------------------------------------------------------------------------
@@ -712,10 +882,16 @@ impl Session {
             .as_ref()
             .map_or_else(|| why.to_string(), |s| s.to_string());
         let event = self.event("session", &self.summary.result.clone(), now);
-        let commit = self
-            .device
-            .as_ref()
-            .map(|_| self.commit(Some(DeviceChange::Authenticated { now, status }), event));
+        let commit = self.device.as_ref().map(|_| {
+            self.commit(
+                Some(DeviceChange::Authenticated {
+                    now,
+                    status,
+                    mic: None,
+                }),
+                event,
+            )
+        });
         self.end(reason, commit)
     }
 
@@ -812,6 +988,9 @@ impl Session {
         if let Some(o) = self.summary.operation {
             details.insert("operation".into(), o.to_string().into());
         }
+        if let Some(k) = self.summary.auth_certificate {
+            details.insert("authenticated_by".into(), k.to_string().into());
+        }
         Event {
             id: 0,
             time: now,
@@ -842,26 +1021,18 @@ fn close() -> Step {
     }
 }
 
-/// Checks the credential of the device's mode (§7); other credentials are ignored.
-/// The error is the status reason, in CUCM's words.
-fn authenticate(rec: &DeviceRecord, auth: &AuthResponse) -> Result<(), &'static str> {
-    match rec.auth {
-        AuthMode::Null => Ok(()),
-        AuthMode::String => {
-            let Some(expected) = rec.auth_string.as_deref() else {
-                return Err("No Authentication String Configured");
-            };
-            let given = auth.password.as_deref().unwrap_or_default();
-            // Constant time over the bytes; a length difference is not secret (the
-            // string length is visible on the phone's keypad anyway).
-            if bool::from(given.ct_eq(expected.as_bytes())) {
-                Ok(())
-            } else {
-                Err("Invalid Authentication String")
-            }
-        }
-        AuthMode::Lsc | AuthMode::Mic => Err("Certificate Authentication Not Available"),
+/// Keeps the first specific reason: the kind tried first (the device's precedence) is
+/// the one the operator wants to hear about.
+fn note_failure(failure: &mut String, label: &str) {
+    if failure == "Invalid Credentials" {
+        *failure = label.to_string();
     }
+}
+
+/// Compares an authentication string in constant time. A length difference is not
+/// secret (the string's length is visible on the phone's keypad anyway).
+fn string_matches(given: &[u8], expected: &str) -> bool {
+    bool::from(given.ct_eq(expected.as_bytes()))
 }
 
 /// The status text for a failed attempt at `operation`.
@@ -1503,7 +1674,7 @@ mod tests {
     }
 
     #[test]
-    fn certificate_mode_fails_closed_until_it_is_built() {
+    fn certificate_mode_without_trust_anchors_fails_closed() {
         let mut s = start();
         let mut msg = auth(NAME, None, Some(3));
         if let ClientMessage::AuthResponse(a) = &mut msg {

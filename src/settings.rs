@@ -114,6 +114,15 @@ pub struct Settings {
     pub max_auth_failures: u32,
     /// Lockout period, seconds.
     pub lockout_seconds: i64,
+    /// Failed sessions one address may cause within `address_window_seconds` before its
+    /// new connections are refused until the window ends (guessing across devices).
+    pub max_failures_per_address: u32,
+    pub address_window_seconds: u64,
+    /// Accept expired MICs and manufacturing CAs in certificate authentication: many
+    /// deployed phones carry MICs past their dates.
+    pub allow_expired_mic: bool,
+    /// Require a SUDI proof from phones authenticating by certificate.
+    pub require_sudi: bool,
     /// How long shutdown waits for sessions in flight, seconds.
     pub shutdown_grace: u64,
     /// Log format of `capf serve`: `text` or `json` (one JSON object per line).
@@ -136,6 +145,10 @@ impl Default for Settings {
             lsc_validity_days: 5 * 365,
             max_auth_failures: 10,
             lockout_seconds: 600,
+            max_failures_per_address: 30,
+            address_window_seconds: 60,
+            allow_expired_mic: false,
+            require_sudi: false,
             shutdown_grace: 10,
             log_format: "text".into(),
         }
@@ -239,12 +252,19 @@ impl Settings {
         Duration::from_secs(self.shutdown_grace)
     }
 
-    /// The session policy these settings imply.
-    pub fn session_policy(&self) -> crate::session::SessionPolicy {
+    /// The session policy these settings imply, with the trust anchors for
+    /// certificate authentication.
+    pub fn session_policy(
+        &self,
+        trust: Option<std::sync::Arc<crate::trust::TrustAnchors>>,
+    ) -> crate::session::SessionPolicy {
         crate::session::SessionPolicy {
             max_payload: self.max_payload,
             max_auth_failures: self.max_auth_failures,
             lockout_secs: self.lockout_seconds,
+            trust,
+            allow_expired_mic: self.allow_expired_mic,
+            require_sudi: self.require_sudi,
         }
     }
 }

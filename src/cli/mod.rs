@@ -16,6 +16,7 @@ mod serve;
 mod settings_cmd;
 
 pub use init::initialise;
+pub use serve::load_trust;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};

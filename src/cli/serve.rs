@@ -9,6 +9,7 @@ use crate::ca::Ca;
 use crate::server::CapfListener;
 use crate::settings::{DataDir, Settings};
 use crate::store::{Store, StoreError};
+use crate::trust::TrustAnchors;
 
 #[derive(Args, Debug)]
 #[command(
@@ -54,6 +55,7 @@ pub fn serve(data: &DataDir, args: ServeArgs) -> Result<ExitCode> {
         Err(e) => return Err(e.into()),
     };
     let ca = Ca::load(&data.certs(), settings.lsc_validity_days)?;
+    let trust = load_trust(data, &ca)?;
 
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -70,7 +72,7 @@ pub fn serve(data: &DataDir, args: ServeArgs) -> Result<ExitCode> {
             let _ = rx.wait_for(|stop| *stop).await;
         };
 
-        let listener = CapfListener::bind(settings, store.clone(), ca).await?;
+        let listener = CapfListener::bind(settings, store.clone(), ca, trust).await?;
         let admin = super::admin::AdminSocket::bind(data)?;
         tracing::info!(
             "capf listening on {} (data {})",
@@ -86,6 +88,19 @@ pub fn serve(data: &DataDir, args: ServeArgs) -> Result<ExitCode> {
         Ok::<_, anyhow::Error>(())
     })?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// What certificate authentication trusts: capf's own CAPF certificate for LSCs; the
+/// Cisco manufacturing CAs built into the binary plus `certs/trust/*.pem` for MICs.
+pub fn load_trust(data: &DataDir, ca: &Ca) -> Result<TrustAnchors> {
+    let mut trust = TrustAnchors::new(ca.certificate_der())?.with_shipped_cisco_roots();
+    let added = trust.add_pem_dir(&data.trust())?;
+    tracing::info!(
+        "trust: {} MIC anchors ({added} from {})",
+        trust.mic_anchors().len(),
+        data.trust().display()
+    );
+    Ok(trust)
 }
 
 /// Completes on SIGINT or SIGTERM.

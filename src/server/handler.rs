@@ -82,6 +82,11 @@ pub async fn run_session<S>(
     conn.shutdown().await;
 
     let s = session.summary();
+    if matches!(s.end_reason, Some(7) | Some(9)) {
+        shared
+            .failures
+            .record_failure(peer.ip(), Instant::now().into_std());
+    }
     tracing::info!(
         target: "capf::session",
         session = session_id,

@@ -9,6 +9,7 @@
 mod connection;
 mod handler;
 mod ids;
+mod limits;
 
 pub use handler::{now, TlsInfo};
 pub use ids::SessionIds;
@@ -17,6 +18,7 @@ use crate::ca::Ca;
 use crate::session::SessionPolicy;
 use crate::settings::Settings;
 use crate::store::Store;
+use crate::trust::TrustAnchors;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -46,6 +48,8 @@ pub struct Shared {
     pub settings: Settings,
     pub policy: SessionPolicy,
     pub ids: SessionIds,
+    /// Failed sessions per peer address.
+    pub failures: limits::FailureLimiter,
 }
 
 /// A bound CAPF listener, ready to run.
@@ -58,8 +62,14 @@ pub struct CapfListener {
 }
 
 impl CapfListener {
-    /// Binds the listener of `settings.listen` with the CAPF identity of `ca`.
-    pub async fn bind(settings: Settings, store: Store, ca: Ca) -> Result<Self, ServerError> {
+    /// Binds the listener of `settings.listen` with the CAPF identity of `ca`, trusting
+    /// `trust` for certificate authentication.
+    pub async fn bind(
+        settings: Settings,
+        store: Store,
+        ca: Ca,
+        trust: TrustAnchors,
+    ) -> Result<Self, ServerError> {
         let acceptor = TlsAcceptor::from(Arc::new(tls_config(&ca)?));
         let listener =
             TcpListener::bind(settings.listen)
@@ -69,12 +79,20 @@ impl CapfListener {
                     source,
                 })?;
         let limit = Arc::new(Semaphore::new(settings.max_sessions));
+        let settings_failures = (
+            settings.max_failures_per_address,
+            settings.address_window_seconds,
+        );
         let shared = Arc::new(Shared {
             store,
             ca,
-            policy: settings.session_policy(),
+            policy: settings.session_policy(Some(Arc::new(trust))),
             settings,
             ids: SessionIds::default(),
+            failures: limits::FailureLimiter::new(
+                settings_failures.0,
+                Duration::from_secs(settings_failures.1),
+            ),
         });
         Ok(CapfListener {
             listener,
@@ -111,6 +129,14 @@ impl CapfListener {
                     continue;
                 }
             };
+            if !self
+                .shared
+                .failures
+                .allows(peer.ip(), tokio::time::Instant::now().into_std())
+            {
+                tracing::info!(%peer, "too many failed sessions from this address; connection closed");
+                continue;
+            }
             let Ok(permit) = self.limit.clone().try_acquire_owned() else {
                 tracing::warn!(%peer, "session cap reached; connection closed");
                 continue;

@@ -31,6 +31,15 @@ impl TestNode {
 
     /// Starts a node after letting the test adjust its settings.
     pub async fn start_with(adjust: impl FnOnce(&mut Settings)) -> TestNode {
+        Self::start_prepared(adjust, |_| {}).await
+    }
+
+    /// Starts a node after adjusting its settings and preparing its data directory
+    /// (e.g. adding trust anchors) between `init` and start.
+    pub async fn start_prepared(
+        adjust: impl FnOnce(&mut Settings),
+        prepare: impl FnOnce(&DataDir),
+    ) -> TestNode {
         let dir = tempfile::tempdir().unwrap();
         let data = DataDir::new(dir.path().join("capf-data"));
         let mut settings = Settings {
@@ -48,10 +57,12 @@ impl TestNode {
             false,
         )
         .unwrap();
+        prepare(&data);
         let store = Store::open(&data.db()).unwrap();
         let ca = Ca::load(&data.certs(), settings.lsc_validity_days).unwrap();
         let capf_cert = CertificateDer::from(ca.certificate_der().to_vec());
-        let listener = CapfListener::bind(settings, store.clone(), ca)
+        let trust = capf::cli::load_trust(&data, &ca).unwrap();
+        let listener = CapfListener::bind(settings, store.clone(), ca, trust)
             .await
             .unwrap();
         let addr = listener.local_addr().unwrap();
