@@ -542,3 +542,32 @@ async fn tls_1_3_and_1_2_only() {
     assert_eq!(outcome.tls_version, "TLSv1_3");
     node.stop().await;
 }
+
+#[tokio::test]
+async fn an_operation_past_its_deadline_is_refused_as_a_late_request() {
+    let node = TestNode::start().await;
+    let mut rec = install(
+        NAME,
+        AuthMode::Null,
+        KeyOrder::Ec {
+            curve: EcCurve::P256,
+        },
+    );
+    rec.deadline = Some(capf::server::now() - 60);
+    node.add(rec);
+    let outcome = node.run(&Phone::new(NAME)).await;
+    assert_eq!(outcome.end_reason, Some(Reason::InvalidElement));
+    assert!(outcome.issued.is_none());
+    let rec = node.device(NAME);
+    assert_eq!(
+        rec.status,
+        OperationStatus::UpgradeFailed("Late Request".into())
+    );
+    assert_eq!(
+        rec.operation,
+        Operation::Install,
+        "still scheduled: the operator decides"
+    );
+    assert!(rec.last_attempt.is_some());
+    node.stop().await;
+}
