@@ -2,6 +2,7 @@
 //! half only the phone holds.
 
 use super::keys::key_spec;
+use super::rekey;
 use super::{cert_info, random_serial, Ca, CaError, CLOCK_SKEW_SECS};
 use crate::store::model::{EcCurve, EnrolledCert, KeySpec, UnixTime};
 use rcgen::string::Ia5String;
@@ -33,19 +34,21 @@ impl Ca {
     ) -> Result<EnrolledCert, CaError> {
         check_device_name(device_name)?;
         let key = key_spec(spki_der).map_err(CaError::UnsupportedKey)?;
-        if key
+        let params = self.lsc_params(device_name, now)?;
+        let issued = if key
             == (KeySpec::Ec {
                 curve: EcCurve::P521,
-            })
-        {
-            // rcgen built on ring has no P-521 algorithm, so it cannot encode the key.
-            return Err(CaError::CannotIssueFor(key));
-        }
-        let public_key = SubjectPublicKeyInfo::from_der(spki_der)?;
-
-        let params = self.lsc_params(device_name, now)?;
-        let cert = params.signed_by(&public_key, &self.issuer)?;
-        let der = cert.der().as_ref();
+            }) {
+            // rcgen on ring cannot encode a P-521 key: build around a placeholder key
+            // and swap the phone's in (see rekey.rs).
+            let placeholder = SubjectPublicKeyInfo::from_der(&rekey::PLACEHOLDER_SPKI)?;
+            let template = params.signed_by(&placeholder, &self.issuer)?;
+            rekey::with_subject_key(template.der(), spki_der, self.issuer.key())?
+        } else {
+            let public_key = SubjectPublicKeyInfo::from_der(spki_der)?;
+            params.signed_by(&public_key, &self.issuer)?.der().to_vec()
+        };
+        let der = issued.as_slice();
 
         // rcgen re-encodes both the issuer name and the key; make sure neither changed.
         let (_, parsed) = parse_x509_certificate(der)

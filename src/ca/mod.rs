@@ -13,6 +13,7 @@ mod info;
 mod issue;
 mod keys;
 mod names;
+mod rekey;
 
 #[cfg(test)]
 mod tests;
