@@ -116,6 +116,9 @@ pub struct Settings {
     pub lockout_seconds: i64,
     /// How long shutdown waits for sessions in flight, seconds.
     pub shutdown_grace: u64,
+    /// Digest of signed configuration files and the ITL: `sha1` (CUCM's default,
+    /// understood by every phone) or `sha512`.
+    pub config_digest: crate::tftp::Digest,
 }
 
 impl Default for Settings {
@@ -135,6 +138,7 @@ impl Default for Settings {
             max_auth_failures: 10,
             lockout_seconds: 600,
             shutdown_grace: 10,
+            config_digest: crate::tftp::Digest::Sha1,
         }
     }
 }

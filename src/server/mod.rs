@@ -8,6 +8,7 @@
 
 mod connection;
 mod handler;
+pub mod http;
 mod ids;
 
 pub use handler::{now, TlsInfo};
