@@ -5,8 +5,11 @@
 //! human output and `--json` output from the same data.
 
 mod admin;
+mod config;
 mod device;
+mod doctor;
 mod init;
+mod inspect;
 mod keys;
 mod render;
 mod serve;
@@ -53,6 +56,16 @@ pub enum Command {
     /// Inspect the certificates and public keys capf holds for phones.
     #[command(subcommand)]
     Keys(keys::KeysCommand),
+    /// Build a phone's configuration files as the node serves them.
+    #[command(subcommand)]
+    Config(config::ConfigCommand),
+    /// Build the Identity Trust List the node serves.
+    #[command(subcommand)]
+    Itl(config::ItlCommand),
+    /// Print and verify a .sgn, .enc.sgn or .tlv file; decrypt an .enc.sgn.
+    Inspect(inspect::InspectArgs),
+    /// Check that phones can enroll and get their encrypted configuration.
+    Doctor(doctor::DoctorArgs),
 }
 
 /// Everything a store-backed command needs. The same command runs either in the CLI
@@ -105,6 +118,7 @@ pub fn run(cli: Cli, argv: Vec<OsString>) -> Result<ExitCode> {
         Command::Init(args) => init::init(&data, args),
         Command::Serve(args) => serve::serve(&data, args),
         Command::Cert(args) => init::cert(&data, args),
+        Command::Inspect(args) => inspect::inspect(&data, args),
         store_command => {
             if let Some(code) = admin::forward(&data, &argv)? {
                 return Ok(code);
@@ -132,7 +146,10 @@ pub fn execute(ctx: &mut Ctx, command: Command) -> Result<ExitCode> {
     match command {
         Command::Device(cmd) => device::run(ctx, cmd),
         Command::Keys(cmd) => keys::run(ctx, cmd),
-        Command::Init(_) | Command::Serve(_) | Command::Cert(_) => {
+        Command::Config(cmd) => config::run_config(ctx, cmd),
+        Command::Itl(cmd) => config::run_itl(ctx, cmd),
+        Command::Doctor(args) => doctor::run(ctx, args),
+        Command::Init(_) | Command::Serve(_) | Command::Cert(_) | Command::Inspect(_) => {
             anyhow::bail!("this command does not run over the admin socket")
         }
     }

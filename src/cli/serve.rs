@@ -82,7 +82,10 @@ pub fn serve(data: &DataDir, args: ServeArgs) -> Result<ExitCode> {
                     );
                 }
                 let server = HttpServer::bind(addr, service).await?;
-                tracing::info!("configuration files served over HTTP on {}", server.local_addr()?);
+                tracing::info!(
+                    "configuration files served over HTTP on {}",
+                    server.local_addr()?
+                );
                 Some(tokio::spawn(server.run(stopped(stop_rx.clone()))))
             }
             None => None,

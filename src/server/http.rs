@@ -147,7 +147,10 @@ async fn serve_connection(service: Arc<ConfigService>, mut tcp: TcpStream, peer:
         None => ("-", "-", Response::error(400, "malformed request")),
     };
     let head_only = method == "HEAD";
-    let outcome = tokio::time::timeout(WRITE_TIMEOUT, write_response(&mut tcp, &response, head_only));
+    let outcome = tokio::time::timeout(
+        WRITE_TIMEOUT,
+        write_response(&mut tcp, &response, head_only),
+    );
     let written = match outcome.await {
         Ok(Ok(())) => "",
         Ok(Err(_)) => " (client went away)",
@@ -283,8 +286,15 @@ fn reason_phrase(status: u16) -> &'static str {
 /// A request target as it may appear in a log line: at most 128 characters, control
 /// characters escaped.
 fn loggable(target: &str) -> String {
-    let cut = target.char_indices().nth(128).map_or(target.len(), |(i, _)| i);
-    target.get(..cut).unwrap_or_default().escape_debug().to_string()
+    let cut = target
+        .char_indices()
+        .nth(128)
+        .map_or(target.len(), |(i, _)| i);
+    target
+        .get(..cut)
+        .unwrap_or_default()
+        .escape_debug()
+        .to_string()
 }
 
 #[cfg(test)]
@@ -315,7 +325,10 @@ mod tests {
 
     #[test]
     fn the_head_ends_at_the_first_empty_line() {
-        assert_eq!(find_head_end(b"GET / HTTP/1.1\r\nA: b\r\n\r\nbody"), Some(22));
+        assert_eq!(
+            find_head_end(b"GET / HTTP/1.1\r\nA: b\r\n\r\nbody"),
+            Some(22)
+        );
         assert_eq!(find_head_end(b"GET / HTTP/1.0\n\n"), Some(14));
         assert_eq!(find_head_end(b"GET / HTTP/1.1\r\nA: b\r\n"), None);
     }
