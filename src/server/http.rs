@@ -327,7 +327,7 @@ mod tests {
     fn the_head_ends_at_the_first_empty_line() {
         assert_eq!(
             find_head_end(b"GET / HTTP/1.1\r\nA: b\r\n\r\nbody"),
-            Some(22)
+            Some(20)
         );
         assert_eq!(find_head_end(b"GET / HTTP/1.0\n\n"), Some(14));
         assert_eq!(find_head_end(b"GET / HTTP/1.1\r\nA: b\r\n"), None);
