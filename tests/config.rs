@@ -241,3 +241,38 @@ fn inspect_refuses_tampered_files_and_the_wrong_signer() {
     std::fs::write(&unknown, "x").unwrap();
     node.fails(&["inspect", path_str(&unknown)]);
 }
+
+#[test]
+fn doctor_names_what_is_missing() {
+    let node = Node::new();
+    node.ok(&[
+        "device",
+        "add",
+        NAME,
+        "--operation",
+        "install",
+        "--encrypted-config",
+    ]);
+    // No server runs, so the listener check fails and the exit status is 1.
+    let out = node.capf(&["doctor", NAME]);
+    assert!(!out.status.success());
+    let said = String::from_utf8(out.stdout).unwrap();
+    for line in [
+        "OK   CAPF certificate is a CA",
+        "FAIL CAPF listener",
+        "OK   ITLFile.tlv verifies",
+        "OK   encrypted config for SEP001122334455 is on",
+        "OK   the partial sends the phone to capf.example.net:3804",
+        "FAIL certHash served equals the MD5 of the phone's stored certificate: no certificate is stored yet",
+    ] {
+        assert!(said.contains(line), "{line}\n{said}");
+    }
+    node.enroll();
+    let said = String::from_utf8(node.capf(&["doctor", NAME]).stdout).unwrap();
+    assert!(
+        said.contains("OK   certHash served equals the MD5"),
+        "{said}"
+    );
+    assert!(said.contains("OK   SEP001122334455.cnf.xml.enc.sgn builds"));
+    assert!(said.contains("last session:"), "{said}");
+}
