@@ -127,6 +127,9 @@ pub struct Settings {
     pub shutdown_grace: u64,
     /// Log format of `capf serve`: `text` or `json` (one JSON object per line).
     pub log_format: String,
+    /// Digest of signed configuration files and the ITL: `sha1` (CUCM's default,
+    /// understood by every phone) or `sha512`.
+    pub config_digest: crate::tftp::Digest,
 }
 
 impl Default for Settings {
@@ -151,6 +154,7 @@ impl Default for Settings {
             require_sudi: false,
             shutdown_grace: 10,
             log_format: "text".into(),
+            config_digest: crate::tftp::Digest::Sha1,
         }
     }
 }

@@ -8,7 +8,7 @@ use super::render;
 use super::Ctx;
 use crate::protocol::valid_device_name;
 use crate::store::{
-    AuthMode, DeviceRecord, EcCurve, Event, KeyOrder, Operation, OperationStatus, Store, UnixTime,
+    AuthMode, DeviceRecord, Event, KeyOrder, Operation, OperationStatus, Store, UnixTime,
 };
 
 #[derive(Subcommand, Debug)]
@@ -351,18 +351,6 @@ impl DeviceOptions {
             bail!("--auth string needs --auth-string DIGITS or --generate-auth-string");
         }
         if let Some(k) = self.key {
-            if matches!(
-                k,
-                KeyOrder::Ec {
-                    curve: EcCurve::P521
-                } | KeyOrder::EcPreferred {
-                    curve: EcCurve::P521,
-                    ..
-                }
-            ) {
-                // The certificate builder (rcgen on ring) cannot encode P-521 keys yet.
-                bail!("key order {k}: P-521 LSCs are not supported yet (use ec:p256 or ec:p384)");
-            }
             rec.key_order = k;
         }
         if let Some(d) = &self.deadline {

@@ -7,9 +7,12 @@
 mod admin;
 mod backup;
 mod bulk;
+mod config;
 mod device;
+mod doctor;
 mod events;
 mod init;
+mod inspect;
 mod keys;
 mod render;
 mod serve;
@@ -70,6 +73,16 @@ pub enum Command {
         /// bash, zsh, fish, elvish or powershell.
         shell: clap_complete::Shell,
     },
+    /// Build a phone's configuration files as the node serves them.
+    #[command(subcommand)]
+    Config(config::ConfigCommand),
+    /// Build the Identity Trust List the node serves.
+    #[command(subcommand)]
+    Itl(config::ItlCommand),
+    /// Print and verify a .sgn, .enc.sgn or .tlv file; decrypt an .enc.sgn.
+    Inspect(inspect::InspectArgs),
+    /// Check that phones can enroll and get their encrypted configuration.
+    Doctor(doctor::DoctorArgs),
 }
 
 /// Everything a store-backed command needs. The same command runs either in the CLI
@@ -135,6 +148,7 @@ pub fn run(cli: Cli, argv: Vec<OsString>) -> Result<ExitCode> {
             clap_complete::generate(shell, &mut Cli::command(), "capf", &mut std::io::stdout());
             Ok(ExitCode::SUCCESS)
         }
+        Command::Inspect(args) => inspect::inspect(&data, args),
         store_command => {
             if let Some(code) = admin::forward(&data, &argv)? {
                 return Ok(code);
@@ -166,9 +180,13 @@ pub fn execute(ctx: &mut Ctx, command: Command) -> Result<ExitCode> {
         Command::Keys(cmd) => keys::run(ctx, cmd),
         Command::Events(args) => events::run(ctx, args),
         Command::Backup(args) => backup::run(ctx, args),
+        Command::Config(cmd) => config::run_config(ctx, cmd),
+        Command::Itl(cmd) => config::run_itl(ctx, cmd),
+        Command::Doctor(args) => doctor::run(ctx, args),
         Command::Init(_)
         | Command::Serve(_)
         | Command::Cert(_)
+        | Command::Inspect(_)
         | Command::Settings(_)
         | Command::Completions { .. } => {
             anyhow::bail!("this command does not run over the admin socket")

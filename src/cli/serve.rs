@@ -6,9 +6,11 @@ use std::net::SocketAddr;
 use std::process::ExitCode;
 
 use crate::ca::Ca;
+use crate::server::http::HttpServer;
 use crate::server::CapfListener;
 use crate::settings::{DataDir, Settings};
 use crate::store::{Store, StoreError};
+use crate::tftp::service::ConfigService;
 use crate::trust::TrustAnchors;
 
 #[derive(Args, Debug)]
@@ -72,6 +74,24 @@ pub fn serve(data: &DataDir, args: ServeArgs) -> Result<ExitCode> {
             let _ = rx.wait_for(|stop| *stop).await;
         };
 
+        let http = match settings.http {
+            Some(addr) => {
+                let service = ConfigService::load(data, &settings, store.clone());
+                if let Err(e) = service.signer() {
+                    tracing::error!(
+                        "signed configuration files and the ITL are not served: {e} \
+                         (fix certs/tftp.pem and certs/tftp.key, then restart)"
+                    );
+                }
+                let server = HttpServer::bind(addr, service).await?;
+                tracing::info!(
+                    "configuration files served over HTTP on {}",
+                    server.local_addr()?
+                );
+                Some(tokio::spawn(server.run(stopped(stop_rx.clone()))))
+            }
+            None => None,
+        };
         let listener = CapfListener::bind(settings, store.clone(), ca, trust).await?;
         let admin = super::admin::AdminSocket::bind(data)?;
         tracing::info!(
@@ -81,6 +101,11 @@ pub fn serve(data: &DataDir, args: ServeArgs) -> Result<ExitCode> {
         );
         let admin = tokio::spawn(admin.serve(data.clone(), store, stopped(stop_rx.clone())));
         listener.run(stopped(stop_rx)).await;
+        if let Some(task) = http {
+            if let Err(e) = task.await {
+                tracing::error!("http task: {e}");
+            }
+        }
         if let Err(e) = admin.await {
             tracing::error!("admin socket task: {e}");
         }

@@ -8,6 +8,7 @@
 
 mod connection;
 mod handler;
+pub mod http;
 mod ids;
 mod limits;
 

@@ -2,7 +2,7 @@
 //! serve the full, the partial or the encrypted configuration, and builds the signed
 //! `.sgn`, `.enc.sgn` and ITL files (docs/spec/config-files.md).
 //!
-//! Everything here is pure: callers pass the device record, the base document, the
+//! Everything here but [`service`] is pure: callers pass the device record, the base document, the
 //! signing identity, the time and a random generator, and get bytes back. Fetching
 //! those inputs and serving the result belong to the delivery layer.
 //!
@@ -11,6 +11,8 @@
 //! * [`enc`] — the encrypted `.enc.sgn` (§4) and its decryption.
 //! * [`itl`] — the Identity Trust List (§7).
 //! * [`document`] / [`partial`] — the device document and the partial configuration (§5).
+//! * [`service`] — the edge that reads a request's inputs (store, `tftp/`, signer) and
+//!   calls [`plan`]; shared by HTTP delivery and the CLI.
 //! * [`signer`] — the RSA signing identity; [`dn`] and [`identity`] — how certificates
 //!   are named in the files; [`tlv`] — the element encoding.
 
@@ -22,6 +24,7 @@ pub mod identity;
 pub mod itl;
 pub mod partial;
 pub mod plan;
+pub mod service;
 pub mod sgn;
 pub mod signer;
 pub mod tlv;

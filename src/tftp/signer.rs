@@ -18,7 +18,8 @@ use std::path::Path;
 
 /// The digest of tags 8 and 26. Value 2 (SHA-256) is never written: nothing shows
 /// phones accept it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Digest {
     /// CUCM's default, understood by every phone.
     Sha1,

@@ -1,0 +1,341 @@
+//! HTTP delivery of configuration files and the ITL (config-files.md §2, §6): the
+//! phone's `GET /SEP<MAC>.cnf.xml.sgn` on port 6970.
+//!
+//! A small hand-written HTTP/1.1 server rather than a framework: phones only ever
+//! `GET` one file per request, so the whole protocol capf needs is a request line, a
+//! header block to skip and a response with a known length. Every connection carries
+//! one request and is closed after the answer. What a hostile client can cost is
+//! bounded: the request head is limited in size and in time, the response write in
+//! time, and the number of open connections by a semaphore (connections above it are
+//! closed at once, like the CAPF listener's).
+//!
+//! Files are built on demand from the current store, so a phone that just enrolled
+//! gets its new `certHash` on its next request. The only names answered are those of
+//! the request grammar ([`Request::parse`]); anything else, including any path with
+//! `/`, `..` or a percent escape, is *not found*.
+
+use super::{now, ServerError};
+use crate::tftp::plan::Request;
+use crate::tftp::service::{ConfigService, File, Refusal};
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
+
+/// Largest request head (request line and headers) read; a phone's is a few hundred
+/// bytes.
+pub const MAX_REQUEST_HEAD: usize = 8 * 1024;
+/// Time a client has to send its whole request head.
+pub const HEAD_TIMEOUT: Duration = Duration::from_secs(10);
+/// Time a client has to take the whole response.
+pub const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
+/// Concurrent connections.
+pub const MAX_CONNECTIONS: usize = 256;
+
+/// A bound HTTP listener, ready to run.
+pub struct HttpServer {
+    listener: TcpListener,
+    service: Arc<ConfigService>,
+    limit: Arc<Semaphore>,
+}
+
+impl HttpServer {
+    pub async fn bind(addr: SocketAddr, service: ConfigService) -> Result<Self, ServerError> {
+        let listener = TcpListener::bind(addr)
+            .await
+            .map_err(|source| ServerError::Bind { addr, source })?;
+        Ok(HttpServer {
+            listener,
+            service: Arc::new(service),
+            limit: Arc::new(Semaphore::new(MAX_CONNECTIONS)),
+        })
+    }
+
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    /// Answers requests until `shutdown` completes. Connections in flight finish on
+    /// their own; each is bounded by the timeouts above.
+    pub async fn run(self, shutdown: impl Future<Output = ()>) {
+        tokio::pin!(shutdown);
+        let mut backoff = Duration::from_millis(10);
+        loop {
+            let accepted = tokio::select! {
+                accepted = self.listener.accept() => accepted,
+                () = &mut shutdown => break,
+            };
+            let (tcp, peer) = match accepted {
+                Ok(a) => {
+                    backoff = Duration::from_millis(10);
+                    a
+                }
+                Err(e) => {
+                    tracing::warn!("http accept failed: {e}; retrying in {backoff:?}");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(1));
+                    continue;
+                }
+            };
+            let Ok(permit) = self.limit.clone().try_acquire_owned() else {
+                tracing::warn!(%peer, "http connection cap reached; connection closed");
+                continue;
+            };
+            let service = self.service.clone();
+            tokio::spawn(async move {
+                serve_connection(service, tcp, peer).await;
+                drop(permit);
+            });
+        }
+    }
+}
+
+/// An answer, before it is written.
+struct Response {
+    status: u16,
+    content_type: &'static str,
+    body: Vec<u8>,
+    /// What the log line says was served.
+    served: String,
+}
+
+impl Response {
+    fn error(status: u16, why: impl Into<String>) -> Response {
+        Response {
+            status,
+            content_type: "text/plain",
+            body: format!("{}\n", reason_phrase(status)).into_bytes(),
+            served: why.into(),
+        }
+    }
+
+    fn file(file: File) -> Response {
+        Response {
+            status: 200,
+            content_type: if file.name.ends_with(".xml") {
+                "text/xml"
+            } else {
+                "application/octet-stream"
+            },
+            served: file.kind.to_string(),
+            body: file.bytes,
+        }
+    }
+}
+
+async fn serve_connection(service: Arc<ConfigService>, mut tcp: TcpStream, peer: SocketAddr) {
+    let head = match tokio::time::timeout(HEAD_TIMEOUT, read_head(&mut tcp)).await {
+        Ok(Ok(Some(head))) => head,
+        Ok(Ok(None)) => return,
+        Ok(Err(e)) => {
+            tracing::info!(%peer, "http request not read: {e}");
+            return;
+        }
+        Err(_) => {
+            tracing::info!(%peer, "http request head timed out");
+            return;
+        }
+    };
+    let (method, target, response) = match parse_request_line(&head) {
+        Some((method, target)) => {
+            let response = answer(&service, method, target).await;
+            (method, target, response)
+        }
+        None => ("-", "-", Response::error(400, "malformed request")),
+    };
+    let head_only = method == "HEAD";
+    let outcome = tokio::time::timeout(
+        WRITE_TIMEOUT,
+        write_response(&mut tcp, &response, head_only),
+    );
+    let written = match outcome.await {
+        Ok(Ok(())) => "",
+        Ok(Err(_)) => " (client went away)",
+        Err(_) => " (write timed out)",
+    };
+    tracing::info!(
+        %peer,
+        method,
+        name = %loggable(target),
+        status = response.status,
+        served = %response.served,
+        bytes = if head_only { 0 } else { response.body.len() },
+        "http {}{written}",
+        response.status
+    );
+}
+
+/// Decides and builds the answer to one request.
+async fn answer(service: &Arc<ConfigService>, method: &str, target: &str) -> Response {
+    if method != "GET" && method != "HEAD" {
+        return Response::error(405, "method not allowed");
+    }
+    let Some(request) = target.strip_prefix('/').and_then(Request::parse) else {
+        return Response::error(404, "not a served name");
+    };
+    let service = service.clone();
+    // Signing and RSA wrapping are CPU work: keep them off the reactor.
+    let built = tokio::task::spawn_blocking(move || service.fetch(&request, now())).await;
+    match built {
+        Ok(Ok(file)) => Response::file(file),
+        Ok(Err(Refusal::Unavailable(why))) => {
+            tracing::error!("configuration service: {why}");
+            Response::error(500, why)
+        }
+        Ok(Err(refusal)) => Response::error(404, refusal.to_string()),
+        Err(e) => Response::error(500, format!("build task failed: {e}")),
+    }
+}
+
+/// Reads up to the blank line that ends the request head; `None` if the client closed
+/// before sending anything.
+async fn read_head(tcp: &mut TcpStream) -> std::io::Result<Option<Vec<u8>>> {
+    let mut head = Vec::with_capacity(512);
+    let mut chunk = [0u8; 1024];
+    loop {
+        let n = tcp.read(&mut chunk).await?;
+        if n == 0 {
+            if head.is_empty() {
+                return Ok(None);
+            }
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::UnexpectedEof,
+                "connection closed inside the request head",
+            ));
+        }
+        head.extend_from_slice(chunk.get(..n).unwrap_or_default());
+        if let Some(end) = find_head_end(&head) {
+            head.truncate(end);
+            return Ok(Some(head));
+        }
+        if head.len() > MAX_REQUEST_HEAD {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                format!("request head larger than {MAX_REQUEST_HEAD} bytes"),
+            ));
+        }
+    }
+}
+
+/// The end of the request head: the first empty line (CRLF CRLF, or bare LF LF as
+/// lenient servers accept).
+fn find_head_end(buf: &[u8]) -> Option<usize> {
+    let crlf = buf.windows(4).position(|w| w == b"\r\n\r\n");
+    let lf = buf.windows(2).position(|w| w == b"\n\n");
+    match (crlf, lf) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
+}
+
+/// `METHOD SP request-target SP HTTP/1.x` from the first line of the head. Only the
+/// origin form (`/name`) can name a file; the target is taken as raw bytes, with no
+/// percent-decoding, so an escaped `..` stays an unknown name.
+fn parse_request_line(head: &[u8]) -> Option<(&str, &str)> {
+    let line = head.split(|&b| b == b'\n').next()?;
+    let line = std::str::from_utf8(line).ok()?.trim_end_matches('\r');
+    let mut parts = line.split(' ');
+    let (method, target, version) = (parts.next()?, parts.next()?, parts.next()?);
+    if parts.next().is_some()
+        || method.is_empty()
+        || !method.bytes().all(|b| b.is_ascii_uppercase())
+        || !version.starts_with("HTTP/1.")
+        || target.is_empty()
+    {
+        return None;
+    }
+    Some((method, target))
+}
+
+async fn write_response(
+    tcp: &mut TcpStream,
+    response: &Response,
+    head_only: bool,
+) -> std::io::Result<()> {
+    let mut head = format!(
+        "HTTP/1.1 {} {}\r\nContent-Type: {}\r\nContent-Length: {}\r\nCache-Control: no-store\r\nConnection: close\r\n",
+        response.status,
+        reason_phrase(response.status),
+        response.content_type,
+        response.body.len(),
+    );
+    if response.status == 405 {
+        head.push_str("Allow: GET, HEAD\r\n");
+    }
+    head.push_str("\r\n");
+    tcp.write_all(head.as_bytes()).await?;
+    if !head_only {
+        tcp.write_all(&response.body).await?;
+    }
+    tcp.shutdown().await
+}
+
+fn reason_phrase(status: u16) -> &'static str {
+    match status {
+        200 => "OK",
+        400 => "Bad Request",
+        404 => "Not Found",
+        405 => "Method Not Allowed",
+        _ => "Internal Server Error",
+    }
+}
+
+/// A request target as it may appear in a log line: at most 128 characters, control
+/// characters escaped.
+fn loggable(target: &str) -> String {
+    let cut = target
+        .char_indices()
+        .nth(128)
+        .map_or(target.len(), |(i, _)| i);
+    target
+        .get(..cut)
+        .unwrap_or_default()
+        .escape_debug()
+        .to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_lines_are_parsed_strictly() {
+        assert_eq!(
+            parse_request_line(b"GET /ITLFile.tlv HTTP/1.1\r\nHost: x"),
+            Some(("GET", "/ITLFile.tlv"))
+        );
+        assert_eq!(
+            parse_request_line(b"HEAD /a HTTP/1.0"),
+            Some(("HEAD", "/a"))
+        );
+        for bad in [
+            &b"GET /a"[..],
+            b"GET  /a HTTP/1.1",
+            b"GET /a HTTP/2",
+            b"get /a HTTP/1.1",
+            b"GET /a HTTP/1.1 extra",
+            b"\xffGET /a HTTP/1.1",
+        ] {
+            assert_eq!(parse_request_line(bad), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn the_head_ends_at_the_first_empty_line() {
+        assert_eq!(
+            find_head_end(b"GET / HTTP/1.1\r\nA: b\r\n\r\nbody"),
+            Some(20)
+        );
+        assert_eq!(find_head_end(b"GET / HTTP/1.0\n\n"), Some(14));
+        assert_eq!(find_head_end(b"GET / HTTP/1.1\r\nA: b\r\n"), None);
+    }
+
+    #[test]
+    fn log_names_are_bounded_and_escaped() {
+        assert_eq!(loggable("/a\nb"), "/a\\nb");
+        assert_eq!(loggable(&"x".repeat(500)).len(), 128);
+    }
+}

@@ -1,0 +1,188 @@
+//! The configuration service: the one place that gathers a request's inputs (the
+//! device record, read fresh from the store; the base document from `tftp/`; the
+//! signer and the CAPF certificate loaded at start) and hands them to [`plan`].
+//!
+//! HTTP delivery, `capf config build`, `capf itl build` and `capf doctor` all go
+//! through [`ConfigService::fetch`], so what an operator builds by hand is exactly
+//! what a phone downloads.
+
+use super::error::Error;
+use super::plan::{self, BuildInputs, NotFound, Request, Served};
+use super::signer::Signer;
+use crate::settings::{DataDir, Settings};
+use crate::store::{Store, StoreError, UnixTime};
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::CertificateDer;
+use std::fmt;
+use std::path::PathBuf;
+
+/// What kind of file was served, for the request log.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    /// The base document, signed or not.
+    Full,
+    /// The partial configuration, signed or not.
+    Partial,
+    /// The `.enc.sgn`.
+    Encrypted,
+    /// `ITLFile.tlv`.
+    Itl,
+}
+
+impl fmt::Display for Kind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Kind::Full => "full",
+            Kind::Partial => "partial",
+            Kind::Encrypted => "encrypted",
+            Kind::Itl => "itl",
+        })
+    }
+}
+
+/// A built file.
+#[derive(Clone, Debug)]
+pub struct File {
+    /// The canonical served name (MAC in uppercase).
+    pub name: String,
+    pub kind: Kind,
+    pub bytes: Vec<u8>,
+}
+
+/// Why a request got no file.
+#[derive(Debug, thiserror::Error)]
+pub enum Refusal {
+    /// The decision table serves nothing under this name.
+    #[error("{0}")]
+    NotServed(NotFound),
+    /// Building failed: a bad base document (E1), no usable signer (E6), ...
+    #[error("{0}")]
+    Build(#[from] Error),
+    /// The store or the `tftp/` directory could not be read: a fault of the node,
+    /// not of the request.
+    #[error("{0}")]
+    Unavailable(String),
+}
+
+impl From<StoreError> for Refusal {
+    fn from(e: StoreError) -> Self {
+        Refusal::Unavailable(format!("store: {e}"))
+    }
+}
+
+/// Everything a build needs that does not change per request.
+pub struct ConfigService {
+    store: Store,
+    tftp_dir: PathBuf,
+    /// The signer, or why it cannot sign (E6): signed names are then not served.
+    signer: Result<Signer, Error>,
+    capf_certificate: Option<Vec<u8>>,
+    node_name: String,
+    capf_port: u16,
+}
+
+impl ConfigService {
+    /// Loads the signer (`certs/tftp.pem` and `.key`, with the configured digest) and
+    /// the CAPF certificate once. Neither failing is fatal here: the affected names
+    /// are refused, and [`ConfigService::signer`] says why.
+    pub fn load(data: &DataDir, settings: &Settings, store: Store) -> ConfigService {
+        let signer = Signer::load(&data.tftp_cert(), &data.tftp_key(), settings.config_digest);
+        let capf_certificate = CertificateDer::from_pem_file(data.capf_cert())
+            .ok()
+            .map(|c| c.to_vec());
+        ConfigService::new(store, data.tftp(), signer, capf_certificate, settings)
+    }
+
+    pub fn new(
+        store: Store,
+        tftp_dir: PathBuf,
+        signer: Result<Signer, Error>,
+        capf_certificate: Option<Vec<u8>>,
+        settings: &Settings,
+    ) -> ConfigService {
+        ConfigService {
+            store,
+            tftp_dir,
+            signer,
+            capf_certificate,
+            node_name: settings.node_name.clone(),
+            capf_port: settings.capf_port,
+        }
+    }
+
+    /// The signer, or the reason signed names are refused.
+    pub fn signer(&self) -> Result<&Signer, &Error> {
+        self.signer.as_ref()
+    }
+
+    pub fn capf_certificate(&self) -> Option<&[u8]> {
+        self.capf_certificate.as_deref()
+    }
+
+    pub fn node_name(&self) -> &str {
+        &self.node_name
+    }
+
+    pub fn capf_port(&self) -> u16 {
+        self.capf_port
+    }
+
+    /// Where the base document of `device` lives.
+    pub fn document_path(&self, device: &str) -> PathBuf {
+        self.tftp_dir.join(format!("{device}.cnf.xml"))
+    }
+
+    /// Builds what a phone gets for `request` now, from the current store.
+    pub fn fetch(&self, request: &Request, now: UnixTime) -> Result<File, Refusal> {
+        let device_name = request.device_name();
+        let device = match &device_name {
+            Some(name) => self.store.get_device(name)?,
+            None => None,
+        };
+        let document = match &device_name {
+            Some(name) => self.read_document(name)?,
+            None => None,
+        };
+        let served = plan::decide(request, device.as_ref(), document.as_deref(), now);
+        let kind = match &served {
+            Served::FullUnsigned | Served::FullSigned => Kind::Full,
+            Served::PartialUnsigned { .. } | Served::PartialSigned { .. } => Kind::Partial,
+            Served::Encrypted { .. } => Kind::Encrypted,
+            Served::Itl => Kind::Itl,
+            Served::NotFound(reason) => return Err(Refusal::NotServed(reason.clone())),
+        };
+        let inputs = BuildInputs {
+            signer: self.signer.as_ref().ok(),
+            capf_certificate: self.capf_certificate.as_deref(),
+            node_name: &self.node_name,
+            capf_port: self.capf_port,
+        };
+        let bytes = plan::build(
+            request,
+            &served,
+            document.as_deref(),
+            &inputs,
+            now,
+            &mut rand::rng(),
+        )?;
+        Ok(File {
+            name: request.served_name(),
+            kind,
+            bytes,
+        })
+    }
+
+    /// The base document, or `None` when there is none. Read on every request, so an
+    /// edited document is served at once.
+    fn read_document(&self, device: &str) -> Result<Option<Vec<u8>>, Refusal> {
+        let path = self.document_path(device);
+        match std::fs::read(&path) {
+            Ok(bytes) => Ok(Some(bytes)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(Refusal::Unavailable(format!(
+                "cannot read {}: {e}",
+                path.display()
+            ))),
+        }
+    }
+}

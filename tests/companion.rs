@@ -1,0 +1,375 @@
+//! The phone's journey over real HTTP, real TLS and a real sled store: partial
+//! configuration, CAPF enrollment, the partial with the new certHash, the encrypted
+//! configuration decrypted with the phone's new key.
+
+mod common;
+
+use capf::phone::{http_request, HttpResponse, Phone, PhoneKey};
+use capf::server::http::HttpServer;
+use capf::settings::Settings;
+use capf::store::{AuthMode, DeviceRecord, EcCurve, KeyOrder, Operation, OperationStatus};
+use capf::tftp::itl::{self, Role};
+use capf::tftp::service::ConfigService;
+use capf::tftp::sgn::{self, FileKind};
+use capf::tftp::{enc, Digest, Signer};
+use common::TestNode;
+use md5::Digest as _;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::CertificateDer;
+use std::net::SocketAddr;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::oneshot;
+
+const NAME: &str = "SEP001122334455";
+
+const DOC: &str = r#"<?xml version="1.0" encoding="UTF-8"?>
+<device>
+  <fullConfig>true</fullConfig>
+  <deviceProtocol>SIP</deviceProtocol>
+  <ipAddressMode>0</ipAddressMode>
+  <loadInformation>SIP75.9-4-2SR3-1S</loadInformation>
+  <sipProfile>
+    <sipLines>
+      <line button="1">
+        <name>1001</name>
+        <authPassword>s3cret</authPassword>
+      </line>
+    </sipLines>
+  </sipProfile>
+</device>
+"#;
+
+/// A node with HTTP delivery on an ephemeral port.
+struct Companion {
+    node: TestNode,
+    http: SocketAddr,
+    stop: oneshot::Sender<()>,
+}
+
+impl Companion {
+    async fn start() -> Companion {
+        Self::start_with(|_| {}).await
+    }
+
+    /// Starts after letting the test change the data directory (e.g. break the signer).
+    async fn start_with(prepare: impl FnOnce(&TestNode)) -> Companion {
+        let node = TestNode::start().await;
+        std::fs::create_dir_all(node.data.tftp()).unwrap();
+        prepare(&node);
+        let settings = Settings::load(&node.data).unwrap();
+        let service = ConfigService::load(&node.data, &settings, node.store.clone());
+        let server = HttpServer::bind("127.0.0.1:0".parse().unwrap(), service)
+            .await
+            .unwrap();
+        let http = server.local_addr().unwrap();
+        let (stop, rx) = oneshot::channel();
+        tokio::spawn(server.run(async {
+            let _ = rx.await;
+        }));
+        Companion { node, http, stop }
+    }
+
+    fn document(&self, name: &str, bytes: &[u8]) {
+        std::fs::write(self.node.data.tftp().join(format!("{name}.cnf.xml")), bytes).unwrap();
+    }
+
+    async fn get(&self, path: &str) -> HttpResponse {
+        self.request("GET", path).await
+    }
+
+    async fn request(&self, method: &str, path: &str) -> HttpResponse {
+        http_request(&self.http.to_string(), method, path)
+            .await
+            .unwrap()
+    }
+
+    fn signer_certificate(&self) -> Vec<u8> {
+        CertificateDer::from_pem_file(self.node.data.tftp_cert())
+            .unwrap()
+            .to_vec()
+    }
+
+    async fn stop(self) {
+        let _ = self.stop.send(());
+        self.node.stop().await;
+    }
+}
+
+fn device(encrypted: bool, key: KeyOrder) -> DeviceRecord {
+    let mut d = DeviceRecord::new(NAME);
+    d.operation = Operation::Install;
+    d.auth = AuthMode::Null;
+    d.status = OperationStatus::Pending;
+    d.key_order = key;
+    d.encrypted_config = encrypted;
+    d
+}
+
+const RSA: KeyOrder = KeyOrder::Rsa { bits: 2048 };
+
+/// The verified body of a served `.sgn`.
+fn signed_body(c: &Companion, response: &HttpResponse) -> String {
+    assert_eq!(response.status, 200);
+    let file = sgn::parse(&response.body, FileKind::Sgn).unwrap();
+    assert_eq!(file.filename, format!("{NAME}.cnf.xml.sgn"));
+    sgn::verify(&file, &c.signer_certificate()).unwrap();
+    String::from_utf8(file.body.to_vec()).unwrap()
+}
+
+fn cert_hash(body: &str) -> &str {
+    let start = body.find("<certHash>").unwrap() + "<certHash>".len();
+    let end = body.find("</certHash>").unwrap();
+    &body[start..end]
+}
+
+#[tokio::test]
+async fn the_encrypted_configuration_journey() {
+    let c = Companion::start().await;
+    c.node.add(device(true, RSA));
+    c.document(NAME, DOC.as_bytes());
+    let sgn_path = format!("/{NAME}.cnf.xml.sgn");
+    let enc_path = format!("/{NAME}.cnf.xml.enc.sgn");
+
+    // 1. No key known: the partial, with an empty hash, sends the phone to CAPF.
+    let first = c.get(&sgn_path).await;
+    assert_eq!(first.header("cache-control"), Some("no-store"));
+    let body = signed_body(&c, &first);
+    assert_eq!(cert_hash(&body), "");
+    assert!(body.contains("<fullConfig>false</fullConfig>"));
+    assert!(body.contains("<encrConfig>true</encrConfig>"));
+    assert!(body.contains("<processNodeName>capf.test</processNodeName>"));
+    assert!(body.contains("<phonePort>3804</phonePort>"));
+    assert!(body.contains("<capfAuthMode>2</capfAuthMode>"));
+    for secret in ["s3cret", "sipProfile", "authPassword", "deviceProtocol"] {
+        assert!(!body.contains(secret), "the partial leaks {secret}");
+    }
+    assert_eq!(c.get(&enc_path).await.status, 404);
+    let plain = c.get(&format!("/{NAME}.cnf.xml")).await;
+    assert_eq!(plain.status, 200);
+    assert!(!String::from_utf8_lossy(&plain.body).contains("s3cret"));
+
+    // 2. CAPF enrollment.
+    let outcome = c.node.run(&Phone::new(NAME)).await;
+    let (der, key) = outcome.issued.expect("LSC issued");
+    let stored = c.node.device(NAME).lsc.expect("LSC stored");
+    assert_eq!(stored.der, der);
+
+    // 3. The next partial carries the new certificate's MD5 (read fresh from the store).
+    let body = signed_body(&c, &c.get(&sgn_path).await);
+    assert_eq!(cert_hash(&body), stored.md5);
+    assert_eq!(stored.md5, hex::encode(md5::Md5::digest(&der)));
+    assert!(body.contains("<capfAuthMode>0</capfAuthMode>"));
+
+    // 4. The encrypted configuration, signed by the TFTP signer, decrypts with the
+    // phone's new key to the base document byte for byte.
+    let encrypted = c.get(&enc_path).await;
+    assert_eq!(encrypted.status, 200);
+    assert_eq!(encrypted.header("cache-control"), Some("no-store"));
+    let file = sgn::parse(&encrypted.body, FileKind::EncSgn).unwrap();
+    assert_eq!(file.filename, format!("{NAME}.cnf.xml.enc.sgn"));
+    sgn::verify(&file, &c.signer_certificate()).unwrap();
+    let PhoneKey::Rsa(key) = key else {
+        panic!("an RSA key was ordered")
+    };
+    assert_eq!(enc::decrypt(&encrypted.body, &key).unwrap(), DOC.as_bytes());
+
+    // HEAD: the same headers, no body.
+    let head = c.request("HEAD", &enc_path).await;
+    assert_eq!(head.status, 200);
+    assert_eq!(
+        head.header("content-length"),
+        Some(encrypted.body.len().to_string().as_str())
+    );
+    assert!(head.body.is_empty());
+    c.stop().await;
+}
+
+#[tokio::test]
+async fn encryption_off_serves_the_full_signed_document() {
+    let c = Companion::start().await;
+    c.node.add(device(false, RSA));
+    c.document(NAME, DOC.as_bytes());
+    let body = signed_body(&c, &c.get(&format!("/{NAME}.cnf.xml.sgn")).await);
+    assert_eq!(body, DOC);
+    assert_eq!(c.get(&format!("/{NAME}.cnf.xml.enc.sgn")).await.status, 404);
+    assert_eq!(
+        c.get(&format!("/{NAME}.cnf.xml")).await.body,
+        DOC.as_bytes()
+    );
+    c.stop().await;
+}
+
+#[tokio::test]
+async fn an_ec_certificate_gets_the_partial_only() {
+    let c = Companion::start().await;
+    c.node.add(device(
+        true,
+        KeyOrder::Ec {
+            curve: EcCurve::P256,
+        },
+    ));
+    c.document(NAME, DOC.as_bytes());
+    let outcome = c.node.run(&Phone::new(NAME)).await;
+    assert!(outcome.issued.is_some());
+    assert!(c.node.device(NAME).lsc.is_some());
+    let body = signed_body(&c, &c.get(&format!("/{NAME}.cnf.xml.sgn")).await);
+    assert_eq!(cert_hash(&body), "", "an EC key is no usable certificate");
+    assert!(!body.contains("s3cret"));
+    assert_eq!(c.get(&format!("/{NAME}.cnf.xml.enc.sgn")).await.status, 404);
+    c.stop().await;
+}
+
+#[tokio::test]
+async fn missing_and_broken_documents_are_not_found() {
+    let c = Companion::start().await;
+    c.node.add(device(true, RSA));
+    let unknown = "SEPAABBCCDDEEFF";
+    for suffix in [".cnf.xml", ".cnf.xml.sgn", ".cnf.xml.enc.sgn"] {
+        assert_eq!(c.get(&format!("/{NAME}{suffix}")).await.status, 404);
+        assert_eq!(c.get(&format!("/{unknown}{suffix}")).await.status, 404);
+    }
+    c.document(NAME, b"<device><fullConfig>true</device>");
+    for suffix in [".cnf.xml", ".cnf.xml.sgn", ".cnf.xml.enc.sgn"] {
+        let r = c.get(&format!("/{NAME}{suffix}")).await;
+        assert_eq!(r.status, 404, "{suffix}");
+        assert!(!String::from_utf8_lossy(&r.body).contains("fullConfig"));
+    }
+    c.stop().await;
+}
+
+#[tokio::test]
+async fn only_request_names_are_served() {
+    let c = Companion::start().await;
+    c.node.add(device(false, RSA));
+    c.document(NAME, DOC.as_bytes());
+    for path in [
+        "/../capf-data/certs/capf.key",
+        "/..%2fcerts%2fcapf.key",
+        "/%2e%2e/certs/capf.key",
+        "/%2e%2e%2fcerts%2ftftp.key",
+        &format!("/{NAME}.cnf.xml/../x"),
+        &format!("//{NAME}.cnf.xml"),
+        &format!("/tftp/{NAME}.cnf.xml"),
+        &format!("/{NAME}.cnf.xml?x=1"),
+        &format!("{NAME}.cnf.xml"),
+        "http://127.0.0.1/ITLFile.tlv",
+        "/certs/capf.key",
+        "/capf.toml",
+        "/",
+        &format!("/ITL{NAME}.tlv"),
+        "/CTLFile.tlv",
+    ] {
+        let r = c.get(path).await;
+        assert_eq!(r.status, 404, "{path}");
+        assert_eq!(r.header("cache-control"), Some("no-store"));
+    }
+    let post = c.request("POST", &format!("/{NAME}.cnf.xml")).await;
+    assert_eq!(post.status, 405);
+    assert_eq!(post.header("allow"), Some("GET, HEAD"));
+    assert_eq!(
+        c.request("DELETE", &format!("/{NAME}.cnf.xml"))
+            .await
+            .status,
+        405
+    );
+
+    // A request head larger than the bound gets no file.
+    let mut tcp = tokio::net::TcpStream::connect(c.http).await.unwrap();
+    let huge = format!(
+        "GET /{NAME}.cnf.xml HTTP/1.1\r\nX: {}\r\n\r\n",
+        "a".repeat(20_000)
+    );
+    let _ = tcp.write_all(huge.as_bytes()).await;
+    let mut answer = Vec::new();
+    let _ = tcp.read_to_end(&mut answer).await;
+    assert!(!answer.starts_with(b"HTTP/1.1 200"));
+
+    // Garbage is a bad request.
+    let mut tcp = tokio::net::TcpStream::connect(c.http).await.unwrap();
+    tcp.write_all(b"hello\r\n\r\n").await.unwrap();
+    let mut answer = Vec::new();
+    tcp.read_to_end(&mut answer).await.unwrap();
+    assert!(answer.starts_with(b"HTTP/1.1 400"));
+    c.stop().await;
+}
+
+#[tokio::test]
+async fn the_itl_lists_the_certificate_the_capf_listener_presents() {
+    let c = Companion::start().await;
+    let response = c.get("/ITLFile.tlv").await;
+    assert_eq!(response.status, 200);
+    let list = itl::parse(&response.body).unwrap();
+    itl::verify(&list).unwrap();
+
+    let tcp = tokio::net::TcpStream::connect(c.node.addr).await.unwrap();
+    let name = rustls::pki_types::ServerName::try_from("capf").unwrap();
+    let tls = c.node.connector.connect(name, tcp).await.unwrap();
+    let presented = tls.get_ref().1.peer_certificates().unwrap()[0].to_vec();
+    let capf: Vec<_> = list
+        .records
+        .iter()
+        .filter(|r| r.role == Role::Capf.value())
+        .collect();
+    assert_eq!(capf.len(), 1);
+    assert_eq!(capf[0].certificate, presented.as_slice());
+    let tftp = list
+        .records
+        .iter()
+        .find(|r| r.role == Role::Tftp.value())
+        .unwrap();
+    assert_eq!(tftp.certificate, c.signer_certificate().as_slice());
+    c.stop().await;
+}
+
+#[tokio::test]
+async fn a_large_configuration_round_trips() {
+    let c = Companion::start().await;
+    c.node.add(device(true, RSA));
+    let filler: String = (0..6000)
+        .map(|i| format!("  <line{i}>{}</line{i}>\n", "x".repeat(20)))
+        .collect();
+    let doc = DOC.replace("</device>", &format!("{filler}</device>"));
+    assert!(doc.len() > 200 * 1024);
+    c.document(NAME, doc.as_bytes());
+    let outcome = c.node.run(&Phone::new(NAME)).await;
+    let Some((_, PhoneKey::Rsa(key))) = outcome.issued else {
+        panic!("an RSA LSC was issued")
+    };
+    let encrypted = c.get(&format!("/{NAME}.cnf.xml.enc.sgn")).await;
+    assert_eq!(encrypted.status, 200);
+    assert_eq!(enc::decrypt(&encrypted.body, &key).unwrap(), doc.as_bytes());
+
+    let mut off = c.node.device(NAME);
+    off.encrypted_config = false;
+    c.node.store.put_device(&off, common::event(NAME)).unwrap();
+    let body = signed_body(&c, &c.get(&format!("/{NAME}.cnf.xml.sgn")).await);
+    assert_eq!(body, doc);
+    c.stop().await;
+}
+
+#[tokio::test]
+async fn a_broken_signer_serves_no_signed_name() {
+    let c = Companion::start_with(|node| {
+        // E6: a key that does not match the certificate.
+        let other = node.data.capf_cert().with_extension("key");
+        std::fs::copy(other, node.data.tftp_key()).unwrap();
+    })
+    .await;
+    let settings = Settings::load(&c.node.data).unwrap();
+    assert!(Signer::load(
+        &c.node.data.tftp_cert(),
+        &c.node.data.tftp_key(),
+        settings.config_digest
+    )
+    .is_err());
+    assert_eq!(settings.config_digest, Digest::Sha1);
+    c.node.add(device(false, RSA));
+    c.document(NAME, DOC.as_bytes());
+    assert_eq!(c.get(&format!("/{NAME}.cnf.xml.sgn")).await.status, 404);
+    assert_eq!(c.get("/ITLFile.tlv").await.status, 404);
+    assert_eq!(
+        c.get(&format!("/{NAME}.cnf.xml")).await.body,
+        DOC.as_bytes()
+    );
+    c.stop().await;
+}

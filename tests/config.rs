@@ -1,0 +1,278 @@
+//! `capf config build`, `capf itl build` and `capf inspect` through the real binary.
+
+use capf::ca::Ca;
+use capf::phone::PhoneKey;
+use capf::protocol::KeyGenerateRequest;
+use capf::settings::DataDir;
+use capf::store::{Event, Store};
+use std::path::{Path, PathBuf};
+use std::process::Output;
+
+const NAME: &str = "SEP001122334455";
+const DOC: &str = "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<device>\n  <fullConfig>true</fullConfig>\n  <loadInformation>SIP75</loadInformation>\n  <sipProfile><authPassword>s3cret</authPassword></sipProfile>\n</device>\n";
+
+struct Node {
+    dir: tempfile::TempDir,
+    data: PathBuf,
+}
+
+impl Node {
+    fn new() -> Node {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("capf-data");
+        let node = Node { dir, data };
+        node.ok(&["init", "--node-name", "capf.example.net"]);
+        std::fs::create_dir_all(node.data.join("tftp")).unwrap();
+        std::fs::write(node.data.join(format!("tftp/{NAME}.cnf.xml")), DOC).unwrap();
+        node
+    }
+
+    fn out(&self) -> PathBuf {
+        self.dir.path().join("out")
+    }
+
+    fn capf(&self, args: &[&str]) -> Output {
+        std::process::Command::new(env!("CARGO_BIN_EXE_capf"))
+            .arg("--data")
+            .arg(&self.data)
+            .args(args)
+            .current_dir(self.dir.path())
+            .output()
+            .unwrap()
+    }
+
+    /// Runs and requires success; returns stdout.
+    fn ok(&self, args: &[&str]) -> String {
+        let out = self.capf(args);
+        assert!(
+            out.status.success(),
+            "capf {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    /// Runs and requires failure; returns stderr.
+    fn fails(&self, args: &[&str]) -> String {
+        let out = self.capf(args);
+        assert!(!out.status.success(), "capf {args:?} succeeded");
+        String::from_utf8(out.stderr).unwrap()
+    }
+
+    fn build(&self) -> String {
+        self.ok(&["config", "build", NAME, "--out", "out"])
+    }
+
+    /// Stores an RSA-2048 LSC for the device, as an enrollment would (no server is
+    /// running, so the store can be opened directly), and writes the phone's key.
+    fn enroll(&self) -> PathBuf {
+        let data = DataDir::new(&self.data);
+        let key = rsa_key();
+        let ca = Ca::load(&data.certs(), 5 * 365).unwrap();
+        let lsc = ca
+            .issue_lsc(NAME, &key.public_key_der().unwrap(), 1_700_000_000)
+            .unwrap();
+        let store = Store::open(&data.db()).unwrap();
+        let mut rec = store.get_device(NAME).unwrap().unwrap();
+        rec.lsc = Some(lsc);
+        store
+            .put_device(
+                &rec,
+                Event {
+                    id: 0,
+                    time: 0,
+                    actor: "test".into(),
+                    device: Some(NAME.into()),
+                    action: "session".into(),
+                    result: "Upgrade Success".into(),
+                    details: Default::default(),
+                },
+            )
+            .unwrap();
+        store.flush().unwrap();
+        drop(store);
+        let path = self.dir.path().join("phone.key");
+        std::fs::write(&path, key.to_pem().unwrap()).unwrap();
+        path
+    }
+}
+
+fn rsa_key() -> PhoneKey {
+    PhoneKey::generate(&KeyGenerateRequest {
+        key_size: Some(2048),
+        key_type: None,
+        curve: None,
+    })
+    .unwrap()
+}
+
+fn path_str(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+/// Flips one byte of a copy of `file`, `from_end` bytes before its end.
+fn tampered(file: &Path, from_end: usize) -> PathBuf {
+    let mut bytes = std::fs::read(file).unwrap();
+    let at = bytes.len() - from_end;
+    bytes[at] ^= 0x01;
+    let copy = file.with_file_name(format!(
+        "tampered-{}",
+        file.file_name().unwrap().to_str().unwrap()
+    ));
+    std::fs::write(&copy, bytes).unwrap();
+    copy
+}
+
+#[test]
+fn encrypted_config_without_a_key_builds_the_partial_alone() {
+    let node = Node::new();
+    node.ok(&[
+        "device",
+        "add",
+        NAME,
+        "--operation",
+        "install",
+        "--encrypted-config",
+    ]);
+    let said = node.build();
+    assert!(said.contains("partial"), "{said}");
+    let sgn = node.out().join(format!("{NAME}.cnf.xml.sgn"));
+    assert!(sgn.exists());
+    assert!(!node.out().join(format!("{NAME}.cnf.xml.enc.sgn")).exists());
+
+    let shown = node.ok(&["inspect", path_str(&sgn)]);
+    assert!(shown.contains("signature:      OK"), "{shown}");
+    assert!(shown.contains(&format!("filename:       {NAME}.cnf.xml.sgn")));
+    assert!(shown.contains("<certHash></certHash>"));
+    assert!(shown.contains("<processNodeName>capf.example.net</processNodeName>"));
+    assert!(!shown.contains("s3cret"));
+}
+
+#[test]
+fn a_known_rsa_key_adds_the_encrypted_file_which_inspect_decrypts() {
+    let node = Node::new();
+    node.ok(&["device", "add", NAME, "--encrypted-config"]);
+    let key = node.enroll();
+    node.build();
+    let enc = node.out().join(format!("{NAME}.cnf.xml.enc.sgn"));
+    let shown = node.ok(&["inspect", path_str(&enc), "--key", path_str(&key)]);
+    assert!(shown.contains("version:        2.0"), "{shown}");
+    assert!(shown.contains("encryption:     AES-128-CBC"));
+    assert!(shown.contains("signature:      OK"));
+    assert!(shown.ends_with(DOC), "{shown}");
+    // Without the key: verified, not decrypted.
+    let shown = node.ok(&["inspect", path_str(&enc)]);
+    assert!(!shown.contains("s3cret"));
+
+    // The partial now carries the certificate's MD5.
+    let sgn = node.out().join(format!("{NAME}.cnf.xml.sgn"));
+    let shown = node.ok(&["inspect", path_str(&sgn)]);
+    let keys = node.ok(&["keys", "show", NAME, "--json"]);
+    let md5 = serde_json::from_str::<serde_json::Value>(&keys).unwrap()["lsc"]["md5"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        shown.contains(&format!("<certHash>{md5}</certHash>")),
+        "{shown}"
+    );
+
+    // Another phone's key does not decrypt it.
+    let other = node.dir.path().join("other.key");
+    let other_key = rsa_key();
+    std::fs::write(&other, other_key.to_pem().unwrap()).unwrap();
+    node.fails(&["inspect", path_str(&enc), "--key", path_str(&other)]);
+}
+
+#[test]
+fn encryption_off_builds_the_full_signed_document() {
+    let node = Node::new();
+    node.ok(&["device", "add", NAME]);
+    let said = node.build();
+    assert!(said.contains("full"), "{said}");
+    assert!(!node.out().join(format!("{NAME}.cnf.xml.enc.sgn")).exists());
+    let shown = node.ok(&[
+        "inspect",
+        path_str(&node.out().join(format!("{NAME}.cnf.xml.sgn"))),
+    ]);
+    assert!(shown.ends_with(DOC), "{shown}");
+}
+
+#[test]
+fn a_missing_or_broken_base_document_is_an_error() {
+    let node = Node::new();
+    node.ok(&["device", "add", NAME]);
+    std::fs::write(node.data.join(format!("tftp/{NAME}.cnf.xml")), "<device>").unwrap();
+    node.fails(&["config", "build", NAME, "--out", "out"]);
+    std::fs::remove_file(node.data.join(format!("tftp/{NAME}.cnf.xml"))).unwrap();
+    let err = node.fails(&["config", "build", NAME, "--out", "out"]);
+    assert!(err.contains("no base document"), "{err}");
+    assert!(!node.out().join(format!("{NAME}.cnf.xml.sgn")).exists());
+}
+
+#[test]
+fn itl_build_and_inspect() {
+    let node = Node::new();
+    let said = node.ok(&["itl", "build", "--out", "out"]);
+    assert!(said.contains("ITLFile.tlv"), "{said}");
+    let itl = node.out().join("ITLFile.tlv");
+    let shown = node.ok(&["inspect", path_str(&itl)]);
+    assert!(shown.contains("role 0 (SAST)"), "{shown}");
+    assert!(shown.contains("role 3 (TFTP)"));
+    assert!(shown.contains("role 4 (CAPF)"));
+    assert!(shown.contains("signature:      OK (SAST record)"));
+    node.fails(&["inspect", path_str(&tampered(&itl, 1))]);
+}
+
+#[test]
+fn inspect_refuses_tampered_files_and_the_wrong_signer() {
+    let node = Node::new();
+    node.ok(&["device", "add", NAME]);
+    node.build();
+    let sgn = node.out().join(format!("{NAME}.cnf.xml.sgn"));
+    let err = node.fails(&["inspect", path_str(&tampered(&sgn, 3))]);
+    assert!(err.contains("signature"), "{err}");
+    let capf = node.data.join("certs/capf.pem");
+    node.fails(&["inspect", path_str(&sgn), "--cert", path_str(&capf)]);
+    let truncated = node.out().join(format!("cut-{NAME}.cnf.xml.sgn"));
+    std::fs::write(&truncated, &std::fs::read(&sgn).unwrap()[..40]).unwrap();
+    node.fails(&["inspect", path_str(&truncated)]);
+    let unknown = node.out().join("notes.txt");
+    std::fs::write(&unknown, "x").unwrap();
+    node.fails(&["inspect", path_str(&unknown)]);
+}
+
+#[test]
+fn doctor_names_what_is_missing() {
+    let node = Node::new();
+    node.ok(&[
+        "device",
+        "add",
+        NAME,
+        "--operation",
+        "install",
+        "--encrypted-config",
+    ]);
+    // No server runs, so the listener check fails and the exit status is 1.
+    let out = node.capf(&["doctor", NAME]);
+    assert!(!out.status.success());
+    let said = String::from_utf8(out.stdout).unwrap();
+    for line in [
+        "OK   CAPF certificate is a CA",
+        "FAIL CAPF listener",
+        "OK   ITLFile.tlv verifies",
+        "OK   encrypted config for SEP001122334455 is on",
+        "OK   the partial sends the phone to capf.example.net:3804",
+        "FAIL certHash served equals the MD5 of the phone's stored certificate: no certificate is stored yet",
+    ] {
+        assert!(said.contains(line), "{line}\n{said}");
+    }
+    node.enroll();
+    let said = String::from_utf8(node.capf(&["doctor", NAME]).stdout).unwrap();
+    assert!(
+        said.contains("OK   certHash served equals the MD5"),
+        "{said}"
+    );
+    assert!(said.contains("OK   SEP001122334455.cnf.xml.enc.sgn builds"));
+    assert!(said.contains("last session:"), "{said}");
+}
