@@ -412,6 +412,10 @@ fn every_subcommand_help_has_an_example() {
         vec!["backup"],
         vec!["settings"],
         vec!["completions"],
+        vec!["config", "build"],
+        vec!["itl", "build"],
+        vec!["inspect"],
+        vec!["doctor"],
     ] {
         let mut full = args.clone();
         full.push("--help");
