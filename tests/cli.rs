@@ -1,35 +1,12 @@
 //! The CLI contract of design.md, exercised through the real binary.
 
+mod common;
+
+use common::cli::{capf, fails, ok};
 use serde_json::Value;
 use std::io::{BufRead, BufReader};
-use std::path::Path;
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
-
-fn capf(data: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_capf"))
-        .arg("--data")
-        .arg(data)
-        .args(args)
-        .env_remove("CAPF_DATA")
-        .output()
-        .expect("run capf")
-}
-
-fn ok(out: &Output) -> String {
-    assert!(
-        out.status.success(),
-        "capf failed: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-fn fails(out: &Output) -> String {
-    assert!(!out.status.success(), "capf should have failed");
-    String::from_utf8_lossy(&out.stderr).into_owned()
-}
 
 #[test]
 fn init_creates_identities_with_private_keys_0600_and_refuses_to_repeat() {

@@ -2,6 +2,8 @@
 //! helpers to talk to it like a phone.
 #![allow(dead_code)]
 
+pub mod cli;
+
 use capf::ca::Ca;
 use capf::phone::{connector, Outcome, Phone};
 use capf::server::CapfListener;

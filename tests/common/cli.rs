@@ -1,0 +1,81 @@
+//! Running the real `capf` binary from tests.
+
+use serde_json::Value;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::Duration;
+
+pub fn capf(data: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_capf"))
+        .arg("--data")
+        .arg(data)
+        .args(args)
+        .env_remove("CAPF_DATA")
+        .output()
+        .expect("run capf")
+}
+
+pub fn ok(out: &Output) -> String {
+    assert!(
+        out.status.success(),
+        "capf failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+pub fn fails(out: &Output) -> String {
+    assert!(
+        !out.status.success(),
+        "capf should have failed: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+pub fn json(out: &Output) -> Value {
+    serde_json::from_str(&ok(out)).expect("JSON output")
+}
+
+pub fn init(dir: &Path) -> PathBuf {
+    let data = dir.join("capf-data");
+    ok(&capf(&data, &["init", "--node-name", "capf.test"]));
+    data
+}
+
+/// `capf serve` as a child process; killed on drop.
+pub struct Serving(Child);
+
+impl Serving {
+    pub fn start(data: &Path) -> Serving {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_capf"))
+            .arg("--data")
+            .arg(data)
+            .args(["serve", "--listen", "127.0.0.1:0", "--http", "off"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stderr = child.stderr.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if line.contains("capf listening on") {
+                    let _ = tx.send(());
+                }
+            }
+        });
+        rx.recv_timeout(Duration::from_secs(60))
+            .expect("serve started");
+        Serving(child)
+    }
+}
+
+impl Drop for Serving {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
