@@ -484,14 +484,7 @@ impl Session {
             Ok(cert) => cert,
             Err(why) => return self.operation_failed(&why, now),
         };
-        let mut serials = vec![(
-            cert.serial.clone(),
-            SerialRecord {
-                device: self.device_name(),
-                state: SerialState::Unconfirmed,
-                issued: now,
-            },
-        )];
+        let mut serials = vec![self.serial_entry(&cert, SerialState::Unconfirmed)];
         serials.extend(self.superseded_unconfirmed());
         let mut event = self.event("lsc-issued", "LSC Issued, Awaiting Confirmation", now);
         event
@@ -758,20 +751,10 @@ impl Session {
     }
 
     fn lsc_installed(&mut self, cert: EnrolledCert, now: UnixTime) -> Step {
-        let mut serials = vec![(
-            cert.serial.clone(),
-            SerialRecord {
-                device: self.device_name(),
-                state: SerialState::Installed,
-                issued: now,
-            },
-        )];
+        let mut serials = vec![self.serial_entry(&cert, SerialState::Installed)];
         let previous = self.device.as_ref().and_then(|d| d.lsc.as_ref());
         if let Some(old) = previous.filter(|old| old.serial != cert.serial) {
-            serials.push((
-                old.serial.clone(),
-                self.serial_record(SerialState::Superseded, now),
-            ));
+            serials.push(self.serial_entry(old, SerialState::Superseded));
         }
         self.summary.result = OperationStatus::UpgradeSuccess.to_string();
         let mut event = self.event("session", "Upgrade Success", now);
@@ -840,10 +823,7 @@ impl Session {
                 let mut serials = Vec::new();
                 let old = self.device.as_ref().and_then(|d| d.lsc.clone());
                 if let Some(old) = &old {
-                    serials.push((
-                        old.serial.clone(),
-                        self.serial_record(SerialState::Superseded, now),
-                    ));
+                    serials.push(self.serial_entry(old, SerialState::Superseded));
                 }
                 self.summary.result = OperationStatus::DeleteSuccess.to_string();
                 let mut event = self.event("session", "Delete Success", now);
@@ -961,19 +941,21 @@ impl Session {
         }
     }
 
-    fn serial_record(&self, state: SerialState, now: UnixTime) -> SerialRecord {
-        SerialRecord {
+    /// An entry of the serial index. `issued` is the certificate's own notBefore, so
+    /// every state change of a serial keeps the same issue time.
+    fn serial_entry(&self, cert: &EnrolledCert, state: SerialState) -> (String, SerialRecord) {
+        let record = SerialRecord {
             device: self.device_name(),
             state,
-            issued: now,
-        }
+            issued: cert.not_before,
+        };
+        (cert.serial.clone(), record)
     }
 
     /// A previously issued, never confirmed LSC is replaced by the new one.
     fn superseded_unconfirmed(&self) -> Option<(String, SerialRecord)> {
         let old = self.device.as_ref()?.unconfirmed_lsc.as_ref()?;
-        let rec = self.serial_record(SerialState::Superseded, old.not_before);
-        Some((old.serial.clone(), rec))
+        Some(self.serial_entry(old, SerialState::Superseded))
     }
 
     fn event(&self, action: &str, result: &str, now: UnixTime) -> Event {
