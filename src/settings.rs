@@ -236,7 +236,8 @@ impl Settings {
                 self.log_format
             ));
         }
-        if self.legacy_listen == Some(self.listen) {
+        // Port 0 (any free port, as in tests) never collides.
+        if self.legacy_listen == Some(self.listen) && self.listen.port() != 0 {
             return Err(format!(
                 "legacy_listen = {} is the listen address (the legacy listener needs its own port)",
                 self.listen

@@ -272,3 +272,65 @@ async fn the_capf_certificate_allows_static_rsa_key_exchange() {
     ));
     node.stop().await;
 }
+
+#[tokio::test]
+async fn capf_serve_runs_both_listeners_and_stops_cleanly() {
+    use std::io::BufRead;
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("capf-data");
+    // Short timeouts: s_client never answers, so the server ends its session.
+    std::fs::create_dir(&data).unwrap();
+    std::fs::write(data.join("capf.toml"), "message_timeout = 1\n").unwrap();
+    let mut serve = std::process::Command::new(env!("CARGO_BIN_EXE_capf"))
+        .arg("--data")
+        .arg(&data)
+        .args(["serve", "--listen", "127.0.0.1:0", "--http", "off"])
+        .args(["--legacy-tls-listen", "127.0.0.1:0"])
+        .env("RUST_LOG", "info")
+        .env("NO_COLOR", "1")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = serve.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if line.contains("legacy TLS listener") {
+                let addr = line
+                    .split_whitespace()
+                    .find_map(|w| w.strip_prefix("addr="))
+                    .and_then(|a| a.parse::<SocketAddr>().ok());
+                let _ = tx.send(addr);
+            }
+        }
+    });
+    let addr = tokio::task::spawn_blocking(move || rx.recv_timeout(Duration::from_secs(60)))
+        .await
+        .unwrap()
+        .expect("serve logs the legacy listener")
+        .expect("with its address");
+    if let Some(out) = s_client(addr, "-tls1", "AES128-SHA").await {
+        assert!(has_auth_request(&out.stdout), "TLS 1.0 session on {addr}");
+    }
+
+    let _ = std::process::Command::new("kill")
+        .arg(serve.id().to_string())
+        .status();
+    let status = tokio::task::spawn_blocking(move || {
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(status) = serve.try_wait().unwrap() {
+                return status;
+            }
+            assert!(std::time::Instant::now() < deadline, "serve did not stop");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    })
+    .await
+    .unwrap();
+    assert!(status.success(), "clean shutdown: {status}");
+}
