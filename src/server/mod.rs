@@ -120,10 +120,18 @@ impl CapfListener {
             shared: self.shared.clone(),
             limit: self.limit.clone(),
         };
+        let local = legacy
+            .local_addr()
+            .map_err(|source| ServerError::Bind { addr, source })?;
         let allow: Vec<String> = legacy.allow.iter().map(Network::to_string).collect();
+        let allow = if allow.is_empty() {
+            "any".to_string()
+        } else {
+            allow.join(",")
+        };
         tracing::warn!(
-            addr = %legacy.listener.local_addr().map_err(|source| ServerError::Bind { addr, source })?,
-            allow = if allow.is_empty() { "any".into() } else { allow.join(",") },
+            addr = %local,
+            allow = %allow,
             "legacy TLS listener: TLS 1.0 and static-RSA CBC suites at OpenSSL security level 0"
         );
         Ok(legacy)
@@ -157,7 +165,7 @@ impl CapfListener {
                 }
             };
             if !self.allows(peer) {
-                tracing::info!(%peer, "address not allowed on this listener; connection closed");
+                tracing::info!(%peer, "address not in legacy_allow; connection closed");
                 continue;
             }
             if !self
