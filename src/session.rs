@@ -249,10 +249,22 @@ enum State {
     Ended,
 }
 
+/// The TLS a session runs over. It goes into each of the session's audit events, so
+/// the audit trail shows which phones still need the legacy listener.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct TlsInfo {
+    /// As OpenSSL names it: `TLSv1`, `TLSv1.1`, `TLSv1.2`, `TLSv1.3`.
+    pub version: String,
+    pub cipher: String,
+    /// Whether the phone came through the legacy (OpenSSL) listener.
+    pub legacy: bool,
+}
+
 /// One CAPF conversation.
 pub struct Session {
     id: u32,
     peer: String,
+    tls: TlsInfo,
     policy: SessionPolicy,
     state: State,
     /// The version the client announced (absent = legacy, treated as 2).
@@ -270,6 +282,7 @@ impl Session {
         let session = Session {
             id,
             peer: peer.into(),
+            tls: TlsInfo::default(),
             policy,
             state: State::WaitAuth,
             version: 2,
@@ -291,6 +304,11 @@ impl Session {
 
     pub fn id(&self) -> u32 {
         self.id
+    }
+
+    /// Records the transport the session runs over, for its events.
+    pub fn set_tls(&mut self, tls: TlsInfo) {
+        self.tls = tls;
     }
 
     pub fn summary(&self) -> &Summary {
@@ -972,6 +990,13 @@ impl Session {
         }
         if let Some(k) = self.summary.auth_certificate {
             details.insert("authenticated_by".into(), k.to_string().into());
+        }
+        if !self.tls.version.is_empty() {
+            details.insert("tls".into(), self.tls.version.clone().into());
+            details.insert("cipher".into(), self.tls.cipher.clone().into());
+        }
+        if self.tls.legacy {
+            details.insert("legacy_tls".into(), true.into());
         }
         Event {
             id: 0,

@@ -130,6 +130,12 @@ pub struct Settings {
     /// Digest of signed configuration files and the ITL: `sha1` (CUCM's default,
     /// understood by every phone) or `sha512`.
     pub config_digest: crate::tftp::Digest,
+    /// A second CAPF listener accepting TLS 1.0 and static-RSA CBC suites, for phones
+    /// that speak nothing newer (docs/legacy-tls.md); needs a build with the
+    /// `legacy-tls` feature. `None`, the default, runs none.
+    pub legacy_listen: Option<SocketAddr>,
+    /// Client networks (CIDR) the legacy listener serves; empty serves every address.
+    pub legacy_allow: Vec<crate::server::Network>,
 }
 
 impl Default for Settings {
@@ -155,6 +161,8 @@ impl Default for Settings {
             shutdown_grace: 10,
             log_format: "text".into(),
             config_digest: crate::tftp::Digest::Sha1,
+            legacy_listen: None,
+            legacy_allow: Vec::new(),
         }
     }
 }
@@ -232,6 +240,13 @@ impl Settings {
                 self.log_format
             ));
         }
+        // Port 0 (any free port, as in tests) never collides.
+        if self.legacy_listen == Some(self.listen) && self.listen.port() != 0 {
+            return Err(format!(
+                "legacy_listen = {} is the listen address (the legacy listener needs its own port)",
+                self.listen
+            ));
+        }
         if self.max_auth_failures == 0 || self.lockout_seconds < 0 {
             return Err(
                 "max_auth_failures must be positive and lockout_seconds not negative".into(),
@@ -293,10 +308,18 @@ mod tests {
         assert_eq!(Settings::load(&data).unwrap(), Settings::default());
         let mut s = Settings {
             node_name: "capf.example.net".into(),
+            legacy_listen: Some("0.0.0.0:3805".parse().unwrap()),
+            legacy_allow: vec!["10.1.0.0/16".parse().unwrap()],
             ..Settings::default()
         };
         s.save(&data).unwrap();
         assert_eq!(Settings::load(&data).unwrap(), s);
+
+        s.legacy_listen = Some(s.listen);
+        s.save(&data).unwrap();
+        let err = Settings::load(&data).unwrap_err().to_string();
+        assert!(err.contains("its own port"), "{err}");
+        s.legacy_listen = None;
 
         s.message_timeout = 60;
         s.save(&data).unwrap();

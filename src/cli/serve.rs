@@ -27,6 +27,11 @@ pub struct ServeArgs {
     /// Log format: text or json (overrides capf.toml's log_format).
     #[arg(long)]
     pub log_format: Option<String>,
+    /// Also listen on ADDR with TLS 1.0–1.3 on OpenSSL, for phones that need TLS 1.0
+    /// (overrides capf.toml's legacy_listen; needs the legacy-tls build; see
+    /// docs/legacy-tls.md).
+    #[arg(long, value_name = "ADDR")]
+    pub legacy_tls_listen: Option<SocketAddr>,
 }
 
 pub fn serve(data: &DataDir, args: ServeArgs) -> Result<ExitCode> {
@@ -34,6 +39,15 @@ pub fn serve(data: &DataDir, args: ServeArgs) -> Result<ExitCode> {
     init_logging(args.log_format.as_deref().unwrap_or(&settings.log_format))?;
     if let Some(listen) = args.listen {
         settings.listen = listen;
+    }
+    if let Some(addr) = args.legacy_tls_listen {
+        settings.legacy_listen = Some(addr);
+    }
+    settings.validate().map_err(anyhow::Error::msg)?;
+    if settings.legacy_listen.is_some() && !cfg!(feature = "legacy-tls") {
+        anyhow::bail!(
+            "legacy_listen / --legacy-tls-listen needs capf built with `--features legacy-tls`"
+        );
     }
     if let Some(http) = &args.http {
         settings.http = match http.as_str() {
@@ -92,7 +106,9 @@ pub fn serve(data: &DataDir, args: ServeArgs) -> Result<ExitCode> {
             }
             None => None,
         };
+        let legacy_listen = settings.legacy_listen;
         let listener = CapfListener::bind(settings, store.clone(), ca, trust).await?;
+        let legacy = bind_legacy(&listener, legacy_listen).await?;
         let admin = super::admin::AdminSocket::bind(data)?;
         tracing::info!(
             "capf listening on {} (data {})",
@@ -100,10 +116,16 @@ pub fn serve(data: &DataDir, args: ServeArgs) -> Result<ExitCode> {
             data.root().display()
         );
         let admin = tokio::spawn(admin.serve(data.clone(), store, stopped(stop_rx.clone())));
+        let legacy = legacy.map(|l| tokio::spawn(l.run(stopped(stop_rx.clone()))));
         listener.run(stopped(stop_rx)).await;
         if let Some(task) = http {
             if let Err(e) = task.await {
                 tracing::error!("http task: {e}");
+            }
+        }
+        if let Some(legacy) = legacy {
+            if let Err(e) = legacy.await {
+                tracing::error!("legacy listener task: {e}");
             }
         }
         if let Err(e) = admin.await {
@@ -113,6 +135,23 @@ pub fn serve(data: &DataDir, args: ServeArgs) -> Result<ExitCode> {
         Ok::<_, anyhow::Error>(())
     })?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// The legacy TLS listener beside `listener`, if one is configured.
+#[cfg(feature = "legacy-tls")]
+async fn bind_legacy(
+    listener: &CapfListener,
+    addr: Option<SocketAddr>,
+) -> Result<Option<CapfListener>> {
+    match addr {
+        Some(addr) => Ok(Some(listener.bind_legacy(addr).await?)),
+        None => Ok(None),
+    }
+}
+
+#[cfg(not(feature = "legacy-tls"))]
+async fn bind_legacy(_: &CapfListener, _: Option<SocketAddr>) -> Result<Option<CapfListener>> {
+    Ok(None)
 }
 
 /// What certificate authentication trusts: capf's own CAPF certificate for LSCs; the

@@ -4,18 +4,11 @@
 
 use super::connection::Connection;
 use super::Shared;
-use crate::session::{Commit, Next, Session, Step, Wait};
+use crate::session::{Commit, Next, Session, Step, TlsInfo, Wait};
 use crate::store::{Store, StoreError, UnixTime};
 use std::net::SocketAddr;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::time::{timeout_at, Instant};
-
-/// Facts about the transport, for the session's log line.
-#[derive(Clone, Debug, Default)]
-pub struct TlsInfo {
-    pub version: String,
-    pub cipher: String,
-}
 
 pub async fn run_session<S>(
     shared: &Shared,
@@ -30,6 +23,7 @@ pub async fn run_session<S>(
     let deadline = started + shared.settings.session_timeout();
     let mut conn = Connection::new(stream);
     let (mut session, mut step) = Session::new(session_id, peer.to_string(), shared.policy.clone());
+    session.set_tls(tls.clone());
 
     loop {
         if let Some(commit) = step.commit.take() {
@@ -99,6 +93,7 @@ pub async fn run_session<S>(
         reason = s.end_reason.map(i32::from).unwrap_or(-1),
         tls = %tls.version,
         cipher = %tls.cipher,
+        legacy_tls = tls.legacy,
         duration_ms = started.elapsed().as_millis() as u64,
         "session ended"
     );

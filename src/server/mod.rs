@@ -1,4 +1,6 @@
 //! The CAPF listener: TLS on port 3804, one task per phone driving a `Session`.
+//! With the `legacy-tls` feature a second listener (OpenSSL, down to TLS 1.0) can run
+//! beside it on its own port, sharing everything but the TLS layer.
 //!
 //! Built like mini-redis' server: the listener holds a semaphore whose permits are the
 //! session cap (a connection above the cap is closed at once, as the open-source CAPF
@@ -6,13 +8,17 @@
 //! session has finished. Shutdown stops accepting, then waits up to the grace period for
 //! sessions in flight.
 
+mod allow;
 mod connection;
 mod handler;
 pub mod http;
 mod ids;
 mod limits;
+mod tls;
 
-pub use handler::{now, TlsInfo};
+pub use crate::session::TlsInfo;
+pub use allow::Network;
+pub use handler::now;
 pub use ids::SessionIds;
 
 use crate::ca::Ca;
@@ -25,9 +31,9 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 use thiserror::Error;
+use tls::Acceptor;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
-use tokio_rustls::TlsAcceptor;
 
 #[derive(Debug, Error)]
 pub enum ServerError {
@@ -38,6 +44,9 @@ pub enum ServerError {
     },
     #[error("TLS configuration: {0}")]
     Tls(#[from] rustls::Error),
+    #[cfg(feature = "legacy-tls")]
+    #[error("legacy TLS configuration: {0}")]
+    OpenSsl(#[from] openssl::error::ErrorStack),
     #[error("{0}")]
     Ca(#[from] crate::ca::CaError),
 }
@@ -56,9 +65,11 @@ pub struct Shared {
 /// A bound CAPF listener, ready to run.
 pub struct CapfListener {
     listener: TcpListener,
-    acceptor: TlsAcceptor,
+    acceptor: Acceptor,
+    /// Networks whose clients this listener serves; empty serves everyone.
+    allow: Vec<Network>,
     shared: Arc<Shared>,
-    /// One permit per concurrent session.
+    /// One permit per concurrent session, shared by every listener of the node.
     limit: Arc<Semaphore>,
 }
 
@@ -71,14 +82,8 @@ impl CapfListener {
         ca: Ca,
         trust: TrustAnchors,
     ) -> Result<Self, ServerError> {
-        let acceptor = TlsAcceptor::from(Arc::new(tls_config(&ca)?));
-        let listener =
-            TcpListener::bind(settings.listen)
-                .await
-                .map_err(|source| ServerError::Bind {
-                    addr: settings.listen,
-                    source,
-                })?;
+        let acceptor = Acceptor::rustls(&ca)?;
+        let listener = bind(settings.listen).await?;
         let limit = Arc::new(Semaphore::new(settings.max_sessions));
         let settings_failures = (
             settings.max_failures_per_address,
@@ -98,9 +103,39 @@ impl CapfListener {
         Ok(CapfListener {
             listener,
             acceptor,
+            allow: Vec::new(),
             shared,
             limit,
         })
+    }
+
+    /// Binds the legacy TLS listener (docs/legacy-tls.md) on `addr`, serving only
+    /// `legacy_allow`. It shares this listener's state: session ids, the session cap,
+    /// the failure limiter, the store and the CA.
+    #[cfg(feature = "legacy-tls")]
+    pub async fn bind_legacy(&self, addr: SocketAddr) -> Result<CapfListener, ServerError> {
+        let legacy = CapfListener {
+            listener: bind(addr).await?,
+            acceptor: Acceptor::openssl(&self.shared.ca)?,
+            allow: self.shared.settings.legacy_allow.clone(),
+            shared: self.shared.clone(),
+            limit: self.limit.clone(),
+        };
+        let local = legacy
+            .local_addr()
+            .map_err(|source| ServerError::Bind { addr, source })?;
+        let allow: Vec<String> = legacy.allow.iter().map(Network::to_string).collect();
+        let allow = if allow.is_empty() {
+            "any".to_string()
+        } else {
+            allow.join(",")
+        };
+        tracing::warn!(
+            addr = %local,
+            allow = %allow,
+            "legacy TLS listener: TLS 1.0 and static-RSA CBC suites at OpenSSL security level 0"
+        );
+        Ok(legacy)
     }
 
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
@@ -130,6 +165,10 @@ impl CapfListener {
                     continue;
                 }
             };
+            if !self.allows(peer) {
+                tracing::info!(%peer, "address not in legacy_allow; connection closed");
+                continue;
+            }
             if !self
                 .shared
                 .failures
@@ -166,20 +205,25 @@ impl CapfListener {
             tracing::error!("final store flush failed: {e}");
         }
     }
+
+    fn allows(&self, peer: SocketAddr) -> bool {
+        self.allow.is_empty() || self.allow.iter().any(|n| n.contains(peer.ip()))
+    }
+}
+
+async fn bind(addr: SocketAddr) -> Result<TcpListener, ServerError> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| ServerError::Bind { addr, source })
 }
 
 /// TLS handshake (off the accept loop, with its own timeout, R13), then the session.
-async fn serve_connection(
-    shared: &Shared,
-    acceptor: TlsAcceptor,
-    tcp: TcpStream,
-    peer: SocketAddr,
-) {
+async fn serve_connection(shared: &Shared, acceptor: Acceptor, tcp: TcpStream, peer: SocketAddr) {
     // Every CAPF message is one small write answered by the phone: Nagle only adds delay.
     let _ = tcp.set_nodelay(true);
     let handshake = tokio::time::timeout(shared.settings.handshake_timeout(), acceptor.accept(tcp));
-    let tls = match handshake.await {
-        Ok(Ok(tls)) => tls,
+    let (tls, info) = match handshake.await {
+        Ok(Ok(accepted)) => accepted,
         Ok(Err(e)) => {
             tracing::info!(%peer, "TLS handshake failed: {e}");
             return;
@@ -189,29 +233,6 @@ async fn serve_connection(
             return;
         }
     };
-    let (_, conn) = tls.get_ref();
-    let info = TlsInfo {
-        version: conn
-            .protocol_version()
-            .map(|v| format!("{v:?}"))
-            .unwrap_or_default(),
-        cipher: conn
-            .negotiated_cipher_suite()
-            .map(|c| format!("{:?}", c.suite()))
-            .unwrap_or_default(),
-    };
     let id = shared.ids.allocate();
     handler::run_session(shared, tls, peer, id.get(), info).await;
-}
-
-/// rustls with the ring provider: TLS 1.2 (ECDHE + AEAD) and TLS 1.3, no client
-/// certificate (devices authenticate inside the protocol, §2).
-fn tls_config(ca: &Ca) -> Result<rustls::ServerConfig, ServerError> {
-    let (chain, key) = ca.tls_identity();
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let config = rustls::ServerConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()?
-        .with_no_client_auth()
-        .with_single_cert(chain, key)?;
-    Ok(config)
 }

@@ -11,7 +11,7 @@ use capf::settings::{DataDir, Settings};
 use capf::store::{DeviceRecord, Event, Store};
 use rustls::pki_types::CertificateDer;
 use std::net::SocketAddr;
-use tokio::sync::oneshot;
+use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio_rustls::TlsConnector;
 
@@ -20,10 +20,12 @@ pub struct TestNode {
     pub data: DataDir,
     pub store: Store,
     pub addr: SocketAddr,
+    /// The legacy TLS listener, when the settings ask for one.
+    pub legacy_addr: Option<SocketAddr>,
     pub capf_cert: CertificateDer<'static>,
     pub connector: TlsConnector,
-    shutdown: Option<oneshot::Sender<()>>,
-    task: Option<JoinHandle<()>>,
+    shutdown: watch::Sender<bool>,
+    tasks: Vec<JoinHandle<()>>,
 }
 
 impl TestNode {
@@ -64,24 +66,34 @@ impl TestNode {
         let ca = Ca::load(&data.certs(), settings.lsc_validity_days).unwrap();
         let capf_cert = CertificateDer::from(ca.certificate_der().to_vec());
         let trust = capf::cli::load_trust(&data, &ca).unwrap();
+        let legacy_listen = settings.legacy_listen;
         let listener = CapfListener::bind(settings, store.clone(), ca, trust)
             .await
             .unwrap();
         let addr = listener.local_addr().unwrap();
-        let (tx, rx) = oneshot::channel();
-        let task = tokio::spawn(listener.run(async {
-            let _ = rx.await;
-        }));
+        let (shutdown, rx) = watch::channel(false);
+        let stopped = |mut rx: watch::Receiver<bool>| async move {
+            let _ = rx.wait_for(|stop| *stop).await;
+        };
+        let mut tasks = Vec::new();
+        let mut legacy_addr = None;
+        if let Some(legacy_listen) = legacy_listen {
+            let legacy = bind_legacy(&listener, legacy_listen).await;
+            legacy_addr = Some(legacy.local_addr().unwrap());
+            tasks.push(tokio::spawn(legacy.run(stopped(rx.clone()))));
+        }
+        tasks.push(tokio::spawn(listener.run(stopped(rx))));
         let connector = connector(std::slice::from_ref(&capf_cert)).unwrap();
         TestNode {
             dir,
             data,
             store,
             addr,
+            legacy_addr,
             capf_cert,
             connector,
-            shutdown: Some(tx),
-            task: Some(task),
+            shutdown,
+            tasks,
         }
     }
 
@@ -100,14 +112,22 @@ impl TestNode {
             .expect("phone session")
     }
 
-    pub async fn stop(mut self) {
-        if let Some(tx) = self.shutdown.take() {
-            let _ = tx.send(());
-        }
-        if let Some(task) = self.task.take() {
+    pub async fn stop(self) {
+        let _ = self.shutdown.send(true);
+        for task in self.tasks {
             let _ = task.await;
         }
     }
+}
+
+#[cfg(feature = "legacy-tls")]
+async fn bind_legacy(listener: &CapfListener, addr: SocketAddr) -> CapfListener {
+    listener.bind_legacy(addr).await.unwrap()
+}
+
+#[cfg(not(feature = "legacy-tls"))]
+async fn bind_legacy(_: &CapfListener, _: SocketAddr) -> CapfListener {
+    panic!("legacy_listen needs the legacy-tls feature")
 }
 
 pub fn event(name: &str) -> Event {
