@@ -61,35 +61,16 @@ impl HttpServer {
     /// Answers requests until `shutdown` completes. Connections in flight finish on
     /// their own; each is bounded by the timeouts above.
     pub async fn run(self, shutdown: impl Future<Output = ()>) {
-        tokio::pin!(shutdown);
-        let mut backoff = Duration::from_millis(10);
-        loop {
-            let accepted = tokio::select! {
-                accepted = self.listener.accept() => accepted,
-                () = &mut shutdown => break,
-            };
-            let (tcp, peer) = match accepted {
-                Ok(a) => {
-                    backoff = Duration::from_millis(10);
-                    a
-                }
-                Err(e) => {
-                    tracing::warn!("http accept failed: {e}; retrying in {backoff:?}");
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(Duration::from_secs(1));
-                    continue;
-                }
-            };
-            let Ok(permit) = self.limit.clone().try_acquire_owned() else {
-                tracing::warn!(%peer, "http connection cap reached; connection closed");
-                continue;
-            };
-            let service = self.service.clone();
-            tokio::spawn(async move {
-                serve_connection(service, tcp, peer).await;
-                drop(permit);
-            });
-        }
+        let serve = |tcp, peer| serve_connection(self.service.clone(), tcp, peer);
+        super::accept::accept_until(
+            &self.listener,
+            &self.limit,
+            "HTTP",
+            shutdown,
+            |_| true,
+            serve,
+        )
+        .await;
     }
 }
 

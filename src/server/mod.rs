@@ -8,6 +8,7 @@
 //! session has finished. Shutdown stops accepting, then waits up to the grace period for
 //! sessions in flight.
 
+mod accept;
 mod allow;
 mod connection;
 mod handler;
@@ -145,49 +146,24 @@ impl CapfListener {
     /// Accepts phones until `shutdown` completes, then waits up to the grace period for
     /// the sessions in flight.
     pub async fn run(self, shutdown: impl Future<Output = ()>) {
-        tokio::pin!(shutdown);
-        let mut backoff = Duration::from_millis(10);
-        loop {
-            let accepted = tokio::select! {
-                accepted = self.listener.accept() => accepted,
-                () = &mut shutdown => break,
-            };
-            let (tcp, peer) = match accepted {
-                Ok(a) => {
-                    backoff = Duration::from_millis(10);
-                    a
-                }
-                Err(e) => {
-                    // Usually out of file descriptors: wait instead of spinning.
-                    tracing::warn!("accept failed: {e}; retrying in {backoff:?}");
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(Duration::from_secs(1));
-                    continue;
-                }
-            };
+        let admit = |peer: SocketAddr| {
             if !self.allows(peer) {
                 tracing::info!(%peer, "address not in legacy_allow; connection closed");
-                continue;
+                return false;
             }
-            if !self
-                .shared
-                .failures
-                .allows(peer.ip(), tokio::time::Instant::now().into_std())
-            {
+            let now = tokio::time::Instant::now().into_std();
+            if !self.shared.failures.allows(peer.ip(), now) {
                 tracing::info!(%peer, "too many failed sessions from this address; connection closed");
-                continue;
+                return false;
             }
-            let Ok(permit) = self.limit.clone().try_acquire_owned() else {
-                tracing::warn!(%peer, "session cap reached; connection closed");
-                continue;
-            };
+            true
+        };
+        let serve = |tcp, peer| {
             let acceptor = self.acceptor.clone();
             let shared = self.shared.clone();
-            tokio::spawn(async move {
-                serve_connection(&shared, acceptor, tcp, peer).await;
-                drop(permit);
-            });
-        }
+            async move { serve_connection(&shared, acceptor, tcp, peer).await }
+        };
+        accept::accept_until(&self.listener, &self.limit, "CAPF", shutdown, admit, serve).await;
 
         let grace = self.shared.settings.shutdown_grace();
         let all = u32::try_from(self.shared.settings.max_sessions).unwrap_or(u32::MAX);
