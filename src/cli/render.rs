@@ -73,6 +73,7 @@ pub fn device_json(d: &DeviceRecord) -> Value {
         "key": d.key_order.to_string(),
         "deadline": opt_time(d.deadline),
         "encrypted_config": d.encrypted_config,
+        "config_delivery": crate::tftp::plan::delivery(d),
         "status": d.status.to_string(),
         "last_attempt": opt_time(d.last_attempt),
         "failed_auth": d.failed_auth,
@@ -105,6 +106,7 @@ pub fn device_text(d: &DeviceRecord) -> String {
     line("key order:", d.key_order.to_string());
     line("deadline:", d.deadline.map_or("-".into(), time));
     line("encrypted config:", d.encrypted_config.to_string());
+    line("config served:", crate::tftp::plan::delivery(d));
     line("status:", d.status.to_string());
     line("last attempt:", d.last_attempt.map_or("-".into(), time));
     if d.failed_auth > 0 {

@@ -211,6 +211,27 @@ pub fn decide(
     }
 }
 
+/// What the configuration service gives this device, and why, in words for
+/// `capf device show`: the question an operator asks when a phone has no encrypted
+/// configuration.
+pub fn delivery(device: &DeviceRecord) -> String {
+    if !device.encrypted_config {
+        return "full configuration (encryption off)".into();
+    }
+    match (usable_certificate(device), device.phone_certificate()) {
+        (Some(cert), _) => {
+            let which = if device.lsc.is_some() { "LSC" } else { "MIC" };
+            format!("encrypted to the phone's {which} ({})", cert.md5)
+        }
+        (None, Some(cert)) => format!(
+            "partial only: the phone's certificate has an {} key and encrypted files need RSA \
+             (schedule an install with an RSA key order)",
+            cert.key
+        ),
+        (None, None) => "partial only: no certificate known yet (the phone will run CAPF)".into(),
+    }
+}
+
 /// The phone certificate if its DER holds an RSA key. The key type is read from the
 /// DER itself, so the hash and the wrap key cannot come from different sources.
 fn usable_certificate(device: &DeviceRecord) -> Option<&EnrolledCert> {
@@ -481,6 +502,24 @@ mod tests {
                 Served::NotFound(NotFound::NoUsableCertificate)
             );
         }
+    }
+
+    #[test]
+    fn delivery_tells_the_operator_why_a_phone_gets_no_encrypted_file() {
+        let p = pki();
+        let off = device(false, Some(&p.phone.der));
+        assert_eq!(delivery(&off), "full configuration (encryption off)");
+        let rsa = device(true, Some(&p.phone.der));
+        assert_eq!(
+            delivery(&rsa),
+            format!("encrypted to the phone's LSC ({})", md5_hex(&p.phone.der))
+        );
+        assert!(delivery(&device(true, None)).starts_with("partial only: no certificate known"));
+        let ec = delivery(&device(true, Some(&p.phone_ec)));
+        assert!(
+            ec.starts_with("partial only:") && ec.contains("need RSA"),
+            "{ec}"
+        );
     }
 
     #[test]
