@@ -280,10 +280,16 @@ fn every_store_command_works_through_the_admin_socket() {
     ));
     let csv = ok(&capf(&data, &["device", "export", "--csv"]));
     assert!(csv.contains("SEP000000000001,delete,null"), "{csv}");
-    let list = json(&capf(&data, &["device", "list", "--json", "--operation", "delete"]));
+    let list = json(&capf(
+        &data,
+        &["device", "list", "--json", "--operation", "delete"],
+    ));
     assert_eq!(list[0]["name"], "SEP000000000001");
     let table = ok(&capf(&data, &["device", "list"]));
-    assert!(table.lines().nth(1).unwrap().starts_with("SEP000000000001"), "{table}");
+    assert!(
+        table.lines().nth(1).unwrap().starts_with("SEP000000000001"),
+        "{table}"
+    );
     let events = json(&capf(&data, &["events", "--json"]));
     let actors: Vec<_> = events
         .as_array()
