@@ -115,21 +115,18 @@ impl TftpServer {
     /// Starts a transfer for a read request; answers anything else with an error
     /// from the server port.
     async fn answer(&self, packet: &[u8], peer: SocketAddr) {
-        let refusal = if packet.len() > MAX_REQUEST {
-            (ErrorCode::IllegalOperation, "request too long")
-        } else {
-            match parse_request(packet) {
-                Ok(Incoming::Read(read)) => return self.start(read, peer),
-                Ok(Incoming::Write) => (ErrorCode::AccessViolation, "read-only server"),
-                // Errors are never answered: two servers must not trade them forever.
-                Ok(Incoming::Error) => return,
-                Ok(Incoming::Other) | Err(_) => {
-                    (ErrorCode::IllegalOperation, "Illegal TFTP operation")
-                }
+        let (code, message) = match parse_request(packet) {
+            // Errors are never answered: two servers must not trade them forever.
+            Ok(Incoming::Error) => return,
+            _ if packet.len() > MAX_REQUEST => (ErrorCode::IllegalOperation, "request too long"),
+            Ok(Incoming::Read(read)) => return self.start(read, peer),
+            Ok(Incoming::Write) => (ErrorCode::AccessViolation, "read-only server"),
+            Ok(Incoming::Other) | Err(Malformed) => {
+                (ErrorCode::IllegalOperation, "Illegal TFTP operation")
             }
         };
-        let (code, message) = refusal;
-        tracing::info!(%peer, result = %format!("error {}", code as u16), "tftp {message}");
+        let result = format!("error {}", code as u16);
+        tracing::info!(%peer, result = %result, served = message, "tftp {result}");
         let _ = self
             .socket
             .send_to(&error_packet(code, message), peer)
