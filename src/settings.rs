@@ -96,6 +96,9 @@ pub struct Settings {
     pub capf_port: u16,
     /// HTTP configuration delivery; `None` turns it off.
     pub http: Option<SocketAddr>,
+    /// TFTP configuration delivery (usually `0.0.0.0:69`); `None`, the default, turns
+    /// it off, since port 69 needs privileges.
+    pub tftp: Option<SocketAddr>,
     /// TLS handshake timeout, seconds.
     pub handshake_timeout: u64,
     /// Per-message read timeout, seconds (R13: at most 15 — phones give up after 8–10).
@@ -145,6 +148,7 @@ impl Default for Settings {
             listen: SocketAddr::from(([0, 0, 0, 0], 3804)),
             capf_port: 3804,
             http: Some(SocketAddr::from(([0, 0, 0, 0], 6970))),
+            tftp: None,
             handshake_timeout: 10,
             message_timeout: 10,
             keygen_timeout: 120,
@@ -310,6 +314,7 @@ mod tests {
             node_name: "capf.example.net".into(),
             legacy_listen: Some("0.0.0.0:3805".parse().unwrap()),
             legacy_allow: vec!["10.1.0.0/16".parse().unwrap()],
+            tftp: Some("0.0.0.0:69".parse().unwrap()),
             ..Settings::default()
         };
         s.save(&data).unwrap();

@@ -4,9 +4,11 @@ use anyhow::{Context, Result};
 use clap::Args;
 use std::net::SocketAddr;
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use crate::ca::Ca;
 use crate::server::http::HttpServer;
+use crate::server::tftp::TftpServer;
 use crate::server::CapfListener;
 use crate::settings::{DataDir, Settings};
 use crate::store::{Store, StoreError};
@@ -15,7 +17,7 @@ use crate::trust::TrustAnchors;
 
 #[derive(Args, Debug)]
 #[command(
-    after_help = "Examples:\n  capf serve\n  capf --data /var/lib/capf serve --listen 0.0.0.0:3804 --http off"
+    after_help = "Examples:\n  capf serve\n  capf --data /var/lib/capf serve --listen 0.0.0.0:3804 --http off\n  capf serve --tftp 0.0.0.0:69"
 )]
 pub struct ServeArgs {
     /// CAPF listener address (overrides capf.toml; default 0.0.0.0:3804).
@@ -24,6 +26,10 @@ pub struct ServeArgs {
     /// HTTP configuration delivery address, or `off` (default 0.0.0.0:6970).
     #[arg(long)]
     pub http: Option<String>,
+    /// TFTP configuration delivery address (e.g. 0.0.0.0:69), or `off` (the default;
+    /// port 69 needs privileges).
+    #[arg(long)]
+    pub tftp: Option<String>,
     /// Log format: text or json (overrides capf.toml's log_format).
     #[arg(long)]
     pub log_format: Option<String>,
@@ -50,13 +56,10 @@ pub fn serve(data: &DataDir, args: ServeArgs) -> Result<ExitCode> {
         );
     }
     if let Some(http) = &args.http {
-        settings.http = match http.as_str() {
-            "off" | "none" => None,
-            addr => Some(
-                addr.parse()
-                    .with_context(|| format!("invalid --http '{addr}' (ADDR:PORT or off)"))?,
-            ),
-        };
+        settings.http = address_or_off("--http", http)?;
+    }
+    if let Some(tftp) = &args.tftp {
+        settings.tftp = address_or_off("--tftp", tftp)?;
     }
     if !data.is_initialised() {
         tracing::info!("initialising {}", data.root().display());
@@ -88,23 +91,38 @@ pub fn serve(data: &DataDir, args: ServeArgs) -> Result<ExitCode> {
             let _ = rx.wait_for(|stop| *stop).await;
         };
 
-        let http = match settings.http {
-            Some(addr) => {
-                let service = ConfigService::load(data, &settings, store.clone());
-                if let Err(e) = service.signer() {
-                    tracing::error!(
-                        "signed configuration files and the ITL are not served: {e} \
-                         (fix certs/tftp.pem and certs/tftp.key, then restart)"
-                    );
-                }
-                let server = HttpServer::bind(addr, service).await?;
+        // One configuration service for HTTP and TFTP, loaded only if either runs.
+        let service = (settings.http.is_some() || settings.tftp.is_some()).then(|| {
+            let service = ConfigService::load(data, &settings, store.clone());
+            if let Err(e) = service.signer() {
+                tracing::error!(
+                    "signed configuration files and the ITL are not served: {e} \
+                     (fix certs/tftp.pem and certs/tftp.key, then restart)"
+                );
+            }
+            Arc::new(service)
+        });
+        let http = match (settings.http, &service) {
+            (Some(addr), Some(service)) => {
+                let server = HttpServer::bind(addr, service.clone()).await?;
                 tracing::info!(
                     "configuration files served over HTTP on {}",
                     server.local_addr()?
                 );
                 Some(tokio::spawn(server.run(stopped(stop_rx.clone()))))
             }
-            None => None,
+            _ => None,
+        };
+        let tftp = match (settings.tftp, &service) {
+            (Some(addr), Some(service)) => {
+                let server = TftpServer::bind(addr, service.clone()).await?;
+                tracing::info!(
+                    "configuration files served over TFTP on {}",
+                    server.local_addr()?
+                );
+                Some(tokio::spawn(server.run(stopped(stop_rx.clone()))))
+            }
+            _ => None,
         };
         let legacy_listen = settings.legacy_listen;
         let listener = CapfListener::bind(settings, store.clone(), ca, trust).await?;
@@ -123,6 +141,11 @@ pub fn serve(data: &DataDir, args: ServeArgs) -> Result<ExitCode> {
                 tracing::error!("http task: {e}");
             }
         }
+        if let Some(task) = tftp {
+            if let Err(e) = task.await {
+                tracing::error!("tftp task: {e}");
+            }
+        }
         if let Some(legacy) = legacy {
             if let Err(e) = legacy.await {
                 tracing::error!("legacy listener task: {e}");
@@ -135,6 +158,17 @@ pub fn serve(data: &DataDir, args: ServeArgs) -> Result<ExitCode> {
         Ok::<_, anyhow::Error>(())
     })?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// A listen address from the command line, or `None` for `off`.
+fn address_or_off(flag: &str, value: &str) -> Result<Option<SocketAddr>> {
+    match value {
+        "off" | "none" => Ok(None),
+        addr => addr
+            .parse()
+            .map(Some)
+            .with_context(|| format!("invalid {flag} '{addr}' (ADDR:PORT or off)")),
+    }
 }
 
 /// The legacy TLS listener beside `listener`, if one is configured.

@@ -38,5 +38,8 @@ pub fn run(data: &DataDir, args: SettingsArgs) -> Result<ExitCode> {
     if settings.http.is_none() {
         println!("# http is off (no `http` value)");
     }
+    if settings.tftp.is_none() {
+        println!("# tftp is off (no `tftp` value)");
+    }
     Ok(ExitCode::SUCCESS)
 }

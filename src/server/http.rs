@@ -43,13 +43,16 @@ pub struct HttpServer {
 }
 
 impl HttpServer {
-    pub async fn bind(addr: SocketAddr, service: ConfigService) -> Result<Self, ServerError> {
+    pub async fn bind(
+        addr: SocketAddr,
+        service: impl Into<Arc<ConfigService>>,
+    ) -> Result<Self, ServerError> {
         let listener = TcpListener::bind(addr)
             .await
             .map_err(|source| ServerError::Bind { addr, source })?;
         Ok(HttpServer {
             listener,
-            service: Arc::new(service),
+            service: service.into(),
             limit: Arc::new(Semaphore::new(MAX_CONNECTIONS)),
         })
     }
@@ -266,7 +269,7 @@ fn reason_phrase(status: u16) -> &'static str {
 
 /// A request target as it may appear in a log line: at most 128 characters, control
 /// characters escaped.
-fn loggable(target: &str) -> String {
+pub(super) fn loggable(target: &str) -> String {
     let cut = target
         .char_indices()
         .nth(128)

@@ -15,6 +15,7 @@ mod handler;
 pub mod http;
 mod ids;
 mod limits;
+pub mod tftp;
 mod tls;
 
 pub use crate::session::TlsInfo;
