@@ -225,3 +225,19 @@ fn write_fuzz_seeds() {
         ],
     );
 }
+
+// ----------------------------------------------------------------------------------
+// Regressions.
+
+/// 100,000 nested elements: the tree was built without a depth limit, and dropping or
+/// rendering it recursed once per level, overflowing the stack.
+#[test]
+fn deeply_nested_base_config_is_refused() {
+    let depth = 100_000;
+    let mut xml = String::from("<device>");
+    xml.push_str(&"<a>".repeat(depth));
+    xml.push_str(&"</a>".repeat(depth));
+    xml.push_str("</device>");
+    let parsed = capf::tftp::document::DeviceDocument::parse(xml.as_bytes());
+    assert!(parsed.is_err(), "a document nested {depth} deep is refused");
+}
