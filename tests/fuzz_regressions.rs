@@ -5,8 +5,10 @@
 //! `write_fuzz_seeds` (ignored) regenerates the seed corpora under fuzz/seeds from the
 //! spec test vectors and small valid files built by capf itself.
 
-use capf::protocol::{ClientMessage, ServerMessage};
+use capf::protocol::{ClientMessage, ServerMessage, HEADER_LEN, PROTOCOL_ID};
+use capf::session::{Next, Session, SessionPolicy, Step};
 use capf::settings::{DataDir, Settings};
+use capf::store::{AuthMode, DeviceRecord, EcCurve, KeyOrder, Operation, OperationStatus};
 use capf::tftp::{enc, itl, sgn, Digest, Signer};
 use rsa::pkcs8::{DecodePrivateKey, EncodePublicKey};
 use std::path::{Path, PathBuf};
@@ -240,4 +242,72 @@ fn deeply_nested_base_config_is_refused() {
     xml.push_str("</device>");
     let parsed = capf::tftp::document::DeviceDocument::parse(xml.as_bytes());
     assert!(parsed.is_err(), "a document nested {depth} deep is refused");
+}
+
+/// Replays a `session` fuzz input (format in fuzz/fuzz_targets/session.rs, reduced to
+/// what the kept inputs use: configuration bits for operation, null authentication and
+/// EC key order; events with ids and length patched) and checks the target's
+/// invariants.
+fn replay_session(input: &[u8]) {
+    const ID: u32 = 0x0000_0102;
+    let (&config, mut rest) = input.split_first().unwrap();
+    let mut rec = DeviceRecord::new("SEP001122334455");
+    rec.operation = match config & 3 {
+        0 => Operation::None,
+        1 => Operation::Install,
+        2 => Operation::Delete,
+        _ => Operation::Troubleshoot,
+    };
+    rec.auth = AuthMode::Null;
+    if (config >> 4) & 3 == 1 {
+        rec.key_order = KeyOrder::Ec {
+            curve: EcCurve::P256,
+        };
+    }
+    rec.status = OperationStatus::Pending;
+    let (mut session, step) = Session::new(ID, "192.0.2.7:50000", SessionPolicy::default());
+    let mut closed = false;
+    let follow = |session: &mut Session, mut step: Step, closed: &mut bool| loop {
+        if let Some(bytes) = &step.send {
+            assert!(!*closed, "sent {bytes:02x?} after Close");
+            assert_eq!(bytes[0], PROTOCOL_ID);
+            assert_eq!(&bytes[2..6], &ID.to_be_bytes());
+        }
+        step = match step.next {
+            Next::Close => {
+                *closed = true;
+                return;
+            }
+            Next::Read(_) => return,
+            Next::LookupDevice(_) => session.on_device(Some(rec.clone()), NOW),
+            Next::IssueLsc { .. } => session.on_lsc_issued(Err("no CA here".into()), NOW),
+        };
+    };
+    follow(&mut session, step, &mut closed);
+    while let Some((&control, tail)) = rest.split_first() {
+        assert_eq!(control & 3, 3, "kept inputs patch ids and lengths");
+        let (len, tail) = tail.split_first_chunk::<2>().unwrap();
+        let len = usize::from(u16::from_be_bytes(*len)).min(tail.len());
+        let (frame, tail) = tail.split_at(len);
+        rest = tail;
+        let mut frame = frame.to_vec();
+        let payload_len = u16::try_from(frame.len() - HEADER_LEN).unwrap();
+        frame[0] = PROTOCOL_ID;
+        frame[2..6].copy_from_slice(&ID.to_be_bytes());
+        frame[6..8].copy_from_slice(&payload_len.to_be_bytes());
+        let raw: [u8; HEADER_LEN] = frame[..HEADER_LEN].try_into().unwrap();
+        let step = match session.check_header(&raw, NOW) {
+            Ok(header) => session.on_message(&header, &frame[HEADER_LEN..], NOW),
+            Err(step) => step,
+        };
+        follow(&mut session, step, &mut closed);
+    }
+    assert!(closed, "the kept input ends the session");
+}
+
+/// A legacy client asked for an EC-only device is sent END 7; the key it then sends
+/// anyway was answered with a second END_SESSION after `Next::Close`.
+#[test]
+fn nothing_is_sent_after_the_session_closed() {
+    replay_session(include_bytes!("data/fuzz/session-reply-after-close.bin"));
 }
