@@ -311,3 +311,21 @@ fn replay_session(input: &[u8]) {
 fn nothing_is_sent_after_the_session_closed() {
     replay_session(include_bytes!("data/fuzz/session-reply-after-close.bin"));
 }
+
+/// A device name whose third byte falls inside a multi-byte character: the SEP-name
+/// check sliced the string there and panicked.
+#[test]
+fn import_row_with_a_multibyte_name_is_an_error() {
+    let rows = capf::cli::parse_import(&include_bytes!("data/fuzz/csv-multibyte-name.csv")[..])
+        .expect("the header is valid");
+    assert!(rows.iter().any(|(_, row)| row.is_err()));
+    let rows = capf::cli::parse_import(
+        "name,operation,auth,auth_string,key,encrypted_config\nSE\u{7c9}011223344AA,,,,,\n"
+            .as_bytes(),
+    )
+    .unwrap();
+    let (line, row) = &rows[0];
+    assert_eq!(*line, 2);
+    let err = row.as_ref().err().expect("an invalid name").to_string();
+    assert!(err.contains("field name"), "{err}");
+}
