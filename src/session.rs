@@ -322,6 +322,11 @@ impl Session {
     /// Checks a received header (R2 protocol id, R3 session id, R4 payload cap) and
     /// returns it, or the step that ends the session.
     pub fn check_header(&mut self, raw: &[u8; HEADER_LEN], now: UnixTime) -> Result<Header, Step> {
+        if self.is_ended() {
+            // An ended session has said its last word: a second END_SESSION (or any
+            // reply) after `Next::Close` would contradict the first.
+            return Err(close());
+        }
         let header = match Header::decode(raw) {
             Ok(h) => h,
             Err(e) => return Err(self.protocol_error(&e.to_string(), now)),
@@ -338,6 +343,10 @@ impl Session {
 
     /// Handles one whole client message.
     pub fn on_message(&mut self, header: &Header, payload: &[u8], now: UnixTime) -> Step {
+        if self.is_ended() {
+            // As in `check_header`: nothing is sent after `Next::Close`.
+            return close();
+        }
         let msg = match ClientMessage::decode(header, payload) {
             Ok(m) => m,
             Err(e) => return self.protocol_error(&e.to_string(), now),

@@ -43,41 +43,17 @@ pub fn import(ctx: &mut Ctx, path: &Path, dry_run: bool) -> Result<ExitCode> {
             path.display()
         );
     }
-    let mut reader = csv::ReaderBuilder::new()
-        .has_headers(true)
-        .trim(csv::Trim::All)
-        .from_path(path)
-        .with_context(|| format!("cannot read {}", path.display()))?;
-    let header: Vec<String> = reader
-        .headers()
-        .with_context(|| format!("{}: cannot read the header line", path.display()))?
-        .iter()
-        .map(str::to_string)
-        .collect();
-    if header != CSV_HEADER {
-        bail!(
-            "{} line 1: header must be exactly `{}` (found `{}`)",
-            path.display(),
-            CSV_HEADER.join(","),
-            header.join(",")
-        );
-    }
+    let file =
+        std::fs::File::open(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let parsed = parse_import(file).with_context(|| path.display().to_string())?;
 
     let mut rows = Vec::new();
     let mut errors = Vec::new();
     let mut seen = HashSet::new();
     let progress = Progress::new(ctx.progress, "validating");
-    for (i, record) in reader.records().enumerate() {
-        let line = record
-            .as_ref()
-            .ok()
-            .and_then(|r| r.position())
-            .map_or(i + 2, |p| p.line() as usize);
+    for (i, (line, parsed)) in parsed.into_iter().enumerate() {
         progress.tick(i);
-        let result = record
-            .map_err(|e| anyhow::anyhow!("{e}"))
-            .and_then(|r| validate_row(ctx, &r, &mut seen));
-        match result {
+        match parsed.and_then(|p| validate_row(ctx, p, &mut seen)) {
             Ok(row) => rows.push(row),
             Err(e) => errors.push(format!("line {line}: {e:#}")),
         }
@@ -146,16 +122,57 @@ pub fn import(ctx: &mut Ctx, path: &Path, dry_run: bool) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// Turns one CSV row into the record it describes, with errors that name the field.
-fn validate_row(ctx: &Ctx, r: &csv::StringRecord, seen: &mut HashSet<String>) -> Result<Row> {
+/// One CSV row with its fields parsed and checked, before the store is consulted.
+pub struct ParsedRow {
+    pub name: String,
+    pub options: DeviceOptions,
+}
+
+/// Reads an import file: the exact header line, then every row parsed on its own, with
+/// the line it starts on. Pure (no store), so it is also what the fuzzer drives.
+pub fn parse_import(input: impl std::io::Read) -> Result<Vec<(usize, Result<ParsedRow>)>> {
+    let mut reader = csv::ReaderBuilder::new()
+        .has_headers(true)
+        .trim(csv::Trim::All)
+        .from_reader(input);
+    let header: Vec<String> = reader
+        .headers()
+        .context("cannot read the header line")?
+        .iter()
+        .map(str::to_string)
+        .collect();
+    if header != CSV_HEADER {
+        bail!(
+            "line 1: header must be exactly `{}` (found `{}`)",
+            CSV_HEADER.join(","),
+            header.join(",")
+        );
+    }
+    let rows = reader
+        .records()
+        .enumerate()
+        .map(|(i, record)| {
+            let line = record
+                .as_ref()
+                .ok()
+                .and_then(|r| r.position())
+                .map_or(i + 2, |p| p.line() as usize);
+            let row = record
+                .map_err(|e| anyhow::anyhow!("{e}"))
+                .and_then(|r| parse_row(&r));
+            (line, row)
+        })
+        .collect();
+    Ok(rows)
+}
+
+/// Turns one CSV row into the options it describes, with errors that name the field.
+fn parse_row(r: &csv::StringRecord) -> Result<ParsedRow> {
     if r.len() != CSV_HEADER.len() {
         bail!("expected {} fields, found {}", CSV_HEADER.len(), r.len());
     }
     let field = |i: usize| r.get(i).unwrap_or_default();
     let name = normalise_name(field(0)).context("field name")?;
-    if !seen.insert(name.clone()) {
-        bail!("field name = '{name}': listed twice in the file");
-    }
     let operation: Operation = match field(1) {
         "" => Operation::None,
         v => v
@@ -190,9 +207,19 @@ fn validate_row(ctx: &Ctx, r: &csv::StringRecord, seen: &mut HashSet<String>) ->
         deadline: None,
         encrypted_config: Some(encrypted_config),
     };
+    Ok(ParsedRow { name, options })
+}
+
+/// Checks a parsed row against the file (duplicates) and the store, and builds the
+/// record as it will be written.
+fn validate_row(ctx: &Ctx, parsed: ParsedRow, seen: &mut HashSet<String>) -> Result<Row> {
+    let ParsedRow { name, options } = parsed;
+    if !seen.insert(name.clone()) {
+        bail!("field name = '{name}': listed twice in the file");
+    }
     let existed = ctx.store.get_device(&name)?;
     let mut record = existed.clone().unwrap_or_else(|| DeviceRecord::new(&name));
-    if existed.is_some() && generate && record.auth_string.is_some() {
+    if existed.is_some() && options.generate_auth_string && record.auth_string.is_some() {
         // Re-importing an exported file keeps the string the user already has.
         let mut keep = options;
         keep.generate_auth_string = false;

@@ -305,9 +305,15 @@ fn report(ctx: &mut Ctx, rec: &DeviceRecord, generated: Option<String>) -> Resul
 /// phones send it in upper case); anything else must already be a valid name (R8).
 pub fn normalise_name(name: &str) -> Result<String> {
     let name = name.trim();
+    // Compared as bytes: slicing the str at 3 panicked when a multi-byte character
+    // straddled that offset (found by fuzzing the import file).
     let is_sep = name.len() == 15
-        && name[..3].eq_ignore_ascii_case("SEP")
-        && name[3..].bytes().all(|b| b.is_ascii_hexdigit());
+        && name
+            .as_bytes()
+            .split_at_checked(3)
+            .is_some_and(|(prefix, mac)| {
+                prefix.eq_ignore_ascii_case(b"SEP") && mac.iter().all(u8::is_ascii_hexdigit)
+            });
     let name = if is_sep {
         name.to_ascii_uppercase()
     } else {

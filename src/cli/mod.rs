@@ -18,6 +18,7 @@ mod render;
 mod serve;
 mod settings_cmd;
 
+pub use bulk::{parse_import, ParsedRow};
 pub use init::initialise;
 pub use serve::load_trust;
 

@@ -12,6 +12,11 @@ use quick_xml::{Reader, XmlVersion};
 
 const BOM: &[u8] = b"\xEF\xBB\xBF";
 
+/// Deepest element nesting accepted. Phone configurations nest about eight levels; the
+/// tree is dropped and rendered recursively, so without a bound a deeply nested file
+/// overflows the stack.
+pub const MAX_DEPTH: usize = 64;
+
 /// A node of the parsed tree. Adjacent text, CDATA and references are merged into one
 /// `Text`, unescaped and with line ends normalised, as an XML parser reports them.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -112,6 +117,11 @@ fn parse_tree(text: &str) -> Result<Element> {
                 if outside && root.is_some() {
                     return Err(Error::Document(format!(
                         "a second root element at byte {at}"
+                    )));
+                }
+                if open.len() >= MAX_DEPTH {
+                    return Err(Error::Document(format!(
+                        "elements nested deeper than {MAX_DEPTH} at byte {at}"
                     )));
                 }
                 open.push(element(&reader, &start)?);
