@@ -344,6 +344,19 @@ async fn a_large_configuration_round_trips() {
     c.node.store.put_device(&off, common::event(NAME)).unwrap();
     let body = signed_body(&c, &c.get(&format!("/{NAME}.cnf.xml.sgn")).await);
     assert_eq!(body, doc);
+
+    // Past the served-size limit the document is refused, never read whole or truncated.
+    let huge = DOC.replace(
+        "</device>",
+        &format!(
+            "<x>{}</x></device>",
+            "y".repeat(capf::tftp::service::MAX_DOCUMENT as usize)
+        ),
+    );
+    c.document(NAME, huge.as_bytes());
+    let r = c.get(&format!("/{NAME}.cnf.xml.sgn")).await;
+    assert_ne!(r.status, 200);
+    assert!(r.body.len() < 1024);
     c.stop().await;
 }
 

@@ -16,6 +16,10 @@ use rustls_pki_types::CertificateDer;
 use std::fmt;
 use std::path::PathBuf;
 
+/// Largest base configuration served. Real phone configurations are tens of KiB; the
+/// format itself has no limit (config-files.md E3 asks for at least 200 KiB to work).
+pub const MAX_DOCUMENT: u64 = 4 * 1024 * 1024;
+
 /// What kind of file was served, for the request log.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Kind {
@@ -173,10 +177,21 @@ impl ConfigService {
     }
 
     /// The base document, or `None` when there is none. Read on every request, so an
-    /// edited document is served at once.
+    /// edited document is served at once. Larger than `MAX_DOCUMENT` is refused rather
+    /// than read: a runaway file must not take the server's memory with it.
     fn read_document(&self, device: &str) -> Result<Option<Vec<u8>>, Refusal> {
+        use std::io::Read;
         let path = self.document_path(device);
-        match std::fs::read(&path) {
+        let read = std::fs::File::open(&path).and_then(|f| {
+            let mut bytes = Vec::new();
+            f.take(MAX_DOCUMENT + 1).read_to_end(&mut bytes)?;
+            Ok(bytes)
+        });
+        match read {
+            Ok(bytes) if bytes.len() as u64 > MAX_DOCUMENT => Err(Refusal::Unavailable(format!(
+                "{} is larger than {MAX_DOCUMENT} bytes",
+                path.display()
+            ))),
             Ok(bytes) => Ok(Some(bytes)),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(Refusal::Unavailable(format!(
