@@ -2,11 +2,8 @@
 
 mod common;
 
-use common::cli::{capf, fails, ok};
+use common::cli::{capf, fails, ok, Serving};
 use serde_json::Value;
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
 
 #[test]
 fn init_creates_identities_with_private_keys_0600_and_refuses_to_repeat() {
@@ -119,27 +116,7 @@ fn device_lifecycle_and_json_contract() {
 fn serve_initialises_an_empty_directory_and_a_second_serve_refuses() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("fresh");
-    let mut first = Command::new(env!("CARGO_BIN_EXE_capf"))
-        .arg("--data")
-        .arg(&data)
-        .args(["serve", "--listen", "127.0.0.1:0", "--http", "off"])
-        .env("RUST_LOG", "info")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    // Wait (bounded) until it logs that it listens.
-    let stderr = first.stderr.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if line.contains("capf listening on") {
-                let _ = tx.send(());
-            }
-        }
-    });
-    rx.recv_timeout(Duration::from_secs(60))
-        .expect("serve starts on an empty directory");
+    let first = Serving::start(&data);
     assert!(data.join("certs/capf.pem").exists());
 
     let err = fails(&capf(
@@ -168,16 +145,8 @@ fn serve_initialises_an_empty_directory_and_a_second_serve_refuses() {
     assert!(err.contains("not found"), "{err}");
 
     // SIGTERM: a graceful stop with status 0.
-    let _ = Command::new("kill").arg(first.id().to_string()).status();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        if let Some(status) = first.try_wait().unwrap() {
-            assert!(status.success(), "clean shutdown: {status}");
-            break;
-        }
-        assert!(Instant::now() < deadline, "serve did not stop on SIGTERM");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let status = first.stop();
+    assert!(status.success(), "clean shutdown: {status}");
     assert!(
         !data.join("admin.sock").exists(),
         "socket removed on clean shutdown"

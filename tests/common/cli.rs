@@ -73,6 +73,24 @@ impl Serving {
     }
 }
 
+impl Serving {
+    /// SIGTERM, then waits (bounded) for the server to exit; returns its status.
+    pub fn stop(mut self) -> std::process::ExitStatus {
+        let _ = Command::new("kill").arg(self.0.id().to_string()).status();
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(status) = self.0.try_wait().expect("wait for capf serve") {
+                return status;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "serve did not stop on SIGTERM"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
 impl Drop for Serving {
     fn drop(&mut self) {
         let _ = self.0.kill();
