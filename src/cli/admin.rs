@@ -28,6 +28,9 @@ use crate::store::Store;
 
 /// Largest request line: argv of any real command line is far below this.
 const MAX_REQUEST: u64 = 256 * 1024;
+/// Largest frame body: output is cut into frames of at most this size, so a large
+/// output (`device list --json` of a big fleet) streams without a size limit.
+const MAX_FRAME: usize = 1024 * 1024;
 /// How long the server waits for a client to send its request.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -75,7 +78,10 @@ pub fn forward(data: &DataDir, argv: &[OsString]) -> Result<Option<ExitCode>> {
             .read_exact(&mut head)
             .context("capf serve closed the admin connection before the command finished")?;
         let len = u32::from_be_bytes([head[1], head[2], head[3], head[4]]) as usize;
-        let mut body = vec![0u8; len.min(16 * 1024 * 1024)];
+        if len > MAX_FRAME {
+            anyhow::bail!("capf serve sent an admin frame of {len} bytes (at most {MAX_FRAME})");
+        }
+        let mut body = vec![0u8; len];
         stream.read_exact(&mut body)?;
         match head[0] {
             b'O' => stdout.lock().write_all(&body)?,
@@ -208,11 +214,46 @@ struct FrameWriter<'a> {
 
 impl Write for FrameWriter<'_> {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        frame(self.stream, b'O', buf).map_err(std::io::Error::other)?;
-        Ok(buf.len())
+        let chunk = buf.get(..MAX_FRAME).unwrap_or(buf);
+        frame(self.stream, b'O', chunk).map_err(std::io::Error::other)?;
+        Ok(chunk.len())
     }
 
     fn flush(&mut self) -> std::io::Result<()> {
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn large_output_is_cut_into_bounded_frames_that_reassemble() {
+        let (server, mut client) = UnixStream::pair().unwrap();
+        let output: Vec<u8> = (0..3 * MAX_FRAME + 123).map(|i| (i % 251) as u8).collect();
+        let expected = output.clone();
+        let writer = std::thread::spawn(move || {
+            let mut out = std::io::BufWriter::new(FrameWriter { stream: &server });
+            out.write_all(&output).unwrap();
+            out.flush().unwrap();
+            drop(out);
+            finish(&server, 0, "").unwrap();
+        });
+        let mut received = Vec::new();
+        loop {
+            let mut head = [0u8; 5];
+            client.read_exact(&mut head).unwrap();
+            let len = u32::from_be_bytes([head[1], head[2], head[3], head[4]]) as usize;
+            assert!(len <= MAX_FRAME, "frame of {len} bytes");
+            let mut body = vec![0u8; len];
+            client.read_exact(&mut body).unwrap();
+            if head[0] == b'X' {
+                break;
+            }
+            received.extend_from_slice(&body);
+        }
+        writer.join().unwrap();
+        assert_eq!(received, expected);
     }
 }

@@ -255,8 +255,15 @@ pub fn run(ctx: &mut Ctx, cmd: DeviceCommand) -> Result<ExitCode> {
                 }
             }
             if json {
-                let v: Vec<_> = all.iter().map(render::device_json).collect();
-                writeln!(ctx.out, "{}", serde_json::to_string_pretty(&v)?)?;
+                // Streamed element by element: a fleet of a million devices would
+                // otherwise be built as one JSON value and one string in memory first.
+                use serde::Serializer as _;
+                use std::io::Write as _;
+                let mut out = std::io::BufWriter::new(&mut *ctx.out);
+                let mut json = serde_json::Serializer::pretty(&mut out);
+                json.collect_seq(all.iter().map(render::device_json))?;
+                writeln!(out)?;
+                out.flush()?;
             } else {
                 write!(ctx.out, "{}", render::device_table(&all))?;
             }

@@ -138,6 +138,18 @@ where
 /// Commits a session's change and its event in one transaction; durable ones are
 /// flushed before the phone is told.
 async fn apply_commit(store: &Store, commit: Commit) -> Result<(), StoreError> {
+    let durable = commit.durable;
+    let writer = store.clone();
+    // A sled transaction waits while a flush is writing (both take sled's
+    // concurrency lock): that wait must not hold a runtime worker.
+    tokio::task::spawn_blocking(move || write_commit(&writer, commit)).await??;
+    if durable {
+        store.flush_async().await?;
+    }
+    Ok(())
+}
+
+fn write_commit(store: &Store, commit: Commit) -> Result<(), StoreError> {
     match &commit.device {
         Some(name) => {
             let change = commit.change.clone();
@@ -147,22 +159,14 @@ async fn apply_commit(store: &Store, commit: Commit) -> Result<(), StoreError> {
                 }
             });
             match result {
-                Ok(_) => {}
+                Ok(_) => Ok(()),
                 // Removed by the operator mid-session: keep the audit event.
-                Err(StoreError::NotFound(_)) => {
-                    store.append_event(commit.event)?;
-                }
-                Err(e) => return Err(e),
+                Err(StoreError::NotFound(_)) => store.append_event(commit.event).map(drop),
+                Err(e) => Err(e),
             }
         }
-        None => {
-            store.append_event(commit.event)?;
-        }
+        None => store.append_event(commit.event).map(drop),
     }
-    if commit.durable {
-        store.flush_async().await?;
-    }
-    Ok(())
 }
 
 /// Wall-clock time for the session and the store.

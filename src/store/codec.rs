@@ -30,6 +30,13 @@ pub(super) fn encode_device(rec: &DeviceRecord) -> Result<Vec<u8>, StoreError> {
     serde_json::to_vec(&envelope).map_err(StoreError::Encode)
 }
 
+/// The common case read in one pass: a version 1 envelope with a valid body.
+#[derive(Deserialize)]
+struct DeviceEnvelopeV1 {
+    v: u32,
+    device: DeviceRecord,
+}
+
 /// Decodes the value stored under `key` in `devices`. The record's own name must be
 /// the key it is stored under: anything else means the tree was damaged.
 pub(super) fn decode_device(key: &[u8], value: &[u8]) -> Result<DeviceRecord, StoreError> {
@@ -37,16 +44,12 @@ pub(super) fn decode_device(key: &[u8], value: &[u8]) -> Result<DeviceRecord, St
         key: format!("devices/{}", String::from_utf8_lossy(key)),
         reason,
     };
-    let envelope: DeviceEnvelope =
-        serde_json::from_slice(value).map_err(|e| corrupt(format!("bad device envelope: {e}")))?;
-    let rec: DeviceRecord = match envelope.v {
-        1 => serde_json::from_value(envelope.device)
-            .map_err(|e| corrupt(format!("bad version 1 device record: {e}")))?,
-        v => {
-            return Err(corrupt(format!(
-                "device schema version {v} is not supported (this capf reads version {DEVICE_SCHEMA_VERSION})"
-            )))
-        }
+    // Every lookup and every listed device comes through here: parse straight into
+    // the record, and take the two-step path below (whose errors say what is wrong)
+    // only for anything that is not a well-formed version 1 record.
+    let rec = match serde_json::from_slice::<DeviceEnvelopeV1>(value) {
+        Ok(envelope) if envelope.v == 1 => envelope.device,
+        _ => decode_device_in_two_steps(value, &corrupt)?,
     };
     if rec.name.as_bytes() != key {
         return Err(corrupt(format!(
@@ -55,6 +58,22 @@ pub(super) fn decode_device(key: &[u8], value: &[u8]) -> Result<DeviceRecord, St
         )));
     }
     Ok(rec)
+}
+
+/// Reads the version first, then the body as that version describes it.
+fn decode_device_in_two_steps(
+    value: &[u8],
+    corrupt: &dyn Fn(String) -> StoreError,
+) -> Result<DeviceRecord, StoreError> {
+    let envelope: DeviceEnvelope =
+        serde_json::from_slice(value).map_err(|e| corrupt(format!("bad device envelope: {e}")))?;
+    match envelope.v {
+        1 => serde_json::from_value(envelope.device)
+            .map_err(|e| corrupt(format!("bad version 1 device record: {e}"))),
+        v => Err(corrupt(format!(
+            "device schema version {v} is not supported (this capf reads version {DEVICE_SCHEMA_VERSION})"
+        ))),
+    }
 }
 
 pub(super) fn event_key(id: u64) -> [u8; 8] {

@@ -13,6 +13,7 @@
 //! concurrent edit.
 
 mod codec;
+mod group_commit;
 pub mod model;
 #[cfg(test)]
 mod tests;
@@ -52,6 +53,8 @@ pub enum StoreError {
     Encode(serde_json::Error),
     #[error("store error: {0}")]
     Sled(#[from] sled::Error),
+    #[error("store flush did not complete: {0}")]
+    FlushTask(#[from] tokio::task::JoinError),
 }
 
 /// Tree names. Every transaction spans all four.
@@ -75,6 +78,8 @@ pub struct Store {
     /// this is what makes a backup a consistent picture of all trees. Only this process
     /// can write (sled's lock), so an in-process lock is enough.
     write_gate: Arc<RwLock<()>>,
+    /// Durable commits of concurrent sessions share flushes (see group_commit.rs).
+    group_commit: Arc<group_commit::GroupCommit>,
 }
 
 /// The transactional view of the four trees.
@@ -162,6 +167,7 @@ impl Store {
             meta: db.open_tree(META)?,
             db,
             write_gate: Arc::new(RwLock::new(())),
+            group_commit: Arc::default(),
         })
     }
 
@@ -365,10 +371,15 @@ impl Store {
         Ok(())
     }
 
-    /// [`Store::flush`] without blocking the runtime.
+    /// [`Store::flush`] without blocking the runtime: returns once everything
+    /// committed before the call is on disk. Concurrent callers share flushes (group
+    /// commit); sled's own `flush_async` is not used because it deadlocks under
+    /// concurrent callers (spacejam/sled#1308).
     pub async fn flush_async(&self) -> Result<(), StoreError> {
-        self.db.flush_async().await?;
-        Ok(())
+        let db = self.db.clone();
+        self.group_commit
+            .flush(move || db.flush().map(drop).map_err(StoreError::from))
+            .await
     }
 
     /// Copies all trees into a new database in `dir` (which must not hold one yet),

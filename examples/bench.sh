@@ -1,0 +1,214 @@
+#!/usr/bin/env bash
+# Re-runs every figure of docs/benchmarks.md and prints the tables (Markdown).
+#
+#   examples/bench.sh                    # everything, 1,000,000-device store included
+#   STORE_SIZES=100000 examples/bench.sh # skip the million
+#   N=500 LEVELS="1 32" STORE_SIZES=10000 CONF_SECONDS=2 examples/bench.sh   # quick check
+#
+# It builds release, starts capf on a temporary data directory on 127.0.0.1 (ports
+# 23804 and 26970), and runs the load generator on the same host. Results also go to
+# target/bench/results.md; raw JSON reports to target/bench/.
+set -euo pipefail
+
+N=${N:-2000}                          # enrollments per concurrency level
+LEVELS=${LEVELS:-"1 8 32 128"}
+CONFIG_N=${CONFIG_N:-500}             # enrollments with partial + encrypted config
+STORE_SIZES=${STORE_SIZES:-"100000 1000000"}
+CONF_SECONDS=${CONF_SECONDS:-5}
+IDLE=${IDLE:-1000}
+PORT=${PORT:-23804}
+HTTP_PORT=${HTTP_PORT:-26970}
+
+cd "$(dirname "$0")/.."
+cargo build --release --bins --examples >&2
+BIN=$PWD/target/release
+OUT=$PWD/target/bench
+mkdir -p "$OUT"
+WORK=$(mktemp -d /tmp/capf-bench.XXXXXX)
+SERVER=
+
+stop_server() {
+    if [ -n "$SERVER" ]; then
+        kill "$SERVER" 2>/dev/null || true
+        wait "$SERVER" 2>/dev/null || true
+        SERVER=
+    fi
+}
+cleanup() { stop_server; rm -rf "$WORK"; }
+trap cleanup EXIT
+
+# A node whose limits let one host act as thousands of phones.
+new_node() {
+    rm -rf "$WORK/node"
+    mkdir -p "$WORK/node"
+    cat > "$WORK/node/capf.toml" <<EOF
+node_name = "127.0.0.1"
+listen = "127.0.0.1:$PORT"
+http = "127.0.0.1:$HTTP_PORT"
+max_sessions = 4096
+max_failures_per_address = 1000000
+message_timeout = 15
+log_format = "json"
+EOF
+}
+
+start_server() {
+    "$BIN/capf" --data "$WORK/node" serve 2> "$WORK/serve.log" &
+    SERVER=$!
+    for _ in $(seq 100); do
+        [ -S "$WORK/node/admin.sock" ] && return 0
+        sleep 0.1
+    done
+    echo "capf did not start" >&2
+    cat "$WORK/serve.log" >&2
+    exit 1
+}
+
+rss_kib() { awk '/^VmRSS:/ {print $2}' "/proc/$1/status"; }
+loadgen() { "$BIN/examples/loadgen" --data "$WORK/node" --addr "127.0.0.1:$PORT" "$@"; }
+json() { python3 -c "import json,sys; d=json.load(open(sys.argv[1])); print(eval(sys.argv[2]))" "$@"; }
+
+# Server-side session durations (TLS handshake excluded) of the log lines from $1 on.
+server_p99() {
+    tail -n "+$1" "$WORK/serve.log" | python3 -c '
+import json, sys
+d = []
+for line in sys.stdin:
+    try:
+        f = json.loads(line)["fields"]
+    except Exception:
+        continue
+    if f.get("message") == "session ended" and f.get("result") == "Upgrade Success":
+        d.append(f["duration_ms"])
+d.sort()
+print(f"{d[min(len(d)-1, int(len(d)*0.99))]}" if d else "-")'
+}
+
+# -- the machine and its limit ------------------------------------------------------
+CPUS=$(nproc)
+MODEL=$(awk -F': ' '/model name/ {print $2; exit}' /proc/cpuinfo)
+LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg)
+echo "openssl speed (single core, then $CPUS processes)..." >&2
+SPEED1=$(openssl speed -seconds 5 rsa2048 2>/dev/null | awk '/^rsa 2048/ {print $6}')
+SPEEDN=$(openssl speed -seconds 5 -multi "$CPUS" rsa2048 2>/dev/null | awk '/^rsa 2048/ {print $6}')
+# Two private-key operations per enrollment: the TLS handshake and the LSC.
+LIMIT=$(python3 -c "print(round($SPEEDN / 2))")
+
+# -- enrollment ---------------------------------------------------------------------
+new_node
+start_server
+IDLE_RSS=$(rss_kib "$SERVER")
+FIRST=0
+ENROLL_ROWS=""
+for C in $LEVELS; do
+    loadgen setup -n "$N" --first "$FIRST" >/dev/null
+    LINE=$(($(wc -l < "$WORK/serve.log") + 1))
+    loadgen enroll -n "$N" --first "$FIRST" -c "$C" --json > "$OUT/enroll-c$C.json"
+    R="$OUT/enroll-c$C.json"
+    EPS=$(json "$R" "round(d['enrollments_per_second'])")
+    ENROLL_ROWS+="| $C | $N | $(json "$R" "d['failed']") | $EPS | $(python3 -c "print(f'{$EPS / $LIMIT:.0%}')") \
+| $(json "$R" "round(d['enroll_latency']['p50_ms'],1)") | $(json "$R" "round(d['enroll_latency']['p95_ms'],1)") \
+| $(json "$R" "round(d['enroll_latency']['p99_ms'],1)") | $(json "$R" "round(d['enroll_latency']['max_ms'],1)") \
+| $(server_p99 "$LINE") |
+"
+    FIRST=$((FIRST + N))
+done
+
+loadgen setup -n "$CONFIG_N" --first "$FIRST" --encrypted-config >/dev/null
+loadgen enroll -n "$CONFIG_N" --first "$FIRST" -c 32 --config "http://127.0.0.1:$HTTP_PORT" --json > "$OUT/enroll-config.json"
+R="$OUT/enroll-config.json"
+CONFIG_ROW="| 32 | $CONFIG_N | $(json "$R" "d['failed']") | $(json "$R" "round(d['enrollments_per_second'])") \
+| $(json "$R" "round(d['enroll_latency']['p99_ms'],1)") | $(json "$R" "round(d['config_latency']['p50_ms'],1)") \
+| $(json "$R" "round(d['config_latency']['p99_ms'],1)") |"
+stop_server
+
+# -- idle connections, on a fresh node ----------------------------------------------
+new_node
+start_server
+sleep 1
+loadgen idle -n "$IDLE" --server-pid "$SERVER" --hold 1 --json > "$OUT/idle.json"
+IDLE_FRESH=$(json "$OUT/idle.json" "d['rss_before_kib']")
+IDLE_WITH=$(json "$OUT/idle.json" "d['rss_with_connections_kib']")
+IDLE_OPENED=$(json "$OUT/idle.json" "d['opened']")
+stop_server
+
+# -- configuration builds -----------------------------------------------------------
+"$BIN/examples/confbench" --seconds "$CONF_SECONDS" --json > "$OUT/confbench.json"
+CONF_ROWS=$(python3 - "$OUT/confbench.json" "$SPEED1" <<'EOF'
+import json, sys
+cases = json.load(open(sys.argv[1]))
+one = float(sys.argv[2])
+for c in cases:
+    per_core = c["per_second"] / c["threads"]
+    print(f"| {c['name']} | {c['threads']} | {c['per_second']:.0f} | {per_core:.0f} | {per_core / one:.0%} |")
+EOF
+)
+
+# -- store scale --------------------------------------------------------------------
+STORE_ROWS=""
+for SIZE in $STORE_SIZES; do
+    new_node
+    start_server
+    START=$(date +%s.%N)
+    loadgen setup -n "$SIZE" --first 0 >/dev/null
+    IMPORT=$(python3 -c "print(f'{$(date +%s.%N) - $START:.1f}')")
+    RSS_IMPORT=$(rss_kib "$SERVER")
+    START=$(date +%s.%N)
+    for i in $(seq 20); do
+        "$BIN/capf" --data "$WORK/node" device show "$(printf 'SEP%012X' $(( (RANDOM * 32768 + RANDOM) % SIZE )))" >/dev/null
+    done
+    SHOW=$(python3 -c "print(f'{($(date +%s.%N) - $START) / 20 * 1000:.1f}')")
+    # Counted as it streams: top-level keys are indented by four spaces.
+    START=$(date +%s.%N)
+    LISTED=$("$BIN/capf" --data "$WORK/node" device list --json | grep -c '^    "name": ')
+    LIST=$(python3 -c "print(f'{$(date +%s.%N) - $START:.2f}')")
+    RSS_AFTER=$(rss_kib "$SERVER")
+    stop_server
+    BYTES=$(du -sb "$WORK/node/db" | cut -f1)
+    "$BIN/examples/storebench" --data "$WORK/node" --count "$SIZE" --json > "$OUT/store-$SIZE.json"
+    S="$OUT/store-$SIZE.json"
+    STORE_ROWS+="| $SIZE | $IMPORT | $LIST ($LISTED listed) | $SHOW | $(json "$S" "round(d['lookup_p50_us'],1)") / $(json "$S" "round(d['lookup_p99_us'],1)") \
+| $(python3 -c "print(f'{$BYTES / 1048576:.0f} MiB, {$BYTES / $SIZE / 1024:.2f} KiB/device')") | $((RSS_IMPORT / 1024)) / $((RSS_AFTER / 1024)) MiB \
+| $(json "$S" "round(d['open_seconds'],1)") |
+"
+done
+
+LOAD_AFTER=$(cut -d' ' -f1-3 /proc/loadavg)
+{
+cat <<EOF
+Machine: $CPUS × $MODEL; $(openssl version | cut -d' ' -f1-2); load average before $LOAD_BEFORE, after $LOAD_AFTER.
+Limit: \`openssl speed -seconds 5 rsa2048\` = $SPEED1 signs/s on one core; \`-multi $CPUS\` = $SPEEDN signs/s,
+so $LIMIT enrollments/s at two private-key operations each.
+
+### Enrollment (RSA-2048 phone keys from a pool of 16, null string, loadgen on the same host)
+
+| C | phones | failed | enrollments/s | of limit | p50 ms | p95 ms | p99 ms | max ms | server p99 ms |
+|---|---|---|---|---|---|---|---|---|---|
+$ENROLL_ROWS
+### Enrollment followed by the signed partial and the encrypted configuration over HTTP
+
+| C | phones | failed | enrollments/s | enroll p99 ms | config p50 ms | config p99 ms |
+|---|---|---|---|---|---|---|
+$CONFIG_ROW
+
+### Configuration builds (\`ConfigService::fetch\` in-process)
+
+| file | threads | files/s | per core | of one core's RSA-2048 signs/s |
+|---|---|---|---|---|
+$CONF_ROWS
+
+### Memory
+
+| | RSS |
+|---|---|
+| \`capf serve\`, idle, empty store | $((IDLE_RSS / 1024)) MiB |
+| fresh \`capf serve\` before the connections | $((IDLE_FRESH / 1024)) MiB |
+| with $IDLE_OPENED of $IDLE connections idle after AUTH_REQUEST | $((IDLE_WITH / 1024)) MiB |
+
+### Store scale (devices imported with \`capf device import\` through the admin socket)
+
+| devices | import s | \`device list --json\` s | \`device show\` ms (CLI) | lookup p50 / p99 µs (in-process) | db size | server RSS after import / after list+show | store open s |
+|---|---|---|---|---|---|---|---|
+$STORE_ROWS
+EOF
+} | tee "$OUT/results.md"

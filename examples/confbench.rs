@@ -1,0 +1,163 @@
+//! Configuration build throughput: encrypted configurations (and signed partials) per
+//! second, calling [`ConfigService::fetch`] directly, on one thread and on every core.
+//!
+//! ```text
+//! cargo run --release --example confbench -- --seconds 5 [--json]
+//! ```
+//!
+//! It initialises a throw-away data directory, enrolls one RSA-2048 phone (an LSC from
+//! the real CA, encrypted configuration on, a base document in `tftp/`) and builds its
+//! files for the given time. Each `.enc.sgn` costs one RSA-2048 signature by the TFTP
+//! signer plus one public-key wrap, so the ceiling is the machine's RSA-2048 sign rate.
+
+use capf::ca::Ca;
+use capf::phone::PhoneKey;
+use capf::protocol::{KeyGenerateRequest, KeyType};
+use capf::settings::{DataDir, Settings};
+use capf::store::{DeviceRecord, Event, Operation, Store};
+use capf::tftp::plan::{ConfigForm, Request};
+use capf::tftp::service::ConfigService;
+use clap::Parser;
+use serde::Serialize;
+use std::time::{Duration, Instant};
+
+#[derive(Parser)]
+struct Args {
+    /// Measuring time per case, seconds.
+    #[arg(long, default_value_t = 5.0)]
+    seconds: f64,
+    /// Threads of the all-cores case (default: available parallelism).
+    #[arg(long)]
+    threads: Option<usize>,
+    #[arg(long)]
+    json: bool,
+}
+
+const MAC: &str = "0000AABBCCDD";
+
+const DOCUMENT: &str = r#"<?xml version="1.0" encoding="UTF-8"?>
+<device>
+  <fullConfig>true</fullConfig>
+  <deviceProtocol>SIP</deviceProtocol>
+  <capfAuthMode>0</capfAuthMode>
+  <capfList><capf><phonePort>3804</phonePort><processNodeName>127.0.0.1</processNodeName></capf></capfList>
+  <sipProfile><sipLines><line button="1"><name>1001</name><authName>1001</authName><authPassword>s3cret</authPassword></line></sipLines></sipProfile>
+  <certHash></certHash>
+  <encrConfig>false</encrConfig>
+</device>
+"#;
+
+#[derive(Serialize)]
+struct Case {
+    name: &'static str,
+    threads: usize,
+    files: u64,
+    seconds: f64,
+    per_second: f64,
+}
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let threads = args
+        .threads
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    let dir = tempfile::tempdir()?;
+    let data = DataDir::new(dir.path());
+    let settings = Settings::default();
+    capf::cli::initialise(&data, &settings, None, None, false)?;
+    let store = Store::open(&data.db())?;
+    let ca = Ca::load(&data.certs(), settings.lsc_validity_days)?;
+
+    let key = PhoneKey::generate(&KeyGenerateRequest {
+        key_size: Some(2048),
+        key_type: Some(KeyType::Rsa),
+        curve: None,
+    })?;
+    let name = format!("SEP{MAC}");
+    let now = capf::server::now();
+    let mut device = DeviceRecord::new(&name);
+    device.operation = Operation::None;
+    device.encrypted_config = true;
+    device.lsc = Some(ca.issue_lsc(&name, &key.public_key_der()?, now)?);
+    store.put_device(
+        &device,
+        Event {
+            id: 0,
+            time: now,
+            actor: "bench".into(),
+            device: Some(name.clone()),
+            action: "device-add".into(),
+            result: "added".into(),
+            details: Default::default(),
+        },
+    )?;
+    std::fs::write(data.tftp().join(format!("{name}.cnf.xml")), DOCUMENT)?;
+    let service = ConfigService::load(&data, &settings, store);
+    if let Err(e) = service.signer() {
+        anyhow::bail!("no signer: {e}");
+    }
+
+    let seconds = Duration::from_secs_f64(args.seconds);
+    let mut cases = Vec::new();
+    for (label, form) in [
+        ("encrypted .enc.sgn", ConfigForm::Encrypted),
+        ("signed partial .sgn", ConfigForm::Signed),
+    ] {
+        let request = Request::Config {
+            mac: MAC.into(),
+            form,
+        };
+        for n in [1, threads] {
+            cases.push(run(label, &service, &request, n, seconds)?);
+        }
+    }
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&cases)?);
+    } else {
+        for c in &cases {
+            println!(
+                "{:<20} threads {:>2}: {:>6} files in {:.2} s = {:>7.1} files/s",
+                c.name, c.threads, c.files, c.seconds, c.per_second
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Builds `request` on `threads` threads for `seconds`.
+fn run(
+    name: &'static str,
+    service: &ConfigService,
+    request: &Request,
+    threads: usize,
+    seconds: Duration,
+) -> anyhow::Result<Case> {
+    let started = Instant::now();
+    let counts = std::thread::scope(|scope| {
+        let workers: Vec<_> = (0..threads)
+            .map(|_| {
+                scope.spawn(|| {
+                    let mut built = 0u64;
+                    while started.elapsed() < seconds {
+                        service.fetch(request, capf::server::now())?;
+                        built += 1;
+                    }
+                    Ok::<_, anyhow::Error>(built)
+                })
+            })
+            .collect();
+        workers
+            .into_iter()
+            .map(|w| w.join().map_err(|_| anyhow::anyhow!("worker panicked"))?)
+            .collect::<anyhow::Result<Vec<u64>>>()
+    })?;
+    let elapsed = started.elapsed().as_secs_f64();
+    let files: u64 = counts.iter().sum();
+    Ok(Case {
+        name,
+        threads,
+        files,
+        seconds: elapsed,
+        per_second: files as f64 / elapsed,
+    })
+}
