@@ -53,15 +53,17 @@ pub fn init(data: &DataDir, args: InitArgs) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// Creates everything `serve` needs in `data`; used by `init` and by `serve` on an
-/// empty directory.
+/// Creates everything `serve` needs in `data` and returns the new store, still open:
+/// used by `init` and by `serve` on an empty directory. Handing the store on matters:
+/// sled releases its directory lock asynchronously after the last handle is dropped, so
+/// closing it here and reopening it at once can find it still locked.
 pub fn initialise(
     data: &DataDir,
     settings: &Settings,
     organization: Option<String>,
     org_unit: Option<String>,
     force: bool,
-) -> Result<()> {
+) -> Result<crate::store::Store> {
     for dir in [
         data.root().to_path_buf(),
         data.certs(),
@@ -82,8 +84,9 @@ pub fn initialise(
         },
     )?;
     settings.save(data)?;
-    crate::store::Store::open(&data.db())?.flush()?;
-    Ok(())
+    let store = crate::store::Store::open(&data.db())?;
+    store.flush()?;
+    Ok(store)
 }
 
 /// The data directory holds private keys and authentication strings: owner only.

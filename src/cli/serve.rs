@@ -61,17 +61,18 @@ pub fn serve(data: &DataDir, args: ServeArgs) -> Result<ExitCode> {
     if let Some(tftp) = &args.tftp {
         settings.tftp = address_or_off("--tftp", tftp)?;
     }
-    if !data.is_initialised() {
+    let store = if data.is_initialised() {
+        match Store::open(&data.db()) {
+            Ok(s) => s,
+            Err(StoreError::Locked(_)) => anyhow::bail!(
+                "another capf process is serving {} (only one process can own the store)",
+                data.root().display()
+            ),
+            Err(e) => return Err(e.into()),
+        }
+    } else {
         tracing::info!("initialising {}", data.root().display());
-        super::init::initialise(data, &settings, None, None, false)?;
-    }
-    let store = match Store::open(&data.db()) {
-        Ok(s) => s,
-        Err(StoreError::Locked(_)) => anyhow::bail!(
-            "another capf process is serving {} (only one process can own the store)",
-            data.root().display()
-        ),
-        Err(e) => return Err(e.into()),
+        super::init::initialise(data, &settings, None, None, false)?
     };
     let ca = Ca::load(&data.certs(), settings.lsc_validity_days)?;
     let trust = load_trust(data, &ca)?;

@@ -157,15 +157,31 @@ impl Txn<'_> {
 /// devices hot while point lookups of the rest stay in the microseconds.
 const CACHE_BYTES: u64 = 128 * 1024 * 1024;
 
+/// How long `Store::open` waits for a lock that may be on its way out.
+const LOCK_PATIENCE: std::time::Duration = std::time::Duration::from_millis(500);
+
 impl Store {
     /// Opens (creating if needed) the database in `dir`. Fails with
     /// [`StoreError::Locked`] while another process or handle has it open.
+    ///
+    /// sled lets go of its directory lock asynchronously: a handle dropped a moment ago
+    /// (by this process, or by a process that is exiting) can still hold it. A lock is
+    /// therefore retried for up to `LOCK_PATIENCE` before it counts as held.
     pub fn open(dir: &Path) -> Result<Store, StoreError> {
-        let db = sled::Config::new()
-            .path(dir)
-            .cache_capacity(CACHE_BYTES)
-            .open()
-            .map_err(|e| open_error(dir, e))?;
+        let started = std::time::Instant::now();
+        let db = loop {
+            let opened = sled::Config::new()
+                .path(dir)
+                .cache_capacity(CACHE_BYTES)
+                .open()
+                .map_err(|e| open_error(dir, e));
+            match opened {
+                Err(StoreError::Locked(_)) if started.elapsed() < LOCK_PATIENCE => {
+                    std::thread::sleep(std::time::Duration::from_millis(25));
+                }
+                other => break other?,
+            }
+        };
         Ok(Store {
             devices: db.open_tree(DEVICES)?,
             events: db.open_tree(EVENTS)?,

@@ -53,7 +53,7 @@ impl TestNode {
             ..Settings::default()
         };
         adjust(&mut settings);
-        capf::cli::initialise(
+        let store = capf::cli::initialise(
             &data,
             &settings,
             Some("Example".into()),
@@ -62,7 +62,6 @@ impl TestNode {
         )
         .unwrap();
         prepare(&data);
-        let store = Store::open(&data.db()).unwrap();
         let ca = Ca::load(&data.certs(), settings.lsc_validity_days).unwrap();
         let capf_cert = CertificateDer::from(ca.certificate_der().to_vec());
         let trust = capf::cli::load_trust(&data, &ca).unwrap();
