@@ -89,7 +89,7 @@ async fn main() -> anyhow::Result<()> {
         std::fs::create_dir_all(&args.out)?;
         let cert_path = args.out.join(format!("{}.pem", args.name));
         let key_path = args.out.join(format!("{}.key", args.name));
-        std::fs::write(&cert_path, capf_pem(der))?;
+        std::fs::write(&cert_path, capf::ca::certificate_pem(der))?;
         write_private(&key_path, &key.to_pem()?)?;
         println!(
             "LSC stored in {} (key {})",
@@ -193,20 +193,6 @@ async fn fetch(base: &str, name: &str) -> anyhow::Result<Vec<u8>> {
     );
     println!("GET {name}: {} bytes", response.body.len());
     Ok(response.body)
-}
-
-fn capf_pem(der: &[u8]) -> String {
-    use base64::Engine;
-    let b64 = base64::engine::general_purpose::STANDARD.encode(der);
-    let body: Vec<&str> = b64
-        .as_bytes()
-        .chunks(64)
-        .map(|c| std::str::from_utf8(c).unwrap_or_default())
-        .collect();
-    format!(
-        "-----BEGIN CERTIFICATE-----\n{}\n-----END CERTIFICATE-----\n",
-        body.join("\n")
-    )
 }
 
 /// Private keys are written owner-only.

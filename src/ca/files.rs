@@ -92,7 +92,7 @@ pub(crate) fn read_private_key(path: &Path) -> Result<PrivatePkcs8KeyDer<'static
 }
 
 /// PEM text of a DER certificate (RFC 7468: base64 in 64-column lines).
-pub(crate) fn certificate_pem(der: &[u8]) -> String {
+pub fn certificate_pem(der: &[u8]) -> String {
     let body = base64::engine::general_purpose::STANDARD.encode(der);
     let mut out = String::from("-----BEGIN CERTIFICATE-----\n");
     for line in body.as_bytes().chunks(64) {

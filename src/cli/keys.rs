@@ -88,7 +88,7 @@ pub fn run(ctx: &mut Ctx, cmd: KeysCommand) -> Result<ExitCode> {
                     anyhow::bail!("device {name} has no enrolled certificate");
                 }
                 for (_, c) in certs(&d) {
-                    write!(ctx.out, "{}", render::pem(&c.der))?;
+                    write!(ctx.out, "{}", crate::ca::certificate_pem(&c.der))?;
                 }
             } else {
                 write!(ctx.out, "{}", render::device_text(&d))?;

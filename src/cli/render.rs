@@ -33,18 +33,6 @@ fn opt_time(t: Option<UnixTime>) -> Value {
     t.map_or(Value::Null, |t| Value::String(time(t)))
 }
 
-/// PEM of a DER certificate.
-pub fn pem(der: &[u8]) -> String {
-    let b64 = base64::engine::general_purpose::STANDARD.encode(der);
-    let mut out = String::from("-----BEGIN CERTIFICATE-----\n");
-    for line in b64.as_bytes().chunks(64) {
-        out.push_str(&String::from_utf8_lossy(line));
-        out.push('\n');
-    }
-    out.push_str("-----END CERTIFICATE-----\n");
-    out
-}
-
 pub fn cert_json(c: &EnrolledCert) -> Value {
     json!({
         "md5": c.md5,
@@ -56,7 +44,7 @@ pub fn cert_json(c: &EnrolledCert) -> Value {
         "public_key": base64::engine::general_purpose::STANDARD.encode(&c.public_key),
         "issuer": c.issuer,
         "subject": c.subject,
-        "pem": pem(&c.der),
+        "pem": crate::ca::certificate_pem(&c.der),
     })
 }
 
