@@ -534,8 +534,10 @@ async fn idle_connections_are_closed_and_the_cap_is_enforced() {
     node.stop().await;
 }
 
+/// The default listener's refusal of TLS 1.0 is tested in tests/legacy_tls.rs (it needs
+/// OpenSSL as the client).
 #[tokio::test]
-async fn tls_1_3_and_1_2_only() {
+async fn a_phone_negotiates_tls_1_3() {
     let node = TestNode::start().await;
     node.add(DeviceRecord::new(NAME));
     let outcome = node.run(&Phone::new(NAME)).await;
