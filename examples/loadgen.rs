@@ -83,6 +83,9 @@ enum Mode {
         /// URL after enrolling, verify both and decrypt the latter.
         #[arg(long)]
         config: Option<String>,
+        /// capf's process id: its CPU time per enrollment is reported too.
+        #[arg(long)]
+        server_pid: Option<u32>,
         /// Print the report as JSON.
         #[arg(long)]
         json: bool,
@@ -195,6 +198,7 @@ async fn main() -> anyhow::Result<()> {
             auth,
             pool,
             config,
+            server_pid,
             json,
         } => {
             let run = EnrollRun {
@@ -205,6 +209,7 @@ async fn main() -> anyhow::Result<()> {
                 key,
                 auth,
                 config,
+                server_pid,
             };
             let report = run.run(pool.max(1)).await?;
             if json {
@@ -302,6 +307,7 @@ struct EnrollRun {
     key: KeyKind,
     auth: Auth,
     config: Option<String>,
+    server_pid: Option<u32>,
 }
 
 /// What one phone went through.
@@ -354,6 +360,10 @@ struct Report {
     enroll_latency: Option<Latency>,
     config_latency: Option<Latency>,
     failures: BTreeMap<String, u64>,
+    /// CPU time (user + system) per enrollment while the clock ran, of the load
+    /// generator itself and, with `--server-pid`, of capf.
+    loadgen_cpu_ms_per_enrollment: Option<f64>,
+    server_cpu_ms_per_enrollment: Option<f64>,
 }
 
 impl Report {
@@ -387,6 +397,14 @@ impl Report {
         };
         show("enroll", &self.enroll_latency);
         show("config", &self.config_latency);
+        for (who, cpu) in [
+            ("loadgen", self.loadgen_cpu_ms_per_enrollment),
+            ("server", self.server_cpu_ms_per_enrollment),
+        ] {
+            if let Some(ms) = cpu {
+                println!("{who} CPU per enrollment: {ms:.3} ms");
+            }
+        }
         for (reason, count) in &self.failures {
             println!("  failed {count}: {reason}");
         }
@@ -416,6 +434,9 @@ impl EnrollRun {
             run: self,
         });
 
+        let own_pid = std::process::id();
+        let server_pid = shared.run.server_pid;
+        let cpu_before = (cpu_seconds(own_pid), server_pid.and_then(cpu_seconds));
         let started = Instant::now();
         let workers: Vec<_> = (0..shared.run.concurrency)
             .map(|_| {
@@ -434,6 +455,7 @@ impl EnrollRun {
             attempts.extend(worker.await?);
         }
         let seconds = started.elapsed().as_secs_f64();
+        let cpu_after = (cpu_seconds(own_pid), server_pid.and_then(cpu_seconds));
 
         let mut failures = BTreeMap::new();
         let mut enroll = Vec::new();
@@ -462,6 +484,8 @@ impl EnrollRun {
             enroll_latency: Latency::of(enroll),
             config_latency: Latency::of(config),
             failures,
+            loadgen_cpu_ms_per_enrollment: per_enrollment(cpu_before.0, cpu_after.0, succeeded),
+            server_cpu_ms_per_enrollment: per_enrollment(cpu_before.1, cpu_after.1, succeeded),
         })
     }
 }
@@ -716,6 +740,23 @@ async fn open_idle(
     let mut payload = vec![0u8; usize::from(header.payload_len)];
     tls.read_exact(&mut payload).await?;
     Ok(tls)
+}
+
+/// CPU time (user + system) a process has used so far, seconds.
+fn cpu_seconds(pid: u32) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name, which is in parentheses and may hold spaces;
+    // utime and stime are fields 14 and 15 of the line, in clock ticks (USER_HZ, 100
+    // on Linux).
+    let rest = stat.get(stat.rfind(')')? + 1..)?;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| fields.get(i)?.parse::<u64>().ok();
+    Some((ticks(11)? + ticks(12)?) as f64 / 100.0)
+}
+
+fn per_enrollment(before: Option<f64>, after: Option<f64>, enrollments: u64) -> Option<f64> {
+    let used = after? - before?;
+    (enrollments > 0).then(|| used * 1000.0 / enrollments as f64)
 }
 
 /// VmRSS of a process, KiB.

@@ -5,7 +5,7 @@
 use super::connection::Connection;
 use super::Shared;
 use crate::session::{Commit, Next, Session, Step, TlsInfo, Wait};
-use crate::store::{Store, StoreError, UnixTime};
+use crate::store::{Change, StoreError, UnixTime, Writer};
 use std::net::SocketAddr;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::time::{timeout_at, Instant};
@@ -27,7 +27,7 @@ pub async fn run_session<S>(
 
     loop {
         if let Some(commit) = step.commit.take() {
-            if let Err(e) = apply_commit(&shared.store, *commit).await {
+            if let Err(e) = apply_commit(&shared.writer, *commit).await {
                 // Never tell a phone anything the store did not record.
                 tracing::error!(session = session_id, %peer, "store error: {e}");
                 step = session.abort("store error");
@@ -39,7 +39,7 @@ pub async fn run_session<S>(
                 tracing::debug!(session = session_id, %peer, "write failed: {e}");
                 step = session.on_eof(now());
                 if let Some(commit) = step.commit.take() {
-                    if let Err(e) = apply_commit(&shared.store, *commit).await {
+                    if let Err(e) = apply_commit(&shared.writer, *commit).await {
                         tracing::error!(session = session_id, %peer, "store error: {e}");
                     }
                 }
@@ -135,38 +135,29 @@ where
     session.on_message(&header, &payload, now())
 }
 
-/// Commits a session's change and its event in one transaction; durable ones are
-/// flushed before the phone is told.
-async fn apply_commit(store: &Store, commit: Commit) -> Result<(), StoreError> {
-    let durable = commit.durable;
-    let writer = store.clone();
-    // A sled transaction waits while a flush is writing (both take sled's
-    // concurrency lock): that wait must not hold a runtime worker.
-    tokio::task::spawn_blocking(move || write_commit(&writer, commit)).await??;
-    if durable {
-        store.flush_async().await?;
-    }
-    Ok(())
-}
-
-fn write_commit(store: &Store, commit: Commit) -> Result<(), StoreError> {
-    match &commit.device {
-        Some(name) => {
-            let change = commit.change.clone();
-            let result = store.update_device(name, commit.event.clone(), &commit.serials, |rec| {
+/// Records a session's change and its event; a durable one is on disk before this
+/// returns, so before the phone is told.
+async fn apply_commit(writer: &Writer, commit: Commit) -> Result<(), StoreError> {
+    let Commit {
+        device,
+        change,
+        event,
+        serials,
+        durable,
+    } = commit;
+    writer
+        .write(Change {
+            device,
+            update: Box::new(move |rec| {
                 if let Some(change) = &change {
                     change.apply(rec);
                 }
-            });
-            match result {
-                Ok(_) => Ok(()),
-                // Removed by the operator mid-session: keep the audit event.
-                Err(StoreError::NotFound(_)) => store.append_event(commit.event).map(drop),
-                Err(e) => Err(e),
-            }
-        }
-        None => store.append_event(commit.event).map(drop),
-    }
+            }),
+            event,
+            serials,
+            durable,
+        })
+        .await
 }
 
 /// Wall-clock time for the session and the store.

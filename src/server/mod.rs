@@ -26,7 +26,7 @@ pub use ids::SessionIds;
 use crate::ca::Ca;
 use crate::session::SessionPolicy;
 use crate::settings::Settings;
-use crate::store::Store;
+use crate::store::{Store, Writer};
 use crate::trust::TrustAnchors;
 use std::future::Future;
 use std::net::SocketAddr;
@@ -51,11 +51,15 @@ pub enum ServerError {
     OpenSsl(#[from] openssl::error::ErrorStack),
     #[error("{0}")]
     Ca(#[from] crate::ca::CaError),
+    #[error("{0}")]
+    Store(#[from] crate::store::StoreError),
 }
 
 /// What every session task shares.
 pub struct Shared {
     pub store: Store,
+    /// Where sessions record their changes (many to a transaction).
+    pub writer: Writer,
     pub ca: Ca,
     pub settings: Settings,
     pub policy: SessionPolicy,
@@ -92,6 +96,7 @@ impl CapfListener {
             settings.address_window_seconds,
         );
         let shared = Arc::new(Shared {
+            writer: Writer::start(store.clone())?,
             store,
             ca,
             policy: settings.session_policy(Some(Arc::new(trust))),

@@ -13,12 +13,13 @@
 //! concurrent edit.
 
 mod codec;
-mod group_commit;
 pub mod model;
 #[cfg(test)]
 mod tests;
+mod writer;
 
 pub use model::*;
+pub use writer::{Change, Writer};
 
 use codec::{
     decode_device, decode_event, decode_serial, encode_device, encode_event, encode_serial,
@@ -55,6 +56,12 @@ pub enum StoreError {
     Sled(#[from] sled::Error),
     #[error("store flush did not complete: {0}")]
     FlushTask(#[from] tokio::task::JoinError),
+    #[error("store flush failed: {0}")]
+    FlushFailed(String),
+    #[error("cannot start the store writer: {0}")]
+    WriterStart(std::io::Error),
+    #[error("the store writer has stopped")]
+    WriterStopped,
 }
 
 /// Tree names. Every transaction spans all four.
@@ -78,8 +85,6 @@ pub struct Store {
     /// this is what makes a backup a consistent picture of all trees. Only this process
     /// can write (sled's lock), so an in-process lock is enough.
     write_gate: Arc<RwLock<()>>,
-    /// Durable commits of concurrent sessions share flushes (see group_commit.rs).
-    group_commit: Arc<group_commit::GroupCommit>,
 }
 
 /// The transactional view of the four trees.
@@ -138,6 +143,26 @@ impl Txn<'_> {
         Ok(first)
     }
 
+    /// The device's update, event and serials; only the event if the device is gone.
+    fn apply_change(&self, change: &Change) -> TxnResult<()> {
+        if let Some(name) = &change.device {
+            if let Some(mut rec) = self.device(name)? {
+                (change.update)(&mut rec);
+                let encoded = encode_device(&rec).map_err(abort)?;
+                if rec.name != *name {
+                    return Err(abort(StoreError::Refused {
+                        device: name.clone(),
+                        reason: format!("an update cannot rename it to {:?}", rec.name),
+                    }));
+                }
+                self.put_device(name, &encoded)?;
+                self.put_serials(&change.serials)?;
+            }
+        }
+        self.append_event(&change.event)?;
+        Ok(())
+    }
+
     fn append_event(&self, event: &Event) -> TxnResult<u64> {
         self.append_events(std::slice::from_ref(event))
     }
@@ -189,7 +214,6 @@ impl Store {
             meta: db.open_tree(META)?,
             db,
             write_gate: Arc::new(RwLock::new(())),
-            group_commit: Arc::default(),
         })
     }
 
@@ -328,6 +352,17 @@ impl Store {
         })
     }
 
+    /// Applies `changes` in one transaction, in order (see [`Writer`]). Any error
+    /// fails them all and writes nothing.
+    fn apply_changes(&self, changes: &[&Change]) -> Result<(), StoreError> {
+        self.transact(|t| {
+            for change in changes {
+                t.apply_change(change)?;
+            }
+            Ok(())
+        })
+    }
+
     // -- events -------------------------------------------------------------------
 
     /// Appends an event that changes no device; returns its id.
@@ -393,15 +428,13 @@ impl Store {
         Ok(())
     }
 
-    /// [`Store::flush`] without blocking the runtime: returns once everything
-    /// committed before the call is on disk. Concurrent callers share flushes (group
-    /// commit); sled's own `flush_async` is not used because it deadlocks under
-    /// concurrent callers (spacejam/sled#1308).
+    /// [`Store::flush`] without blocking the runtime. sled's own `flush_async` is not
+    /// used: concurrent calls of it deadlock (spacejam/sled#1308). Sessions do not
+    /// come here; their changes are flushed by the [`Writer`], many at once.
     pub async fn flush_async(&self) -> Result<(), StoreError> {
         let db = self.db.clone();
-        self.group_commit
-            .flush(move || db.flush().map(drop).map_err(StoreError::from))
-            .await
+        tokio::task::spawn_blocking(move || db.flush()).await??;
+        Ok(())
     }
 
     /// Copies all trees into a new database in `dir` (which must not hold one yet),
