@@ -103,13 +103,14 @@ ENROLL_ROWS=""
 for C in $LEVELS; do
     loadgen setup -n "$N" --first "$FIRST" >/dev/null
     LINE=$(($(wc -l < "$WORK/serve.log") + 1))
-    loadgen enroll -n "$N" --first "$FIRST" -c "$C" --json > "$OUT/enroll-c$C.json"
+    loadgen enroll -n "$N" --first "$FIRST" -c "$C" --server-pid "$SERVER" --json > "$OUT/enroll-c$C.json"
     R="$OUT/enroll-c$C.json"
     EPS=$(json "$R" "round(d['enrollments_per_second'])")
     ENROLL_ROWS+="| $C | $N | $(json "$R" "d['failed']") | $EPS | $(python3 -c "print(f'{$EPS / $LIMIT:.0%}')") \
 | $(json "$R" "round(d['enroll_latency']['p50_ms'],1)") | $(json "$R" "round(d['enroll_latency']['p95_ms'],1)") \
 | $(json "$R" "round(d['enroll_latency']['p99_ms'],1)") | $(json "$R" "round(d['enroll_latency']['max_ms'],1)") \
-| $(server_p99 "$LINE") |
+| $(server_p99 "$LINE") | $(json "$R" "round(d['server_cpu_ms_per_enrollment'],2)") \
+| $(json "$R" "round(d['loadgen_cpu_ms_per_enrollment'],2)") |
 "
     FIRST=$((FIRST + N))
 done
@@ -182,7 +183,7 @@ so $LIMIT enrollments/s at two private-key operations each.
 
 ### Enrollment (RSA-2048 phone keys from a pool of 16, null string, loadgen on the same host)
 
-| C | phones | failed | enrollments/s | of limit | p50 ms | p95 ms | p99 ms | max ms | server p99 ms |
+|---|---|---|---|---|---|---|---|---|---|---|---|
 |---|---|---|---|---|---|---|---|---|---|
 $ENROLL_ROWS
 ### Enrollment followed by the signed partial and the encrypted configuration over HTTP
