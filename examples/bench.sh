@@ -183,8 +183,8 @@ so $LIMIT enrollments/s at two private-key operations each.
 
 ### Enrollment (RSA-2048 phone keys from a pool of 16, null string, loadgen on the same host)
 
+| C | phones | failed | enrollments/s | of limit | p50 ms | p95 ms | p99 ms | max ms | server p99 ms | server CPU ms/enr | loadgen CPU ms/enr |
 |---|---|---|---|---|---|---|---|---|---|---|---|
-|---|---|---|---|---|---|---|---|---|---|
 $ENROLL_ROWS
 ### Enrollment followed by the signed partial and the encrypted configuration over HTTP
 
