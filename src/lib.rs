@@ -30,11 +30,14 @@
 //!   integration tests and `capf doctor`.
 //! * [`cli`] — the `capf` command line; `main.rs` only calls into it.
 //! * [`settings`] — the data directory layout and node settings.
+//! * [`rsa_signing`] — RSA private-key operations on OpenSSL, for the TLS handshake
+//!   and the LSCs (the two signatures each enrollment costs).
 
 pub mod ca;
 pub mod cli;
 pub mod phone;
 pub mod protocol;
+pub mod rsa_signing;
 pub mod server;
 pub mod session;
 pub mod settings;

@@ -23,6 +23,7 @@ pub use identity::{init_identities, InitOptions};
 pub use info::cert_info;
 pub use keys::{check_public_key, KeyError};
 
+use crate::rsa_signing::CertSigningKey;
 use crate::store::model::KeySpec;
 use rcgen::{CertificateParams, Issuer, KeyPair, PublicKeyData};
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
@@ -102,7 +103,7 @@ impl CaError {
 pub struct Ca {
     cert_der: Vec<u8>,
     key_der: PrivatePkcs8KeyDer<'static>,
-    issuer: Issuer<'static, KeyPair>,
+    issuer: Issuer<'static, CertSigningKey>,
     /// Raw DER of the CAPF subject: every LSC's issuer field must equal it.
     subject_der: Vec<u8>,
     subject: String,
@@ -165,7 +166,10 @@ impl Ca {
         let subject = cert.subject().to_string();
 
         Ok(Ca {
-            issuer: Issuer::new(issuer_params, key),
+            issuer: Issuer::new(
+                issuer_params,
+                CertSigningKey::new(key, key_der.secret_pkcs8_der()),
+            ),
             lsc_subject_tail: names::copied_to_lsc(&subject_attributes),
             subject_der,
             subject,

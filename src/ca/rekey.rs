@@ -7,7 +7,7 @@
 //! again with the CAPF key. The result is checked like every LSC (issuer and key bytes).
 
 use super::CaError;
-use rcgen::{KeyPair, SigningKey};
+use rcgen::SigningKey;
 
 /// A valid P-256 SubjectPublicKeyInfo (the curve's base point): only ever a placeholder
 /// that is replaced before signing.
@@ -29,7 +29,7 @@ const SPKI_INDEX: usize = 6;
 pub fn with_subject_key(
     template: &[u8],
     spki_der: &[u8],
-    key: &KeyPair,
+    key: &impl SigningKey,
 ) -> Result<Vec<u8>, CaError> {
     let bad = |what: &str| CaError::Certificate(format!("re-keying the LSC template: {what}"));
     let cert = children(sequence_content(template).ok_or_else(|| bad("certificate"))?)
