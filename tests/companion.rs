@@ -9,16 +9,12 @@ use capf::server::http::HttpServer;
 use capf::settings::Settings;
 use capf::store::{AuthMode, DeviceRecord, EcCurve, KeyOrder, Operation, OperationStatus};
 use capf::tftp::itl::{self, Role};
-use capf::tftp::service::ConfigService;
 use capf::tftp::sgn::{self, FileKind};
 use capf::tftp::{enc, Digest, Signer};
 use common::TestNode;
 use md5::Digest as _;
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::CertificateDer;
 use std::net::SocketAddr;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::sync::oneshot;
 
 const NAME: &str = "SEP001122334455";
 
@@ -43,7 +39,6 @@ const DOC: &str = r#"<?xml version="1.0" encoding="UTF-8"?>
 struct Companion {
     node: TestNode,
     http: SocketAddr,
-    stop: oneshot::Sender<()>,
 }
 
 impl Companion {
@@ -53,24 +48,18 @@ impl Companion {
 
     /// Starts after letting the test change the data directory (e.g. break the signer).
     async fn start_with(prepare: impl FnOnce(&TestNode)) -> Companion {
-        let node = TestNode::start().await;
-        std::fs::create_dir_all(node.data.tftp()).unwrap();
+        let mut node = TestNode::start().await;
         prepare(&node);
-        let settings = Settings::load(&node.data).unwrap();
-        let service = ConfigService::load(&node.data, &settings, node.store.clone());
-        let server = HttpServer::bind("127.0.0.1:0".parse().unwrap(), service)
+        let server = HttpServer::bind("127.0.0.1:0".parse().unwrap(), node.config_service())
             .await
             .unwrap();
         let http = server.local_addr().unwrap();
-        let (stop, rx) = oneshot::channel();
-        tokio::spawn(server.run(async {
-            let _ = rx.await;
-        }));
-        Companion { node, http, stop }
+        node.serve(|stopped| server.run(stopped));
+        Companion { node, http }
     }
 
     fn document(&self, name: &str, bytes: &[u8]) {
-        std::fs::write(self.node.data.tftp().join(format!("{name}.cnf.xml")), bytes).unwrap();
+        self.node.document(name, bytes);
     }
 
     async fn get(&self, path: &str) -> HttpResponse {
@@ -84,13 +73,10 @@ impl Companion {
     }
 
     fn signer_certificate(&self) -> Vec<u8> {
-        CertificateDer::from_pem_file(self.node.data.tftp_cert())
-            .unwrap()
-            .to_vec()
+        self.node.signer_certificate()
     }
 
     async fn stop(self) {
-        let _ = self.stop.send(());
         self.node.stop().await;
     }
 }

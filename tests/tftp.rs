@@ -4,18 +4,13 @@
 mod common;
 
 use capf::server::tftp::{TftpServer, MAX_RETRIES};
-use capf::settings::Settings;
 use capf::store::{AuthMode, DeviceRecord, KeyOrder, Operation, OperationStatus};
 use capf::tftp::itl;
-use capf::tftp::service::ConfigService;
 use capf::tftp::sgn::{self, FileKind};
 use common::TestNode;
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::CertificateDer;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 use tokio::net::UdpSocket;
-use tokio::sync::oneshot;
 
 const NAME: &str = "SEP001122334455";
 
@@ -38,24 +33,17 @@ const DOC: &str = r#"<?xml version="1.0" encoding="UTF-8"?>
 struct Node {
     node: TestNode,
     tftp: SocketAddr,
-    stop: oneshot::Sender<()>,
 }
 
 impl Node {
     async fn start() -> Node {
-        let node = TestNode::start().await;
-        std::fs::create_dir_all(node.data.tftp()).unwrap();
-        let settings = Settings::load(&node.data).unwrap();
-        let service = ConfigService::load(&node.data, &settings, node.store.clone());
-        let server = TftpServer::bind("127.0.0.1:0".parse().unwrap(), service)
+        let mut node = TestNode::start().await;
+        let server = TftpServer::bind("127.0.0.1:0".parse().unwrap(), node.config_service())
             .await
             .unwrap();
         let tftp = server.local_addr().unwrap();
-        let (stop, rx) = oneshot::channel();
-        tokio::spawn(server.run(async {
-            let _ = rx.await;
-        }));
-        Node { node, tftp, stop }
+        node.serve(|stopped| server.run(stopped));
+        Node { node, tftp }
     }
 
     fn add(&self, encrypted: bool) {
@@ -69,14 +57,11 @@ impl Node {
     }
 
     fn document(&self, bytes: &[u8]) {
-        let path = self.node.data.tftp().join(format!("{NAME}.cnf.xml"));
-        std::fs::write(path, bytes).unwrap();
+        self.node.document(NAME, bytes);
     }
 
     fn signer_certificate(&self) -> Vec<u8> {
-        CertificateDer::from_pem_file(self.node.data.tftp_cert())
-            .unwrap()
-            .to_vec()
+        self.node.signer_certificate()
     }
 
     async fn fetch(&self, name: &str, options: &[(&str, &str)]) -> Answer {
@@ -84,7 +69,6 @@ impl Node {
     }
 
     async fn stop(self) {
-        let _ = self.stop.send(());
         self.node.stop().await;
     }
 }

@@ -9,11 +9,17 @@ use capf::phone::{connector, Outcome, Phone};
 use capf::server::CapfListener;
 use capf::settings::{DataDir, Settings};
 use capf::store::{DeviceRecord, Event, Store};
+use capf::tftp::service::ConfigService;
+use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::CertificateDer;
+use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio_rustls::TlsConnector;
+
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
 pub struct TestNode {
     pub dir: tempfile::TempDir,
@@ -109,6 +115,39 @@ impl TestNode {
             .run(self.addr, &self.connector)
             .await
             .expect("phone session")
+    }
+
+    /// The configuration companion over this node's data directory and store
+    /// (creates `tftp/`, where the base documents go).
+    pub fn config_service(&self) -> ConfigService {
+        std::fs::create_dir_all(self.data.tftp()).unwrap();
+        let settings = Settings::load(&self.data).unwrap();
+        ConfigService::load(&self.data, &settings, self.store.clone())
+    }
+
+    /// Writes the base document `<name>.cnf.xml`.
+    pub fn document(&self, name: &str, bytes: &[u8]) {
+        std::fs::write(self.data.tftp().join(format!("{name}.cnf.xml")), bytes).unwrap();
+    }
+
+    /// The TFTP signer's certificate (DER), which phones learn from the ITL.
+    pub fn signer_certificate(&self) -> Vec<u8> {
+        CertificateDer::from_pem_file(self.data.tftp_cert())
+            .unwrap()
+            .to_vec()
+    }
+
+    /// Runs another server of the node (HTTP, TFTP) until the node stops: `run` gets
+    /// the future that completes at shutdown.
+    pub fn serve<F>(&mut self, run: impl FnOnce(BoxFuture<'static, ()>) -> F)
+    where
+        F: Future<Output = ()> + Send + 'static,
+    {
+        let mut rx = self.shutdown.subscribe();
+        let stopped = Box::pin(async move {
+            let _ = rx.wait_for(|stop| *stop).await;
+        });
+        self.tasks.push(tokio::spawn(run(stopped)));
     }
 
     pub async fn stop(self) {
