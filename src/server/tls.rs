@@ -30,10 +30,15 @@ impl Acceptor {
     pub fn rustls(ca: &Ca) -> Result<Acceptor, ServerError> {
         let (chain, key) = ca.tls_identity();
         let provider = Arc::new(crate::rsa_signing::tls_provider());
-        let config = rustls::ServerConfig::builder_with_provider(provider)
+        let mut config = rustls::ServerConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()?
             .with_no_client_auth()
             .with_single_cert(chain, key)?;
+        // A phone runs one CAPF session per operation and never resumes one: tickets
+        // (two records after every handshake) and a session cache would only cost
+        // writes and memory.
+        config.send_tls13_tickets = 0;
+        config.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
         Ok(Acceptor::Rustls(TlsAcceptor::from(Arc::new(config))))
     }
 
