@@ -17,7 +17,6 @@ use super::error::{Error, Result};
 use super::identity::{bit_length, CertIdentity, KeyBits};
 use openssl::hash::MessageDigest;
 use openssl::pkey::{Id, PKey, Private};
-use openssl::rsa::Padding;
 use rsa::BoxedUint;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivatePkcs8KeyDer};
@@ -193,9 +192,11 @@ impl Signer {
             Digest::Sha1 => MessageDigest::sha1(),
             Digest::Sha512 => MessageDigest::sha512(),
         };
-        let mut signer = openssl::sign::Signer::new(digest, &self.key).map_err(failed)?;
-        signer.set_rsa_padding(Padding::PKCS1).map_err(failed)?;
-        let signature = signer.sign_oneshot_to_vec(message).map_err(failed)?;
+        // PKCS#1 v1.5 is OpenSSL's padding for a plain RSA key (RSA-PSS keys are
+        // refused at load); setting it again would cost a provider round trip.
+        let signature = openssl::sign::Signer::new(digest, &self.key)
+            .and_then(|mut signer| signer.sign_oneshot_to_vec(message))
+            .map_err(failed)?;
         if signature.len() != self.signature_len {
             return Err(Error::Signer(format!(
                 "signature is {} bytes, expected {}",
