@@ -158,9 +158,10 @@ pub enum Served {
         cert_hash: Option<String>,
         capf_auth_mode: u8,
     },
-    /// The full configuration encrypted to `cert`'s key.
+    /// The full configuration encrypted to the phone certificate's RSA key.
     Encrypted {
-        cert: EnrolledCert,
+        /// The certificate's SubjectPublicKeyInfo (DER).
+        phone_key: Vec<u8>,
     },
     Itl,
     NotFound(NotFound),
@@ -194,20 +195,27 @@ pub fn decide(
             ConfigForm::Encrypted => Served::NotFound(NotFound::EncryptionOff),
         };
     };
-    let cert = usable_certificate(device);
-    let cert_hash = cert.map(|c| hex::encode(md5::Md5::digest(&c.der)));
+    let usable = usable_certificate(device);
     let capf_auth_mode = capf_auth_mode(device, now);
-    match (form, cert) {
-        (ConfigForm::Plain, _) => Served::PartialUnsigned {
-            cert_hash,
-            capf_auth_mode,
+    match form {
+        ConfigForm::Encrypted => match usable {
+            Some((_, phone_key)) => Served::Encrypted { phone_key },
+            None => Served::NotFound(NotFound::NoUsableCertificate),
         },
-        (ConfigForm::Signed, _) => Served::PartialSigned {
-            cert_hash,
-            capf_auth_mode,
-        },
-        (ConfigForm::Encrypted, Some(cert)) => Served::Encrypted { cert: cert.clone() },
-        (ConfigForm::Encrypted, None) => Served::NotFound(NotFound::NoUsableCertificate),
+        ConfigForm::Plain | ConfigForm::Signed => {
+            let cert_hash = usable.map(|(cert, _)| hex::encode(md5::Md5::digest(&cert.der)));
+            if form == ConfigForm::Plain {
+                Served::PartialUnsigned {
+                    cert_hash,
+                    capf_auth_mode,
+                }
+            } else {
+                Served::PartialSigned {
+                    cert_hash,
+                    capf_auth_mode,
+                }
+            }
+        }
     }
 }
 
@@ -219,7 +227,7 @@ pub fn delivery(device: &DeviceRecord) -> String {
         return "full configuration (encryption off)".into();
     }
     match (usable_certificate(device), device.phone_certificate()) {
-        (Some(cert), _) => {
+        (Some((cert, _)), _) => {
             let which = if device.lsc.is_some() { "LSC" } else { "MIC" };
             format!("encrypted to the phone's {which} ({})", cert.md5)
         }
@@ -232,12 +240,14 @@ pub fn delivery(device: &DeviceRecord) -> String {
     }
 }
 
-/// The phone certificate if its DER holds an RSA key. The key type is read from the
-/// DER itself, so the hash and the wrap key cannot come from different sources.
-fn usable_certificate(device: &DeviceRecord) -> Option<&EnrolledCert> {
+/// The phone certificate and its SubjectPublicKeyInfo (DER), if that holds an RSA key.
+/// The key is read from the certificate's DER itself, so the hash and the wrap key
+/// cannot come from different sources, and the certificate is parsed once per request.
+fn usable_certificate(device: &DeviceRecord) -> Option<(&EnrolledCert, Vec<u8>)> {
     let cert = device.phone_certificate()?;
     let parsed = parse_certificate(&cert.der).ok()?;
-    matches!(parsed.public_key().parsed(), Ok(PublicKey::RSA(_))).then_some(cert)
+    let spki = parsed.public_key();
+    matches!(spki.parsed(), Ok(PublicKey::RSA(_))).then(|| (cert, spki.raw.to_vec()))
 }
 
 /// `capfAuthMode` (§5.1): the device's authentication mode while an operation is
@@ -322,18 +332,8 @@ pub fn build<R: CryptoRng + ?Sized>(
             let signer = signer()?;
             sgn::build(signer, &name, &partial(cert_hash, *capf_auth_mode)?, now)
         }
-        Served::Encrypted { cert } => {
-            let signer = signer()?;
-            let document = document()?;
-            let parsed = parse_certificate(&cert.der)?;
-            enc::build(
-                signer,
-                &name,
-                document.bytes(),
-                parsed.public_key().raw,
-                now,
-                rng,
-            )
+        Served::Encrypted { phone_key } => {
+            enc::build(signer()?, &name, document()?.bytes(), phone_key, now, rng)
         }
         Served::Itl => {
             let capf = inputs.capf_certificate.ok_or(Error::NoCapfCertificate)?;
@@ -365,6 +365,10 @@ mod tests {
         d.encrypted_config = encrypted;
         d.lsc = lsc.map(enrolled);
         d
+    }
+
+    fn spki_of(der: &[u8]) -> Vec<u8> {
+        parse_certificate(der).unwrap().public_key().raw.to_vec()
     }
 
     fn md5_hex(der: &[u8]) -> String {
@@ -479,7 +483,7 @@ mod tests {
         assert_eq!(
             decide(&encrypted, Some(&rsa), doc, NOW),
             Served::Encrypted {
-                cert: enrolled(&p.phone.der)
+                phone_key: spki_of(&p.phone.der)
             }
         );
         for d in [&none, &ec] {
@@ -535,7 +539,7 @@ mod tests {
                 NOW
             ),
             Served::Encrypted {
-                cert: enrolled(&p.phone_1024.der)
+                phone_key: spki_of(&p.phone_1024.der)
             }
         );
     }

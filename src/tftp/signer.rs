@@ -4,11 +4,19 @@
 //! (tag 8), and only four modulus sizes (tag 11). Everything that would make a signed
 //! file unusable is caught when the signer is loaded (E6), so that a broken signer
 //! disables the signed outputs at startup instead of producing bad files later.
+//!
+//! The private key lives in OpenSSL, for every digest and modulus size: one backend,
+//! and the one that makes signing cheap enough that an encrypted configuration costs
+//! little more than its signature. ring signs neither SHA-1 nor below 2048 bits, and
+//! the pure-Rust rsa crate signs about eight times slower than OpenSSL. OpenSSL's RSA
+//! private-key operation is blinded and constant-time, so the rsa crate's timing
+//! side channel (RUSTSEC-2023-0071, "Marvin") is on no path that uses this key.
+//! Verification, which needs no secret, stays with the rsa crate.
 
 use super::error::{Error, Result};
 use super::identity::{bit_length, CertIdentity, KeyBits};
-use rsa::pkcs8::DecodePrivateKey;
-use rsa::traits::PublicKeyParts;
+use openssl::hash::MessageDigest;
+use openssl::pkey::{Id, PKey, Private};
 use rsa::BoxedUint;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivatePkcs8KeyDer};
@@ -59,16 +67,6 @@ impl Digest {
     }
 }
 
-/// The private half, held by the library that can sign with it.
-///
-/// ring is preferred, but it signs SHA-512 only with 2048-bit and larger keys and has
-/// no SHA-1 signing at all; the rsa crate (blinded) covers the rest. Messages signed
-/// are files capf built itself, never attacker-chosen input.
-enum SigningKey {
-    Ring(ring::rsa::KeyPair),
-    RustCrypto(rsa::PrivateKey),
-}
-
 /// An RSA signing identity (the TFTP or SAST certificate and its key).
 pub struct Signer {
     certificate: Vec<u8>,
@@ -76,7 +74,8 @@ pub struct Signer {
     digest: Digest,
     modulus_index: u8,
     signature_len: usize,
-    key: SigningKey,
+    /// Checked at load: an RSA key (not RSA-PSS) whose public half is the certificate's.
+    key: PKey<Private>,
 }
 
 impl fmt::Debug for Signer {
@@ -133,21 +132,27 @@ impl Signer {
                 "a 512-bit key cannot produce a SHA-512 PKCS#1 signature".into(),
             ));
         }
-        let private = rsa::PrivateKey::from_pkcs8_der(pkcs8)
-            .map_err(|e| Error::Signer(format!("not a PKCS#8 RSA private key: {e}")))?;
-        if *private.n_bytes() != **modulus || *private.e_bytes() != **exponent {
+        let key = PKey::private_key_from_pkcs8(pkcs8)
+            .map_err(|e| Error::Signer(format!("not a PKCS#8 private key: {e}")))?;
+        if key.id() != Id::RSA {
+            return Err(Error::Signer(
+                "the private key is not an RSA key for PKCS#1 v1.5 signatures".into(),
+            ));
+        }
+        let private = key
+            .rsa()
+            .map_err(|e| Error::Signer(format!("not an RSA private key: {e}")))?;
+        if private.n().to_vec() != **modulus || private.e().to_vec() != **exponent {
             return Err(Error::Signer(
                 "the private key does not match the certificate".into(),
             ));
         }
-        let key = if digest == Digest::Sha512 && bits >= 2048 {
-            SigningKey::Ring(
-                ring::rsa::KeyPair::from_pkcs8(pkcs8)
-                    .map_err(|e| Error::Signer(format!("key rejected: {e}")))?,
-            )
-        } else {
-            SigningKey::RustCrypto(private)
-        };
+        // A key whose primes do not multiply to the modulus would sign garbage.
+        if !private.check_key().unwrap_or(false) {
+            return Err(Error::Signer(
+                "the private key is inconsistent (its primes do not match its modulus)".into(),
+            ));
+        }
         Ok(Signer {
             certificate,
             identity,
@@ -182,25 +187,16 @@ impl Signer {
 
     /// RSASSA-PKCS1-v1_5 with the DigestInfo prefix, over `message`.
     pub fn sign(&self, message: &[u8]) -> Result<Vec<u8>> {
-        let failed = |e: &dyn fmt::Display| Error::Signer(format!("signing failed: {e}"));
-        let signature = match &self.key {
-            SigningKey::Ring(pair) => {
-                let mut signature = vec![0; pair.public().modulus_len()];
-                pair.sign(
-                    &ring::signature::RSA_PKCS1_SHA512,
-                    &ring::rand::SystemRandom::new(),
-                    message,
-                    &mut signature,
-                )
-                .map_err(|e| failed(&e))?;
-                signature
-            }
-            SigningKey::RustCrypto(key) => match self.digest {
-                Digest::Sha1 => key.pkcs1v15_sign::<sha1::Sha1>(message),
-                Digest::Sha512 => key.pkcs1v15_sign::<sha2::Sha512>(message),
-            }
-            .map_err(|e| failed(&e))?,
+        let failed = |e: openssl::error::ErrorStack| Error::Signer(format!("signing failed: {e}"));
+        let digest = match self.digest {
+            Digest::Sha1 => MessageDigest::sha1(),
+            Digest::Sha512 => MessageDigest::sha512(),
         };
+        // PKCS#1 v1.5 is OpenSSL's padding for a plain RSA key (RSA-PSS keys are
+        // refused at load); setting it again would cost a provider round trip.
+        let signature = openssl::sign::Signer::new(digest, &self.key)
+            .and_then(|mut signer| signer.sign_oneshot_to_vec(message))
+            .map_err(failed)?;
         if signature.len() != self.signature_len {
             return Err(Error::Signer(format!(
                 "signature is {} bytes, expected {}",
@@ -284,6 +280,28 @@ mod tests {
         }
     }
 
+    /// PKCS#1 v1.5 signatures are deterministic, so OpenSSL's must be byte for byte
+    /// what an independent implementation (the rsa crate) computes with the same key.
+    #[test]
+    fn signatures_equal_an_independent_pkcs1_v1_5_implementation() {
+        let p = pki();
+        for (keyed, digest) in [
+            (&p.signer, Digest::Sha1),
+            (&p.signer, Digest::Sha512),
+            (&p.signer_1024, Digest::Sha1),
+            (&p.signer_1024, Digest::Sha512),
+            (&p.signer_512, Digest::Sha1),
+        ] {
+            let signature = from(keyed, digest).unwrap().sign(b"message").unwrap();
+            let expected = match digest {
+                Digest::Sha1 => keyed.key.pkcs1v15_sign::<sha1::Sha1>(b"message"),
+                Digest::Sha512 => keyed.key.pkcs1v15_sign::<sha2::Sha512>(b"message"),
+            }
+            .unwrap();
+            assert_eq!(signature, expected, "{digest:?}");
+        }
+    }
+
     #[test]
     fn refuses_missing_files_and_pkcs1_keys() {
         let dir = tempfile::tempdir().unwrap();
@@ -329,6 +347,17 @@ mod tests {
         let p = pki();
         let err = Signer::from_der(p.signer.der.clone(), &p.phone.pkcs8, Digest::Sha1).unwrap_err();
         assert!(err.to_string().contains("does not match"), "{err}");
+    }
+
+    /// An RSA-PSS key can only make PSS signatures, which no phone verifies.
+    #[test]
+    fn refuses_rsa_pss_keys() {
+        let mut ctx = openssl::pkey_ctx::PkeyCtx::new_id(Id::RSA_PSS).unwrap();
+        ctx.keygen_init().unwrap();
+        ctx.set_rsa_keygen_bits(1024).unwrap();
+        let pss = ctx.keygen().unwrap().private_key_to_pkcs8().unwrap();
+        let err = Signer::from_der(pki().signer_1024.der.clone(), &pss, Digest::Sha1).unwrap_err();
+        assert!(err.to_string().contains("not an RSA key"), "{err}");
     }
 
     #[test]
