@@ -247,17 +247,15 @@ fn describe(d: &DeviceRecord) -> String {
 }
 
 pub fn export(ctx: &mut Ctx, json: bool) -> Result<ExitCode> {
+    // Streamed device by device, like `device list`.
+    let devices = ctx.store.devices().map(|d| d.map_err(anyhow::Error::from));
     if json {
-        let mut all = Vec::new();
-        for d in ctx.store.devices() {
-            all.push(render::device_json(&d?));
-        }
-        writeln!(ctx.out, "{}", serde_json::to_string_pretty(&all)?)?;
+        render::json_array(ctx.out, devices.map(|d| d.map(render::DeviceJson)))?;
         return Ok(ExitCode::SUCCESS);
     }
-    let mut w = csv::Writer::from_writer(Vec::new());
+    let mut w = csv::Writer::from_writer(&mut *ctx.out);
     w.write_record(CSV_HEADER)?;
-    for d in ctx.store.devices() {
+    for d in devices {
         let d = d?;
         w.write_record([
             d.name.as_str(),
@@ -268,8 +266,7 @@ pub fn export(ctx: &mut Ctx, json: bool) -> Result<ExitCode> {
             if d.encrypted_config { "true" } else { "false" },
         ])?;
     }
-    ctx.out
-        .write_all(&w.into_inner().map_err(|e| anyhow::anyhow!("{e}"))?)?;
+    w.flush()?;
     Ok(ExitCode::SUCCESS)
 }
 

@@ -237,35 +237,23 @@ pub fn run(ctx: &mut Ctx, cmd: DeviceCommand) -> Result<ExitCode> {
             let name = normalise_name(&name)?;
             let rec = get(store, &name)?;
             if json {
-                writeln!(
-                    ctx.out,
-                    "{}",
-                    serde_json::to_string_pretty(&render::device_json(&rec))?
-                )?;
+                serde_json::to_writer_pretty(&mut *ctx.out, &render::DeviceJson(rec))?;
+                writeln!(ctx.out)?;
             } else {
                 write!(ctx.out, "{}", render::device_text(&rec))?;
             }
         }
         DeviceCommand::List { json, filter } => {
-            let mut all = Vec::new();
-            for d in store.devices() {
-                let d = d?;
-                if filter.matches(&d, now)? {
-                    all.push(d);
-                }
-            }
+            // Streamed: a fleet of a million devices is never in memory at once (the
+            // table keeps only its cells, to size the columns).
+            let selected = store.devices().filter_map(|d| match d {
+                Ok(d) => filter.matches(&d, now).map(|m| m.then_some(d)).transpose(),
+                Err(e) => Some(Err(e.into())),
+            });
             if json {
-                // Streamed element by element: a fleet of a million devices would
-                // otherwise be built as one JSON value and one string in memory first.
-                use serde::Serializer as _;
-                use std::io::Write as _;
-                let mut out = std::io::BufWriter::new(&mut *ctx.out);
-                let mut json = serde_json::Serializer::pretty(&mut out);
-                json.collect_seq(all.iter().map(render::device_json))?;
-                writeln!(out)?;
-                out.flush()?;
+                render::json_array(ctx.out, selected.map(|d| d.map(render::DeviceJson)))?;
             } else {
-                write!(ctx.out, "{}", render::device_table(&all))?;
+                render::device_table(ctx.out, selected)?;
             }
         }
         DeviceCommand::Remove { name } => {
