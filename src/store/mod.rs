@@ -57,6 +57,17 @@ pub enum StoreError {
     FlushTask(#[from] tokio::task::JoinError),
 }
 
+/// What [`Store::upsert_devices`] did with one device.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Upsert {
+    /// It was new; this record was stored.
+    Added(DeviceRecord),
+    /// It existed; this record replaced it.
+    Updated(DeviceRecord),
+    /// The record asked for is the one stored: nothing was written.
+    Unchanged,
+}
+
 /// Tree names. Every transaction spans all four.
 const DEVICES: &str = "devices";
 const EVENTS: &str = "events";
@@ -312,19 +323,58 @@ impl Store {
         })
     }
 
-    /// Inserts or replaces all `recs` and appends all `events`, all or nothing, in one
-    /// transaction (the CSV import).
-    pub fn put_devices(&self, recs: &[DeviceRecord], events: Vec<Event>) -> Result<(), StoreError> {
-        let encoded = recs
-            .iter()
-            .map(|rec| Ok((rec.name.as_str(), encode_new_device(rec)?)))
-            .collect::<Result<Vec<_>, StoreError>>()?;
+    /// Sets many devices at once, in one transaction (one batch of the CSV import).
+    ///
+    /// For every item, named by `name`, `f` gets the device as it is at commit time (`None` if there is
+    /// none) and returns the record to store with its event. A record equal to the
+    /// current one is not written and its event dropped, so repeating a call changes
+    /// nothing. `f` may refuse: then nothing of this call is written and the reason
+    /// comes back as [`StoreError::Refused`]. It may run more than once (sled re-runs
+    /// a transaction on conflict) and may not rename a device.
+    ///
+    /// The whole call is one transaction, and sled keeps a transaction's writes and
+    /// the tree nodes they replace in memory until it ends: callers keep batches to a
+    /// few thousand devices.
+    pub fn upsert_devices<T, F>(
+        &self,
+        items: &[T],
+        name: impl Fn(&T) -> &str,
+        f: F,
+    ) -> Result<Vec<Upsert>, StoreError>
+    where
+        F: Fn(&T, Option<&DeviceRecord>) -> Result<(DeviceRecord, Event), String>,
+    {
         self.transact(|t| {
-            for (name, value) in &encoded {
-                t.put_device(name, value)?;
+            let mut outcomes = Vec::with_capacity(items.len());
+            let mut events = Vec::new();
+            for item in items {
+                let name = name(item);
+                let refused = |reason: String| {
+                    abort(StoreError::Refused {
+                        device: name.to_string(),
+                        reason,
+                    })
+                };
+                let current = t.device(name)?;
+                let (rec, event) = f(item, current.as_ref()).map_err(refused)?;
+                if rec.name != name {
+                    return Err(refused(format!("it cannot be renamed to {:?}", rec.name)));
+                }
+                if current.as_ref() == Some(&rec) {
+                    outcomes.push(Upsert::Unchanged);
+                    continue;
+                }
+                let encoded = encode_new_device(&rec).map_err(abort)?;
+                t.put_device(name, &encoded)?;
+                events.push(event);
+                outcomes.push(if current.is_some() {
+                    Upsert::Updated(rec)
+                } else {
+                    Upsert::Added(rec)
+                });
             }
             t.append_events(&events)?;
-            Ok(())
+            Ok(outcomes)
         })
     }
 
