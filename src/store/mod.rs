@@ -393,10 +393,6 @@ impl Store {
         since: Option<UnixTime>,
         limit: Option<usize>,
     ) -> Result<Vec<Event>, StoreError> {
-        let wanted = |e: &Event| {
-            device.is_none_or(|d| e.device.as_deref() == Some(d))
-                && since.is_none_or(|s| e.time >= s)
-        };
         let mut found = Vec::new();
         for kv in self.events.iter().rev() {
             if limit.is_some_and(|l| found.len() >= l) {
@@ -404,12 +400,30 @@ impl Store {
             }
             let (k, v) = kv?;
             let event = decode_event(&k, &v)?;
-            if wanted(&event) {
+            if event_wanted(&event, device, since) {
                 found.push(event);
             }
         }
         found.reverse();
         Ok(found)
+    }
+
+    /// [`Store::events`] without a limit, decoded one at a time: for listings of any
+    /// length (a million-row import alone appends a million events).
+    pub fn events_in_order(
+        &self,
+        device: Option<String>,
+        since: Option<UnixTime>,
+    ) -> impl Iterator<Item = Result<Event, StoreError>> {
+        self.events.iter().filter_map(move |kv| {
+            let event = kv
+                .map_err(StoreError::from)
+                .and_then(|(k, v)| decode_event(&k, &v));
+            match event {
+                Ok(e) if !event_wanted(&e, device.as_deref(), since) => None,
+                other => Some(other),
+            }
+        })
     }
 
     // -- serials ------------------------------------------------------------------
@@ -503,6 +517,12 @@ impl Store {
     fn shared_write(&self) -> RwLockReadGuard<'_, ()> {
         self.write_gate.read().unwrap_or_else(|p| p.into_inner())
     }
+}
+
+/// Whether `event` is about `device` (if given) and at or after `since` (if given).
+fn event_wanted(event: &Event, device: Option<&str>, since: Option<UnixTime>) -> bool {
+    device.is_none_or(|d| event.device.as_deref() == Some(d))
+        && since.is_none_or(|s| event.time >= s)
 }
 
 /// Encodes a record that is about to be written under its own name.

@@ -285,6 +285,19 @@ fn events_are_monotonic_and_filterable() {
         [104]
     );
     assert_eq!(store.events(Some("SEPC"), None, None).unwrap(), []);
+
+    // The streamed reading finds the same events as the collected one.
+    for (device, since) in [
+        (None, None),
+        (Some("SEPA"), None),
+        (Some("SEPB"), Some(102)),
+    ] {
+        let streamed: Vec<Event> = store
+            .events_in_order(device.map(String::from), since)
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(streamed, store.events(device, since, None).unwrap());
+    }
 }
 
 #[test]
