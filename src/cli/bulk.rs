@@ -186,25 +186,15 @@ pub fn import(ctx: &mut Ctx, path: &Path, dry_run: bool) -> Result<ExitCode> {
             )
         })?;
         for (row, outcome) in batch.iter().zip(&outcomes) {
-            let record = match outcome {
-                Upsert::Added(r) => {
-                    done.count(Change::Add);
-                    r
-                }
-                Upsert::Updated(r) => {
-                    done.count(Change::Update);
-                    r
-                }
-                Upsert::Unchanged => {
-                    done.count(Change::Unchanged);
-                    continue;
-                }
+            let (change, written) = match outcome {
+                Upsert::Added(r) => (Change::Add, Some(r)),
+                Upsert::Updated(r) => (Change::Update, Some(r)),
+                Upsert::Unchanged => (Change::Unchanged, None),
             };
-            if let Some(s) = row
-                .generated
-                .as_ref()
-                .filter(|&s| record.auth_string.as_ref() == Some(s))
-            {
+            done.count(change);
+            // Printed once, and only if the device took it (it may have had one).
+            let given = written.and_then(|r| r.auth_string.as_ref());
+            if let Some(s) = given.filter(|&s| row.generated.as_ref() == Some(s)) {
                 writeln!(ctx.out, "authentication string for {}: {s}", row.name)?;
             }
         }
