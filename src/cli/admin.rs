@@ -153,7 +153,8 @@ fn serve_one(data: &DataDir, store: &Store, stream: UnixStream, uid: Option<u32>
     stream.set_read_timeout(Some(REQUEST_TIMEOUT))?;
     let mut line = Vec::new();
     BufReader::new((&stream).take(MAX_REQUEST)).read_until(b'\n', &mut line)?;
-    let mut out = std::io::BufWriter::new(FrameWriter { stream: &stream });
+    // Buffered to a whole frame: a large output goes out in frames of `MAX_FRAME`.
+    let mut out = std::io::BufWriter::with_capacity(MAX_FRAME, FrameWriter { stream: &stream });
     let request: Request = match serde_json::from_slice(&line) {
         Ok(r) => r,
         Err(e) => return finish(&stream, 2, &format!("capf: bad admin request: {e}\n")),

@@ -1,17 +1,23 @@
 //! `capf device import` and `capf device export`: Bulk Administration for CAPF.
 //!
-//! Import validates every row before writing anything, names each bad row with its
-//! line number, field and value, and then commits all rows in one store transaction:
-//! a file either lands whole or not at all.
+//! Import reads and validates the whole file, against itself (duplicates) and the
+//! store, before it writes anything, and names each bad row with its line number,
+//! field and value: a file with any bad row changes nothing. A valid file is then
+//! written in batches of `IMPORT_BATCH` devices, one store transaction each, so that
+//! memory stays bounded however large the file. Once validated, only a store error
+//! (I/O, a full disk) can stop the writing: the batches written by then stay, the
+//! error says how far it got, and importing the same file again completes it, because
+//! a row that is already stored as the file describes it is left alone and counted
+//! unchanged (docs/operations.md "Importing devices").
 
 use anyhow::{bail, Context, Result};
 use std::collections::HashSet;
 use std::path::Path;
 use std::process::ExitCode;
 
-use super::device::{admin_event, normalise_name, DeviceOptions};
+use super::device::{admin_event, generate_auth_string, normalise_name, DeviceOptions};
 use super::{render, Ctx};
-use crate::store::{AuthMode, DeviceRecord, KeyOrder, Operation};
+use crate::store::{AuthMode, DeviceRecord, KeyOrder, Operation, UnixTime, Upsert};
 
 /// The header line, exactly (design.md CLI contract).
 pub const CSV_HEADER: [&str; 6] = [
@@ -26,11 +32,74 @@ pub const CSV_HEADER: [&str; 6] = [
 /// Largest import file: 1,000,000 rows of this format fit comfortably.
 const MAX_IMPORT_BYTES: u64 = 256 * 1024 * 1024;
 
-/// One validated row: the record as it will be written.
+/// Devices written per store transaction. sled keeps a transaction's writes, and the
+/// tree nodes they replace, in memory until it ends: one transaction for 1,000,000
+/// devices left the server at 11 GiB, batches of this size at a few hundred MiB. A
+/// transaction also holds sled's write lock, so phones enrolling meanwhile wait for
+/// one batch at most, not for the whole file.
+const IMPORT_BATCH: usize = 10_000;
+
+/// One validated row: what it sets its device to.
 struct Row {
-    record: DeviceRecord,
-    existed: Option<DeviceRecord>,
+    line: usize,
+    name: String,
+    /// The row's settings, with `generate_auth_string` already resolved into
+    /// `generated`, so that applying them twice gives the same record.
+    options: DeviceOptions,
+    /// For `auth` `string` with an empty `auth_string`: the string the device gets
+    /// unless it already has one when it is written (re-importing an exported file
+    /// keeps the string the user already has).
     generated: Option<String>,
+}
+
+impl Row {
+    /// The record this row makes of `current`, the device as stored (if any).
+    fn record(&self, current: Option<&DeviceRecord>, now: UnixTime) -> Result<DeviceRecord> {
+        let mut record = current
+            .cloned()
+            .unwrap_or_else(|| DeviceRecord::new(&self.name));
+        if record.auth_string.is_none() {
+            record.auth_string.clone_from(&self.generated);
+        }
+        self.options.apply(&mut record, now)?;
+        Ok(record)
+    }
+}
+
+/// What an import does to one device.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Change {
+    Add,
+    Update,
+    Unchanged,
+}
+
+impl Change {
+    fn of(current: Option<&DeviceRecord>, record: &DeviceRecord) -> Change {
+        match current {
+            None => Change::Add,
+            Some(c) if c == record => Change::Unchanged,
+            Some(_) => Change::Update,
+        }
+    }
+}
+
+/// Devices added, updated and left unchanged.
+#[derive(Default)]
+struct Tally {
+    added: usize,
+    updated: usize,
+    unchanged: usize,
+}
+
+impl Tally {
+    fn count(&mut self, change: Change) {
+        match change {
+            Change::Add => self.added += 1,
+            Change::Update => self.updated += 1,
+            Change::Unchanged => self.unchanged += 1,
+        }
+    }
 }
 
 pub fn import(ctx: &mut Ctx, path: &Path, dry_run: bool) -> Result<ExitCode> {
@@ -47,18 +116,33 @@ pub fn import(ctx: &mut Ctx, path: &Path, dry_run: bool) -> Result<ExitCode> {
         std::fs::File::open(path).with_context(|| format!("cannot read {}", path.display()))?;
     let parsed = parse_import(file).with_context(|| path.display().to_string())?;
 
-    let mut rows = Vec::new();
+    // Phase 1: validate every row; nothing is written unless all are good.
+    let mut rows = Vec::with_capacity(parsed.len());
     let mut errors = Vec::new();
+    let mut planned = Tally::default();
+    let mut dry_run_lines = Vec::new();
     let mut seen = HashSet::new();
     let progress = Progress::new(ctx.progress, "validating");
     for (i, (line, parsed)) in parsed.into_iter().enumerate() {
         progress.tick(i);
-        match parsed.and_then(|p| validate_row(ctx, p, &mut seen)) {
-            Ok(row) => rows.push(row),
+        match parsed.and_then(|p| validate_row(ctx, line, p, &mut seen)) {
+            Ok((row, record, change)) => {
+                planned.count(change);
+                if dry_run {
+                    let verb = match change {
+                        Change::Add => "add",
+                        Change::Update => "update",
+                        Change::Unchanged => "unchanged",
+                    };
+                    dry_run_lines.push(format!("{verb:<9} {}", describe(&record)));
+                }
+                rows.push(row);
+            }
             Err(e) => errors.push(format!("line {line}: {e:#}")),
         }
     }
     progress.done();
+    drop(seen);
     if !errors.is_empty() {
         bail!(
             "{} has {} bad row(s); nothing was imported:\n  {}",
@@ -67,24 +151,15 @@ pub fn import(ctx: &mut Ctx, path: &Path, dry_run: bool) -> Result<ExitCode> {
             errors.join("\n  ")
         );
     }
-
-    let (mut added, mut updated, mut unchanged) = (0, 0, 0);
-    for row in &rows {
-        match &row.existed {
-            None => added += 1,
-            Some(old) if *old == row.record => unchanged += 1,
-            Some(_) => updated += 1,
-        }
-    }
     if dry_run {
-        for row in &rows {
-            let verb = match &row.existed {
-                None => "add",
-                Some(old) if *old == row.record => "unchanged",
-                Some(_) => "update",
-            };
-            writeln!(ctx.out, "{verb:<9} {}", describe(&row.record))?;
+        for line in dry_run_lines {
+            writeln!(ctx.out, "{line}")?;
         }
+        let Tally {
+            added,
+            updated,
+            unchanged,
+        } = planned;
         writeln!(
             ctx.out,
             "dry run: {added} to add, {updated} to update, {unchanged} unchanged; nothing written"
@@ -92,34 +167,68 @@ pub fn import(ctx: &mut Ctx, path: &Path, dry_run: bool) -> Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
 
-    let records: Vec<DeviceRecord> = rows.iter().map(|r| r.record.clone()).collect();
-    let events = rows
-        .iter()
-        .map(|r| {
-            let action = if r.existed.is_some() {
-                "device-import-update"
-            } else {
-                "device-import-add"
+    // Phase 2: write in batches. Each batch reads its devices again inside its
+    // transaction, so a phone that enrolled since validation keeps its certificate.
+    let mut done = Tally::default();
+    let progress = Progress::new(ctx.progress, "importing");
+    for (i, batch) in rows.chunks(IMPORT_BATCH).enumerate() {
+        progress.tick(i * IMPORT_BATCH);
+        let outcomes = write_batch(ctx, batch).with_context(|| {
+            let written = i * IMPORT_BATCH;
+            let through = match written.checked_sub(1).and_then(|last| rows.get(last)) {
+                Some(row) => format!(" (through line {})", row.line),
+                None => String::new(),
             };
-            admin_event(ctx, &r.record.name, action, &r.record)
-        })
-        .collect();
-    ctx.store.put_devices(&records, events)?;
-    for row in &rows {
-        if let Some(s) = &row.generated {
-            writeln!(
-                ctx.out,
-                "authentication string for {}: {s}",
-                row.record.name
-            )?;
+            format!(
+                "the import stopped after {written} of {} rows{through}; the rest were not \
+                 written, and importing the same file again completes it",
+                rows.len()
+            )
+        })?;
+        for (row, outcome) in batch.iter().zip(&outcomes) {
+            let (change, written) = match outcome {
+                Upsert::Added(r) => (Change::Add, Some(r)),
+                Upsert::Updated(r) => (Change::Update, Some(r)),
+                Upsert::Unchanged => (Change::Unchanged, None),
+            };
+            done.count(change);
+            // Printed once, and only if the device took it (it may have had one).
+            let given = written.and_then(|r| r.auth_string.as_ref());
+            if let Some(s) = given.filter(|&s| row.generated.as_ref() == Some(s)) {
+                writeln!(ctx.out, "authentication string for {}: {s}", row.name)?;
+            }
         }
     }
+    progress.done();
+    let Tally {
+        added,
+        updated,
+        unchanged,
+    } = done;
     writeln!(
         ctx.out,
         "imported {}: {added} added, {updated} updated, {unchanged} unchanged",
         rows.len()
     )?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// Writes one batch of rows in one transaction, each with its audit event.
+fn write_batch(ctx: &Ctx, batch: &[Row]) -> Result<Vec<Upsert>> {
+    let outcomes = ctx.store.upsert_devices(
+        batch,
+        |row| &row.name,
+        |row, current| {
+            let record = row.record(current, ctx.now).map_err(|e| format!("{e:#}"))?;
+            let action = match current {
+                Some(_) => "device-import-update",
+                None => "device-import-add",
+            };
+            let event = admin_event(ctx, &row.name, action, &record);
+            Ok((record, event))
+        },
+    )?;
+    Ok(outcomes)
 }
 
 /// One CSV row with its fields parsed and checked, before the store is consulted.
@@ -210,33 +319,29 @@ fn parse_row(r: &csv::StringRecord) -> Result<ParsedRow> {
     Ok(ParsedRow { name, options })
 }
 
-/// Checks a parsed row against the file (duplicates) and the store, and builds the
-/// record as it will be written.
-fn validate_row(ctx: &Ctx, parsed: ParsedRow, seen: &mut HashSet<String>) -> Result<Row> {
-    let ParsedRow { name, options } = parsed;
+/// Checks a parsed row against the file (duplicates) and the store; returns the row,
+/// the record it would write now, and what that changes.
+fn validate_row(
+    ctx: &Ctx,
+    line: usize,
+    parsed: ParsedRow,
+    seen: &mut HashSet<String>,
+) -> Result<(Row, DeviceRecord, Change)> {
+    let ParsedRow { name, mut options } = parsed;
     if !seen.insert(name.clone()) {
         bail!("field name = '{name}': listed twice in the file");
     }
-    let existed = ctx.store.get_device(&name)?;
-    let mut record = existed.clone().unwrap_or_else(|| DeviceRecord::new(&name));
-    if existed.is_some() && options.generate_auth_string && record.auth_string.is_some() {
-        // Re-importing an exported file keeps the string the user already has.
-        let mut keep = options;
-        keep.generate_auth_string = false;
-        keep.auth_string = record.auth_string.clone();
-        keep.apply(&mut record, ctx.now)?;
-        return Ok(Row {
-            record,
-            existed,
-            generated: None,
-        });
-    }
-    let generated = options.apply(&mut record, ctx.now)?;
-    Ok(Row {
-        record,
-        existed,
+    let generated = std::mem::take(&mut options.generate_auth_string).then(generate_auth_string);
+    let row = Row {
+        line,
+        name,
+        options,
         generated,
-    })
+    };
+    let current = ctx.store.get_device(&row.name)?;
+    let record = row.record(current.as_ref(), ctx.now)?;
+    let change = Change::of(current.as_ref(), &record);
+    Ok((row, record, change))
 }
 
 fn describe(d: &DeviceRecord) -> String {
@@ -247,17 +352,15 @@ fn describe(d: &DeviceRecord) -> String {
 }
 
 pub fn export(ctx: &mut Ctx, json: bool) -> Result<ExitCode> {
+    // Streamed device by device, like `device list`.
+    let devices = ctx.store.devices().map(|d| d.map_err(anyhow::Error::from));
     if json {
-        let mut all = Vec::new();
-        for d in ctx.store.devices() {
-            all.push(render::device_json(&d?));
-        }
-        writeln!(ctx.out, "{}", serde_json::to_string_pretty(&all)?)?;
+        render::json_array(ctx.out, devices.map(|d| d.map(render::DeviceJson)))?;
         return Ok(ExitCode::SUCCESS);
     }
-    let mut w = csv::Writer::from_writer(Vec::new());
+    let mut w = csv::Writer::from_writer(&mut *ctx.out);
     w.write_record(CSV_HEADER)?;
-    for d in ctx.store.devices() {
+    for d in devices {
         let d = d?;
         w.write_record([
             d.name.as_str(),
@@ -268,8 +371,7 @@ pub fn export(ctx: &mut Ctx, json: bool) -> Result<ExitCode> {
             if d.encrypted_config { "true" } else { "false" },
         ])?;
     }
-    ctx.out
-        .write_all(&w.into_inner().map_err(|e| anyhow::anyhow!("{e}"))?)?;
+    w.flush()?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -293,6 +395,131 @@ impl Progress {
     fn done(&self) {
         if self.enabled {
             eprint!("\r\x1b[K");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::settings::DataDir;
+    use crate::store::Store;
+
+    const HEADER: &str = "name,operation,auth,auth_string,key,encrypted_config\n";
+
+    /// Runs `device import` on `csv` against `store`; its output, or its error.
+    fn import_csv(store: &Store, dir: &Path, csv: &str) -> Result<String> {
+        let file = dir.join("fleet.csv");
+        std::fs::write(&file, csv).unwrap();
+        let data = DataDir::new(dir);
+        let mut out = Vec::new();
+        let mut ctx = Ctx {
+            data: &data,
+            store,
+            out: &mut out,
+            actor: "cli:test".into(),
+            cwd: dir.to_path_buf(),
+            now: 1_800_000_000,
+            progress: false,
+            utc_offset: 0,
+        };
+        import(&mut ctx, &file, false)?;
+        Ok(String::from_utf8(out).unwrap())
+    }
+
+    fn fleet(rows: usize) -> String {
+        let mut csv = String::from(HEADER);
+        for i in 0..rows {
+            csv.push_str(&format!("SEP{i:012X},install,null,,rsa:2048,false\n"));
+        }
+        csv
+    }
+
+    #[test]
+    fn a_bad_row_in_the_last_batch_changes_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("db")).unwrap();
+        let mut csv = fleet(2 * IMPORT_BATCH + 10);
+        csv.push_str("SEP00000000FFFF,install,null,,rsa:2048,maybe\n");
+        let bad_line = 2 * IMPORT_BATCH + 12;
+
+        let err = format!("{:#}", import_csv(&store, dir.path(), &csv).unwrap_err());
+        assert!(err.contains("1 bad row(s); nothing was imported"), "{err}");
+        assert!(
+            err.contains(&format!("line {bad_line}: field encrypted_config")),
+            "{err}"
+        );
+        assert_eq!(store.device_count(), 0);
+        assert_eq!(store.events(None, None, None).unwrap(), []);
+    }
+
+    #[test]
+    fn an_import_of_several_batches_lands_entirely_and_repeats_as_unchanged() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("db")).unwrap();
+        let rows = 2 * IMPORT_BATCH + 1;
+        // One device exists already, without an authentication string; the file
+        // asks for one to be generated.
+        let existing = DeviceRecord::new(format!("SEP{:012X}", IMPORT_BATCH + 5));
+        store
+            .add_device(&existing, admin_event_for_test(&existing))
+            .unwrap();
+        let csv = fleet(rows).replace(
+            &format!("{},install,null,,", existing.name),
+            &format!("{},install,string,,", existing.name),
+        );
+
+        let out = import_csv(&store, dir.path(), &csv).unwrap();
+        let summary = format!(
+            "imported {rows}: {} added, 1 updated, 0 unchanged",
+            rows - 1
+        );
+        assert!(out.contains(&summary), "{out}");
+        assert_eq!(store.device_count(), rows);
+        let listed = store.list_devices().unwrap();
+        assert!(listed.iter().all(|d| d.operation == Operation::Install));
+        let updated = store.get_device(&existing.name).unwrap().unwrap();
+        let generated = updated.auth_string.clone().unwrap();
+        assert!(
+            out.contains(&format!(
+                "authentication string for {}: {generated}",
+                existing.name
+            )),
+            "{out}"
+        );
+        let events = store.events(None, None, None).unwrap();
+        assert_eq!(events.len(), 1 + rows, "one event per imported row");
+        assert_eq!(
+            events
+                .iter()
+                .filter(|e| e.action == "device-import-update")
+                .count(),
+            1
+        );
+
+        // The same file again (as after an interrupted import): nothing changes,
+        // the generated string is kept, and no event is added.
+        let out = import_csv(&store, dir.path(), &csv).unwrap();
+        assert!(
+            out.contains(&format!(
+                "imported {rows}: 0 added, 0 updated, {rows} unchanged"
+            )),
+            "{out}"
+        );
+        assert!(!out.contains("authentication string"), "{out}");
+        assert_eq!(store.get_device(&existing.name).unwrap(), Some(updated));
+        assert_eq!(store.events(None, None, None).unwrap().len(), events.len());
+    }
+
+    fn admin_event_for_test(rec: &DeviceRecord) -> crate::store::Event {
+        crate::store::Event {
+            id: 0,
+            time: 1,
+            actor: "cli:test".into(),
+            device: Some(rec.name.clone()),
+            action: "device-add".into(),
+            result: rec.status.to_string(),
+            details: Default::default(),
         }
     }
 }

@@ -66,9 +66,9 @@ pub enum DeviceCommand {
     /// Remove a phone and everything capf holds for it.
     #[command(after_help = "Example:\n  capf device remove SEP001122334455")]
     Remove { name: String },
-    /// Add or update many phones from a CSV file, all or nothing.
+    /// Add or update many phones from a CSV file; a file with any bad row changes nothing.
     #[command(
-        after_help = "The first line must be exactly:\n  name,operation,auth,auth_string,key,encrypted_config\nAn empty auth_string with auth `string` generates one.\n\nExample:\n  capf device import phones.csv --dry-run && capf device import phones.csv"
+        after_help = "The first line must be exactly:\n  name,operation,auth,auth_string,key,encrypted_config\nAn empty auth_string with auth `string` generates one.\n\nEvery row is checked before anything is written. Devices are then written 10,000 at a\ntime: if writing stops on a store error (disk full, I/O), or the server is killed, the\ndevices written so far stay. Importing the same file again completes it: rows already\nstored as the file describes them are left alone and counted unchanged.\n\nExample:\n  capf device import phones.csv --dry-run && capf device import phones.csv"
     )]
     Import {
         file: std::path::PathBuf,
@@ -237,35 +237,23 @@ pub fn run(ctx: &mut Ctx, cmd: DeviceCommand) -> Result<ExitCode> {
             let name = normalise_name(&name)?;
             let rec = get(store, &name)?;
             if json {
-                writeln!(
-                    ctx.out,
-                    "{}",
-                    serde_json::to_string_pretty(&render::device_json(&rec))?
-                )?;
+                serde_json::to_writer_pretty(&mut *ctx.out, &render::DeviceJson(rec))?;
+                writeln!(ctx.out)?;
             } else {
                 write!(ctx.out, "{}", render::device_text(&rec))?;
             }
         }
         DeviceCommand::List { json, filter } => {
-            let mut all = Vec::new();
-            for d in store.devices() {
-                let d = d?;
-                if filter.matches(&d, now)? {
-                    all.push(d);
-                }
-            }
+            // Streamed: a fleet of a million devices is never in memory at once (the
+            // table keeps only its cells, to size the columns).
+            let selected = store.devices().filter_map(|d| match d {
+                Ok(d) => filter.matches(&d, now).map(|m| m.then_some(d)).transpose(),
+                Err(e) => Some(Err(e.into())),
+            });
             if json {
-                // Streamed element by element: a fleet of a million devices would
-                // otherwise be built as one JSON value and one string in memory first.
-                use serde::Serializer as _;
-                use std::io::Write as _;
-                let mut out = std::io::BufWriter::new(&mut *ctx.out);
-                let mut json = serde_json::Serializer::pretty(&mut out);
-                json.collect_seq(all.iter().map(render::device_json))?;
-                writeln!(out)?;
-                out.flush()?;
+                render::json_array(ctx.out, selected.map(|d| d.map(render::DeviceJson)))?;
             } else {
-                write!(ctx.out, "{}", render::device_table(&all))?;
+                render::device_table(ctx.out, selected)?;
             }
         }
         DeviceCommand::Remove { name } => {

@@ -5,6 +5,7 @@ use clap::Args;
 use std::process::ExitCode;
 
 use super::{render, Ctx};
+use crate::store::Event;
 
 #[derive(Args, Debug)]
 #[command(
@@ -38,12 +39,26 @@ pub fn run(ctx: &mut Ctx, args: EventsArgs) -> Result<ExitCode> {
             None => super::device::parse_deadline(s, ctx.now),
         })
         .transpose()?;
-    let events = ctx.store.events(device.as_deref(), since, args.limit)?;
+    // Without a limit the whole trail is streamed, one event at a time.
+    let events: Box<dyn Iterator<Item = Result<Event>>> = match args.limit {
+        Some(limit) => Box::new(
+            ctx.store
+                .events(device.as_deref(), since, Some(limit))?
+                .into_iter()
+                .map(Ok),
+        ),
+        None => Box::new(
+            ctx.store
+                .events_in_order(device, since)
+                .map(|e| e.map_err(anyhow::Error::from)),
+        ),
+    };
     if args.json {
-        writeln!(ctx.out, "{}", serde_json::to_string_pretty(&events)?)?;
+        render::json_array(ctx.out, events)?;
         return Ok(ExitCode::SUCCESS);
     }
-    for e in &events {
+    for e in events {
+        let e = e?;
         let details: Vec<String> = e
             .details
             .iter()

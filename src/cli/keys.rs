@@ -4,9 +4,9 @@ use anyhow::Result;
 use clap::Subcommand;
 use std::process::ExitCode;
 
-use super::render;
+use super::render::{self, KeyJson};
 use super::Ctx;
-use crate::store::{CertKind, DeviceRecord, EnrolledCert};
+use crate::store::{CertKind, DeviceRecord, EnrolledCert, StoreError};
 
 #[derive(Subcommand, Debug)]
 pub enum KeysCommand {
@@ -39,35 +39,53 @@ fn certs(d: &DeviceRecord) -> impl Iterator<Item = (CertKind, &EnrolledCert)> {
     .filter_map(|(k, c)| c.map(|c| (k, c)))
 }
 
+/// A device's enrolled certificates as `keys list` entries, LSC first; a device that
+/// cannot be read is one error.
+fn key_entries(device: Result<DeviceRecord, StoreError>) -> impl Iterator<Item = Result<KeyJson>> {
+    let (device, error) = match device {
+        Ok(d) => (Some(d), None),
+        Err(e) => (None, Some(anyhow::Error::from(e))),
+    };
+    let certs = device.into_iter().flat_map(|d| {
+        let DeviceRecord { name, lsc, mic, .. } = d;
+        [(CertKind::Lsc, lsc), (CertKind::Mic, mic)]
+            .into_iter()
+            .filter_map(move |(kind, cert)| {
+                cert.map(|cert| KeyJson {
+                    name: name.clone(),
+                    kind,
+                    cert,
+                })
+            })
+    });
+    error.map(Err).into_iter().chain(certs.map(Ok))
+}
+
 pub fn run(ctx: &mut Ctx, cmd: KeysCommand) -> Result<ExitCode> {
     let store = ctx.store;
     match cmd {
         KeysCommand::List { json } => {
-            let devices = store.list_devices()?;
+            // Streamed device by device, like `device list`.
+            let entries = store.devices().flat_map(key_entries);
             if json {
-                let all: Vec<_> = devices
-                    .iter()
-                    .flat_map(|d| certs(d).map(|(k, c)| render::key_json(&d.name, k, c)))
-                    .collect();
-                writeln!(ctx.out, "{}", serde_json::to_string_pretty(&all)?)?;
+                render::json_array(ctx.out, entries)?;
             } else {
                 writeln!(
                     ctx.out,
                     "{:<20} {:<4} {:<9} {:<32} {:<20}",
                     "NAME", "TYPE", "KEY", "MD5", "NOT AFTER"
                 )?;
-                for d in &devices {
-                    for (k, c) in certs(d) {
-                        writeln!(
-                            ctx.out,
-                            "{:<20} {:<4} {:<9} {:<32} {:<20}",
-                            d.name,
-                            k,
-                            c.key,
-                            c.md5,
-                            render::time(c.not_after)
-                        )?;
-                    }
+                for entry in entries {
+                    let KeyJson { name, kind, cert } = entry?;
+                    writeln!(
+                        ctx.out,
+                        "{:<20} {:<4} {:<9} {:<32} {:<20}",
+                        name,
+                        kind,
+                        cert.key,
+                        cert.md5,
+                        render::time(cert.not_after)
+                    )?;
                 }
             }
         }

@@ -93,7 +93,8 @@ pub enum Command {
 pub struct Ctx<'a> {
     pub data: &'a DataDir,
     pub store: &'a Store,
-    /// Standard output of the command (the admin socket streams it to the client).
+    /// Standard output of the command, buffered (the admin socket streams it to the
+    /// client).
     pub out: &'a mut dyn Write,
     /// Who is acting, for the audit trail: `cli:<user>`.
     pub actor: String,
@@ -155,8 +156,9 @@ pub fn run(cli: Cli, argv: Vec<OsString>) -> Result<ExitCode> {
                 return Ok(code);
             }
             let store = open_store(&data)?;
-            let stdout = std::io::stdout();
-            let mut out = stdout.lock();
+            // Buffered: commands write in small pieces, and a locked stdout would
+            // otherwise write every line separately.
+            let mut out = std::io::BufWriter::new(std::io::stdout().lock());
             let mut ctx = Ctx {
                 data: &data,
                 store: &store,
@@ -167,7 +169,10 @@ pub fn run(cli: Cli, argv: Vec<OsString>) -> Result<ExitCode> {
                 progress: std::io::IsTerminal::is_terminal(&std::io::stderr()),
                 utc_offset: local_utc_offset(),
             };
-            let code = execute(&mut ctx, store_command)?;
+            let result = execute(&mut ctx, store_command);
+            // What was written goes out before any error is printed.
+            out.flush()?;
+            let code = result?;
             store.flush()?;
             Ok(code)
         }

@@ -64,6 +64,17 @@ pub enum StoreError {
     WriterStopped,
 }
 
+/// What [`Store::upsert_devices`] did with one device.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Upsert {
+    /// It was new; this record was stored.
+    Added(DeviceRecord),
+    /// It existed; this record replaced it.
+    Updated(DeviceRecord),
+    /// The record asked for is the one stored: nothing was written.
+    Unchanged,
+}
+
 /// Tree names. Every transaction spans all four.
 const DEVICES: &str = "devices";
 const EVENTS: &str = "events";
@@ -336,19 +347,58 @@ impl Store {
         })
     }
 
-    /// Inserts or replaces all `recs` and appends all `events`, all or nothing, in one
-    /// transaction (the CSV import).
-    pub fn put_devices(&self, recs: &[DeviceRecord], events: Vec<Event>) -> Result<(), StoreError> {
-        let encoded = recs
-            .iter()
-            .map(|rec| Ok((rec.name.as_str(), encode_new_device(rec)?)))
-            .collect::<Result<Vec<_>, StoreError>>()?;
+    /// Sets many devices at once, in one transaction (one batch of the CSV import).
+    ///
+    /// For every item, named by `name`, `f` gets the device as it is at commit time (`None` if there is
+    /// none) and returns the record to store with its event. A record equal to the
+    /// current one is not written and its event dropped, so repeating a call changes
+    /// nothing. `f` may refuse: then nothing of this call is written and the reason
+    /// comes back as [`StoreError::Refused`]. It may run more than once (sled re-runs
+    /// a transaction on conflict) and may not rename a device.
+    ///
+    /// The whole call is one transaction, and sled keeps a transaction's writes and
+    /// the tree nodes they replace in memory until it ends: callers keep batches to a
+    /// few thousand devices.
+    pub fn upsert_devices<T, F>(
+        &self,
+        items: &[T],
+        name: impl Fn(&T) -> &str,
+        f: F,
+    ) -> Result<Vec<Upsert>, StoreError>
+    where
+        F: Fn(&T, Option<&DeviceRecord>) -> Result<(DeviceRecord, Event), String>,
+    {
         self.transact(|t| {
-            for (name, value) in &encoded {
-                t.put_device(name, value)?;
+            let mut outcomes = Vec::with_capacity(items.len());
+            let mut events = Vec::new();
+            for item in items {
+                let name = name(item);
+                let refused = |reason: String| {
+                    abort(StoreError::Refused {
+                        device: name.to_string(),
+                        reason,
+                    })
+                };
+                let current = t.device(name)?;
+                let (rec, event) = f(item, current.as_ref()).map_err(refused)?;
+                if rec.name != name {
+                    return Err(refused(format!("it cannot be renamed to {:?}", rec.name)));
+                }
+                if current.as_ref() == Some(&rec) {
+                    outcomes.push(Upsert::Unchanged);
+                    continue;
+                }
+                let encoded = encode_new_device(&rec).map_err(abort)?;
+                t.put_device(name, &encoded)?;
+                events.push(event);
+                outcomes.push(if current.is_some() {
+                    Upsert::Updated(rec)
+                } else {
+                    Upsert::Added(rec)
+                });
             }
             t.append_events(&events)?;
-            Ok(())
+            Ok(outcomes)
         })
     }
 
@@ -378,10 +428,6 @@ impl Store {
         since: Option<UnixTime>,
         limit: Option<usize>,
     ) -> Result<Vec<Event>, StoreError> {
-        let wanted = |e: &Event| {
-            device.is_none_or(|d| e.device.as_deref() == Some(d))
-                && since.is_none_or(|s| e.time >= s)
-        };
         let mut found = Vec::new();
         for kv in self.events.iter().rev() {
             if limit.is_some_and(|l| found.len() >= l) {
@@ -389,12 +435,30 @@ impl Store {
             }
             let (k, v) = kv?;
             let event = decode_event(&k, &v)?;
-            if wanted(&event) {
+            if event_wanted(&event, device, since) {
                 found.push(event);
             }
         }
         found.reverse();
         Ok(found)
+    }
+
+    /// [`Store::events`] without a limit, decoded one at a time: for listings of any
+    /// length (a million-row import alone appends a million events).
+    pub fn events_in_order(
+        &self,
+        device: Option<String>,
+        since: Option<UnixTime>,
+    ) -> impl Iterator<Item = Result<Event, StoreError>> {
+        self.events.iter().filter_map(move |kv| {
+            let event = kv
+                .map_err(StoreError::from)
+                .and_then(|(k, v)| decode_event(&k, &v));
+            match event {
+                Ok(e) if !event_wanted(&e, device.as_deref(), since) => None,
+                other => Some(other),
+            }
+        })
     }
 
     // -- serials ------------------------------------------------------------------
@@ -486,6 +550,12 @@ impl Store {
     fn shared_write(&self) -> RwLockReadGuard<'_, ()> {
         self.write_gate.read().unwrap_or_else(|p| p.into_inner())
     }
+}
+
+/// Whether `event` is about `device` (if given) and at or after `since` (if given).
+fn event_wanted(event: &Event, device: Option<&str>, since: Option<UnixTime>) -> bool {
+    device.is_none_or(|d| event.device.as_deref() == Some(d))
+        && since.is_none_or(|s| event.time >= s)
 }
 
 /// Encodes a record that is about to be written under its own name.

@@ -285,6 +285,19 @@ fn events_are_monotonic_and_filterable() {
         [104]
     );
     assert_eq!(store.events(Some("SEPC"), None, None).unwrap(), []);
+
+    // The streamed reading finds the same events as the collected one.
+    for (device, since) in [
+        (None, None),
+        (Some("SEPA"), None),
+        (Some("SEPB"), Some(102)),
+    ] {
+        let streamed: Vec<Event> = store
+            .events_in_order(device.map(String::from), since)
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(streamed, store.events(device, since, None).unwrap());
+    }
 }
 
 #[test]
@@ -406,51 +419,133 @@ fn open_locked_store_in_child() {
     assert!(matches!(err, Some(StoreError::Locked(_))), "{err:?}");
 }
 
+/// The import's batch write: what `f` makes of each device, given the stored one.
+fn install_all(names: &[String], store: &Store) -> Result<Vec<Upsert>, StoreError> {
+    store.upsert_devices(
+        names,
+        |name| name,
+        |name, current| {
+            let mut rec = current
+                .cloned()
+                .unwrap_or_else(|| DeviceRecord::new(name.as_str()));
+            rec.operation = Operation::Install;
+            Ok((rec, event(name, "device-import", 1)))
+        },
+    )
+}
+
 #[test]
-fn bulk_import_of_ten_thousand_is_all_or_nothing() {
+fn upsert_of_ten_thousand_is_all_or_nothing() {
     let dir = tempdir().unwrap();
     let store = Store::open(dir.path()).unwrap();
-    let recs: Vec<DeviceRecord> = (0..10_000u64)
-        .map(|i| {
-            let mut rec = DeviceRecord::new(format!("SEP{i:012X}"));
-            rec.operation = Operation::Install;
-            rec
-        })
-        .collect();
-    let import_event = |n: usize| Event {
-        details: [("rows".to_string(), serde_json::json!(n))]
-            .into_iter()
-            .collect(),
-        ..event("", "device-import", 1)
-    };
+    let names: Vec<String> = (0..10_000u64).map(|i| format!("SEP{i:012X}")).collect();
 
     // A damaged event counter makes the transaction abort after every device
     // was staged: none of them may land.
     store.meta.insert(NEXT_EVENT_ID, &b"bad"[..]).unwrap();
-    let err = store
-        .put_devices(&recs, vec![import_event(recs.len())])
-        .unwrap_err();
+    let err = install_all(&names, &store).unwrap_err();
     assert!(matches!(err, StoreError::Corrupt { .. }), "{err}");
     assert_eq!(store.device_count(), 0);
     store.meta.remove(NEXT_EVENT_ID).unwrap();
 
-    let mut with_empty = recs.clone();
-    with_empty.push(DeviceRecord::new(""));
-    let err = store.put_devices(&with_empty, vec![]).unwrap_err();
-    assert!(matches!(err, StoreError::EmptyName), "{err}");
+    // A refusal of the very last device takes the whole call with it.
+    let last = names.last().unwrap().clone();
+    let err = store
+        .upsert_devices(
+            &names,
+            |name| name,
+            |name, _| {
+                if *name == last {
+                    return Err("no".into());
+                }
+                Ok((DeviceRecord::new(name.as_str()), event(name, "add", 1)))
+            },
+        )
+        .unwrap_err();
+    assert!(
+        matches!(&err, StoreError::Refused { device, reason } if *device == last && reason == "no"),
+        "{err}"
+    );
     assert_eq!(store.device_count(), 0);
     assert_eq!(store.events(None, None, None).unwrap(), []);
 
     let started = Instant::now();
-    store
-        .put_devices(&recs, vec![import_event(recs.len())])
-        .unwrap();
+    let outcomes = install_all(&names, &store).unwrap();
     store.flush().unwrap();
-    eprintln!("bulk put of 10,000 devices: {:?}", started.elapsed());
+    eprintln!("upsert of 10,000 devices: {:?}", started.elapsed());
+    assert!(outcomes.iter().all(|o| matches!(o, Upsert::Added(_))));
     assert_eq!(store.device_count(), 10_000);
     let listed = store.list_devices().unwrap();
-    assert_eq!(listed, recs, "listed in name order");
-    assert_eq!(store.events(None, None, None).unwrap().len(), 1);
+    assert_eq!(
+        listed.iter().map(|d| &d.name).collect::<Vec<_>>(),
+        names.iter().collect::<Vec<_>>(),
+        "listed in name order"
+    );
+    assert!(listed.iter().all(|d| d.operation == Operation::Install));
+    assert_eq!(store.events(None, None, None).unwrap().len(), 10_000);
+}
+
+#[test]
+fn upsert_reads_the_stored_record_and_writes_only_changes() {
+    let dir = tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let enrolled_phone = DeviceRecord {
+        operation: Operation::None,
+        ..full_record("SEP000000000001")
+    };
+    store
+        .add_device(&enrolled_phone, event(&enrolled_phone.name, "add", 1))
+        .unwrap();
+    let mut scheduled = DeviceRecord::new("SEP000000000002");
+    scheduled.operation = Operation::Install;
+    store
+        .add_device(&scheduled, event(&scheduled.name, "add", 1))
+        .unwrap();
+    let names: Vec<String> = ["SEP000000000001", "SEP000000000002", "SEP000000000003"]
+        .map(String::from)
+        .to_vec();
+
+    let outcomes = install_all(&names, &store).unwrap();
+    // The enrolled phone keeps its certificates: `f` saw the stored record.
+    let mut expected = enrolled_phone.clone();
+    expected.operation = Operation::Install;
+    assert_eq!(outcomes[0], Upsert::Updated(expected.clone()));
+    assert_eq!(outcomes[1], Upsert::Unchanged);
+    assert_eq!(
+        outcomes[2],
+        Upsert::Added(DeviceRecord {
+            operation: Operation::Install,
+            ..DeviceRecord::new("SEP000000000003")
+        })
+    );
+    assert_eq!(store.get_device(&expected.name).unwrap(), Some(expected));
+    let events = store.events(None, None, None).unwrap();
+    let imported: Vec<_> = events
+        .iter()
+        .filter(|e| e.action == "device-import")
+        .map(|e| e.device.as_deref().unwrap())
+        .collect();
+    assert_eq!(
+        imported,
+        ["SEP000000000001", "SEP000000000003"],
+        "no event for the unchanged one"
+    );
+
+    // Doing it again changes nothing and appends nothing.
+    let again = install_all(&names, &store).unwrap();
+    assert!(again.iter().all(|o| *o == Upsert::Unchanged));
+    assert_eq!(store.events(None, None, None).unwrap().len(), events.len());
+
+    // A device may not be renamed.
+    let err = store
+        .upsert_devices(
+            &names[..1],
+            |name| name,
+            |_, _| Ok((DeviceRecord::new("OTHER"), event("OTHER", "x", 1))),
+        )
+        .unwrap_err();
+    assert!(matches!(err, StoreError::Refused { .. }), "{err}");
+    assert_eq!(store.get_device("OTHER").unwrap(), None);
 }
 
 #[test]
