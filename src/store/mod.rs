@@ -58,6 +58,8 @@ pub enum StoreError {
     FlushTask(#[from] tokio::task::JoinError),
     #[error("store flush failed: {0}")]
     FlushFailed(String),
+    #[error("cannot sync the store to disk: {0}")]
+    Sync(std::io::Error),
     #[error("cannot start the store writer: {0}")]
     WriterStart(std::io::Error),
     #[error("the store writer has stopped")]
@@ -96,6 +98,8 @@ pub struct Store {
     /// this is what makes a backup a consistent picture of all trees. Only this process
     /// can write (sled's lock), so an in-process lock is enough.
     write_gate: Arc<RwLock<()>>,
+    /// sled's log file, for `fdatasync` (see [`Store::flush`]).
+    log_file: Arc<std::fs::File>,
 }
 
 /// The transactional view of the four trees.
@@ -193,6 +197,9 @@ impl Txn<'_> {
 /// devices hot while point lookups of the rest stay in the microseconds.
 const CACHE_BYTES: u64 = 128 * 1024 * 1024;
 
+/// sled 0.34 keeps its whole log (every tree) in this file of the store directory.
+const SLED_LOG_FILE: &str = "db";
+
 /// How long `Store::open` waits for a lock that may be on its way out.
 const LOCK_PATIENCE: std::time::Duration = std::time::Duration::from_millis(500);
 
@@ -223,6 +230,9 @@ impl Store {
             events: db.open_tree(EVENTS)?,
             serials: db.open_tree(SERIALS)?,
             meta: db.open_tree(META)?,
+            log_file: Arc::new(
+                std::fs::File::open(dir.join(SLED_LOG_FILE)).map_err(StoreError::Sync)?,
+            ),
             db,
             write_gate: Arc::new(RwLock::new(())),
         })
@@ -487,8 +497,15 @@ impl Store {
 
     /// Writes everything committed so far to disk. sled otherwise flushes in the
     /// background every 500 ms; call this before telling a phone its change is stored.
+    ///
+    /// sled's `flush` ends with `sync_file_range` on Linux, which waits for the pages
+    /// to be written but neither flushes the drive's write cache nor the file's
+    /// metadata: after a power cut the change could still be gone. (Only sled's
+    /// 500 ms background flusher calls `fsync`.) So the log file is `fdatasync`ed
+    /// here as well; any descriptor of the file will do.
     pub fn flush(&self) -> Result<(), StoreError> {
         self.db.flush()?;
+        self.log_file.sync_data().map_err(StoreError::Sync)?;
         Ok(())
     }
 
@@ -496,9 +513,8 @@ impl Store {
     /// used: concurrent calls of it deadlock (spacejam/sled#1308). Sessions do not
     /// come here; their changes are flushed by the [`Writer`], many at once.
     pub async fn flush_async(&self) -> Result<(), StoreError> {
-        let db = self.db.clone();
-        tokio::task::spawn_blocking(move || db.flush()).await??;
-        Ok(())
+        let store = self.clone();
+        tokio::task::spawn_blocking(move || store.flush()).await?
     }
 
     /// Copies all trees into a new database in `dir` (which must not hold one yet),
@@ -524,6 +540,11 @@ impl Store {
             target.open_tree(name)?.apply_batch(batch)?;
         }
         target.flush()?;
+        // As in `flush`: sled's own flush does not reach the drive (nor, for a new
+        // file, its metadata).
+        std::fs::File::open(dir.join(SLED_LOG_FILE))
+            .and_then(|f| f.sync_all())
+            .map_err(StoreError::Sync)?;
         Ok(())
     }
 
