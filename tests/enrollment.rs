@@ -545,6 +545,29 @@ async fn a_phone_negotiates_tls_1_3() {
     node.stop().await;
 }
 
+/// Phones never resume a CAPF session, so the server offers no resumption: a client
+/// that keeps sessions gets a full handshake the second time too.
+#[tokio::test]
+async fn a_second_connection_gets_a_full_handshake() {
+    let node = TestNode::start().await;
+    let name = rustls::pki_types::ServerName::try_from("capf.test").unwrap();
+    for _ in 0..2 {
+        let tcp = tokio::net::TcpStream::connect(node.addr).await.unwrap();
+        let mut tls = node.connector.connect(name.clone(), tcp).await.unwrap();
+        // TLS 1.3 tickets arrive after the handshake: read the first CAPF message so
+        // any ticket sent before it has been processed.
+        let mut header = [0u8; HEADER_LEN];
+        tls.read_exact(&mut header).await.unwrap();
+        let (_, conn) = tls.get_ref();
+        assert_eq!(
+            conn.handshake_kind(),
+            Some(rustls::HandshakeKind::Full),
+            "no resumption"
+        );
+    }
+    node.stop().await;
+}
+
 #[tokio::test]
 async fn an_operation_past_its_deadline_is_refused_as_a_late_request() {
     let node = TestNode::start().await;
