@@ -220,6 +220,85 @@ fn selections_filters_and_the_audit_trail() {
     assert_eq!(none, Value::Array(vec![]));
 }
 
+/// Every selected device is checked before any is changed.
+#[test]
+fn a_selection_that_one_device_cannot_take_changes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = init(dir.path());
+    ok(&capf(&data, &["device", "add", "SEP0011AA000001"]));
+    ok(&capf(
+        &data,
+        &["device", "add", "SEP0011AA000002", "--key", "ec:p256"],
+    ));
+    let err = fails(&capf(
+        &data,
+        &["device", "set", "--all", "--encrypted-config"],
+    ));
+    assert!(
+        err.contains("nothing changed: 1 of 2 devices") && err.contains("SEP0011AA000002"),
+        "{err}"
+    );
+    let list = json(&capf(&data, &["device", "list", "--json"]));
+    for device in list.as_array().unwrap() {
+        assert_eq!(device["encrypted_config"], false, "{device}");
+    }
+    let events = json(&capf(&data, &["events", "--json"]));
+    assert_eq!(events.as_array().unwrap().len(), 2, "only the two adds");
+
+    // --generate-auth-string stays a one-device option.
+    let err = fails(&capf(
+        &data,
+        &["device", "set", "--all", "--generate-auth-string"],
+    ));
+    assert!(err.contains("one device at a time"), "{err}");
+    // On one device, the string printed is the string stored.
+    let out = ok(&capf(
+        &data,
+        &["device", "set", "SEP0011AA000001", "--generate-auth-string"],
+    ));
+    let printed = out
+        .lines()
+        .find_map(|l| l.strip_prefix("authentication string for SEP0011AA000001: "))
+        .unwrap()
+        .to_string();
+    let shown = json(&capf(
+        &data,
+        &["device", "show", "SEP0011AA000001", "--json"],
+    ));
+    assert_eq!(shown["auth"], "string");
+    assert_eq!(shown["auth_string"], printed.as_str());
+}
+
+/// A selection larger than one store transaction (10,000 devices) lands entirely.
+#[test]
+fn a_fleet_wide_set_spans_several_transactions() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = init(dir.path());
+    let count = 10_001;
+    let mut csv = String::from(HEADER);
+    for i in 0..count {
+        csv.push_str(&format!("SEP{i:012X},none,null,,rsa:2048,false\n"));
+    }
+    let file = dir.path().join("fleet.csv");
+    std::fs::write(&file, csv).unwrap();
+    ok(&capf(&data, &["device", "import", file.to_str().unwrap()]));
+
+    let out = ok(&capf(
+        &data,
+        &["device", "set", "--all", "--operation", "install"],
+    ));
+    assert_eq!(out.lines().count(), count, "one line per device");
+    let pending = ok(&capf(
+        &data,
+        &["device", "list", "--status", "pending", "--json"],
+    ));
+    assert_eq!(
+        pending.matches("\"name\":").count(),
+        count,
+        "every device is pending"
+    );
+}
+
 #[test]
 fn backup_restores_to_the_same_fleet() {
     let dir = tempfile::tempdir().unwrap();

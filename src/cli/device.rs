@@ -6,6 +6,10 @@ use std::process::ExitCode;
 
 use super::render;
 use super::Ctx;
+
+/// `device set` on a selection writes this many devices per store transaction, as the
+/// import does: bounded memory, and phones enrolling meanwhile wait briefly at most.
+const SET_BATCH: usize = 10_000;
 use crate::protocol::valid_device_name;
 use crate::store::{
     AuthMode, DeviceRecord, Event, KeyOrder, Operation, OperationStatus, Store, UnixTime,
@@ -188,48 +192,91 @@ pub fn run(ctx: &mut Ctx, cmd: DeviceCommand) -> Result<ExitCode> {
         }
         DeviceCommand::Set {
             name,
-            options,
+            mut options,
             clear_lockout,
             all,
             status,
             prefix,
         } => {
-            let targets: Vec<DeviceRecord> = match name {
-                Some(name) => {
-                    let name = normalise_name(&name)?;
-                    let Some(rec) = store.get_device(&name)? else {
-                        bail!("device {name} not found (add it with `capf device add {name}`)");
-                    };
-                    vec![rec]
-                }
-                None => store
-                    .list_devices()?
-                    .into_iter()
-                    .filter(|d| {
-                        all || status.as_deref().is_some_and(|s| status_matches(d, s))
-                            || prefix.as_deref().is_some_and(|p| d.name.starts_with(p))
-                    })
-                    .collect(),
-            };
-            if targets.is_empty() {
-                bail!("no device matches the selection");
-            }
-            if options.generate_auth_string && targets.len() > 1 {
+            if options.generate_auth_string && name.is_none() {
                 bail!("--generate-auth-string changes one device at a time (use device import for many)");
             }
-            let single = targets.len() == 1;
-            for mut rec in targets {
-                let generated = options.apply(&mut rec, now)?;
+            // Drawn once, so that the string printed is the one stored even if the
+            // store re-runs the update.
+            let generated = options.generate_auth_string.then(generate_auth_string);
+            if let Some(s) = &generated {
+                options.auth_string = Some(s.clone());
+                options.generate_auth_string = false;
+            }
+            let change = |rec: &mut DeviceRecord| -> Result<()> {
+                options.apply(rec, now)?;
                 if clear_lockout {
                     rec.failed_auth = 0;
                     rec.locked_until = None;
                 }
-                let event = admin_event(ctx, &rec.name, "device-set", &rec);
-                store.put_device(&rec, event)?;
-                if single {
-                    report(ctx, &rec, generated)?;
-                } else {
-                    writeln!(ctx.out, "{:<20} {}", rec.name, rec.status)?;
+                Ok(())
+            };
+            // The names alone are kept (a fleet of a million is never in memory), and
+            // every device is checked before any is changed.
+            let mut names = Vec::new();
+            let mut refused = Vec::new();
+            let mut check = |mut rec: DeviceRecord| {
+                if let Err(e) = change(&mut rec) {
+                    refused.push(format!("{}: {e}", rec.name));
+                }
+                names.push(rec.name);
+            };
+            match &name {
+                Some(name) => {
+                    let name = normalise_name(name)?;
+                    let Some(rec) = store.get_device(&name)? else {
+                        bail!("device {name} not found (add it with `capf device add {name}`)");
+                    };
+                    check(rec);
+                }
+                None => {
+                    for rec in store.devices() {
+                        let rec = rec?;
+                        if all
+                            || status.as_deref().is_some_and(|s| status_matches(&rec, s))
+                            || prefix.as_deref().is_some_and(|p| rec.name.starts_with(p))
+                        {
+                            check(rec);
+                        }
+                    }
+                }
+            }
+            if names.is_empty() {
+                bail!("no device matches the selection");
+            }
+            if let Some(first) = refused.first() {
+                bail!(
+                    "nothing changed: {} of {} devices cannot take this change; first: {first}",
+                    refused.len(),
+                    names.len()
+                );
+            }
+            let single = name.is_some();
+            let mut changed = 0;
+            for batch in names.chunks(SET_BATCH) {
+                let updated = store
+                    .update_devices(batch, |rec| {
+                        change(rec).map_err(|e| e.to_string())?;
+                        Ok(admin_event(ctx, &rec.name, "device-set", rec))
+                    })
+                    .map_err(|e| {
+                        anyhow::anyhow!(
+                            "{e} (stopped after changing {changed} of {} devices)",
+                            names.len()
+                        )
+                    })?;
+                for rec in updated.into_iter().flatten() {
+                    changed += 1;
+                    if single {
+                        report(ctx, &rec, generated.clone())?;
+                    } else {
+                        writeln!(ctx.out, "{:<20} {}", rec.name, rec.status)?;
+                    }
                 }
             }
         }

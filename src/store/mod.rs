@@ -345,6 +345,45 @@ impl Store {
         })
     }
 
+    /// Applies `f` to each named device in one transaction and stores the result with
+    /// the event `f` returns; a name no longer in the store is skipped (`None`). Each
+    /// record is read inside the transaction, so a concurrent change (a phone that
+    /// just enrolled) is never overwritten with an older copy. If `f` refuses any
+    /// device, nothing is written. `f` may run more than once per device.
+    pub fn update_devices<F>(
+        &self,
+        names: &[String],
+        f: F,
+    ) -> Result<Vec<Option<DeviceRecord>>, StoreError>
+    where
+        F: Fn(&mut DeviceRecord) -> Result<Event, String>,
+    {
+        self.transact(|t| {
+            let mut updated = Vec::with_capacity(names.len());
+            for name in names {
+                let Some(mut rec) = t.device(name)? else {
+                    updated.push(None);
+                    continue;
+                };
+                let refused = |reason: String| {
+                    abort(StoreError::Refused {
+                        device: name.clone(),
+                        reason,
+                    })
+                };
+                let event = f(&mut rec).map_err(refused)?;
+                if rec.name != *name {
+                    return Err(refused(format!("it cannot be renamed to {:?}", rec.name)));
+                }
+                let encoded = encode_device(&rec).map_err(abort)?;
+                t.put_device(name, &encoded)?;
+                t.append_event(&event)?;
+                updated.push(Some(rec));
+            }
+            Ok(updated)
+        })
+    }
+
     /// Removes a device; `false` (and no event) if there was none. Its serial index
     /// entries stay: they account for certificates that exist.
     pub fn remove_device(&self, name: &str, event: Event) -> Result<bool, StoreError> {

@@ -585,3 +585,46 @@ fn backup_is_a_complete_copy() {
     assert_eq!(backup.serials().unwrap(), store.serials().unwrap());
     assert_eq!(backup.append_event(event("x", "y", 3)).unwrap(), 3);
 }
+
+#[test]
+fn update_devices_skips_removed_names_and_a_refusal_writes_nothing() {
+    let dir = tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    for name in ["SEPA", "SEPB"] {
+        store
+            .add_device(&DeviceRecord::new(name), event(name, "add", 1))
+            .unwrap();
+    }
+    let names: Vec<String> = ["SEPA", "SEPGONE", "SEPB"].map(String::from).to_vec();
+
+    let refused = store.update_devices(&names, |rec| {
+        if rec.name == "SEPB" {
+            return Err("no".into());
+        }
+        rec.operation = Operation::Install;
+        Ok(event(&rec.name, "set", 2))
+    });
+    assert!(
+        matches!(&refused, Err(StoreError::Refused { device, .. }) if device == "SEPB"),
+        "{refused:?}"
+    );
+    assert_eq!(
+        store.get_device("SEPA").unwrap().unwrap().operation,
+        Operation::None,
+        "SEPA was not written either"
+    );
+
+    let updated = store
+        .update_devices(&names, |rec| {
+            rec.operation = Operation::Install;
+            Ok(event(&rec.name, "set", 2))
+        })
+        .unwrap();
+    let updated: Vec<Option<&str>> = updated
+        .iter()
+        .map(|r| r.as_ref().map(|r| r.name.as_str()))
+        .collect();
+    assert_eq!(updated, [Some("SEPA"), None, Some("SEPB")]);
+    assert_eq!(store.get_device("SEPGONE").unwrap(), None, "not recreated");
+    assert_eq!(store.events(None, None, None).unwrap().len(), 4);
+}
