@@ -276,3 +276,54 @@ fn doctor_names_what_is_missing() {
     assert!(said.contains("OK   SEP001122334455.cnf.xml.enc.sgn builds"));
     assert!(said.contains("last session:"), "{said}");
 }
+
+/// Writes an RSA-2048 certificate valid only between the two times, and its PKCS#8 key.
+fn dated_identity(cert: &Path, key: &Path, not_before: i64, not_after: i64) {
+    let rsa = openssl::rsa::Rsa::generate(2048).unwrap();
+    let pkcs8 = openssl::pkey::PKey::from_rsa(rsa)
+        .unwrap()
+        .private_key_to_pkcs8()
+        .unwrap();
+    let pair = rcgen::KeyPair::try_from(pkcs8.as_slice()).unwrap();
+    let mut params = rcgen::CertificateParams::new(vec!["tftp.example.net".into()]).unwrap();
+    params.not_before = time::OffsetDateTime::from_unix_timestamp(not_before).unwrap();
+    params.not_after = time::OffsetDateTime::from_unix_timestamp(not_after).unwrap();
+    let issued = params.self_signed(&pair).unwrap();
+    std::fs::write(cert, issued.pem()).unwrap();
+    std::fs::write(key, pair.serialize_pem()).unwrap();
+}
+
+#[test]
+fn doctor_checks_the_certificates_dates() {
+    let node = Node::new();
+    let said = String::from_utf8(node.capf(&["doctor"]).stdout).unwrap();
+    assert!(said.contains("OK   CAPF certificate valid until"), "{said}");
+    assert!(
+        said.contains("OK   TFTP signer certificate valid until"),
+        "{said}"
+    );
+    assert!(!said.contains("renew it soon"), "{said}");
+
+    let certs = node.data.join("certs");
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    let (cert, key) = (certs.join("tftp.pem"), certs.join("tftp.key"));
+    dated_identity(&cert, &key, now - 400 * 86_400, now - 86_400);
+    let out = node.capf(&["doctor"]);
+    assert!(!out.status.success());
+    let said = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        said.contains("FAIL TFTP signer certificate expired on"),
+        "{said}"
+    );
+
+    dated_identity(&cert, &key, now - 86_400, now + 10 * 86_400);
+    let said = String::from_utf8(node.capf(&["doctor"]).stdout).unwrap();
+    assert!(
+        said.contains("OK   TFTP signer certificate valid until"),
+        "{said}"
+    );
+    assert!(said.contains(" days: renew it soon"), "{said}");
+}

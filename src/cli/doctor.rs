@@ -78,13 +78,30 @@ pub fn run(ctx: &mut Ctx, args: DoctorArgs) -> Result<ExitCode> {
         ctx,
         failed: capf.is_none(),
     };
+    let now = report.ctx.now;
     if let Some(capf) = &capf {
         report.check(ca_flags(capf))?;
+        validity(
+            &mut report,
+            "CAPF certificate",
+            capf,
+            now,
+            "capf init --force",
+        )?;
         report.check(listener_presents(settings.listen, capf))?;
     }
     let service = match service {
         Ok(s) => {
             report.ok("TFTP signer certs/tftp.pem and certs/tftp.key")?;
+            if let Ok(signer) = s.signer() {
+                validity(
+                    &mut report,
+                    "TFTP signer certificate",
+                    signer.certificate_der(),
+                    now,
+                    "replace certs/tftp.pem and certs/tftp.key",
+                )?;
+            }
             s
         }
         Err(e) => {
@@ -129,6 +146,41 @@ fn ca_flags(capf: &[u8]) -> Check {
             "phones refuse it; re-create it with `capf init --force` (phones must then load a new ITL)",
         ))
     }
+}
+
+/// Warn this long before a certificate phones rely on expires.
+const RENEW_WITHIN_SECS: i64 = 30 * 86_400;
+
+/// The certificate is valid now, and not about to expire. Whether phones check the
+/// dates of trust-list certificates is unknown (config-files.md E7); capf's LSCs and
+/// every TLS client do, so an expired CAPF or signer certificate is a failure.
+fn validity(report: &mut Report, name: &str, der: &[u8], now: i64, renew: &str) -> Result<()> {
+    let cert = match parse_certificate(der) {
+        Ok(cert) => cert,
+        Err(e) => return report.fail(&format!("{name} validity"), &e.to_string()),
+    };
+    let not_before = cert.validity().not_before.timestamp();
+    let not_after = cert.validity().not_after.timestamp();
+    if now < not_before {
+        return report.fail(
+            &format!("{name} is valid from {}", render::time(not_before)),
+            "check this machine's clock",
+        );
+    }
+    if now > not_after {
+        return report.fail(
+            &format!("{name} expired on {}", render::time(not_after)),
+            &format!("renew it: {renew}"),
+        );
+    }
+    report.ok(&format!("{name} valid until {}", render::time(not_after)))?;
+    if not_after - now < RENEW_WITHIN_SECS {
+        report.info(&format!(
+            "it expires in {} days: renew it soon ({renew})",
+            (not_after - now) / 86_400
+        ))?;
+    }
+    Ok(())
 }
 
 /// The listener answers TLS with exactly the CAPF certificate.
