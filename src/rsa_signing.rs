@@ -200,7 +200,7 @@ impl rcgen::SigningKey for CertSigningKey {
         match (&self.rsa, digest) {
             (Some(key), Some(digest)) => key
                 .sign(digest, RsaPadding::Pkcs1, msg)
-                .map_err(|_| rcgen::Error::RingUnspecified),
+                .map_err(|_| rcgen::Error::RemoteKeyError),
             _ => self.public.sign(msg),
         }
     }

@@ -72,7 +72,7 @@ pub enum DeviceCommand {
     Remove { name: String },
     /// Add or update many phones from a CSV file; a file with any bad row changes nothing.
     #[command(
-        after_help = "The first line must be exactly:\n  name,operation,auth,auth_string,key,encrypted_config\nAn empty auth_string with auth `string` generates one.\n\nEvery row is checked before anything is written. Devices are then written 10,000 at a\ntime: if writing stops on a store error (disk full, I/O), or the server is killed, the\ndevices written so far stay. Importing the same file again completes it: rows already\nstored as the file describes them are left alone and counted unchanged.\n\nExample:\n  capf device import phones.csv --dry-run && capf device import phones.csv"
+        after_help = "The first line must be exactly:\n  name,operation,auth,auth_string,key,encrypted_config\nAn empty auth_string with auth `string` generates one.\n\nEvery row is checked before anything is written. Devices are then written 10,000 at a\ntime: if writing stops on a store error (disk full, I/O), or the server is killed, the\ndevices written so far stay. Importing the same file again completes it: rows already\nstored as the file describes them are left alone and counted unchanged (a phone that\nfinished its operation in between is scheduled again: check with --dry-run).\n\nExample:\n  capf device import phones.csv --dry-run && capf device import phones.csv"
     )]
     Import {
         file: std::path::PathBuf,
@@ -216,6 +216,12 @@ pub fn run(ctx: &mut Ctx, cmd: DeviceCommand) -> Result<ExitCode> {
                 }
                 Ok(())
             };
+            let selected = |rec: &DeviceRecord| {
+                name.is_some()
+                    || all
+                    || status.as_deref().is_some_and(|s| status_matches(rec, s))
+                    || prefix.as_deref().is_some_and(|p| rec.name.starts_with(p))
+            };
             // The names alone are kept (a fleet of a million is never in memory), and
             // every device is checked before any is changed.
             let mut names = Vec::new();
@@ -237,10 +243,7 @@ pub fn run(ctx: &mut Ctx, cmd: DeviceCommand) -> Result<ExitCode> {
                 None => {
                     for rec in store.devices() {
                         let rec = rec?;
-                        if all
-                            || status.as_deref().is_some_and(|s| status_matches(&rec, s))
-                            || prefix.as_deref().is_some_and(|p| rec.name.starts_with(p))
-                        {
+                        if selected(&rec) {
                             check(rec);
                         }
                     }
@@ -261,8 +264,13 @@ pub fn run(ctx: &mut Ctx, cmd: DeviceCommand) -> Result<ExitCode> {
             for batch in names.chunks(SET_BATCH) {
                 let updated = store
                     .update_devices(batch, |rec| {
+                        // A device whose status changed since the scan may no longer
+                        // be one the operator selected.
+                        if !selected(rec) {
+                            return Ok(None);
+                        }
                         change(rec).map_err(|e| e.to_string())?;
-                        Ok(admin_event(ctx, &rec.name, "device-set", rec))
+                        Ok(Some(admin_event(ctx, &rec.name, "device-set", rec)))
                     })
                     .map_err(|e| {
                         anyhow::anyhow!(
@@ -278,6 +286,9 @@ pub fn run(ctx: &mut Ctx, cmd: DeviceCommand) -> Result<ExitCode> {
                         writeln!(ctx.out, "{:<20} {}", rec.name, rec.status)?;
                     }
                 }
+            }
+            if changed == 0 {
+                bail!("no device was changed: the selection was removed or changed meanwhile");
             }
         }
         DeviceCommand::Show { name, json } => {

@@ -60,9 +60,11 @@ pub enum StoreError {
     FlushFailed(String),
     #[error("cannot sync the store to disk: {0}")]
     Sync(std::io::Error),
+    #[error("cannot open the store's log file for syncing: {0}")]
+    LogFile(std::io::Error),
     #[error("cannot start the store writer: {0}")]
     WriterStart(std::io::Error),
-    #[error("the store writer has stopped")]
+    #[error("the store writer did not record the change (see the log)")]
     WriterStopped,
 }
 
@@ -231,7 +233,7 @@ impl Store {
             serials: db.open_tree(SERIALS)?,
             meta: db.open_tree(META)?,
             log_file: Arc::new(
-                std::fs::File::open(dir.join(SLED_LOG_FILE)).map_err(StoreError::Sync)?,
+                std::fs::File::open(dir.join(SLED_LOG_FILE)).map_err(StoreError::LogFile)?,
             ),
             db,
             write_gate: Arc::new(RwLock::new(())),
@@ -346,17 +348,19 @@ impl Store {
     }
 
     /// Applies `f` to each named device in one transaction and stores the result with
-    /// the event `f` returns; a name no longer in the store is skipped (`None`). Each
-    /// record is read inside the transaction, so a concurrent change (a phone that
-    /// just enrolled) is never overwritten with an older copy. If `f` refuses any
-    /// device, nothing is written. `f` may run more than once per device.
+    /// the event `f` returns. `f` may pass a device over (`Ok(None)`, e.g. it no
+    /// longer matches a selection); a name no longer in the store is passed over too.
+    /// Passed-over devices come back as `None`. Each record is read inside the
+    /// transaction, so a concurrent change (a phone that just enrolled) is never
+    /// overwritten with an older copy. If `f` refuses any device, nothing is written.
+    /// `f` may run more than once per device.
     pub fn update_devices<F>(
         &self,
         names: &[String],
         f: F,
     ) -> Result<Vec<Option<DeviceRecord>>, StoreError>
     where
-        F: Fn(&mut DeviceRecord) -> Result<Event, String>,
+        F: Fn(&mut DeviceRecord) -> Result<Option<Event>, String>,
     {
         self.transact(|t| {
             let mut updated = Vec::with_capacity(names.len());
@@ -371,7 +375,10 @@ impl Store {
                         reason,
                     })
                 };
-                let event = f(&mut rec).map_err(refused)?;
+                let Some(event) = f(&mut rec).map_err(refused)? else {
+                    updated.push(None);
+                    continue;
+                };
                 if rec.name != *name {
                     return Err(refused(format!("it cannot be renamed to {:?}", rec.name)));
                 }
@@ -406,8 +413,8 @@ impl Store {
     /// a transaction on conflict) and may not rename a device.
     ///
     /// The whole call is one transaction, and sled keeps a transaction's writes and
-    /// the tree nodes they replace in memory until it ends: callers keep batches to a
-    /// few thousand devices.
+    /// the tree nodes they replace in memory until it ends: callers keep batches to
+    /// about ten thousand devices.
     pub fn upsert_devices<T, F>(
         &self,
         items: &[T],
@@ -541,7 +548,9 @@ impl Store {
     /// to be written but neither flushes the drive's write cache nor the file's
     /// metadata: after a power cut the change could still be gone. (Only sled's
     /// 500 ms background flusher calls `fsync`.) So the log file is `fdatasync`ed
-    /// here as well; any descriptor of the file will do.
+    /// here as well; any descriptor of the file will do. (sled writes a log item over
+    /// about 128 KiB to a file of its own under `blobs/`, unsynced; capf's records are
+    /// a few KiB, and no store measured here has had a blob.)
     pub fn flush(&self) -> Result<(), StoreError> {
         self.db.flush()?;
         self.log_file.sync_data().map_err(StoreError::Sync)?;
@@ -581,9 +590,11 @@ impl Store {
         target.flush()?;
         // As in `flush`: sled's own flush does not reach the drive (nor, for a new
         // file, its metadata).
-        std::fs::File::open(dir.join(SLED_LOG_FILE))
-            .and_then(|f| f.sync_all())
-            .map_err(StoreError::Sync)?;
+        for synced in [dir.join(SLED_LOG_FILE), dir.join("conf"), dir.to_path_buf()] {
+            std::fs::File::open(synced)
+                .and_then(|f| f.sync_all())
+                .map_err(StoreError::Sync)?;
+        }
         Ok(())
     }
 

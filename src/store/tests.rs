@@ -602,7 +602,7 @@ fn update_devices_skips_removed_names_and_a_refusal_writes_nothing() {
             return Err("no".into());
         }
         rec.operation = Operation::Install;
-        Ok(event(&rec.name, "set", 2))
+        Ok(Some(event(&rec.name, "set", 2)))
     });
     assert!(
         matches!(&refused, Err(StoreError::Refused { device, .. }) if device == "SEPB"),
@@ -616,15 +616,23 @@ fn update_devices_skips_removed_names_and_a_refusal_writes_nothing() {
 
     let updated = store
         .update_devices(&names, |rec| {
+            if rec.name == "SEPB" {
+                return Ok(None);
+            }
             rec.operation = Operation::Install;
-            Ok(event(&rec.name, "set", 2))
+            Ok(Some(event(&rec.name, "set", 2)))
         })
         .unwrap();
     let updated: Vec<Option<&str>> = updated
         .iter()
         .map(|r| r.as_ref().map(|r| r.name.as_str()))
         .collect();
-    assert_eq!(updated, [Some("SEPA"), None, Some("SEPB")]);
+    assert_eq!(updated, [Some("SEPA"), None, None]);
     assert_eq!(store.get_device("SEPGONE").unwrap(), None, "not recreated");
-    assert_eq!(store.events(None, None, None).unwrap().len(), 4);
+    assert_eq!(
+        store.get_device("SEPB").unwrap().unwrap().operation,
+        Operation::None,
+        "passed over"
+    );
+    assert_eq!(store.events(None, None, None).unwrap().len(), 3);
 }

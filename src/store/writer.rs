@@ -82,7 +82,14 @@ fn write_all(store: &Store, queue: &mpsc::Receiver<Job>) {
                 Err(_) => break,
             }
         }
-        write_batch(store, batch);
+        // A panic (a bug in sled or here) fails this batch's sessions, whose answers
+        // are dropped with it, but must not stop every later session from recording
+        // anything while the node keeps accepting phones.
+        let written =
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| write_batch(store, batch)));
+        if written.is_err() {
+            tracing::error!("the store writer panicked; that batch of session changes failed");
+        }
     }
 }
 
@@ -234,13 +241,37 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_panic_fails_its_change_and_the_writer_goes_on() {
+        let (_dir, store) = store_with(&["SEPA"]);
+        let writer = Writer::start(store.clone()).unwrap();
+        let mut bad = mark("SEPA", true);
+        bad.update = Box::new(|_| panic!("a bug"));
+        assert!(matches!(
+            writer.write(bad).await,
+            Err(StoreError::WriterStopped)
+        ));
+        writer.write(mark("SEPA", true)).await.unwrap();
+        let rec = store.get_device("SEPA").unwrap().unwrap();
+        assert_eq!(rec.status, OperationStatus::UpgradeSuccess);
+    }
+
+    #[tokio::test]
     async fn the_store_can_be_reopened_once_the_writer_is_dropped() {
         let dir = tempdir().unwrap();
         let store = Store::open(dir.path()).unwrap();
         let writer = Writer::start(store.clone()).unwrap();
         writer.write(mark("SEPX", true)).await.unwrap();
         drop((writer, store));
-        let store = Store::open(dir.path()).unwrap();
+        // The thread lets go of its handle once it sees the queue closed.
+        let store = (0..100)
+            .find_map(|_| match Store::open(dir.path()) {
+                Err(StoreError::Locked(_)) => {
+                    std::thread::sleep(std::time::Duration::from_millis(50));
+                    None
+                }
+                other => Some(other.unwrap()),
+            })
+            .expect("the writer released the store");
         assert_eq!(store.events(None, None, None).unwrap().len(), 1);
     }
 }

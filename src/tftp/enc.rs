@@ -96,7 +96,8 @@ pub fn build<R: CryptoRng + ?Sized>(
 }
 
 /// Phone key sizes a key is wrapped to: what phones have (1024 to 4096 bits) with room
-/// above; tag 23 cannot describe 8192 bits or more.
+/// above. A policy bound (tag 23, the wrapped key's length in bits, is a u16), so that
+/// a stored key of absurd size cannot make every build slow.
 const PHONE_KEY_BITS: std::ops::RangeInclusive<u32> = 1024..=8192;
 
 /// Reads the phone's RSA key from its SubjectPublicKeyInfo.
