@@ -168,17 +168,7 @@ enum Auth {
 const AUTH_STRING: &str = "123456";
 
 /// The base document of every benchmark device: a small SIP phone configuration.
-const DOCUMENT: &str = r#"<?xml version="1.0" encoding="UTF-8"?>
-<device>
-  <fullConfig>true</fullConfig>
-  <deviceProtocol>SIP</deviceProtocol>
-  <capfAuthMode>0</capfAuthMode>
-  <capfList><capf><phonePort>3804</phonePort><processNodeName>127.0.0.1</processNodeName></capf></capfList>
-  <sipProfile><sipLines><line button="1"><name>1001</name><authName>1001</authName><authPassword>s3cret</authPassword></line></sipLines></sipProfile>
-  <certHash></certHash>
-  <encrConfig>false</encrConfig>
-</device>
-"#;
+const DOCUMENT: &str = include_str!("data/base.cnf.xml");
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {

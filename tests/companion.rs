@@ -11,29 +11,12 @@ use capf::store::{AuthMode, DeviceRecord, EcCurve, KeyOrder, Operation, Operatio
 use capf::tftp::itl::{self, Role};
 use capf::tftp::sgn::{self, FileKind};
 use capf::tftp::{enc, Digest, Signer};
-use common::TestNode;
+use common::{TestNode, DOC};
 use md5::Digest as _;
 use std::net::SocketAddr;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const NAME: &str = "SEP001122334455";
-
-const DOC: &str = r#"<?xml version="1.0" encoding="UTF-8"?>
-<device>
-  <fullConfig>true</fullConfig>
-  <deviceProtocol>SIP</deviceProtocol>
-  <ipAddressMode>0</ipAddressMode>
-  <loadInformation>SIP75.9-4-2SR3-1S</loadInformation>
-  <sipProfile>
-    <sipLines>
-      <line button="1">
-        <name>1001</name>
-        <authPassword>s3cret</authPassword>
-      </line>
-    </sipLines>
-  </sipProfile>
-</device>
-"#;
 
 /// A node with HTTP delivery on an ephemeral port.
 struct Companion {

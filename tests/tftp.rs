@@ -7,27 +7,12 @@ use capf::server::tftp::{TftpServer, MAX_RETRIES};
 use capf::store::{AuthMode, DeviceRecord, KeyOrder, Operation, OperationStatus};
 use capf::tftp::itl;
 use capf::tftp::sgn::{self, FileKind};
-use common::TestNode;
+use common::{TestNode, DOC};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 use tokio::net::UdpSocket;
 
 const NAME: &str = "SEP001122334455";
-
-const DOC: &str = r#"<?xml version="1.0" encoding="UTF-8"?>
-<device>
-  <fullConfig>true</fullConfig>
-  <deviceProtocol>SIP</deviceProtocol>
-  <sipProfile>
-    <sipLines>
-      <line button="1">
-        <name>1001</name>
-        <authPassword>s3cret</authPassword>
-      </line>
-    </sipLines>
-  </sipProfile>
-</device>
-"#;
 
 /// A node with TFTP delivery on an ephemeral port.
 struct Node {

@@ -19,6 +19,24 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio_rustls::TlsConnector;
 
+/// A phone's base configuration document, as an operator puts it in `tftp/`.
+pub const DOC: &str = r#"<?xml version="1.0" encoding="UTF-8"?>
+<device>
+  <fullConfig>true</fullConfig>
+  <deviceProtocol>SIP</deviceProtocol>
+  <ipAddressMode>0</ipAddressMode>
+  <loadInformation>SIP75.9-4-2SR3-1S</loadInformation>
+  <sipProfile>
+    <sipLines>
+      <line button="1">
+        <name>1001</name>
+        <authPassword>s3cret</authPassword>
+      </line>
+    </sipLines>
+  </sipProfile>
+</device>
+"#;
+
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
 pub struct TestNode {
