@@ -7,7 +7,7 @@ mod common;
 use capf::phone::{http_request, HttpResponse, Phone, PhoneKey};
 use capf::server::http::HttpServer;
 use capf::settings::Settings;
-use capf::store::{AuthMode, DeviceRecord, EcCurve, KeyOrder, Operation, OperationStatus};
+use capf::store::{AuthMode, DeviceRecord, EcCurve, KeyOrder};
 use capf::tftp::itl::{self, Role};
 use capf::tftp::sgn::{self, FileKind};
 use capf::tftp::{enc, Digest, Signer};
@@ -65,11 +65,7 @@ impl Companion {
 }
 
 fn device(encrypted: bool, key: KeyOrder) -> DeviceRecord {
-    let mut d = DeviceRecord::new(NAME);
-    d.operation = Operation::Install;
-    d.auth = AuthMode::Null;
-    d.status = OperationStatus::Pending;
-    d.key_order = key;
+    let mut d = common::install(NAME, AuthMode::Null, key);
     d.encrypted_config = encrypted;
     d
 }

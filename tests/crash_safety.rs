@@ -13,9 +13,7 @@ mod common;
 use capf::phone::{connector, Phone};
 use capf::protocol::Reason;
 use capf::settings::DataDir;
-use capf::store::{
-    AuthMode, DeviceRecord, EcCurve, KeyOrder, Operation, OperationStatus, SerialState, Store,
-};
+use capf::store::{AuthMode, DeviceRecord, Operation, OperationStatus, SerialState, Store};
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::CertificateDer;
 use std::collections::{HashMap, HashSet};
@@ -42,17 +40,6 @@ impl XorShift {
 
 fn device_name(i: usize) -> String {
     format!("SEP0011223344{i:02X}")
-}
-
-fn scheduled(name: &str) -> DeviceRecord {
-    let mut d = DeviceRecord::new(name);
-    d.operation = Operation::Install;
-    d.auth = AuthMode::Null;
-    d.key_order = KeyOrder::Ec {
-        curve: EcCurve::P256,
-    };
-    d.status = OperationStatus::Pending;
-    d
 }
 
 /// Starts `capf serve` and waits for "capf listening on ADDR" on its stderr.
@@ -183,7 +170,7 @@ fn reschedule(
         let mut rec = store
             .get_device(name)
             .unwrap()
-            .unwrap_or_else(|| scheduled(name));
+            .unwrap_or_else(|| common::install(name, AuthMode::Null, common::P256));
         rec.operation = Operation::Install;
         rec.status = OperationStatus::Pending;
         store

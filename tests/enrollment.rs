@@ -7,24 +7,12 @@ use capf::protocol::{CertificateType, Reason, WrappedCertificate, HEADER_LEN};
 use capf::store::{
     AuthMode, DeviceRecord, EcCurve, KeyOrder, KeySpec, Operation, OperationStatus, SerialState,
 };
-use common::TestNode;
+use common::{install, TestNode};
 use md5::Digest;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const NAME: &str = "SEP001122334455";
-
-fn install(name: &str, auth: AuthMode, key: KeyOrder) -> DeviceRecord {
-    let mut d = DeviceRecord::new(name);
-    d.operation = Operation::Install;
-    d.auth = auth;
-    d.key_order = key;
-    d.status = OperationStatus::Pending;
-    if auth == AuthMode::String {
-        d.auth_string = Some("123456".into());
-    }
-    d
-}
 
 #[tokio::test]
 async fn rsa_2048_install_with_authentication_string() {

@@ -8,7 +8,7 @@ mod common;
 use capf::phone::Phone;
 use capf::protocol::{ClientMessage, Command, Reason, HEADER_LEN};
 use capf::settings::Settings;
-use capf::store::{AuthMode, DeviceRecord, EcCurve, KeyOrder, Operation, OperationStatus};
+use capf::store::{AuthMode, DeviceRecord, Operation, OperationStatus};
 use common::TestNode;
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -32,14 +32,7 @@ fn hostile_settings(s: &mut Settings) {
 }
 
 fn install(name: &str) -> DeviceRecord {
-    let mut d = DeviceRecord::new(name);
-    d.operation = Operation::Install;
-    d.auth = AuthMode::Null;
-    d.key_order = KeyOrder::Ec {
-        curve: EcCurve::P256,
-    };
-    d.status = OperationStatus::Pending;
-    d
+    common::install(name, AuthMode::Null, common::P256)
 }
 
 /// A real phone enrolls (EC P-256, null string) and the node records it.

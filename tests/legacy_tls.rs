@@ -6,7 +6,7 @@ mod common;
 
 use capf::phone::Phone;
 use capf::protocol::Reason;
-use capf::store::{AuthMode, DeviceRecord, EcCurve, KeyOrder, Operation, OperationStatus};
+use capf::store::{AuthMode, DeviceRecord, Operation, OperationStatus};
 use common::TestNode;
 use openssl::ssl::{SslConnector, SslMethod, SslVerifyMode, SslVersion};
 use std::net::SocketAddr;
@@ -183,14 +183,7 @@ async fn a_tls_1_0_session_is_served_by_the_session_code_and_audited() {
 #[tokio::test]
 async fn the_phone_enrolls_over_the_legacy_listener() {
     let node = legacy_node(&["127.0.0.1/32"]).await;
-    let mut rec = DeviceRecord::new(NAME);
-    rec.operation = Operation::Install;
-    rec.auth = AuthMode::Null;
-    rec.key_order = KeyOrder::Ec {
-        curve: EcCurve::P256,
-    };
-    rec.status = OperationStatus::Pending;
-    node.add(rec);
+    node.add(common::install(NAME, AuthMode::Null, common::P256));
 
     let outcome = Phone::new(NAME)
         .run(node.legacy_addr.unwrap(), &node.connector)

@@ -4,7 +4,7 @@
 mod common;
 
 use capf::server::tftp::{TftpServer, MAX_RETRIES};
-use capf::store::{AuthMode, DeviceRecord, KeyOrder, Operation, OperationStatus};
+use capf::store::{AuthMode, KeyOrder};
 use capf::tftp::itl;
 use capf::tftp::sgn::{self, FileKind};
 use common::{TestNode, DOC};
@@ -32,11 +32,7 @@ impl Node {
     }
 
     fn add(&self, encrypted: bool) {
-        let mut d = DeviceRecord::new(NAME);
-        d.operation = Operation::Install;
-        d.auth = AuthMode::Null;
-        d.status = OperationStatus::Pending;
-        d.key_order = KeyOrder::Rsa { bits: 2048 };
+        let mut d = common::install(NAME, AuthMode::Null, KeyOrder::Rsa { bits: 2048 });
         d.encrypted_config = encrypted;
         self.node.add(d);
     }

@@ -8,7 +8,9 @@ use capf::ca::Ca;
 use capf::phone::{connector, Outcome, Phone};
 use capf::server::CapfListener;
 use capf::settings::{DataDir, Settings};
-use capf::store::{DeviceRecord, Event, Store};
+use capf::store::{
+    AuthMode, DeviceRecord, EcCurve, Event, KeyOrder, Operation, OperationStatus, Store,
+};
 use capf::tftp::service::ConfigService;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::CertificateDer;
@@ -185,6 +187,25 @@ async fn bind_legacy(listener: &CapfListener, addr: SocketAddr) -> CapfListener 
 async fn bind_legacy(_: &CapfListener, _: SocketAddr) -> CapfListener {
     panic!("legacy_listen needs the legacy-tls feature")
 }
+
+/// A device scheduled for an install, as an operator adds it (an authentication
+/// string, when the mode needs one, is 123456).
+pub fn install(name: &str, auth: AuthMode, key: KeyOrder) -> DeviceRecord {
+    let mut d = DeviceRecord::new(name);
+    d.operation = Operation::Install;
+    d.auth = auth;
+    d.key_order = key;
+    d.status = OperationStatus::Pending;
+    if auth == AuthMode::String {
+        d.auth_string = Some("123456".into());
+    }
+    d
+}
+
+/// The key order most tests use: EC P-256.
+pub const P256: KeyOrder = KeyOrder::Ec {
+    curve: EcCurve::P256,
+};
 
 pub fn event(name: &str) -> Event {
     Event {
