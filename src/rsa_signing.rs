@@ -44,6 +44,12 @@ impl RsaKey {
         let key = PKey::private_key_from_der(der)
             .or_else(|_| openssl::rsa::Rsa::private_key_from_der(der).and_then(PKey::from_rsa))
             .ok()?;
+        RsaKey::from_pkey(key)
+    }
+
+    /// `key` if it is an RSA key whose primes match its modulus (a key that fails
+    /// this would sign garbage).
+    pub fn from_pkey(key: PKey<Private>) -> Option<RsaKey> {
         let rsa = key.rsa().ok()?;
         rsa.check_key().ok()?.then_some(RsaKey(key))
     }

@@ -93,12 +93,17 @@ pub(crate) fn read_private_key(path: &Path) -> Result<PrivatePkcs8KeyDer<'static
 
 /// PEM text of a DER certificate (RFC 7468: base64 in 64-column lines).
 pub fn certificate_pem(der: &[u8]) -> String {
+    pem("CERTIFICATE", der)
+}
+
+/// PEM text of any DER object under `label` (RFC 7468: base64 in 64-column lines).
+pub fn pem(label: &str, der: &[u8]) -> String {
     let body = base64::engine::general_purpose::STANDARD.encode(der);
-    let mut out = String::from("-----BEGIN CERTIFICATE-----\n");
+    let mut out = format!("-----BEGIN {label}-----\n");
     for line in body.as_bytes().chunks(64) {
         out.push_str(&String::from_utf8_lossy(line));
         out.push('\n');
     }
-    out.push_str("-----END CERTIFICATE-----\n");
+    out.push_str(&format!("-----END {label}-----\n"));
     out
 }

@@ -18,7 +18,7 @@ mod rekey;
 #[cfg(test)]
 mod tests;
 
-pub use files::certificate_pem;
+pub use files::{certificate_pem, pem};
 pub use identity::{init_identities, InitOptions};
 pub use info::cert_info;
 pub use keys::{check_public_key, KeyError};

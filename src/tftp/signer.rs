@@ -15,8 +15,9 @@
 
 use super::error::{Error, Result};
 use super::identity::{bit_length, CertIdentity, KeyBits};
+use crate::rsa_signing::{RsaKey, RsaPadding};
 use openssl::hash::MessageDigest;
-use openssl::pkey::{Id, PKey, Private};
+use openssl::pkey::{Id, PKey};
 use rsa::BoxedUint;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivatePkcs8KeyDer};
@@ -75,7 +76,7 @@ pub struct Signer {
     modulus_index: u8,
     signature_len: usize,
     /// Checked at load: an RSA key (not RSA-PSS) whose public half is the certificate's.
-    key: PKey<Private>,
+    key: RsaKey,
 }
 
 impl fmt::Debug for Signer {
@@ -147,12 +148,11 @@ impl Signer {
                 "the private key does not match the certificate".into(),
             ));
         }
-        // A key whose primes do not multiply to the modulus would sign garbage.
-        if !private.check_key().unwrap_or(false) {
-            return Err(Error::Signer(
+        let key = RsaKey::from_pkey(key).ok_or_else(|| {
+            Error::Signer(
                 "the private key is inconsistent (its primes do not match its modulus)".into(),
-            ));
-        }
+            )
+        })?;
         Ok(Signer {
             certificate,
             identity,
@@ -192,10 +192,9 @@ impl Signer {
             Digest::Sha1 => MessageDigest::sha1(),
             Digest::Sha512 => MessageDigest::sha512(),
         };
-        // PKCS#1 v1.5 is OpenSSL's padding for a plain RSA key (RSA-PSS keys are
-        // refused at load); setting it again would cost a provider round trip.
-        let signature = openssl::sign::Signer::new(digest, &self.key)
-            .and_then(|mut signer| signer.sign_oneshot_to_vec(message))
+        let signature = self
+            .key
+            .sign(digest, RsaPadding::Pkcs1, message)
             .map_err(failed)?;
         if signature.len() != self.signature_len {
             return Err(Error::Signer(format!(
@@ -242,21 +241,8 @@ pub fn verify_signature(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ca::pem;
     use crate::tftp::testpki::{pki, Keyed};
-    use base64::Engine;
-
-    fn pem(label: &str, der: &[u8]) -> String {
-        let b64 = base64::engine::general_purpose::STANDARD.encode(der);
-        let lines: Vec<&str> = b64
-            .as_bytes()
-            .chunks(64)
-            .map(|c| std::str::from_utf8(c).unwrap())
-            .collect();
-        format!(
-            "-----BEGIN {label}-----\n{}\n-----END {label}-----\n",
-            lines.join("\n")
-        )
-    }
 
     fn from(keyed: &Keyed, digest: Digest) -> Result<Signer> {
         Signer::from_der(keyed.der.clone(), &keyed.pkcs8, digest)

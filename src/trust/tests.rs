@@ -161,20 +161,8 @@ impl Pki {
 
     /// Writes root and intermediate into `dir/test-chain.pem`, as an operator would.
     fn write_pem(&self, dir: &std::path::Path) {
-        let pem = |der: &[u8]| {
-            use base64::Engine;
-            let b64 = base64::engine::general_purpose::STANDARD.encode(der);
-            let lines: Vec<&str> = b64
-                .as_bytes()
-                .chunks(64)
-                .map(|c| std::str::from_utf8(c).unwrap())
-                .collect();
-            format!(
-                "-----BEGIN CERTIFICATE-----\n{}\n-----END CERTIFICATE-----\n",
-                lines.join("\n")
-            )
-        };
-        let both = pem(&self.root_der) + &pem(&self.intermediate_der);
+        let both = crate::ca::certificate_pem(&self.root_der)
+            + &crate::ca::certificate_pem(&self.intermediate_der);
         std::fs::write(dir.join("test-chain.pem"), both).unwrap();
     }
 
