@@ -59,6 +59,18 @@ impl Node {
         String::from_utf8(out.stderr).unwrap()
     }
 
+    /// Adds the device, scheduled for install with encrypted configuration on.
+    fn add_encrypted(&self) {
+        self.ok(&[
+            "device",
+            "add",
+            NAME,
+            "--operation",
+            "install",
+            "--encrypted-config",
+        ]);
+    }
+
     fn build(&self) -> String {
         self.ok(&["config", "build", NAME, "--out", "out"])
     }
@@ -126,14 +138,7 @@ fn tampered(file: &Path, from_end: usize) -> PathBuf {
 #[test]
 fn encrypted_config_without_a_key_builds_the_partial_alone() {
     let node = Node::new();
-    node.ok(&[
-        "device",
-        "add",
-        NAME,
-        "--operation",
-        "install",
-        "--encrypted-config",
-    ]);
+    node.add_encrypted();
     let said = node.build();
     assert!(said.contains("partial"), "{said}");
     let sgn = node.out().join(format!("{NAME}.cnf.xml.sgn"));
@@ -245,14 +250,7 @@ fn inspect_refuses_tampered_files_and_the_wrong_signer() {
 #[test]
 fn doctor_names_what_is_missing() {
     let node = Node::new();
-    node.ok(&[
-        "device",
-        "add",
-        NAME,
-        "--operation",
-        "install",
-        "--encrypted-config",
-    ]);
+    node.add_encrypted();
     // No server runs, so the listener check fails and the exit status is 1.
     let out = node.capf(&["doctor", NAME]);
     assert!(!out.status.success());
