@@ -9,7 +9,7 @@
 //! Every state change commits together with its audit event (and serial index
 //! entries) in one sled transaction, so a crash can never leave one without the other.
 //! sled runs transactions one at a time and re-runs a transaction's closure on
-//! conflict, so a read-modify-write such as [`Store::update_device`] never loses a
+//! conflict, so a read-modify-write such as [`Store::update_devices`] never loses a
 //! concurrent edit.
 
 mod codec;
@@ -290,63 +290,6 @@ impl Store {
         })
     }
 
-    /// Applies `f` to the current record and stores the result together with `event`
-    /// and the `serials` index entries. `f` may run more than once (sled re-runs it on
-    /// conflict), always on the record as it is at commit time. Returns the new record.
-    pub fn update_device<F>(
-        &self,
-        name: &str,
-        event: Event,
-        serials: &[(String, SerialRecord)],
-        f: F,
-    ) -> Result<DeviceRecord, StoreError>
-    where
-        F: Fn(&mut DeviceRecord),
-    {
-        self.try_update_device(name, event, serials, |rec| {
-            f(rec);
-            Ok(())
-        })
-    }
-
-    /// Like [`Store::update_device`], but `f` may refuse: then nothing is written
-    /// (neither the device, nor the event, nor the serials) and the reason comes back
-    /// as [`StoreError::Refused`]. An update may not rename the device.
-    pub fn try_update_device<F>(
-        &self,
-        name: &str,
-        event: Event,
-        serials: &[(String, SerialRecord)],
-        f: F,
-    ) -> Result<DeviceRecord, StoreError>
-    where
-        F: Fn(&mut DeviceRecord) -> Result<(), String>,
-    {
-        let refused = |reason: String| {
-            abort(StoreError::Refused {
-                device: name.to_string(),
-                reason,
-            })
-        };
-        self.transact(|t| {
-            let mut rec = t
-                .device(name)?
-                .ok_or_else(|| abort(StoreError::NotFound(name.to_string())))?;
-            f(&mut rec).map_err(refused)?;
-            if rec.name != name {
-                return Err(refused(format!(
-                    "an update cannot rename it to {:?}",
-                    rec.name
-                )));
-            }
-            let encoded = encode_device(&rec).map_err(abort)?;
-            t.put_device(name, &encoded)?;
-            t.append_event(&event)?;
-            t.put_serials(serials)?;
-            Ok(rec)
-        })
-    }
-
     /// Applies `f` to each named device in one transaction and stores the result with
     /// the event `f` returns. `f` may pass a device over (`Ok(None)`, e.g. it no
     /// longer matches a selection); a name no longer in the store is passed over too.
@@ -470,11 +413,6 @@ impl Store {
     }
 
     // -- events -------------------------------------------------------------------
-
-    /// Appends an event that changes no device; returns its id.
-    pub fn append_event(&self, event: Event) -> Result<u64, StoreError> {
-        self.transact(|t| t.append_event(&event))
-    }
 
     /// Events in id order: those about `device` (if given) at or after `since` (if
     /// given). With `limit`, the most recent `limit` of them.

@@ -17,6 +17,24 @@ fn event(device: &str, action: &str, time: UnixTime) -> Event {
     }
 }
 
+/// A session's change, applied the way the store writer applies a batch of one.
+fn apply(
+    store: &Store,
+    device: Option<&str>,
+    event: Event,
+    serials: &[(String, SerialRecord)],
+    update: impl Fn(&mut DeviceRecord) + Send + Sync + 'static,
+) -> Result<(), StoreError> {
+    let change = Change {
+        device: device.map(String::from),
+        update: Box::new(update),
+        event,
+        serials: serials.to_vec(),
+        durable: false,
+    };
+    store.apply_changes(&[&change])
+}
+
 /// A real self-signed certificate, described the way `ca::cert_info` describes one.
 fn enrolled(name: &str, serial: &str) -> EnrolledCert {
     let issued = rcgen::generate_simple_self_signed(vec![name.to_string()]).unwrap();
@@ -138,23 +156,24 @@ fn update_commits_record_event_and_serials_together() {
     store.add_device(&rec, event(&rec.name, "add", 1)).unwrap();
 
     let lsc = enrolled(&rec.name, "0a1b2c");
-    let updated = store
-        .update_device(
-            &rec.name,
-            event(&rec.name, "lsc-issued", 2),
-            &[(
-                "0A1B2C".into(),
-                serial_entry(&rec.name, SerialState::Installed),
-            )],
-            |r| {
-                r.failed_auth += 1;
-                r.lsc = Some(lsc.clone());
-            },
-        )
-        .unwrap();
+    apply(
+        &store,
+        Some(&rec.name),
+        event(&rec.name, "lsc-issued", 2),
+        &[(
+            "0A1B2C".into(),
+            serial_entry(&rec.name, SerialState::Installed),
+        )],
+        move |r| {
+            r.failed_auth += 1;
+            r.lsc = Some(lsc.clone());
+        },
+    )
+    .unwrap();
+    let updated = store.get_device(&rec.name).unwrap().unwrap();
 
-    assert_eq!(updated.failed_auth, 3, "the closure saw the stored record");
-    assert_eq!(store.get_device(&rec.name).unwrap(), Some(updated));
+    assert_eq!(updated.failed_auth, 3, "the change saw the stored record");
+    assert!(updated.lsc.is_some());
     let events = store.events(Some(&rec.name), None, None).unwrap();
     assert_eq!(events.len(), 2);
     assert_eq!(events[1].action, "lsc-issued");
@@ -187,11 +206,10 @@ fn concurrent_updates_are_never_lost() {
         for _ in 0..4 {
             s.spawn(|| {
                 for _ in 0..50 {
-                    store
-                        .update_device("SEP1", event("SEP1", "fail", 0), &[], |r| {
-                            r.failed_auth += 1
-                        })
-                        .unwrap();
+                    apply(&store, Some("SEP1"), event("SEP1", "fail", 0), &[], |r| {
+                        r.failed_auth += 1
+                    })
+                    .unwrap();
                 }
             });
         }
@@ -217,32 +235,31 @@ fn refused_or_impossible_updates_write_nothing() {
         serial_entry(&rec.name, SerialState::Unconfirmed),
     )];
 
-    let err = store
-        .try_update_device(&rec.name, event(&rec.name, "set", 2), &serials, |r| {
-            r.operation = Operation::Delete;
-            Err("no LSC to delete".into())
-        })
-        .unwrap_err();
-    assert!(
-        matches!(err, StoreError::Refused { ref reason, .. } if reason == "no LSC to delete"),
-        "{err}"
-    );
-
-    let err = store
-        .try_update_device(&rec.name, event(&rec.name, "set", 3), &serials, |r| {
-            r.name = "SEP999999999999".into();
-            Ok(())
-        })
-        .unwrap_err();
+    // A change may not rename the device; nothing of it is written.
+    let err = apply(
+        &store,
+        Some(&rec.name),
+        event(&rec.name, "set", 3),
+        &serials,
+        |r| r.name = "SEP999999999999".into(),
+    )
+    .unwrap_err();
     assert!(matches!(err, StoreError::Refused { .. }), "{err}");
 
-    let err = store
-        .update_device("SEP000000000000", event("SEP0", "set", 4), &serials, |_| {})
-        .unwrap_err();
-    assert!(matches!(err, StoreError::NotFound(_)), "{err}");
+    // A device removed meanwhile is not recreated, nor are its serials written; the
+    // event is kept.
+    apply(
+        &store,
+        Some("SEP000000000000"),
+        event("SEP000000000000", "set", 4),
+        &serials,
+        |_| {},
+    )
+    .unwrap();
+    assert_eq!(store.get_device("SEP000000000000").unwrap(), None);
 
     assert_eq!(store.get_device(&rec.name).unwrap(), Some(rec));
-    assert_eq!(store.events(None, None, None).unwrap().len(), 1);
+    assert_eq!(store.events(None, None, None).unwrap().len(), 2);
     assert_eq!(store.serials().unwrap(), []);
     assert_eq!(store.device_count(), 1);
 }
@@ -253,15 +270,25 @@ fn events_are_monotonic_and_filterable() {
     {
         let store = Store::open(dir.path()).unwrap();
         for (i, device) in ["SEPA", "SEPB", "SEPA", "SEPB", "SEPA"].iter().enumerate() {
-            let id = store
-                .append_event(event(device, "session", 100 + i as i64))
-                .unwrap();
-            assert_eq!(id, i as u64 + 1);
+            apply(
+                &store,
+                None,
+                event(device, "session", 100 + i as i64),
+                &[],
+                |_| {},
+            )
+            .unwrap();
         }
     }
     let store = Store::open(dir.path()).unwrap();
-    let next = store.append_event(event("SEPB", "session", 105)).unwrap();
-    assert_eq!(next, 6, "ids continue after a reopen");
+    apply(&store, None, event("SEPB", "session", 105), &[], |_| {}).unwrap();
+    let ids: Vec<u64> = store
+        .events(None, None, None)
+        .unwrap()
+        .iter()
+        .map(|e| e.id)
+        .collect();
+    assert_eq!(ids, [1, 2, 3, 4, 5, 6], "ids continue after a reopen");
 
     let times = |events: Vec<Event>| events.iter().map(|e| e.time).collect::<Vec<_>>();
     let all = store.events(None, None, None).unwrap();
@@ -554,17 +581,17 @@ fn backup_is_a_complete_copy() {
     let store = Store::open(&dir.path().join("db")).unwrap();
     let rec = full_record("SEP001122334455");
     store.add_device(&rec, event(&rec.name, "add", 1)).unwrap();
-    store
-        .update_device(
-            &rec.name,
-            event(&rec.name, "issued", 2),
-            &[(
-                "0a1b2c".into(),
-                serial_entry(&rec.name, SerialState::Installed),
-            )],
-            |r| r.status = OperationStatus::UpgradeSuccess,
-        )
-        .unwrap();
+    apply(
+        &store,
+        Some(&rec.name),
+        event(&rec.name, "issued", 2),
+        &[(
+            "0a1b2c".into(),
+            serial_entry(&rec.name, SerialState::Installed),
+        )],
+        |r| r.status = OperationStatus::UpgradeSuccess,
+    )
+    .unwrap();
 
     let backup_dir = dir.path().join("backup");
     store.backup_to(&backup_dir).unwrap();
@@ -583,7 +610,12 @@ fn backup_is_a_complete_copy() {
         store.events(None, None, None).unwrap()
     );
     assert_eq!(backup.serials().unwrap(), store.serials().unwrap());
-    assert_eq!(backup.append_event(event("x", "y", 3)).unwrap(), 3);
+    apply(&backup, None, event("x", "y", 3), &[], |_| {}).unwrap();
+    assert_eq!(
+        backup.events(None, None, None).unwrap().last().unwrap().id,
+        3,
+        "the backup's event ids continue"
+    );
 }
 
 #[test]
