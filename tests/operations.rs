@@ -9,6 +9,22 @@ use std::process::Command;
 
 const HEADER: &str = "name,operation,auth,auth_string,key,encrypted_config\n";
 
+/// Imports `count` devices SEP000000000000… with `operation`; returns the output.
+fn import_fleet(
+    dir: &std::path::Path,
+    data: &std::path::Path,
+    count: usize,
+    operation: &str,
+) -> String {
+    let mut csv = String::from(HEADER);
+    for i in 0..count {
+        csv.push_str(&format!("SEP{i:012X},{operation},null,,rsa:2048,false\n"));
+    }
+    let file = dir.join("fleet.csv");
+    std::fs::write(&file, csv).unwrap();
+    ok(&capf(data, &["device", "import", file.to_str().unwrap()]))
+}
+
 #[test]
 fn import_is_all_or_nothing_and_names_every_bad_row() {
     let dir = tempfile::tempdir().unwrap();
@@ -118,13 +134,7 @@ fn dry_run_writes_nothing_and_import_export_round_trip() {
 fn ten_thousand_rows_import_in_one_go() {
     let dir = tempfile::tempdir().unwrap();
     let data = init(dir.path());
-    let file = dir.path().join("fleet.csv");
-    let mut text = String::from(HEADER);
-    for i in 0..10_000u32 {
-        text.push_str(&format!("SEP{i:012X},install,null,,rsa:2048,false\n"));
-    }
-    std::fs::write(&file, text).unwrap();
-    let out = ok(&capf(&data, &["device", "import", file.to_str().unwrap()]));
+    let out = import_fleet(dir.path(), &data, 10_000, "install");
     assert!(out.contains("imported 10000: 10000 added"), "{out}");
     let list = json(&capf(
         &data,
@@ -275,13 +285,7 @@ fn a_fleet_wide_set_spans_several_transactions() {
     let dir = tempfile::tempdir().unwrap();
     let data = init(dir.path());
     let count = 10_001;
-    let mut csv = String::from(HEADER);
-    for i in 0..count {
-        csv.push_str(&format!("SEP{i:012X},none,null,,rsa:2048,false\n"));
-    }
-    let file = dir.path().join("fleet.csv");
-    std::fs::write(&file, csv).unwrap();
-    ok(&capf(&data, &["device", "import", file.to_str().unwrap()]));
+    import_fleet(dir.path(), &data, count, "none");
 
     let out = ok(&capf(
         &data,
