@@ -11,10 +11,11 @@
 //! signer plus one public-key wrap, so the ceiling is the machine's RSA-2048 sign rate.
 
 use capf::ca::Ca;
+use capf::model::{DeviceRecord, Event, Operation};
 use capf::phone::PhoneKey;
 use capf::protocol::{KeyGenerateRequest, KeyType};
 use capf::settings::{DataDir, Settings};
-use capf::store::{DeviceRecord, Event, Operation, Store};
+use capf::store::Store;
 use capf::tftp::plan::{ConfigForm, Request};
 use capf::tftp::service::ConfigService;
 use clap::Parser;
@@ -65,7 +66,7 @@ fn main() -> anyhow::Result<()> {
         curve: None,
     })?;
     let name = format!("SEP{MAC}");
-    let now = capf::server::now();
+    let now = capf::model::now();
     let mut device = DeviceRecord::new(&name);
     device.operation = Operation::None;
     device.encrypted_config = true;
@@ -130,7 +131,7 @@ fn run(
                 scope.spawn(|| {
                     let mut built = 0u64;
                     while started.elapsed() < seconds {
-                        service.fetch(request, capf::server::now())?;
+                        service.fetch(request, capf::model::now())?;
                         built += 1;
                     }
                     Ok::<_, anyhow::Error>(built)

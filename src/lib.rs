@@ -35,6 +35,7 @@
 
 pub mod ca;
 pub mod cli;
+pub mod model;
 pub mod phone;
 pub mod protocol;
 pub mod rsa_signing;

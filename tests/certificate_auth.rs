@@ -3,11 +3,11 @@
 
 mod common;
 
-use capf::phone::{Phone, PhoneKey};
-use capf::protocol::{CertificateType, Reason, WrappedCertificate};
-use capf::store::{
+use capf::model::{
     AuthMode, CertKind, DeviceRecord, EcCurve, KeyOrder, Operation, OperationStatus, SerialState,
 };
+use capf::phone::{Phone, PhoneKey};
+use capf::protocol::{CertificateType, Reason, WrappedCertificate};
 use common::TestNode;
 use md5::Digest;
 use rsa::pkcs8::EncodePublicKey;
@@ -335,7 +335,7 @@ async fn lockout_refuses_even_the_right_string_until_cleared() {
         );
     }
     let rec = node.device(NAME);
-    assert!(rec.locked_until.is_some_and(|t| t > capf::server::now()));
+    assert!(rec.locked_until.is_some_and(|t| t > capf::model::now()));
     let mut right = Phone::new(NAME);
     right.password = Some("2468".into());
     assert_eq!(

@@ -4,10 +4,10 @@
 
 mod common;
 
+use capf::model::{AuthMode, DeviceRecord, EcCurve, KeyOrder};
 use capf::phone::{http_request, HttpResponse, Phone, PhoneKey};
 use capf::server::http::HttpServer;
 use capf::settings::Settings;
-use capf::store::{AuthMode, DeviceRecord, EcCurve, KeyOrder};
 use capf::tftp::itl::{self, Role};
 use capf::tftp::sgn::{self, FileKind};
 use capf::tftp::{enc, Digest, Signer};

@@ -1,10 +1,11 @@
 //! `capf config build`, `capf itl build` and `capf inspect` through the real binary.
 
 use capf::ca::Ca;
+use capf::model::Event;
 use capf::phone::PhoneKey;
 use capf::protocol::KeyGenerateRequest;
 use capf::settings::DataDir;
-use capf::store::{Event, Store};
+use capf::store::Store;
 use std::path::{Path, PathBuf};
 use std::process::Output;
 

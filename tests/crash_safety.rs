@@ -10,10 +10,11 @@
 
 mod common;
 
+use capf::model::{AuthMode, DeviceRecord, Operation, OperationStatus, SerialState};
 use capf::phone::{connector, Phone};
 use capf::protocol::Reason;
 use capf::settings::DataDir;
-use capf::store::{AuthMode, DeviceRecord, Operation, OperationStatus, SerialState, Store};
+use capf::store::Store;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::CertificateDer;
 use std::collections::{HashMap, HashSet};
@@ -180,7 +181,7 @@ fn reschedule(
     store.flush().unwrap();
 }
 
-fn event(name: &str, action: &str) -> capf::store::Event {
+fn event(name: &str, action: &str) -> capf::model::Event {
     let mut e = common::event(name);
     e.action = action.into();
     e

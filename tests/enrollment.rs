@@ -2,11 +2,11 @@
 
 mod common;
 
-use capf::phone::Phone;
-use capf::protocol::{CertificateType, Reason, WrappedCertificate, HEADER_LEN};
-use capf::store::{
+use capf::model::{
     AuthMode, DeviceRecord, EcCurve, KeyOrder, KeySpec, Operation, OperationStatus, SerialState,
 };
+use capf::phone::Phone;
+use capf::protocol::{CertificateType, Reason, WrappedCertificate, HEADER_LEN};
 use common::{install, TestNode};
 use md5::Digest;
 use std::time::Duration;
@@ -566,7 +566,7 @@ async fn an_operation_past_its_deadline_is_refused_as_a_late_request() {
             curve: EcCurve::P256,
         },
     );
-    rec.deadline = Some(capf::server::now() - 60);
+    rec.deadline = Some(capf::model::now() - 60);
     node.add(rec);
     let outcome = node.run(&Phone::new(NAME)).await;
     assert_eq!(outcome.end_reason, Some(Reason::InvalidElement));

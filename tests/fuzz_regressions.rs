@@ -5,10 +5,10 @@
 //! `write_fuzz_seeds` (ignored) regenerates the seed corpora under fuzz/seeds from the
 //! spec test vectors and small valid files built by capf itself.
 
+use capf::model::{AuthMode, DeviceRecord, EcCurve, KeyOrder, Operation, OperationStatus};
 use capf::protocol::{ClientMessage, ServerMessage, HEADER_LEN, PROTOCOL_ID};
 use capf::session::{Next, Session, SessionPolicy, Step};
 use capf::settings::{DataDir, Settings};
-use capf::store::{AuthMode, DeviceRecord, EcCurve, KeyOrder, Operation, OperationStatus};
 use capf::tftp::{enc, itl, sgn, Digest, Signer};
 use rsa::pkcs8::{DecodePrivateKey, EncodePublicKey};
 use std::path::{Path, PathBuf};

@@ -5,10 +5,10 @@
 
 mod common;
 
+use capf::model::{AuthMode, DeviceRecord, Operation, OperationStatus};
 use capf::phone::Phone;
 use capf::protocol::{ClientMessage, Command, Reason, HEADER_LEN};
 use capf::settings::Settings;
-use capf::store::{AuthMode, DeviceRecord, Operation, OperationStatus};
 use common::TestNode;
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};

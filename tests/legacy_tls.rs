@@ -4,9 +4,9 @@
 
 mod common;
 
+use capf::model::{AuthMode, DeviceRecord, Operation, OperationStatus};
 use capf::phone::Phone;
 use capf::protocol::Reason;
-use capf::store::{AuthMode, DeviceRecord, Operation, OperationStatus};
 use common::TestNode;
 use openssl::ssl::{SslConnector, SslMethod, SslVerifyMode, SslVersion};
 use std::net::SocketAddr;

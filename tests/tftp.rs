@@ -3,8 +3,8 @@
 
 mod common;
 
+use capf::model::{AuthMode, KeyOrder};
 use capf::server::tftp::{TftpServer, MAX_RETRIES};
-use capf::store::{AuthMode, KeyOrder};
 use capf::tftp::itl;
 use capf::tftp::sgn::{self, FileKind};
 use common::{TestNode, DOC};

@@ -4,7 +4,7 @@
 #![no_main]
 
 use capf::cli::parse_import;
-use capf::store::DeviceRecord;
+use capf::model::DeviceRecord;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

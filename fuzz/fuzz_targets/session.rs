@@ -12,10 +12,7 @@
 
 use capf::protocol::{HEADER_LEN, PROTOCOL_ID};
 use capf::session::{Next, Session, SessionPolicy, Step};
-use capf::store::{
-    AuthMode, DeviceRecord, EcCurve, EnrolledCert, KeyOrder, KeySpec, Operation,
-    OperationStatus, UnixTime,
-};
+use capf::model::{AuthMode, DeviceRecord, EcCurve, EnrolledCert, KeyOrder, KeySpec, Operation, OperationStatus, UnixTime};
 use libfuzzer_sys::fuzz_target;
 
 const ID: u32 = 0x0000_0102;

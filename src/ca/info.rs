@@ -3,7 +3,7 @@
 
 use super::keys::key_spec;
 use super::CaError;
-use crate::store::model::EnrolledCert;
+use crate::model::EnrolledCert;
 use md5::Md5;
 use sha2::{Digest, Sha256};
 use x509_parser::parse_x509_certificate;

@@ -4,7 +4,7 @@
 use super::keys::key_spec;
 use super::rekey;
 use super::{cert_info, random_serial, Ca, CaError, CLOCK_SKEW_SECS};
-use crate::store::model::{EcCurve, EnrolledCert, KeySpec, UnixTime};
+use crate::model::{EcCurve, EnrolledCert, KeySpec, UnixTime};
 use rcgen::string::Ia5String;
 use rcgen::{
     CertificateParams, CustomExtension, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,

@@ -6,7 +6,7 @@
 //! Parsing is strict DER (the `der` crate): anything trailing, non-minimal integers or
 //! padding bits in the key BIT STRING are refused.
 
-use crate::store::model::{EcCurve, KeySpec};
+use crate::model::{EcCurve, KeySpec};
 use rsa::pkcs1::RsaPublicKeyRef;
 use rsa::pkcs8::der::asn1::ObjectIdentifier;
 use rsa::pkcs8::der::Decode;

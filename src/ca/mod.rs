@@ -23,8 +23,8 @@ pub use identity::{init_identities, InitOptions};
 pub use info::cert_info;
 pub use keys::{check_public_key, KeyError};
 
+use crate::model::KeySpec;
 use crate::rsa_signing::CertSigningKey;
-use crate::store::model::KeySpec;
 use rcgen::{CertificateParams, Issuer, KeyPair, PublicKeyData};
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use std::fmt;

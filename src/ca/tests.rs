@@ -2,7 +2,7 @@
 //! (when installed) the openssl command line judge.
 
 use super::*;
-use crate::store::model::{EcCurve, EnrolledCert, KeySpec, UnixTime};
+use crate::model::{EcCurve, EnrolledCert, KeySpec, UnixTime};
 use md5::{Digest, Md5};
 use p256::elliptic_curve::Generate;
 use rcgen::string::PrintableString;

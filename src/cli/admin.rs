@@ -176,7 +176,7 @@ fn serve_one(data: &DataDir, store: &Store, stream: UnixStream, uid: Option<u32>
         out: &mut out,
         actor,
         cwd: request.cwd.into(),
-        now: crate::server::now(),
+        now: crate::model::now(),
         progress: false,
         utc_offset: request.utc_offset,
     };

@@ -17,7 +17,8 @@ use std::process::ExitCode;
 
 use super::device::{admin_event, generate_auth_string, normalise_name, DeviceOptions};
 use super::{render, Ctx};
-use crate::store::{AuthMode, DeviceRecord, KeyOrder, Operation, UnixTime, Upsert};
+use crate::model::{AuthMode, DeviceRecord, KeyOrder, Operation, UnixTime};
+use crate::store::Upsert;
 
 /// The header line, exactly (design.md CLI contract).
 pub const CSV_HEADER: [&str; 6] = [
@@ -511,8 +512,8 @@ mod tests {
         assert_eq!(store.events(None, None, None).unwrap().len(), events.len());
     }
 
-    fn admin_event_for_test(rec: &DeviceRecord) -> crate::store::Event {
-        crate::store::Event {
+    fn admin_event_for_test(rec: &DeviceRecord) -> crate::model::Event {
+        crate::model::Event {
             id: 0,
             time: 1,
             actor: "cli:test".into(),

@@ -10,10 +10,9 @@ use super::Ctx;
 /// `device set` on a selection writes this many devices per store transaction, as the
 /// import does: bounded memory, and phones enrolling meanwhile wait briefly at most.
 const SET_BATCH: usize = 10_000;
+use crate::model::{AuthMode, DeviceRecord, Event, KeyOrder, Operation, OperationStatus, UnixTime};
 use crate::protocol::valid_device_name;
-use crate::store::{
-    AuthMode, DeviceRecord, Event, KeyOrder, Operation, OperationStatus, Store, UnixTime,
-};
+use crate::store::Store;
 
 #[derive(Subcommand, Debug)]
 pub enum DeviceCommand {

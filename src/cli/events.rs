@@ -5,7 +5,7 @@ use clap::Args;
 use std::process::ExitCode;
 
 use super::{render, Ctx};
-use crate::store::Event;
+use crate::model::Event;
 
 #[derive(Args, Debug)]
 #[command(

@@ -6,7 +6,8 @@ use std::process::ExitCode;
 
 use super::render::{self, KeyJson};
 use super::Ctx;
-use crate::store::{CertKind, DeviceRecord, EnrolledCert, StoreError};
+use crate::model::{CertKind, DeviceRecord, EnrolledCert};
+use crate::store::StoreError;
 
 #[derive(Subcommand, Debug)]
 pub enum KeysCommand {

@@ -29,8 +29,9 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
+use crate::model::UnixTime;
 use crate::settings::DataDir;
-use crate::store::{Store, StoreError, UnixTime};
+use crate::store::{Store, StoreError};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -165,7 +166,7 @@ pub fn run(cli: Cli, argv: Vec<OsString>) -> Result<ExitCode> {
                 out: &mut out,
                 actor: cli_actor(),
                 cwd: std::env::current_dir()?,
-                now: crate::server::now(),
+                now: crate::model::now(),
                 progress: std::io::IsTerminal::is_terminal(&std::io::stderr()),
                 utc_offset: local_utc_offset(),
             };

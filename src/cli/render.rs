@@ -6,7 +6,7 @@ use serde::Serialize;
 use std::fmt;
 use std::io::Write;
 
-use crate::store::{
+use crate::model::{
     AuthMode, CertKind, DeviceRecord, EnrolledCert, KeyOrder, KeySpec, Operation, OperationStatus,
     UnixTime,
 };
@@ -303,7 +303,7 @@ fn write_table_line(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::EcCurve;
+    use crate::model::EcCurve;
     use base64::Engine;
     use serde_json::{json, Value};
 

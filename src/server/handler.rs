@@ -4,8 +4,8 @@
 
 use super::connection::Connection;
 use super::Shared;
-use crate::session::{Commit, Next, Session, Step, TlsInfo, Wait};
-use crate::store::{Change, StoreError, UnixTime, Writer};
+use crate::model::now;
+use crate::session::{Next, Session, Step, TlsInfo, Wait};
 use std::net::SocketAddr;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::time::{timeout_at, Instant};
@@ -27,7 +27,7 @@ pub async fn run_session<S>(
 
     loop {
         if let Some(commit) = step.commit.take() {
-            if let Err(e) = apply_commit(&shared.writer, *commit).await {
+            if let Err(e) = shared.writer.write(*commit).await {
                 // Never tell a phone anything the store did not record.
                 tracing::error!(session = session_id, %peer, "store error: {e}");
                 step = session.abort("store error");
@@ -39,7 +39,7 @@ pub async fn run_session<S>(
                 tracing::debug!(session = session_id, %peer, "write failed: {e}");
                 step = session.on_eof(now());
                 if let Some(commit) = step.commit.take() {
-                    if let Err(e) = apply_commit(&shared.writer, *commit).await {
+                    if let Err(e) = shared.writer.write(*commit).await {
                         tracing::error!(session = session_id, %peer, "store error: {e}");
                     }
                 }
@@ -133,37 +133,4 @@ where
         Ok(Ok(None)) | Ok(Err(_)) => return session.on_eof(now()),
     };
     session.on_message(&header, &payload, now())
-}
-
-/// Records a session's change and its event; a durable one is on disk before this
-/// returns, so before the phone is told.
-async fn apply_commit(writer: &Writer, commit: Commit) -> Result<(), StoreError> {
-    let Commit {
-        device,
-        change,
-        event,
-        serials,
-        durable,
-    } = commit;
-    writer
-        .write(Change {
-            device,
-            update: Box::new(move |rec| {
-                if let Some(change) = &change {
-                    change.apply(rec);
-                }
-            }),
-            event,
-            serials,
-            durable,
-        })
-        .await
-}
-
-/// Wall-clock time for the session and the store.
-pub fn now() -> UnixTime {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
 }

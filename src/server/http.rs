@@ -14,7 +14,8 @@
 //! the request grammar ([`Request::parse`]); anything else, including any path with
 //! `/`, `..` or a percent escape, is *not found*.
 
-use super::{now, ServerError};
+use super::ServerError;
+use crate::model::now;
 use crate::tftp::plan::Request;
 use crate::tftp::service::{ConfigService, File, Refusal};
 use std::future::Future;

@@ -20,7 +20,6 @@ mod tls;
 
 pub use crate::session::TlsInfo;
 pub use allow::Network;
-pub use handler::now;
 pub use ids::SessionIds;
 
 use crate::ca::Ca;

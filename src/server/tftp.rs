@@ -20,7 +20,8 @@
 //! else is error 1, *File not found*, exactly where HTTP answers 404.
 
 use super::http::loggable;
-use super::{now, ServerError};
+use super::ServerError;
+use crate::model::now;
 use crate::tftp::plan::Request;
 use crate::tftp::service::{ConfigService, File, Refusal};
 use std::future::Future;

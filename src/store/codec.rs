@@ -5,8 +5,8 @@
 //! newer capf is refused as corrupt rather than half-understood. Event keys are the
 //! big-endian id, so sled's byte order is id order.
 
-use super::model::{DeviceRecord, Event, SerialRecord, DEVICE_SCHEMA_VERSION};
 use super::StoreError;
+use crate::model::{DeviceRecord, Event, SerialRecord, DEVICE_SCHEMA_VERSION};
 use serde::{Deserialize, Serialize};
 
 #[derive(Serialize)]

@@ -13,13 +13,13 @@
 //! concurrent edit.
 
 mod codec;
-pub mod model;
 #[cfg(test)]
 mod tests;
 mod writer;
 
-pub use model::*;
-pub use writer::{Change, Writer};
+pub use writer::Writer;
+
+use crate::model::{Commit, DeviceRecord, Event, SerialRecord, UnixTime};
 
 use codec::{
     decode_device, decode_event, decode_serial, encode_device, encode_event, encode_serial,
@@ -161,17 +161,13 @@ impl Txn<'_> {
     }
 
     /// The device's update, event and serials; only the event if the device is gone.
-    fn apply_change(&self, change: &Change) -> TxnResult<()> {
+    fn apply_change(&self, change: &Commit) -> TxnResult<()> {
         if let Some(name) = &change.device {
             if let Some(mut rec) = self.device(name)? {
-                (change.update)(&mut rec);
-                let encoded = encode_device(&rec).map_err(abort)?;
-                if rec.name != *name {
-                    return Err(abort(StoreError::Refused {
-                        device: name.clone(),
-                        reason: format!("an update cannot rename it to {:?}", rec.name),
-                    }));
+                if let Some(device_change) = &change.change {
+                    device_change.apply(&mut rec);
                 }
+                let encoded = encode_device(&rec).map_err(abort)?;
                 self.put_device(name, &encoded)?;
                 self.put_serials(&change.serials)?;
             }
@@ -403,7 +399,7 @@ impl Store {
 
     /// Applies `changes` in one transaction, in order (see [`Writer`]). Any error
     /// fails them all and writes nothing.
-    fn apply_changes(&self, changes: &[&Change]) -> Result<(), StoreError> {
+    fn apply_changes(&self, changes: &[&Commit]) -> Result<(), StoreError> {
         self.transact(|t| {
             for change in changes {
                 t.apply_change(change)?;

@@ -16,29 +16,16 @@
 //! after its transaction committed. A change is never reported written before its
 //! transaction has committed.
 
-use super::{DeviceRecord, Event, SerialRecord, Store, StoreError};
+use super::{Store, StoreError};
+use crate::model::Commit;
 use std::sync::mpsc;
 
 /// At most this many changes share one transaction, so a burst is written in
 /// bounded pieces.
 const MAX_BATCH: usize = 256;
 
-/// A change to record: an event, and, when it names a device that still exists, an
-/// update of that device and serial index entries.
-pub struct Change {
-    /// The device to update; `None` for an event about no (known) device.
-    pub device: Option<String>,
-    /// Applied to the device's current record inside the transaction; it may run more
-    /// than once (sled re-runs a transaction on conflict).
-    pub update: Box<dyn Fn(&mut DeviceRecord) + Send + Sync>,
-    pub event: Event,
-    pub serials: Vec<(String, SerialRecord)>,
-    /// Answer only once the change is on disk.
-    pub durable: bool,
-}
-
 struct Job {
-    change: Change,
+    change: Commit,
     done: tokio::sync::oneshot::Sender<Result<(), StoreError>>,
 }
 
@@ -59,11 +46,13 @@ impl Writer {
         Ok(Writer { jobs })
     }
 
-    /// Records `change`; returns once it is committed (and on disk, if durable).
+    /// Records `change`: its event and, when it names a device that still exists, the
+    /// device's change and serial index entries. Returns once it is committed (and on
+    /// disk, if durable).
     ///
     /// A device that no longer exists (removed by an operator mid-session) is not
     /// recreated: its event is still recorded.
-    pub async fn write(&self, change: Change) -> Result<(), StoreError> {
+    pub async fn write(&self, change: Commit) -> Result<(), StoreError> {
         let (done, answer) = tokio::sync::oneshot::channel();
         self.jobs
             .send(Job { change, done })
@@ -93,8 +82,19 @@ fn write_all(store: &Store, queue: &mpsc::Receiver<Job>) {
     }
 }
 
+/// Tests make the writer panic with this event action, standing in for a bug in sled.
+#[cfg(test)]
+const PANIC_FOR_TEST: &str = "panic-for-test";
+
 fn write_batch(store: &Store, batch: Vec<Job>) {
-    let changes: Vec<&Change> = batch.iter().map(|job| &job.change).collect();
+    #[cfg(test)]
+    if batch
+        .iter()
+        .any(|j| j.change.event.action == PANIC_FOR_TEST)
+    {
+        panic!("a bug");
+    }
+    let changes: Vec<&Commit> = batch.iter().map(|job| &job.change).collect();
     let outcomes = match store.apply_changes(&changes) {
         Ok(()) => batch.iter().map(|_| Ok(())).collect(),
         // One bad change (a corrupt record, say) must not fail its neighbours: write
@@ -131,7 +131,7 @@ fn write_batch(store: &Store, batch: Vec<Job>) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::OperationStatus;
+    use crate::model::{DeviceChange, DeviceRecord, Event, OperationStatus};
     use tempfile::tempdir;
 
     fn event(device: &str, action: &str) -> Event {
@@ -146,10 +146,14 @@ mod tests {
         }
     }
 
-    fn mark(device: &str, durable: bool) -> Change {
-        Change {
+    fn mark(device: &str, durable: bool) -> Commit {
+        Commit {
             device: Some(device.into()),
-            update: Box::new(|rec| rec.status = OperationStatus::UpgradeSuccess),
+            change: Some(DeviceChange::Authenticated {
+                now: 1,
+                status: Some(OperationStatus::UpgradeSuccess),
+                mic: None,
+            }),
             event: event(device, "lsc-install"),
             serials: Vec::new(),
             durable,
@@ -245,7 +249,7 @@ mod tests {
         let (_dir, store) = store_with(&["SEPA"]);
         let writer = Writer::start(store.clone()).unwrap();
         let mut bad = mark("SEPA", true);
-        bad.update = Box::new(|_| panic!("a bug"));
+        bad.event.action = PANIC_FOR_TEST.into();
         assert!(matches!(
             writer.write(bad).await,
             Err(StoreError::WriterStopped)

@@ -14,7 +14,7 @@ use super::error::{Error, Result};
 use super::sgn::{self, FileKind};
 use super::signer::Signer;
 use super::tlv::{length16, Writer};
-use crate::store::model::UnixTime;
+use crate::model::UnixTime;
 use cbc::cipher::block_padding::NoPadding;
 use cbc::cipher::{BlockModeDecrypt, BlockModeEncrypt, KeyIvInit};
 use openssl::rsa::{Padding, Rsa};

@@ -10,7 +10,7 @@ use super::identity::{parse_certificate, CertIdentity};
 use super::sgn::{self, FileKind, SignedFile};
 use super::signer::{verify_signature, Signer};
 use super::tlv::{length16, read_item, value_string, value_u16, Item, Writer};
-use crate::store::model::UnixTime;
+use crate::model::UnixTime;
 use std::collections::BTreeMap;
 use x509_parser::public_key::PublicKey;
 

@@ -14,9 +14,7 @@ use super::itl::{self, ITL_FILE};
 use super::partial::{self, PartialFacts};
 use super::sgn;
 use super::signer::Signer;
-use crate::store::model::{
-    AuthMode, DeviceRecord, EnrolledCert, Operation, OperationStatus, UnixTime,
-};
+use crate::model::{AuthMode, DeviceRecord, EnrolledCert, Operation, OperationStatus, UnixTime};
 use md5::Digest as _;
 use rand::CryptoRng;
 use x509_parser::public_key::PublicKey;

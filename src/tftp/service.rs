@@ -9,8 +9,9 @@
 use super::error::Error;
 use super::plan::{self, BuildInputs, NotFound, Request, Served};
 use super::signer::Signer;
+use crate::model::UnixTime;
 use crate::settings::{DataDir, Settings};
-use crate::store::{Store, StoreError, UnixTime};
+use crate::store::{Store, StoreError};
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::CertificateDer;
 use std::fmt;

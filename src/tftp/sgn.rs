@@ -10,7 +10,7 @@ use super::error::{Error, Result};
 use super::identity::CertIdentity;
 use super::signer::{verify_signature, Digest, Signer};
 use super::tlv::{length16, read_item, value_string, value_u16, value_u8, Item, Writer};
-use crate::store::model::UnixTime;
+use crate::model::UnixTime;
 use std::collections::BTreeMap;
 
 /// Which of the three signed formats a file is. It fixes the version (tag 1) and the

@@ -3,7 +3,7 @@
 //! the slow part), plus the §8.1 device document.
 
 use super::signer::{Digest, Signer};
-use crate::store::model::{EcCurve, EnrolledCert, KeySpec};
+use crate::model::{EcCurve, EnrolledCert, KeySpec};
 use md5::Digest as _;
 use rcgen::{
     BasicConstraints, CertificateParams, DistinguishedName, DnType, IsCa, Issuer, KeyPair,

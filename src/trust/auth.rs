@@ -5,8 +5,8 @@ use super::binding::bound_to_device;
 use super::chain::{verify_chain, ChainInfo, ChainPolicy};
 use super::proof::{verify_possession, verify_sudi};
 use super::TrustError;
+use crate::model::{CertKind, UnixTime};
 use crate::protocol::AuthResponse;
-use crate::store::{CertKind, UnixTime};
 
 /// Runs §7.1 for a device configured for `kind` (LSC or MIC authentication): requires
 /// DEVICE_NAME, CERTIFICATE, SIGNED_DATA and SHA2_SIGNED_DATA; validates the chain to

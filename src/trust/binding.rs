@@ -7,7 +7,7 @@ use x509_parser::certificate::X509Certificate;
 use x509_parser::extensions::GeneralName;
 
 use super::anchors::parse_certificate;
-use crate::store::CertKind;
+use crate::model::CertKind;
 
 /// The binding rules:
 ///

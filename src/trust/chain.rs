@@ -20,7 +20,7 @@ use x509_parser::oid_registry::{
 use super::anchors::{parse_certificate, AnchorCert, AnchorSet};
 use super::signature::{HashAlg, PublicKey};
 use super::TrustError;
-use crate::store::UnixTime;
+use crate::model::UnixTime;
 
 /// The most certificates above the leaf a path may have (MIC ← Manufacturing CA ← Root
 /// is two; four leaves room for an operator's deeper hierarchy).

@@ -27,8 +27,8 @@ use std::path::PathBuf;
 
 use thiserror::Error;
 
+use crate::model::UnixTime;
 use crate::protocol::HashId;
-use crate::store::UnixTime;
 
 pub use anchors::{AnchorCert, AnchorSet, TrustAnchors};
 pub use auth::verify_certificate_auth;

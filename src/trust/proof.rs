@@ -4,8 +4,8 @@ use super::anchors::{parse_certificate, TrustAnchors};
 use super::chain::{verify_chain, ChainPolicy};
 use super::signature::{HashAlg, PublicKey};
 use super::TrustError;
+use crate::model::UnixTime;
 use crate::protocol::{HashId, Sha2SignedData, SudiData};
-use crate::store::UnixTime;
 
 /// Verifies SIGNED_DATA and SHA2_SIGNED_DATA over `A = device name ‖ 0x00 ‖ cert DER`
 /// with the key of `cert_der`: SHA-1 for the first, SHA-512 (hash id 3, the only one

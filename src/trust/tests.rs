@@ -23,10 +23,10 @@ use time::OffsetDateTime;
 use super::anchors::parse_certificate;
 use super::chain::check_issued_by;
 use super::*;
+use crate::model::CertKind;
 use crate::protocol::{
     AuthResponse, CertificateType, HashId, Sha2SignedData, SudiData, WrappedCertificate,
 };
-use crate::store::CertKind;
 
 /// 2027-01-15, inside every test certificate's validity and every shipped CA's.
 const NOW: UnixTime = 1_800_000_000;

@@ -5,12 +5,11 @@
 pub mod cli;
 
 use capf::ca::Ca;
+use capf::model::{AuthMode, DeviceRecord, EcCurve, Event, KeyOrder, Operation, OperationStatus};
 use capf::phone::{connector, Outcome, Phone};
 use capf::server::CapfListener;
 use capf::settings::{DataDir, Settings};
-use capf::store::{
-    AuthMode, DeviceRecord, EcCurve, Event, KeyOrder, Operation, OperationStatus, Store,
-};
+use capf::store::Store;
 use capf::tftp::service::ConfigService;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::CertificateDer;

@@ -5,9 +5,17 @@
 //! configuration companion (which reads the enrolled certificate). Only `store`
 //! persists them. They are plain data: no handle to the database lives here.
 //!
+//! Also here: the clock ([`now`]) and the changes a session asks the store to make
+//! ([`Commit`], [`DeviceChange`]), so that trust, ca, the store and the configuration
+//! files all speak one vocabulary without depending on each other.
+//!
 //! Words follow CUCM's phone page (operation, authentication mode, key order,
 //! "operation completes by") and its Certificate Operation Status column, so an
 //! administrator who knows CUCM can read `capf device show` without a glossary.
+
+mod change;
+
+pub use change::{Commit, DeviceChange};
 
 use serde::{Deserialize, Serialize};
 use std::fmt;
@@ -20,6 +28,15 @@ pub const DEVICE_SCHEMA_VERSION: u32 = 1;
 /// Seconds since the Unix epoch, UTC. Every time in the store is one of these, so the
 /// session can be driven with an injected clock.
 pub type UnixTime = i64;
+
+/// Wall-clock time, for everything that is not a unit test (sessions, the store, the
+/// CLI, the delivery servers).
+pub fn now() -> UnixTime {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
 
 /// The certificate operation an administrator scheduled for a phone (CUCM's
 /// "Certificate Operation").
