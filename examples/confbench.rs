@@ -13,11 +13,11 @@
 use capf::ca::Ca;
 use capf::model::{DeviceRecord, Event, Operation};
 use capf::phone::PhoneKey;
+use capf::phone_config::plan::{ConfigForm, Request};
+use capf::phone_config::service::ConfigService;
 use capf::protocol::{KeyGenerateRequest, KeyType};
 use capf::settings::{DataDir, Settings};
 use capf::store::Store;
-use capf::tftp::plan::{ConfigForm, Request};
-use capf::tftp::service::ConfigService;
 use clap::Parser;
 use serde::Serialize;
 use std::time::{Duration, Instant};

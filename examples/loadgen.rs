@@ -19,8 +19,8 @@
 //! successful install clears its operation), so repeated runs take fresh ranges.
 
 use capf::phone::{connector, http_get, Phone, PhoneKey};
+use capf::phone_config::format::{enc, itl, sgn};
 use capf::protocol::{CurveId, Header, KeyGenerateRequest, KeyType, Reason, HEADER_LEN};
-use capf::tftp::{enc, itl, sgn};
 use clap::{Parser, Subcommand, ValueEnum};
 use md5::Digest as _;
 use rustls::pki_types::pem::PemObject;

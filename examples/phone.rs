@@ -16,10 +16,10 @@
 //! `--cert`, and reports the END_SESSION reason.
 
 use capf::phone::{connector, http_get, Phone, PhoneKey};
+use capf::phone_config::format::enc;
+use capf::phone_config::format::itl::{self, Role};
+use capf::phone_config::format::sgn::{self, FileKind};
 use capf::protocol::{CertificateType, WrappedCertificate};
-use capf::tftp::enc;
-use capf::tftp::itl::{self, Role};
-use capf::tftp::sgn::{self, FileKind};
 use clap::Parser;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::CertificateDer;

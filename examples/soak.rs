@@ -291,7 +291,7 @@ async fn journey(
     if encrypted.status != 200 {
         anyhow::bail!("encrypted config: HTTP {}", encrypted.status);
     }
-    let plain = capf::tftp::enc::decrypt(&encrypted.body, key)?;
+    let plain = capf::phone_config::format::enc::decrypt(&encrypted.body, key)?;
     if plain != DOC.replace("NAME", name).as_bytes() {
         anyhow::bail!("decrypted configuration differs from the base document");
     }

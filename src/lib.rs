@@ -36,12 +36,13 @@
 pub mod ca;
 pub mod cli;
 pub mod model;
+pub mod net;
 pub mod phone;
+pub mod phone_config;
 pub mod protocol;
 pub mod rsa_signing;
 pub mod server;
 pub mod session;
 pub mod settings;
 pub mod store;
-pub mod tftp;
 pub mod trust;

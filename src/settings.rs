@@ -132,13 +132,13 @@ pub struct Settings {
     pub log_format: String,
     /// Digest of signed configuration files and the ITL: `sha1` (CUCM's default,
     /// understood by every phone) or `sha512`.
-    pub config_digest: crate::tftp::Digest,
+    pub config_digest: crate::phone_config::Digest,
     /// A second CAPF listener accepting TLS 1.0 and static-RSA CBC suites, for phones
     /// that speak nothing newer (docs/legacy-tls.md); needs a build with the
     /// `legacy-tls` feature. `None`, the default, runs none.
     pub legacy_listen: Option<SocketAddr>,
     /// Client networks (CIDR) the legacy listener serves; empty serves every address.
-    pub legacy_allow: Vec<crate::server::Network>,
+    pub legacy_allow: Vec<crate::net::Network>,
 }
 
 impl Default for Settings {
@@ -164,7 +164,7 @@ impl Default for Settings {
             require_sudi: false,
             shutdown_grace: 10,
             log_format: "text".into(),
-            config_digest: crate::tftp::Digest::Sha1,
+            config_digest: crate::phone_config::Digest::Sha1,
             legacy_listen: None,
             legacy_allow: Vec::new(),
         }

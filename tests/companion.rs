@@ -6,11 +6,12 @@ mod common;
 
 use capf::model::{AuthMode, DeviceRecord, EcCurve, KeyOrder};
 use capf::phone::{http_request, HttpResponse, Phone, PhoneKey};
-use capf::server::http::HttpServer;
+use capf::phone_config::format::enc;
+use capf::phone_config::format::itl::{self, Role};
+use capf::phone_config::format::sgn::{self, FileKind};
+use capf::phone_config::http::HttpServer;
+use capf::phone_config::{Digest, Signer};
 use capf::settings::Settings;
-use capf::tftp::itl::{self, Role};
-use capf::tftp::sgn::{self, FileKind};
-use capf::tftp::{enc, Digest, Signer};
 use common::{TestNode, DOC};
 use md5::Digest as _;
 use std::net::SocketAddr;
@@ -315,7 +316,7 @@ async fn a_large_configuration_round_trips() {
         "</device>",
         &format!(
             "<x>{}</x></device>",
-            "y".repeat(capf::tftp::service::MAX_DOCUMENT as usize)
+            "y".repeat(capf::phone_config::service::MAX_DOCUMENT as usize)
         ),
     );
     c.document(NAME, huge.as_bytes());

@@ -6,10 +6,11 @@
 //! spec test vectors and small valid files built by capf itself.
 
 use capf::model::{AuthMode, DeviceRecord, EcCurve, KeyOrder, Operation, OperationStatus};
+use capf::phone_config::format::{enc, itl, sgn};
+use capf::phone_config::{Digest, Signer};
 use capf::protocol::{ClientMessage, ServerMessage, HEADER_LEN, PROTOCOL_ID};
 use capf::session::{Next, Session, SessionPolicy, Step};
 use capf::settings::{DataDir, Settings};
-use capf::tftp::{enc, itl, sgn, Digest, Signer};
 use rsa::pkcs8::{DecodePrivateKey, EncodePublicKey};
 use std::path::{Path, PathBuf};
 
@@ -240,7 +241,7 @@ fn deeply_nested_base_config_is_refused() {
     xml.push_str(&"<a>".repeat(depth));
     xml.push_str(&"</a>".repeat(depth));
     xml.push_str("</device>");
-    let parsed = capf::tftp::document::DeviceDocument::parse(xml.as_bytes());
+    let parsed = capf::phone_config::format::document::DeviceDocument::parse(xml.as_bytes());
     assert!(parsed.is_err(), "a document nested {depth} deep is refused");
 }
 

@@ -4,9 +4,9 @@
 mod common;
 
 use capf::model::{AuthMode, KeyOrder};
-use capf::server::tftp::{TftpServer, MAX_RETRIES};
-use capf::tftp::itl;
-use capf::tftp::sgn::{self, FileKind};
+use capf::phone_config::format::itl;
+use capf::phone_config::format::sgn::{self, FileKind};
+use capf::phone_config::tftp::{TftpServer, MAX_RETRIES};
 use common::{TestNode, DOC};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};

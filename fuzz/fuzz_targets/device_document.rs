@@ -2,8 +2,8 @@
 //! configuration built from whatever parsed.
 #![no_main]
 
-use capf::tftp::document::DeviceDocument;
-use capf::tftp::partial::{self, PartialFacts};
+use capf::phone_config::format::document::DeviceDocument;
+use capf::phone_config::format::partial::{self, PartialFacts};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

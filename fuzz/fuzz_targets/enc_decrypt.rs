@@ -2,7 +2,7 @@
 //! the key unwrap, the pad and digest checks and the XML check of the plaintext.
 #![no_main]
 
-use capf::tftp::enc;
+use capf::phone_config::format::enc;
 use libfuzzer_sys::fuzz_target;
 use rsa::pkcs8::DecodePrivateKey;
 use std::sync::OnceLock;

@@ -2,7 +2,7 @@
 //! the signature check on whatever parsed.
 #![no_main]
 
-use capf::tftp::itl;
+use capf::phone_config::format::itl;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

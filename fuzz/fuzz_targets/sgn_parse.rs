@@ -2,7 +2,7 @@
 //! message it implies.
 #![no_main]
 
-use capf::tftp::sgn::{self, FileKind};
+use capf::phone_config::format::sgn::{self, FileKind};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

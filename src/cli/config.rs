@@ -8,9 +8,9 @@ use std::process::ExitCode;
 
 use super::device::normalise_name;
 use super::Ctx;
+use crate::phone_config::plan::{ConfigForm, NotFound, Request};
+use crate::phone_config::service::{ConfigService, File, Refusal};
 use crate::settings::Settings;
-use crate::tftp::plan::{ConfigForm, NotFound, Request};
-use crate::tftp::service::{ConfigService, File, Refusal};
 
 #[derive(Subcommand, Debug)]
 pub enum ConfigCommand {

@@ -13,13 +13,13 @@ use super::config::service;
 use super::device::normalise_name;
 use super::{render, Ctx};
 use crate::model::DeviceRecord;
+use crate::phone_config::format::document::{DeviceDocument, Element, Node};
+use crate::phone_config::format::identity::parse_certificate;
+use crate::phone_config::format::itl::{self, Role};
+use crate::phone_config::format::sgn::{self, FileKind};
+use crate::phone_config::plan::{ConfigForm, Request};
+use crate::phone_config::service::ConfigService;
 use crate::settings::Settings;
-use crate::tftp::document::{DeviceDocument, Element, Node};
-use crate::tftp::identity::parse_certificate;
-use crate::tftp::itl::{self, Role};
-use crate::tftp::plan::{ConfigForm, Request};
-use crate::tftp::service::ConfigService;
-use crate::tftp::sgn::{self, FileKind};
 
 #[derive(Args, Debug)]
 #[command(after_help = "Examples:\n  capf doctor\n  capf doctor SEP001122334455")]

@@ -13,10 +13,11 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use super::render;
+use crate::phone_config::format::enc;
+use crate::phone_config::format::itl::{self, Role};
+use crate::phone_config::format::sgn::{self, FileKind, SignedFile};
+use crate::phone_config::Digest;
 use crate::settings::DataDir;
-use crate::tftp::itl::{self, Role};
-use crate::tftp::sgn::{self, FileKind, SignedFile};
-use crate::tftp::{enc, Digest};
 
 #[derive(Args, Debug)]
 #[command(

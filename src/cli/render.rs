@@ -139,7 +139,7 @@ impl Serialize for DeviceJson {
         DeviceFields {
             auth: Shown(d.auth),
             auth_string: d.auth_string.as_deref(),
-            config_delivery: crate::tftp::plan::delivery(d),
+            config_delivery: crate::phone_config::plan::delivery(d),
             deadline: d.deadline.map(Rfc3339),
             encrypted_config: d.encrypted_config,
             failed_auth: d.failed_auth,
@@ -206,7 +206,7 @@ pub fn device_text(d: &DeviceRecord) -> String {
     line("key order:", d.key_order.to_string());
     line("deadline:", d.deadline.map_or("-".into(), time));
     line("encrypted config:", d.encrypted_config.to_string());
-    line("config served:", crate::tftp::plan::delivery(d));
+    line("config served:", crate::phone_config::plan::delivery(d));
     line("status:", d.status.to_string());
     line("last attempt:", d.last_attempt.map_or("-".into(), time));
     if d.failed_auth > 0 {
@@ -335,7 +335,7 @@ mod tests {
             "key": d.key_order.to_string(),
             "deadline": opt_time(d.deadline),
             "encrypted_config": d.encrypted_config,
-            "config_delivery": crate::tftp::plan::delivery(d),
+            "config_delivery": crate::phone_config::plan::delivery(d),
             "status": d.status.to_string(),
             "last_attempt": opt_time(d.last_attempt),
             "failed_auth": d.failed_auth,

@@ -7,12 +7,12 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use crate::ca::Ca;
-use crate::server::http::HttpServer;
-use crate::server::tftp::TftpServer;
+use crate::phone_config::http::HttpServer;
+use crate::phone_config::service::ConfigService;
+use crate::phone_config::tftp::TftpServer;
 use crate::server::CapfListener;
 use crate::settings::{DataDir, Settings};
 use crate::store::{Store, StoreError};
-use crate::tftp::service::ConfigService;
 use crate::trust::TrustAnchors;
 
 #[derive(Args, Debug)]

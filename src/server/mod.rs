@@ -8,21 +8,16 @@
 //! session has finished. Shutdown stops accepting, then waits up to the grace period for
 //! sessions in flight.
 
-mod accept;
-mod allow;
 mod connection;
 mod handler;
-pub mod http;
 mod ids;
-mod limits;
-pub mod tftp;
 mod tls;
 
 pub use crate::session::TlsInfo;
-pub use allow::Network;
 pub use ids::SessionIds;
 
 use crate::ca::Ca;
+use crate::net::{accept_until, BindError, FailureLimiter, Network};
 use crate::session::SessionPolicy;
 use crate::settings::Settings;
 use crate::store::{Store, Writer};
@@ -38,11 +33,8 @@ use tokio::sync::Semaphore;
 
 #[derive(Debug, Error)]
 pub enum ServerError {
-    #[error("cannot listen on {addr}: {source}")]
-    Bind {
-        addr: SocketAddr,
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Bind(#[from] BindError),
     #[error("TLS configuration: {0}")]
     Tls(#[from] rustls::Error),
     #[cfg(feature = "legacy-tls")]
@@ -64,7 +56,7 @@ pub struct Shared {
     pub policy: SessionPolicy,
     pub ids: SessionIds,
     /// Failed sessions per peer address.
-    pub failures: limits::FailureLimiter,
+    pub failures: FailureLimiter,
 }
 
 /// A bound CAPF listener, ready to run.
@@ -101,7 +93,7 @@ impl CapfListener {
             policy: settings.session_policy(Some(Arc::new(trust))),
             settings,
             ids: SessionIds::default(),
-            failures: limits::FailureLimiter::new(
+            failures: FailureLimiter::new(
                 settings_failures.0,
                 Duration::from_secs(settings_failures.1),
             ),
@@ -129,7 +121,7 @@ impl CapfListener {
         };
         let local = legacy
             .local_addr()
-            .map_err(|source| ServerError::Bind { addr, source })?;
+            .map_err(|source| BindError { addr, source })?;
         let allow: Vec<String> = legacy.allow.iter().map(Network::to_string).collect();
         let allow = if allow.is_empty() {
             "any".to_string()
@@ -168,7 +160,7 @@ impl CapfListener {
             let shared = self.shared.clone();
             async move { serve_connection(&shared, acceptor, tcp, peer).await }
         };
-        accept::accept_until(&self.listener, &self.limit, "CAPF", shutdown, admit, serve).await;
+        accept_until(&self.listener, &self.limit, "CAPF", shutdown, admit, serve).await;
 
         let grace = self.shared.settings.shutdown_grace();
         let all = u32::try_from(self.shared.settings.max_sessions).unwrap_or(u32::MAX);
@@ -195,7 +187,7 @@ impl CapfListener {
 async fn bind(addr: SocketAddr) -> Result<TcpListener, ServerError> {
     TcpListener::bind(addr)
         .await
-        .map_err(|source| ServerError::Bind { addr, source })
+        .map_err(|source| BindError { addr, source }.into())
 }
 
 /// TLS handshake (off the accept loop, with its own timeout, R13), then the session.

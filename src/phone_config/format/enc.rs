@@ -9,12 +9,12 @@
 //! cost a build a fifth of its time, OpenSSL's costs it a few percent. Decryption,
 //! which only tools and tests do, stays with the rsa crate.
 
-use super::document::DeviceDocument;
-use super::error::{Error, Result};
-use super::sgn::{self, FileKind};
-use super::signer::Signer;
-use super::tlv::{length16, Writer};
 use crate::model::UnixTime;
+use crate::phone_config::error::{Error, Result};
+use crate::phone_config::format::document::DeviceDocument;
+use crate::phone_config::format::sgn::{self, FileKind};
+use crate::phone_config::format::tlv::{length16, Writer};
+use crate::phone_config::signer::Signer;
 use cbc::cipher::block_padding::NoPadding;
 use cbc::cipher::{BlockModeDecrypt, BlockModeEncrypt, KeyIvInit};
 use openssl::rsa::{Padding, Rsa};
@@ -171,8 +171,8 @@ pub fn decrypt(file: &[u8], phone_key: &rsa::PrivateKey) -> Result<Vec<u8>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::tftp::signer::Digest;
-    use crate::tftp::testpki::{pki, signer, Keyed, SEP_DOC};
+    use crate::phone_config::signer::Digest;
+    use crate::phone_config::testpki::{pki, signer, Keyed, SEP_DOC};
     use rand::rngs::StdRng;
     use rand::SeedableRng;
     use rsa::pkcs8::EncodePublicKey;
@@ -404,7 +404,8 @@ mod tests {
 
     #[test]
     fn ec_phone_keys_are_refused() {
-        let cert = crate::tftp::identity::parse_certificate(&pki().phone_ec).unwrap();
+        let cert =
+            crate::phone_config::format::identity::parse_certificate(&pki().phone_ec).unwrap();
         let err = build(
             &signer(Digest::Sha1),
             NAME,

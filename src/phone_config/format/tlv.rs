@@ -4,7 +4,7 @@
 //! no length. Lengths are checked before anything is written, because a truncated
 //! length would silently produce a file phones misread (E3).
 
-use super::error::{Error, Result};
+use crate::phone_config::error::{Error, Result};
 
 /// The header pad byte (tag 13), which has no length field.
 pub const PAD: u8 = 0x0D;

@@ -4,7 +4,7 @@
 //! as opaque identifiers, so the strings must be byte-identical wherever they appear.
 //! Every name in every file therefore comes from [`format_name`].
 
-use super::error::{Error, Result};
+use crate::phone_config::error::{Error, Result};
 use x509_parser::der_parser::asn1_rs::{Any, Tag};
 use x509_parser::x509::X509Name;
 

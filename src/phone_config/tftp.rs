@@ -19,11 +19,10 @@
 //! The requested name, without a leading `/`, must pass [`Request::parse`]; anything
 //! else is error 1, *File not found*, exactly where HTTP answers 404.
 
-use super::http::loggable;
-use super::ServerError;
 use crate::model::now;
-use crate::tftp::plan::Request;
-use crate::tftp::service::{ConfigService, File, Refusal};
+use crate::net::{loggable, BindError};
+use crate::phone_config::plan::Request;
+use crate::phone_config::service::{ConfigService, File, Refusal};
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -78,10 +77,10 @@ impl TftpServer {
     pub async fn bind(
         addr: SocketAddr,
         service: impl Into<Arc<ConfigService>>,
-    ) -> Result<Self, ServerError> {
+    ) -> Result<Self, BindError> {
         let socket = UdpSocket::bind(addr)
             .await
-            .map_err(|source| ServerError::Bind { addr, source })?;
+            .map_err(|source| BindError { addr, source })?;
         Ok(TftpServer {
             socket,
             service: service.into(),

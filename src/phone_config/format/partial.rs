@@ -6,8 +6,8 @@
 //! spaces per depth, text elements on one line, empty elements self-closing, and pure
 //! ASCII (every other character becomes a decimal character reference).
 
-use super::document::{is_xml_space, DeviceDocument, Element, Node};
-use super::error::{Error, Result};
+use crate::phone_config::error::{Error, Result};
+use crate::phone_config::format::document::{is_xml_space, DeviceDocument, Element, Node};
 
 /// The top-level elements copied verbatim from the full document.
 const COPIED: [&str; 2] = ["ipAddressMode", "loadInformation"];
@@ -232,7 +232,7 @@ fn escape(text: &str, special: impl Fn(char) -> Option<&'static str>) -> String 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::tftp::testpki::SEP_DOC;
+    use crate::phone_config::testpki::SEP_DOC;
 
     const HASH: &str = "5f1c0a7e93b24d68a0c4e2f17b39d851";
 

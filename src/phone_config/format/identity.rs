@@ -2,8 +2,8 @@
 //! signature, all derived from the DER in one place so that headers and trust-list
 //! records for the same certificate cannot disagree.
 
-use super::dn::{contains_nul, format_name};
-use super::error::{Error, Result};
+use crate::phone_config::error::{Error, Result};
+use crate::phone_config::format::dn::{contains_nul, format_name};
 use x509_parser::prelude::{FromDer, X509Certificate};
 use x509_parser::public_key::PublicKey;
 

@@ -5,12 +5,14 @@
 //! first ITL unverified and every later one only if a SAST they trust signed it, so
 //! the SAST key must stay stable and be listed as a role-0 record.
 
-use super::error::{Error, Result};
-use super::identity::{parse_certificate, CertIdentity};
-use super::sgn::{self, FileKind, SignedFile};
-use super::signer::{verify_signature, Signer};
-use super::tlv::{length16, read_item, value_string, value_u16, Item, Writer};
 use crate::model::UnixTime;
+use crate::phone_config::error::{Error, Result};
+use crate::phone_config::format::identity::{parse_certificate, CertIdentity};
+use crate::phone_config::format::sgn::{self, FileKind, SignedFile};
+use crate::phone_config::format::tlv::{
+    length16, read_item, value_string, value_u16, Item, Writer,
+};
+use crate::phone_config::signer::{verify_signature, Signer};
 use std::collections::BTreeMap;
 use x509_parser::public_key::PublicKey;
 
@@ -282,8 +284,8 @@ pub fn verify(list: &TrustList<'_>) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::tftp::signer::Digest;
-    use crate::tftp::testpki::{pki, signer};
+    use crate::phone_config::signer::Digest;
+    use crate::phone_config::testpki::{pki, signer};
 
     const NOW: UnixTime = 1_700_000_000;
 

@@ -14,10 +14,10 @@
 //! the request grammar ([`Request::parse`]); anything else, including any path with
 //! `/`, `..` or a percent escape, is *not found*.
 
-use super::ServerError;
 use crate::model::now;
-use crate::tftp::plan::Request;
-use crate::tftp::service::{ConfigService, File, Refusal};
+use crate::net::{accept_until, loggable, BindError};
+use crate::phone_config::plan::Request;
+use crate::phone_config::service::{ConfigService, File, Refusal};
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -47,10 +47,10 @@ impl HttpServer {
     pub async fn bind(
         addr: SocketAddr,
         service: impl Into<Arc<ConfigService>>,
-    ) -> Result<Self, ServerError> {
+    ) -> Result<Self, BindError> {
         let listener = TcpListener::bind(addr)
             .await
-            .map_err(|source| ServerError::Bind { addr, source })?;
+            .map_err(|source| BindError { addr, source })?;
         Ok(HttpServer {
             listener,
             service: service.into(),
@@ -66,7 +66,7 @@ impl HttpServer {
     /// their own; each is bounded by the timeouts above.
     pub async fn run(self, shutdown: impl Future<Output = ()>) {
         let serve = |tcp, peer| serve_connection(self.service.clone(), tcp, peer);
-        super::accept::accept_until(
+        accept_until(
             &self.listener,
             &self.limit,
             "HTTP",
@@ -266,20 +266,6 @@ fn reason_phrase(status: u16) -> &'static str {
         405 => "Method Not Allowed",
         _ => "Internal Server Error",
     }
-}
-
-/// A request target as it may appear in a log line: at most 128 characters, control
-/// characters escaped.
-pub(super) fn loggable(target: &str) -> String {
-    let cut = target
-        .char_indices()
-        .nth(128)
-        .map_or(target.len(), |(i, _)| i);
-    target
-        .get(..cut)
-        .unwrap_or_default()
-        .escape_debug()
-        .to_string()
 }
 
 #[cfg(test)]

@@ -6,15 +6,15 @@
 //! Both read their inputs fresh every time: the device certificate may have changed
 //! since the last request (E11), and nothing is cached here.
 
-use super::document::DeviceDocument;
-use super::enc;
-use super::error::{Error, Result};
-use super::identity::parse_certificate;
-use super::itl::{self, ITL_FILE};
-use super::partial::{self, PartialFacts};
-use super::sgn;
-use super::signer::Signer;
 use crate::model::{AuthMode, DeviceRecord, EnrolledCert, Operation, OperationStatus, UnixTime};
+use crate::phone_config::error::{Error, Result};
+use crate::phone_config::format::document::DeviceDocument;
+use crate::phone_config::format::enc;
+use crate::phone_config::format::identity::parse_certificate;
+use crate::phone_config::format::itl::{self, ITL_FILE};
+use crate::phone_config::format::partial::{self, PartialFacts};
+use crate::phone_config::format::sgn;
+use crate::phone_config::signer::Signer;
 use md5::Digest as _;
 use rand::CryptoRng;
 use x509_parser::public_key::PublicKey;
@@ -344,9 +344,9 @@ pub fn build<R: CryptoRng + ?Sized>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::tftp::sgn::FileKind;
-    use crate::tftp::signer::Digest;
-    use crate::tftp::testpki::{enrolled, pki, signer, SEP_DOC};
+    use crate::phone_config::format::sgn::FileKind;
+    use crate::phone_config::signer::Digest;
+    use crate::phone_config::testpki::{enrolled, pki, signer, SEP_DOC};
 
     const NOW: UnixTime = 1_700_000_000;
     const MAC: &str = "001122334455";

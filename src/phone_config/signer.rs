@@ -13,8 +13,8 @@
 //! side channel (RUSTSEC-2023-0071, "Marvin") is on no path that uses this key.
 //! Verification, which needs no secret, stays with the rsa crate.
 
-use super::error::{Error, Result};
-use super::identity::{bit_length, CertIdentity, KeyBits};
+use crate::phone_config::error::{Error, Result};
+use crate::phone_config::format::identity::{bit_length, CertIdentity, KeyBits};
 use crate::rsa_signing::{RsaKey, RsaPadding};
 use openssl::hash::MessageDigest;
 use openssl::pkey::{Id, PKey};
@@ -242,7 +242,7 @@ pub fn verify_signature(
 mod tests {
     use super::*;
     use crate::ca::pem;
-    use crate::tftp::testpki::{pki, Keyed};
+    use crate::phone_config::testpki::{pki, Keyed};
 
     fn from(keyed: &Keyed, digest: Digest) -> Result<Signer> {
         Signer::from_der(keyed.der.clone(), &keyed.pkcs8, digest)

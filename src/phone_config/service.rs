@@ -6,10 +6,10 @@
 //! through [`ConfigService::fetch`], so what an operator builds by hand is exactly
 //! what a phone downloads.
 
-use super::error::Error;
-use super::plan::{self, BuildInputs, NotFound, Request, Served};
-use super::signer::Signer;
 use crate::model::UnixTime;
+use crate::phone_config::error::Error;
+use crate::phone_config::plan::{self, BuildInputs, NotFound, Request, Served};
+use crate::phone_config::signer::Signer;
 use crate::settings::{DataDir, Settings};
 use crate::store::{Store, StoreError};
 use rustls_pki_types::pem::PemObject;

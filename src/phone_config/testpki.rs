@@ -2,8 +2,8 @@
 //! config-files.md §8.1 and §13, generated once per test run (RSA key generation is
 //! the slow part), plus the §8.1 device document.
 
-use super::signer::{Digest, Signer};
 use crate::model::{EcCurve, EnrolledCert, KeySpec};
+use crate::phone_config::signer::{Digest, Signer};
 use md5::Digest as _;
 use rcgen::{
     BasicConstraints, CertificateParams, DistinguishedName, DnType, IsCa, Issuer, KeyPair,
@@ -91,7 +91,7 @@ pub fn signer(digest: Digest) -> Signer {
 
 /// A stored certificate record for `der`, as `ca::cert_info` would make it.
 pub fn enrolled(der: &[u8]) -> EnrolledCert {
-    let cert = super::identity::parse_certificate(der).unwrap();
+    let cert = crate::phone_config::format::identity::parse_certificate(der).unwrap();
     let key = match cert.public_key().parsed().unwrap() {
         x509_parser::public_key::PublicKey::RSA(rsa) => KeySpec::Rsa {
             bits: rsa.key_size() as u16,

@@ -6,7 +6,7 @@
 //! accepted as `device` with attributes. The document's bytes are never rewritten for
 //! the full and encrypted files; the parsed tree only feeds the partial configuration.
 
-use super::error::{Error, Result};
+use crate::phone_config::error::{Error, Result};
 use quick_xml::events::{BytesRef, BytesStart, Event};
 use quick_xml::{Reader, XmlVersion};
 
@@ -253,7 +253,7 @@ pub fn is_xml_space(text: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::tftp::testpki::SEP_DOC;
+    use crate::phone_config::testpki::SEP_DOC;
 
     #[test]
     fn accepts_the_section_8_1_document() {

@@ -6,11 +6,13 @@
 //! spliced in after tag 11. The signature therefore covers the final header length,
 //! the filename, the timestamp, any encryption elements, the pad bytes and the body.
 
-use super::error::{Error, Result};
-use super::identity::CertIdentity;
-use super::signer::{verify_signature, Digest, Signer};
-use super::tlv::{length16, read_item, value_string, value_u16, value_u8, Item, Writer};
 use crate::model::UnixTime;
+use crate::phone_config::error::{Error, Result};
+use crate::phone_config::format::identity::CertIdentity;
+use crate::phone_config::format::tlv::{
+    length16, read_item, value_string, value_u16, value_u8, Item, Writer,
+};
+use crate::phone_config::signer::{verify_signature, Digest, Signer};
 use std::collections::BTreeMap;
 
 /// Which of the three signed formats a file is. It fixes the version (tag 1) and the
@@ -428,7 +430,7 @@ fn parse_encryption<'a>(get: &impl Fn(u8) -> Result<(usize, &'a [u8])>) -> Resul
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::tftp::testpki::{pki, signer, SEP_DOC};
+    use crate::phone_config::testpki::{pki, signer, SEP_DOC};
 
     const NOW: UnixTime = 1_700_000_000;
     const NAME: &str = "SEP001122334455.cnf.xml.sgn";
