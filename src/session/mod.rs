@@ -19,17 +19,23 @@
 //! Store changes are described as data (`DeviceChange`) and applied by the store inside
 //! its transaction to the record as it is *then*, so an operator's concurrent edit is
 //! never overwritten with a stale copy.
+//!
+//! The jobs are split by file, each adding methods to the one `Session`:
+//! this file dispatches (types, the driver's entry points, endings); `auth.rs` checks
+//! credentials; `operations.rs` runs install, fetch and delete; `audit.rs` builds the
+//! events and commits; `tests.rs` plays whole conversations.
+
+mod audit;
+mod auth;
+mod operations;
+#[cfg(test)]
+mod tests;
 
 use crate::model::{
     AuthMode, CertKind, Commit, DeviceChange, DeviceRecord, EnrolledCert, KeySpec, Operation,
     UnixTime,
 };
-mod audit;
-mod auth;
-mod operations;
-
 use operations::failure_status;
-
 use crate::protocol::{
     valid_device_name, AuthResponse, AuthType, ClientMessage, Header, Reason, ServerMessage,
     DEFAULT_MAX_PAYLOAD, HEADER_LEN, PROTOCOL_VERSION,
@@ -552,6 +558,3 @@ fn close() -> Step {
         next: Next::Close,
     }
 }
-
-#[cfg(test)]
-mod tests;
