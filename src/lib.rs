@@ -40,7 +40,6 @@ pub mod net;
 pub mod phone;
 pub mod phone_config;
 pub mod protocol;
-pub mod rsa_signing;
 pub mod server;
 pub mod session;
 pub mod settings;

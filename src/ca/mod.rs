@@ -14,6 +14,7 @@ mod issue;
 mod keys;
 mod names;
 mod rekey;
+pub mod signing;
 
 #[cfg(test)]
 mod tests;
@@ -23,8 +24,8 @@ pub use identity::{init_identities, InitOptions};
 pub use info::cert_info;
 pub use keys::{check_public_key, KeyError};
 
+use crate::ca::signing::CertSigningKey;
 use crate::model::KeySpec;
-use crate::rsa_signing::CertSigningKey;
 use rcgen::{CertificateParams, Issuer, KeyPair, PublicKeyData};
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use std::fmt;

@@ -13,9 +13,9 @@
 //! side channel (RUSTSEC-2023-0071, "Marvin") is on no path that uses this key.
 //! Verification, which needs no secret, stays with the rsa crate.
 
+use crate::ca::signing::{RsaKey, RsaPadding};
 use crate::phone_config::error::{Error, Result};
 use crate::phone_config::format::identity::{bit_length, CertIdentity, KeyBits};
-use crate::rsa_signing::{RsaKey, RsaPadding};
 use openssl::hash::MessageDigest;
 use openssl::pkey::{Id, PKey};
 use rsa::BoxedUint;

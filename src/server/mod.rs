@@ -8,8 +8,7 @@
 //! session has finished. Shutdown stops accepting, then waits up to the grace period for
 //! sessions in flight.
 
-mod connection;
-mod handler;
+mod driver;
 mod ids;
 mod tls;
 
@@ -207,5 +206,5 @@ async fn serve_connection(shared: &Shared, acceptor: Acceptor, tcp: TcpStream, p
         }
     };
     let id = shared.ids.allocate();
-    handler::run_session(shared, tls, peer, id.get(), info).await;
+    driver::run_session(shared, tls, peer, id.get(), info).await;
 }

@@ -29,7 +29,7 @@ impl Acceptor {
     /// certificate (devices authenticate inside the protocol, §2).
     pub fn rustls(ca: &Ca) -> Result<Acceptor, ServerError> {
         let (chain, key) = ca.tls_identity();
-        let provider = Arc::new(crate::rsa_signing::tls_provider());
+        let provider = Arc::new(crate::ca::signing::tls_provider());
         let mut config = rustls::ServerConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()?
             .with_no_client_auth()

@@ -35,12 +35,12 @@ use crate::model::{
     AuthMode, CertKind, Commit, DeviceChange, DeviceRecord, EnrolledCert, KeySpec, Operation,
     UnixTime,
 };
-use operations::failure_status;
 use crate::protocol::{
     valid_device_name, AuthResponse, AuthType, ClientMessage, Header, Reason, ServerMessage,
     DEFAULT_MAX_PAYLOAD, HEADER_LEN, PROTOCOL_VERSION,
 };
 use crate::trust::TrustAnchors;
+use operations::failure_status;
 use std::sync::Arc;
 
 /// Policy the session applies; the server builds it from the node settings.
