@@ -37,6 +37,7 @@ pub mod ca;
 pub mod cli;
 pub mod model;
 pub mod net;
+pub mod node;
 pub mod phone;
 pub mod phone_config;
 pub mod protocol;

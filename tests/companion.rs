@@ -9,8 +9,8 @@ use capf::phone::{http_request, HttpResponse, Phone, PhoneKey};
 use capf::phone_config::format::enc;
 use capf::phone_config::format::itl::{self, Role};
 use capf::phone_config::format::sgn::{self, FileKind};
-use capf::phone_config::http::HttpServer;
 use capf::phone_config::{Digest, Signer};
+use capf::settings::DataDir;
 use capf::settings::Settings;
 use common::{TestNode, DOC};
 use md5::Digest as _;
@@ -31,14 +31,11 @@ impl Companion {
     }
 
     /// Starts after letting the test change the data directory (e.g. break the signer).
-    async fn start_with(prepare: impl FnOnce(&TestNode)) -> Companion {
-        let mut node = TestNode::start().await;
-        prepare(&node);
-        let server = HttpServer::bind("127.0.0.1:0".parse().unwrap(), node.config_service())
-            .await
-            .unwrap();
-        let http = server.local_addr().unwrap();
-        node.serve(|stopped| server.run(stopped));
+    async fn start_with(prepare: impl FnOnce(&DataDir)) -> Companion {
+        let node =
+            TestNode::start_prepared(|s| s.http = Some("127.0.0.1:0".parse().unwrap()), prepare)
+                .await;
+        let http = node.http_addr.expect("HTTP delivery");
         Companion { node, http }
     }
 
@@ -328,10 +325,10 @@ async fn a_large_configuration_round_trips() {
 
 #[tokio::test]
 async fn a_broken_signer_serves_no_signed_name() {
-    let c = Companion::start_with(|node| {
+    let c = Companion::start_with(|data| {
         // E6: a key that does not match the certificate.
-        let other = node.data.capf_cert().with_extension("key");
-        std::fs::copy(other, node.data.tftp_key()).unwrap();
+        let other = data.capf_cert().with_extension("key");
+        std::fs::copy(other, data.tftp_key()).unwrap();
     })
     .await;
     let settings = Settings::load(&c.node.data).unwrap();

@@ -6,7 +6,7 @@ mod common;
 use capf::model::{AuthMode, KeyOrder};
 use capf::phone_config::format::itl;
 use capf::phone_config::format::sgn::{self, FileKind};
-use capf::phone_config::tftp::{TftpServer, MAX_RETRIES};
+use capf::phone_config::tftp::MAX_RETRIES;
 use common::{TestNode, DOC};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -22,12 +22,8 @@ struct Node {
 
 impl Node {
     async fn start() -> Node {
-        let mut node = TestNode::start().await;
-        let server = TftpServer::bind("127.0.0.1:0".parse().unwrap(), node.config_service())
-            .await
-            .unwrap();
-        let tftp = server.local_addr().unwrap();
-        node.serve(|stopped| server.run(stopped));
+        let node = TestNode::start_with(|s| s.tftp = Some("127.0.0.1:0".parse().unwrap())).await;
+        let tftp = node.tftp_addr.expect("TFTP delivery");
         Node { node, tftp }
     }
 

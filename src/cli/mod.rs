@@ -20,7 +20,6 @@ mod settings_cmd;
 
 pub use bulk::{parse_import, ParsedRow};
 pub use init::initialise;
-pub use serve::load_trust;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};

@@ -8,7 +8,7 @@
 
 use super::codec::Reader;
 use super::element::tag;
-use super::message::{CertificateType, ProtocolError, WrappedCertificate};
+use super::wire::{CertificateType, ProtocolError, WrappedCertificate};
 
 const INNER_RECORD_TAG: u8 = 0x01;
 /// The `0x00` and the certificate type byte in front of the DER.

@@ -8,7 +8,7 @@
 //! [`Elements::skipped_tags`].
 
 use super::codec::Reader;
-use super::message::{
+use super::wire::{
     AuthType, CertificateType, Command, CurveId, Header, KeyType, ProtocolError, Reason,
     Sha2SignedData, SudiData, WrappedCertificate, HEADER_LEN,
 };

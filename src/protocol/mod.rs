@@ -5,6 +5,10 @@
 //! elements, duplicates, payload cap) and liberal where it cannot (element order,
 //! unknown tags are skipped). Encoding emits elements in ascending tag order and
 //! the whole message as one buffer, so the server can send it in one write.
+//!
+//! Layers, each using only those above it: `codec` (a forward-only `Reader`), `wire`
+//! (header and code tables), `element` (the TLV layer), `message` (one type per
+//! message); `certificate` and `signatures` read the composite element values.
 
 mod certificate;
 mod codec;
@@ -13,7 +17,9 @@ mod message;
 mod signatures;
 #[cfg(test)]
 mod tests;
+mod wire;
 
 pub use codec::Reader;
 pub use element::tag;
 pub use message::*;
+pub use wire::*;

@@ -5,7 +5,7 @@
 
 use super::codec::Reader;
 use super::element::tag;
-use super::message::{HashId, ProtocolError, Sha2SignedData, SudiData};
+use super::wire::{HashId, ProtocolError, Sha2SignedData, SudiData};
 
 /// One `u8` · u16 BE length · bytes record.
 fn record<'a>(reader: &mut Reader<'a>, tag: u8) -> Result<(u8, &'a [u8]), ProtocolError> {

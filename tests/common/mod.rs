@@ -6,16 +6,13 @@ pub mod cli;
 
 use capf::ca::Ca;
 use capf::model::{AuthMode, DeviceRecord, EcCurve, Event, KeyOrder, Operation, OperationStatus};
+use capf::node::{stopped, Node};
 use capf::phone::{connector, Outcome, Phone};
-use capf::phone_config::service::ConfigService;
-use capf::server::CapfListener;
 use capf::settings::{DataDir, Settings};
 use capf::store::Store;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::CertificateDer;
-use std::future::Future;
 use std::net::SocketAddr;
-use std::pin::Pin;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio_rustls::TlsConnector;
@@ -38,8 +35,6 @@ pub const DOC: &str = r#"<?xml version="1.0" encoding="UTF-8"?>
 </device>
 "#;
 
-pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
-
 pub struct TestNode {
     pub dir: tempfile::TempDir,
     pub data: DataDir,
@@ -47,6 +42,9 @@ pub struct TestNode {
     pub addr: SocketAddr,
     /// The legacy TLS listener, when the settings ask for one.
     pub legacy_addr: Option<SocketAddr>,
+    /// Configuration delivery over HTTP and TFTP, when the settings ask for them.
+    pub http_addr: Option<SocketAddr>,
+    pub tftp_addr: Option<SocketAddr>,
     pub capf_cert: CertificateDer<'static>,
     pub connector: TlsConnector,
     shutdown: watch::Sender<bool>,
@@ -89,24 +87,13 @@ impl TestNode {
         prepare(&data);
         let ca = Ca::load(&data.certs(), settings.lsc_validity_days).unwrap();
         let capf_cert = CertificateDer::from(ca.certificate_der().to_vec());
-        let trust = capf::cli::load_trust(&data, &ca).unwrap();
-        let legacy_listen = settings.legacy_listen;
-        let listener = CapfListener::bind(settings, store.clone(), ca, trust)
-            .await
-            .unwrap();
-        let addr = listener.local_addr().unwrap();
+        let node = Node::bind(&data, settings, store.clone()).await.unwrap();
+        let addr = node.capf_addr().unwrap();
+        let legacy_addr = node.legacy_addr();
+        let http_addr = node.http_addr();
+        let tftp_addr = node.tftp_addr();
         let (shutdown, rx) = watch::channel(false);
-        let stopped = |mut rx: watch::Receiver<bool>| async move {
-            let _ = rx.wait_for(|stop| *stop).await;
-        };
-        let mut tasks = Vec::new();
-        let mut legacy_addr = None;
-        if let Some(legacy_listen) = legacy_listen {
-            let legacy = bind_legacy(&listener, legacy_listen).await;
-            legacy_addr = Some(legacy.local_addr().unwrap());
-            tasks.push(tokio::spawn(legacy.run(stopped(rx.clone()))));
-        }
-        tasks.push(tokio::spawn(listener.run(stopped(rx))));
+        let tasks = vec![tokio::spawn(node.run(stopped(rx)))];
         let connector = connector(std::slice::from_ref(&capf_cert)).unwrap();
         TestNode {
             dir,
@@ -114,6 +101,8 @@ impl TestNode {
             store,
             addr,
             legacy_addr,
+            http_addr,
+            tftp_addr,
             capf_cert,
             connector,
             shutdown,
@@ -136,14 +125,6 @@ impl TestNode {
             .expect("phone session")
     }
 
-    /// The configuration companion over this node's data directory and store
-    /// (creates `tftp/`, where the base documents go).
-    pub fn config_service(&self) -> ConfigService {
-        std::fs::create_dir_all(self.data.tftp()).unwrap();
-        let settings = Settings::load(&self.data).unwrap();
-        ConfigService::load(&self.data, &settings, self.store.clone())
-    }
-
     /// Writes the base document `<name>.cnf.xml`.
     pub fn document(&self, name: &str, bytes: &[u8]) {
         std::fs::write(self.data.tftp().join(format!("{name}.cnf.xml")), bytes).unwrap();
@@ -156,35 +137,12 @@ impl TestNode {
             .to_vec()
     }
 
-    /// Runs another server of the node (HTTP, TFTP) until the node stops: `run` gets
-    /// the future that completes at shutdown.
-    pub fn serve<F>(&mut self, run: impl FnOnce(BoxFuture<'static, ()>) -> F)
-    where
-        F: Future<Output = ()> + Send + 'static,
-    {
-        let mut rx = self.shutdown.subscribe();
-        let stopped = Box::pin(async move {
-            let _ = rx.wait_for(|stop| *stop).await;
-        });
-        self.tasks.push(tokio::spawn(run(stopped)));
-    }
-
     pub async fn stop(self) {
         let _ = self.shutdown.send(true);
         for task in self.tasks {
             let _ = task.await;
         }
     }
-}
-
-#[cfg(feature = "legacy-tls")]
-async fn bind_legacy(listener: &CapfListener, addr: SocketAddr) -> CapfListener {
-    listener.bind_legacy(addr).await.unwrap()
-}
-
-#[cfg(not(feature = "legacy-tls"))]
-async fn bind_legacy(_: &CapfListener, _: SocketAddr) -> CapfListener {
-    panic!("legacy_listen needs the legacy-tls feature")
 }
 
 /// A device scheduled for an install, as an operator adds it (an authentication

@@ -1,0 +1,171 @@
+//! A running node: everything `capf serve` starts, in one place, so the integration
+//! tests start exactly what production starts.
+//!
+//! [`Node::bind`] loads the CAPF identity and the trust anchors from the data directory
+//! and binds every listener the settings name: CAPF on 3804 (and the legacy TLS port),
+//! the configuration delivery over HTTP and TFTP. [`Node::run`] serves them until the
+//! shutdown future completes, then waits for each to finish its sessions. The admin
+//! socket belongs to the CLI (`cli::admin`); `serve` runs it beside the node.
+
+use crate::ca::Ca;
+use crate::phone_config::http::HttpServer;
+use crate::phone_config::service::ConfigService;
+use crate::phone_config::tftp::TftpServer;
+use crate::server::CapfListener;
+use crate::settings::{DataDir, Settings};
+use crate::store::{Store, StoreError};
+use crate::trust::TrustAnchors;
+use anyhow::{Context, Result};
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use tokio::sync::watch;
+
+/// Every listener of a node, bound and ready to run.
+pub struct Node {
+    capf: CapfListener,
+    legacy: Option<CapfListener>,
+    http: Option<HttpServer>,
+    tftp: Option<TftpServer>,
+}
+
+impl Node {
+    /// Loads the CA and trust anchors of `data` and binds every listener `settings`
+    /// names. Nothing is served until [`Node::run`].
+    pub async fn bind(data: &DataDir, settings: Settings, store: Store) -> Result<Node> {
+        let ca = Ca::load(&data.certs(), settings.lsc_validity_days)?;
+        let trust = load_trust(data, &ca)?;
+
+        // One configuration service for HTTP and TFTP, loaded only if either runs.
+        let service = (settings.http.is_some() || settings.tftp.is_some()).then(|| {
+            let service = ConfigService::load(data, &settings, store.clone());
+            if let Err(e) = service.signer() {
+                tracing::error!(
+                    "signed configuration files and the ITL are not served: {e} \
+                     (fix certs/tftp.pem and certs/tftp.key, then restart)"
+                );
+            }
+            Arc::new(service)
+        });
+        let http = match (settings.http, &service) {
+            (Some(addr), Some(service)) => Some(HttpServer::bind(addr, service.clone()).await?),
+            _ => None,
+        };
+        let tftp = match (settings.tftp, &service) {
+            (Some(addr), Some(service)) => Some(TftpServer::bind(addr, service.clone()).await?),
+            _ => None,
+        };
+        let legacy_listen = settings.legacy_listen;
+        let capf = CapfListener::bind(settings, store, ca, trust).await?;
+        let legacy = bind_legacy(&capf, legacy_listen).await?;
+        Ok(Node {
+            capf,
+            legacy,
+            http,
+            tftp,
+        })
+    }
+
+    /// Where phones reach CAPF (useful when the settings asked for port 0).
+    pub fn capf_addr(&self) -> std::io::Result<SocketAddr> {
+        self.capf.local_addr()
+    }
+
+    pub fn legacy_addr(&self) -> Option<SocketAddr> {
+        self.legacy.as_ref().and_then(|l| l.local_addr().ok())
+    }
+
+    pub fn http_addr(&self) -> Option<SocketAddr> {
+        self.http.as_ref().and_then(|h| h.local_addr().ok())
+    }
+
+    pub fn tftp_addr(&self) -> Option<SocketAddr> {
+        self.tftp.as_ref().and_then(|t| t.local_addr().ok())
+    }
+
+    /// Serves every listener until `shutdown` completes, then waits for each to end.
+    pub async fn run(self, shutdown: impl Future<Output = ()> + Send + 'static) {
+        let (stop_tx, stop_rx) = watch::channel(false);
+        tokio::spawn(async move {
+            shutdown.await;
+            let _ = stop_tx.send(true);
+        });
+        let mut tasks = Vec::new();
+        if let Some(http) = self.http {
+            if let Ok(addr) = http.local_addr() {
+                tracing::info!("configuration files served over HTTP on {addr}");
+            }
+            tasks.push(("http", tokio::spawn(http.run(stopped(stop_rx.clone())))));
+        }
+        if let Some(tftp) = self.tftp {
+            if let Ok(addr) = tftp.local_addr() {
+                tracing::info!("configuration files served over TFTP on {addr}");
+            }
+            tasks.push(("tftp", tokio::spawn(tftp.run(stopped(stop_rx.clone())))));
+        }
+        if let Some(legacy) = self.legacy {
+            tasks.push((
+                "legacy listener",
+                tokio::spawn(legacy.run(stopped(stop_rx.clone()))),
+            ));
+        }
+        self.capf.run(stopped(stop_rx)).await;
+        for (what, task) in tasks {
+            if let Err(e) = task.await {
+                tracing::error!("{what} task: {e}");
+            }
+        }
+    }
+}
+
+/// A future that completes once `rx` says stop.
+pub async fn stopped(mut rx: watch::Receiver<bool>) {
+    let _ = rx.wait_for(|stop| *stop).await;
+}
+
+/// Opens the store of an initialised data directory for serving.
+pub fn open_store(data: &DataDir) -> Result<Store> {
+    match Store::open(&data.db()) {
+        Ok(s) => Ok(s),
+        Err(StoreError::Locked(_)) => anyhow::bail!(
+            "another capf process is serving {} (only one process can own the store)",
+            data.root().display()
+        ),
+        Err(e) => Err(e).with_context(|| format!("opening the store of {}", data.root().display())),
+    }
+}
+
+/// What certificate authentication trusts: capf's own CAPF certificate for LSCs; the
+/// Cisco manufacturing CAs built into the binary plus `certs/trust/*.pem` for MICs.
+pub fn load_trust(data: &DataDir, ca: &Ca) -> Result<TrustAnchors> {
+    let mut trust = TrustAnchors::new(ca.certificate_der())?.with_shipped_cisco_roots();
+    let added = trust.add_pem_dir(&data.trust())?;
+    tracing::info!(
+        "trust: {} MIC anchors ({added} from {})",
+        trust.mic_anchors().len(),
+        data.trust().display()
+    );
+    Ok(trust)
+}
+
+/// The legacy TLS listener beside `listener`, if one is configured.
+#[cfg(feature = "legacy-tls")]
+async fn bind_legacy(
+    listener: &CapfListener,
+    addr: Option<SocketAddr>,
+) -> Result<Option<CapfListener>> {
+    match addr {
+        Some(addr) => Ok(Some(listener.bind_legacy(addr).await?)),
+        None => Ok(None),
+    }
+}
+
+#[cfg(not(feature = "legacy-tls"))]
+async fn bind_legacy(_: &CapfListener, addr: Option<SocketAddr>) -> Result<Option<CapfListener>> {
+    match addr {
+        Some(_) => anyhow::bail!(
+            "legacy_listen / --legacy-tls-listen needs capf built with `--features legacy-tls`"
+        ),
+        None => Ok(None),
+    }
+}
