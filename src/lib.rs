@@ -38,6 +38,7 @@ pub mod cli;
 pub mod model;
 pub mod net;
 pub mod node;
+#[cfg(feature = "phone-sim")]
 pub mod phone;
 pub mod phone_config;
 pub mod protocol;

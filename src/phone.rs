@@ -1,5 +1,6 @@
-//! A CAPF client that behaves like a phone. Used by `examples/phone.rs`, the load
-//! generator, the integration tests and `capf doctor`, so all of them speak to the
+//! A CAPF client that behaves like a phone (feature `phone-sim`, on only for the
+//! examples and tests). Used by `examples/phone.rs`, the load generator and the
+//! integration tests, so all of them speak to the
 //! server exactly as a phone would: TLS verified against the CAPF certificate (and
 //! nothing else, like a phone trusting its ITL), one message per write, keys generated
 //! on request.
@@ -10,11 +11,8 @@ use crate::protocol::{
 };
 use rsa::pkcs8::{EncodePrivateKey, EncodePublicKey, LineEnding};
 use rsa::Generate;
-use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
-use rustls::{DigitallySignedStruct, SignatureScheme};
+use rustls::pki_types::{CertificateDer, ServerName};
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::Duration;
 use thiserror::Error;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -259,90 +257,10 @@ pub struct Outcome {
     pub tls_version: String,
 }
 
-/// A TLS connector that trusts exactly the given CAPF certificate(s) and, like a phone,
-/// does not check the host name: the phone trusts the certificate through its ITL.
+/// A TLS connector that trusts exactly the given CAPF certificate(s), as a phone
+/// trusts its ITL (see [`capf::server::client`]).
 pub fn connector(trust: &[CertificateDer<'static>]) -> Result<TlsConnector, PhoneError> {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in trust {
-        roots.add(cert.clone())?;
-    }
-    let inner = rustls::client::WebPkiServerVerifier::builder_with_provider(
-        Arc::new(roots),
-        provider.clone(),
-    )
-    .build()
-    .map_err(|e| PhoneError::Key(e.to_string()))?;
-    let config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()?
-        .dangerous()
-        .with_custom_certificate_verifier(Arc::new(PhoneVerifier {
-            pinned: trust.iter().map(|c| c.to_vec()).collect(),
-            inner,
-        }))
-        .with_no_client_auth();
-    Ok(TlsConnector::from(Arc::new(config)))
-}
-
-/// What a phone checks: the CAPF certificate is trusted by identity (its ITL entry), so
-/// a presented certificate equal to a trusted one is accepted as is. That matters because
-/// the CAPF certificate is itself a CA (CUCM requires CA:TRUE), which WebPKI refuses as
-/// an end entity. Anything else gets full chain verification, minus the host name.
-#[derive(Debug)]
-struct PhoneVerifier {
-    pinned: Vec<Vec<u8>>,
-    inner: Arc<rustls::client::WebPkiServerVerifier>,
-}
-
-impl ServerCertVerifier for PhoneVerifier {
-    fn verify_server_cert(
-        &self,
-        end_entity: &CertificateDer<'_>,
-        intermediates: &[CertificateDer<'_>],
-        server_name: &ServerName<'_>,
-        ocsp: &[u8],
-        now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        if self
-            .pinned
-            .iter()
-            .any(|p| p.as_slice() == end_entity.as_ref())
-        {
-            return Ok(ServerCertVerified::assertion());
-        }
-        match self
-            .inner
-            .verify_server_cert(end_entity, intermediates, server_name, ocsp, now)
-        {
-            Err(rustls::Error::InvalidCertificate(rustls::CertificateError::NotValidForName))
-            | Err(rustls::Error::InvalidCertificate(
-                rustls::CertificateError::NotValidForNameContext { .. },
-            )) => Ok(ServerCertVerified::assertion()),
-            other => other,
-        }
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.inner.verify_tls12_signature(message, cert, dss)
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.inner.verify_tls13_signature(message, cert, dss)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.inner.supported_verify_schemes()
-    }
+    Ok(crate::server::client::connector(trust)?)
 }
 
 impl Phone {

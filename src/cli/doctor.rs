@@ -193,7 +193,7 @@ fn listener_presents(listen: SocketAddr, capf: &[u8]) -> Check {
     let what = format!("CAPF listener {addr} presents the CAPF certificate over TLS");
     let trust = [CertificateDer::from(capf.to_vec())];
     let presented = block_on(async move {
-        let connector = crate::phone::connector(&trust).map_err(|e| e.to_string())?;
+        let connector = crate::server::client::connector(&trust).map_err(|e| e.to_string())?;
         let handshake = async {
             let tcp = tokio::net::TcpStream::connect(addr).await?;
             let name = ServerName::try_from("capf").map_err(std::io::Error::other)?;

@@ -8,6 +8,7 @@
 //! session has finished. Shutdown stops accepting, then waits up to the grace period for
 //! sessions in flight.
 
+pub mod client;
 mod driver;
 mod ids;
 mod tls;
