@@ -36,14 +36,14 @@
 pub mod ca;
 pub mod cli;
 pub mod model;
-pub mod net;
+mod net;
 pub mod node;
 #[cfg(feature = "phone-sim")]
 pub mod phone;
 pub mod phone_config;
 pub mod protocol;
-pub mod server;
+mod server;
 pub mod session;
 pub mod settings;
 pub mod store;
-pub mod trust;
+mod trust;

@@ -14,7 +14,7 @@ mod issue;
 mod keys;
 mod names;
 mod rekey;
-pub mod signing;
+pub(crate) mod signing;
 
 #[cfg(test)]
 mod tests;

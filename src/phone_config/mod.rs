@@ -15,7 +15,7 @@
 
 pub mod error;
 pub mod format;
-pub mod http;
+pub(crate) mod http;
 pub mod plan;
 pub mod service;
 pub mod signer;

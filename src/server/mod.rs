@@ -13,7 +13,6 @@ mod driver;
 mod ids;
 mod tls;
 
-pub use crate::session::TlsInfo;
 pub use ids::SessionIds;
 
 use crate::ca::Ca;

@@ -30,11 +30,15 @@ use thiserror::Error;
 use crate::model::UnixTime;
 use crate::protocol::HashId;
 
-pub use anchors::{AnchorCert, AnchorSet, TrustAnchors};
+pub use anchors::TrustAnchors;
 pub use auth::verify_certificate_auth;
-pub use binding::bound_to_device;
-pub use chain::{verify_chain, ChainInfo, ChainPolicy, MAX_CHAIN_DEPTH};
-pub use proof::{verify_possession, verify_sudi};
+pub use chain::{verify_chain, ChainPolicy, MAX_CHAIN_DEPTH};
+#[cfg(test)]
+use {
+    anchors::{AnchorCert, AnchorSet},
+    binding::bound_to_device,
+    proof::{verify_possession, verify_sudi},
+};
 
 /// Why a certificate, a chain or a proof was not accepted.
 #[derive(Debug, Error)]

@@ -9,11 +9,11 @@
 //! * [`dn`] and [`identity`] — how certificates are named in the files; [`tlv`] — the
 //!   element encoding.
 
-pub mod dn;
+pub(crate) mod dn;
 pub mod document;
 pub mod enc;
-pub mod identity;
+pub(crate) mod identity;
 pub mod itl;
 pub mod partial;
 pub mod sgn;
-pub mod tlv;
+pub(crate) mod tlv;
