@@ -1,10 +1,12 @@
-//! The driver: runs one `Session` over one TLS connection. It applies each step's
-//! commit (through the store writer), sends its message, and performs its next action
-//! (read with a timeout, look a device up, issue an LSC), until the session closes.
+//! The driver: one phone's connection, from the TLS handshake to close. It runs one
+//! `Session` over the TLS stream: it applies each step's commit (through the store
+//! writer), sends its message, and performs its next action (read with a timeout, look
+//! a device up, issue an LSC), until the session closes.
 //!
 //! `Connection` reads and writes whole CAPF messages on the stream (after mini-redis'
 //! `connection.rs`); it is generic over the stream so every TLS backend shares it.
 
+use super::tls::Acceptor;
 use super::Shared;
 use crate::model::now;
 use crate::protocol::HEADER_LEN;
@@ -12,7 +14,33 @@ use crate::session::{Next, Session, Step, TlsInfo, Wait};
 use std::io;
 use std::net::SocketAddr;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpStream;
 use tokio::time::{timeout_at, Instant};
+
+/// TLS handshake (off the accept loop, with its own timeout, R13), then the session.
+pub(super) async fn serve_connection(
+    shared: &Shared,
+    acceptor: Acceptor,
+    tcp: TcpStream,
+    peer: SocketAddr,
+) {
+    // Every CAPF message is one small write answered by the phone: Nagle only adds delay.
+    let _ = tcp.set_nodelay(true);
+    let handshake = tokio::time::timeout(shared.settings.handshake_timeout(), acceptor.accept(tcp));
+    let (tls, info) = match handshake.await {
+        Ok(Ok(accepted)) => accepted,
+        Ok(Err(e)) => {
+            tracing::info!(%peer, "TLS handshake failed: {e}");
+            return;
+        }
+        Err(_) => {
+            tracing::info!(%peer, "TLS handshake timed out");
+            return;
+        }
+    };
+    let id = shared.ids.allocate();
+    run_session(shared, tls, peer, id.get(), info).await;
+}
 
 pub async fn run_session<S>(
     shared: &Shared,

@@ -27,7 +27,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use thiserror::Error;
 use tls::Acceptor;
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 
 #[derive(Debug, Error)]
@@ -157,7 +157,7 @@ impl CapfListener {
         let serve = |tcp, peer| {
             let acceptor = self.acceptor.clone();
             let shared = self.shared.clone();
-            async move { serve_connection(&shared, acceptor, tcp, peer).await }
+            async move { driver::serve_connection(&shared, acceptor, tcp, peer).await }
         };
         accept_until(&self.listener, &self.limit, "CAPF", shutdown, admit, serve).await;
 
@@ -187,24 +187,4 @@ async fn bind(addr: SocketAddr) -> Result<TcpListener, ServerError> {
     TcpListener::bind(addr)
         .await
         .map_err(|source| BindError { addr, source }.into())
-}
-
-/// TLS handshake (off the accept loop, with its own timeout, R13), then the session.
-async fn serve_connection(shared: &Shared, acceptor: Acceptor, tcp: TcpStream, peer: SocketAddr) {
-    // Every CAPF message is one small write answered by the phone: Nagle only adds delay.
-    let _ = tcp.set_nodelay(true);
-    let handshake = tokio::time::timeout(shared.settings.handshake_timeout(), acceptor.accept(tcp));
-    let (tls, info) = match handshake.await {
-        Ok(Ok(accepted)) => accepted,
-        Ok(Err(e)) => {
-            tracing::info!(%peer, "TLS handshake failed: {e}");
-            return;
-        }
-        Err(_) => {
-            tracing::info!(%peer, "TLS handshake timed out");
-            return;
-        }
-    };
-    let id = shared.ids.allocate();
-    driver::run_session(shared, tls, peer, id.get(), info).await;
 }

@@ -1,4 +1,3 @@
-
 use super::*;
 use crate::model::EcCurve;
 use base64::Engine;

@@ -1,4 +1,3 @@
-
 use super::*;
 use crate::phone_config::format::sgn::FileKind;
 use crate::phone_config::signer::Digest;

@@ -1,4 +1,3 @@
-
 use super::*;
 use crate::protocol::tests::der_sequence;
 

@@ -1,4 +1,3 @@
-
 use super::*;
 
 fn decode(payload: &[u8]) -> Result<Elements<'_>, ProtocolError> {

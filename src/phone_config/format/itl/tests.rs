@@ -1,4 +1,3 @@
-
 use super::*;
 use crate::phone_config::signer::Digest;
 use crate::phone_config::testpki::{pki, signer};

@@ -1,4 +1,3 @@
-
 use super::*;
 use crate::phone_config::testpki::SEP_DOC;
 
