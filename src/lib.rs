@@ -5,33 +5,36 @@
 //! MD5 hash, and the configuration companion uses them to serve the phone its
 //! configuration encrypted to its own key.
 //!
-//! Where to look:
+//! The map, in the order data flows (each module uses only those below it, except the
+//! two edges, `cli` and `node`, which wire everything together):
 //!
-//! * [`protocol`] — the CAPF wire codec: the 8-byte header, TLV elements and one type per
-//!   message. Pure functions over byte slices; every spec test vector is a unit test.
-//! * [`session`] — the sans-I/O state machine of one CAPF conversation: it consumes
-//!   decoded client messages and returns the next message to send plus what the server
-//!   must do (look a device up, issue a certificate, commit a change). A whole
-//!   conversation is a unit test.
-//! * [`ca`] — capf's identities (the CAPF certificate and the TFTP signer), LSC issuance
-//!   with rcgen, and the checks on keys and certificates that phones send.
-//! * [`trust`] — the pure checks behind certificate-mode authentication: the trust
-//!   anchors (capf's CAPF certificate for LSCs; the Cisco manufacturing and SUDI CAs,
-//!   compiled in, plus operator PEM files for MICs), X.509 path validation, the
-//!   possession proofs with strict full-block RSA verification, the SUDI proof, and the
-//!   rule that binds a certificate to the device name. No I/O beyond loading anchors.
-//! * [`store`] — the sled database: device records, enrolled certificates, the issued
-//!   serial index and the append-only audit trail. The only owner of persistent state.
-//! * [`server`] — the tokio listener: TLS (rustls), limits and timeouts, one task per
-//!   phone driving a `Session`, graceful shutdown.
-//! * [`tftp`] — the configuration companion: decides full, partial or encrypted
-//!   configuration per phone and builds the signed `.sgn`, `.enc.sgn` and ITL files.
-//! * [`phone`] — a CAPF client that behaves like a phone, shared by the examples, the
-//!   integration tests and `capf doctor`.
-//! * [`cli`] — the `capf` command line; `main.rs` only calls into it.
-//! * [`settings`] — the data directory layout and node settings.
-//! * [`rsa_signing`] — RSA private-key operations on OpenSSL, for the TLS handshake
-//!   and the LSCs (the two signatures each enrollment costs).
+//! * [`cli`] — the `capf` command line; `main.rs` only calls [`cli::main`]. Commands
+//!   that need the store run in the server through the admin socket when one runs.
+//! * [`node`] — start-up shared by `capf serve` and the tests: load the identities
+//!   and trust anchors, bind every listener, run them until shutdown.
+//! * `server` — the CAPF listener on 3804: the session cap, TLS (`tls.rs`), and the
+//!   driver (`driver.rs`) that runs one phone's connection from handshake to close.
+//! * [`phone_config`] — the configuration companion: per phone and request, full,
+//!   partial or encrypted configuration and the ITL (`plan`, `format/`), built by
+//!   `service` from the store and served over HTTP and TFTP (`http`, `tftp`).
+//! * `net` — what every listener shares: the accept loop, client networks, the
+//!   per-address failure limit.
+//! * [`session`] — the sans-I/O state machine of one CAPF conversation: decoded
+//!   messages and looked-up records in, a `Step` (commit, bytes to send, next action)
+//!   out. A whole conversation is a unit test.
+//! * [`protocol`] — the CAPF wire codec: the 8-byte header, TLV elements and one type
+//!   per message. Pure; every spec test vector is a unit test.
+//! * `trust` — the pure checks behind certificate authentication: anchors, X.509
+//!   paths, possession and SUDI proofs, binding a certificate to the device name.
+//! * [`ca`] — capf's identities (the CAPF certificate and the TFTP signer), LSC
+//!   issuance, the checks on phone keys, and RSA signing on OpenSSL (`ca::signing`).
+//! * [`store`] — the sled database and its writer thread: the only owner of
+//!   persistent state.
+//! * [`settings`] — the data directory layout and `capf.toml`.
+//! * [`model`] — the shared nouns: times and the clock, device records, enrolled
+//!   certificates, events, and the changes a session asks the store to make.
+//! * `phone` (feature `phone-sim`, examples and tests only) — a client that behaves
+//!   like a phone.
 
 pub mod ca;
 pub mod cli;

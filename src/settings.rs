@@ -132,13 +132,13 @@ pub struct Settings {
     pub log_format: String,
     /// Digest of signed configuration files and the ITL: `sha1` (CUCM's default,
     /// understood by every phone) or `sha512`.
-    pub config_digest: crate::phone_config::Digest,
+    pub config_digest: crate::model::Digest,
     /// A second CAPF listener accepting TLS 1.0 and static-RSA CBC suites, for phones
     /// that speak nothing newer (docs/legacy-tls.md); needs a build with the
     /// `legacy-tls` feature. `None`, the default, runs none.
     pub legacy_listen: Option<SocketAddr>,
     /// Client networks (CIDR) the legacy listener serves; empty serves every address.
-    pub legacy_allow: Vec<crate::net::Network>,
+    pub legacy_allow: Vec<crate::model::Network>,
 }
 
 impl Default for Settings {
@@ -154,7 +154,8 @@ impl Default for Settings {
             keygen_timeout: 120,
             session_timeout: 300,
             max_sessions: 256,
-            max_payload: crate::protocol::DEFAULT_MAX_PAYLOAD,
+            // protocol::DEFAULT_MAX_PAYLOAD; settings stay a leaf (a test checks they agree).
+            max_payload: 32 * 1024,
             lsc_validity_days: 5 * 365,
             max_auth_failures: 10,
             lockout_seconds: 600,
@@ -164,7 +165,7 @@ impl Default for Settings {
             require_sudi: false,
             shutdown_grace: 10,
             log_format: "text".into(),
-            config_digest: crate::phone_config::Digest::Sha1,
+            config_digest: crate::model::Digest::Sha1,
             legacy_listen: None,
             legacy_allow: Vec::new(),
         }
@@ -274,22 +275,6 @@ impl Settings {
     pub fn shutdown_grace(&self) -> Duration {
         Duration::from_secs(self.shutdown_grace)
     }
-
-    /// The session policy these settings imply, with the trust anchors for
-    /// certificate authentication.
-    pub fn session_policy(
-        &self,
-        trust: Option<std::sync::Arc<crate::trust::TrustAnchors>>,
-    ) -> crate::session::SessionPolicy {
-        crate::session::SessionPolicy {
-            max_payload: self.max_payload,
-            max_auth_failures: self.max_auth_failures,
-            lockout_secs: self.lockout_seconds,
-            trust,
-            allow_expired_mic: self.allow_expired_mic,
-            require_sudi: self.require_sudi,
-        }
-    }
 }
 
 /// The machine's host name, the best default for `processNodeName`.
@@ -304,6 +289,14 @@ fn default_node_name() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_default_payload_cap_is_the_protocol_default() {
+        assert_eq!(
+            Settings::default().max_payload,
+            crate::protocol::DEFAULT_MAX_PAYLOAD
+        );
+    }
 
     #[test]
     fn settings_round_trip_through_toml_and_reject_bad_values() {

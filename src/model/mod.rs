@@ -14,8 +14,10 @@
 //! administrator who knows CUCM can read `capf device show` without a glossary.
 
 mod change;
+mod network;
 
 pub use change::{Commit, DeviceChange};
+pub use network::Network;
 
 use serde::{Deserialize, Serialize};
 use std::fmt;
@@ -439,6 +441,49 @@ impl fmt::Display for OperationStatus {
             OperationStatus::DeleteFailed(r) => write!(f, "Delete Failed: {r}"),
             OperationStatus::TroubleshootSuccess => f.write_str("Troubleshoot Success"),
             OperationStatus::TroubleshootFailed(r) => write!(f, "Troubleshoot Failed: {r}"),
+        }
+    }
+}
+
+/// The digest of tags 8 and 26. Value 2 (SHA-256) is never written: nothing shows
+/// phones accept it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Digest {
+    /// CUCM's default, understood by every phone.
+    Sha1,
+    /// Only for deployments whose phones all support it.
+    Sha512,
+}
+
+impl Digest {
+    /// The value of tags 8 and 26.
+    pub fn id(self) -> u8 {
+        match self {
+            Digest::Sha1 => 1,
+            Digest::Sha512 => 3,
+        }
+    }
+
+    pub fn from_id(id: u8) -> Option<Digest> {
+        match id {
+            1 => Some(Digest::Sha1),
+            3 => Some(Digest::Sha512),
+            _ => None,
+        }
+    }
+
+    pub fn hash(self, data: &[u8]) -> Vec<u8> {
+        match self {
+            Digest::Sha1 => <sha1::Sha1 as sha2::Digest>::digest(data).to_vec(),
+            Digest::Sha512 => <sha2::Sha512 as sha2::Digest>::digest(data).to_vec(),
+        }
+    }
+
+    pub fn output_len(self) -> usize {
+        match self {
+            Digest::Sha1 => 20,
+            Digest::Sha512 => 64,
         }
     }
 }

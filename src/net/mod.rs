@@ -1,16 +1,14 @@
-//! What every listener shares: binding, the accept loop, the client networks a
-//! listener admits, and the per-address failure limit.
+//! What every listener shares: binding, the accept loop and the per-address failure
+//! limit.
 //!
 //! The CAPF listener (`server`) and the configuration delivery servers
 //! (`phone_config::http`, `phone_config::tftp`) sit on top of this; nothing here knows
 //! what they speak.
 
 mod accept;
-mod allow;
 mod limits;
 
 pub use accept::accept_until;
-pub use allow::Network;
 pub use limits::FailureLimiter;
 
 use std::net::SocketAddr;

@@ -24,5 +24,6 @@ pub mod tftp;
 #[cfg(test)]
 mod testpki;
 
+pub use crate::model::Digest;
 pub use error::{Error, Result};
-pub use signer::{Digest, Signer};
+pub use signer::Signer;

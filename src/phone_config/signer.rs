@@ -14,6 +14,7 @@
 //! Verification, which needs no secret, stays with the rsa crate.
 
 use crate::ca::signing::{RsaKey, RsaPadding};
+use crate::model::Digest;
 use crate::phone_config::error::{Error, Result};
 use crate::phone_config::format::identity::{bit_length, CertIdentity, KeyBits};
 use openssl::hash::MessageDigest;
@@ -21,52 +22,8 @@ use openssl::pkey::{Id, PKey};
 use rsa::BoxedUint;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivatePkcs8KeyDer};
-use sha2::Digest as _;
 use std::fmt;
 use std::path::Path;
-
-/// The digest of tags 8 and 26. Value 2 (SHA-256) is never written: nothing shows
-/// phones accept it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Digest {
-    /// CUCM's default, understood by every phone.
-    Sha1,
-    /// Only for deployments whose phones all support it.
-    Sha512,
-}
-
-impl Digest {
-    /// The value of tags 8 and 26.
-    pub fn id(self) -> u8 {
-        match self {
-            Digest::Sha1 => 1,
-            Digest::Sha512 => 3,
-        }
-    }
-
-    pub fn from_id(id: u8) -> Option<Digest> {
-        match id {
-            1 => Some(Digest::Sha1),
-            3 => Some(Digest::Sha512),
-            _ => None,
-        }
-    }
-
-    pub fn hash(self, data: &[u8]) -> Vec<u8> {
-        match self {
-            Digest::Sha1 => sha1::Sha1::digest(data).to_vec(),
-            Digest::Sha512 => sha2::Sha512::digest(data).to_vec(),
-        }
-    }
-
-    pub fn output_len(self) -> usize {
-        match self {
-            Digest::Sha1 => 20,
-            Digest::Sha512 => 64,
-        }
-    }
-}
 
 /// An RSA signing identity (the TFTP or SAST certificate and its key).
 pub struct Signer {

@@ -2,8 +2,9 @@
 //! config-files.md §8.1 and §13, generated once per test run (RSA key generation is
 //! the slow part), plus the §8.1 device document.
 
+use crate::model::Digest;
 use crate::model::{EcCurve, EnrolledCert, KeySpec};
-use crate::phone_config::signer::{Digest, Signer};
+use crate::phone_config::signer::Signer;
 use md5::Digest as _;
 use rcgen::{
     BasicConstraints, CertificateParams, DistinguishedName, DnType, IsCa, Issuer, KeyPair,

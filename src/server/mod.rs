@@ -16,7 +16,8 @@ mod tls;
 pub use ids::SessionIds;
 
 use crate::ca::Ca;
-use crate::net::{accept_until, BindError, FailureLimiter, Network};
+use crate::model::Network;
+use crate::net::{accept_until, BindError, FailureLimiter};
 use crate::session::SessionPolicy;
 use crate::settings::Settings;
 use crate::store::{Store, Writer};
@@ -89,7 +90,7 @@ impl CapfListener {
             writer: Writer::start(store.clone())?,
             store,
             ca,
-            policy: settings.session_policy(Some(Arc::new(trust))),
+            policy: session_policy(&settings, Some(Arc::new(trust))),
             settings,
             ids: SessionIds::default(),
             failures: FailureLimiter::new(
@@ -187,4 +188,17 @@ async fn bind(addr: SocketAddr) -> Result<TcpListener, ServerError> {
     TcpListener::bind(addr)
         .await
         .map_err(|source| BindError { addr, source }.into())
+}
+
+/// The session policy the node settings imply, with the trust anchors for certificate
+/// authentication.
+fn session_policy(settings: &Settings, trust: Option<Arc<TrustAnchors>>) -> SessionPolicy {
+    SessionPolicy {
+        max_payload: settings.max_payload,
+        max_auth_failures: settings.max_auth_failures,
+        lockout_secs: settings.lockout_seconds,
+        trust,
+        allow_expired_mic: settings.allow_expired_mic,
+        require_sudi: settings.require_sudi,
+    }
 }

@@ -6,13 +6,14 @@
 //! spliced in after tag 11. The signature therefore covers the final header length,
 //! the filename, the timestamp, any encryption elements, the pad bytes and the body.
 
+use crate::model::Digest;
 use crate::model::UnixTime;
 use crate::phone_config::error::{Error, Result};
 use crate::phone_config::format::identity::CertIdentity;
 use crate::phone_config::format::tlv::{
     length16, read_item, value_string, value_u16, value_u8, Item, Writer,
 };
-use crate::phone_config::signer::{verify_signature, Digest, Signer};
+use crate::phone_config::signer::{verify_signature, Signer};
 use std::collections::BTreeMap;
 
 /// Which of the three signed formats a file is. It fixes the version (tag 1) and the

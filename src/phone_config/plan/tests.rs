@@ -1,6 +1,6 @@
 use super::*;
+use crate::model::Digest;
 use crate::phone_config::format::sgn::FileKind;
-use crate::phone_config::signer::Digest;
 use crate::phone_config::testpki::{enrolled, pki, signer, SEP_DOC};
 
 const NOW: UnixTime = 1_700_000_000;

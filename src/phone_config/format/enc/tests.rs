@@ -1,5 +1,5 @@
 use super::*;
-use crate::phone_config::signer::Digest;
+use crate::model::Digest;
 use crate::phone_config::testpki::{pki, signer, Keyed, SEP_DOC};
 use rand::rngs::StdRng;
 use rand::SeedableRng;

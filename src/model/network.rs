@@ -1,6 +1,7 @@
-//! Client networks a listener accepts (`legacy_allow` in capf.toml): the legacy TLS
-//! listener should serve only the phones that need it, so it can be fenced to their
-//! subnets. Checked on accept, before any TLS byte is read.
+//! An IP network in CIDR notation, as settings name client networks (`legacy_allow`
+//! in capf.toml: the legacy TLS listener should serve only the phones that need it,
+//! so it can be fenced to their subnets; the listener checks on accept, before any
+//! TLS byte is read).
 
 use serde::{Deserialize, Serialize};
 use std::fmt;
