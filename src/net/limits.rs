@@ -1,6 +1,14 @@
 //! Per-address limit on failed sessions (R10: "also limit failed sessions per peer
 //! address"). The per-device lockout stops guessing one device's string; this stops one
 //! address from guessing across many devices or enumerating device names.
+//!
+//! Two checks use one count. At accept, an address over the limit is closed at once
+//! (cheap). Before an authentication is evaluated, the session reserves an attempt
+//! ([`FailureLimiter::reserve`]): failures plus attempts in flight never exceed the
+//! limit, so a burst of concurrent sessions cannot get more guesses evaluated than a
+//! patient attacker. An honest phone is never refused for the attempts in flight of
+//! others: it waits for a slot (evaluating one takes milliseconds), so a thousand phones
+//! behind one NAT address all enroll.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -16,6 +24,26 @@ pub struct FailureLimiter {
     max_failures: u32,
     window: Duration,
     failures: Mutex<HashMap<IpAddr, (Instant, u32)>>,
+    /// Attempts reserved and not yet finished, per address (entries removed at 0).
+    in_flight: Mutex<HashMap<IpAddr, u32>>,
+    /// Woken whenever an attempt finishes, for the sessions waiting for a slot.
+    released: tokio::sync::Notify,
+}
+
+/// Why [`FailureLimiter::reserve`] gave no slot.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Refusal {
+    /// The address has used up its failures for this window.
+    TooManyFailures,
+    /// No slot came free within the wait.
+    Busy,
+}
+
+/// One authentication attempt reserved for an address; released when dropped, counted
+/// as a failure by [`AttemptSlot::failed`].
+pub struct AttemptSlot<'a> {
+    limiter: &'a FailureLimiter,
+    addr: IpAddr,
 }
 
 impl FailureLimiter {
@@ -24,7 +52,61 @@ impl FailureLimiter {
             max_failures,
             window,
             failures: Mutex::new(HashMap::new()),
+            in_flight: Mutex::new(HashMap::new()),
+            released: tokio::sync::Notify::new(),
         }
+    }
+
+    /// Reserves one authentication attempt for `addr`, waiting up to `wait` while the
+    /// attempts of others from the same address are in flight. Refused at once when the
+    /// address has no failures left in its window.
+    pub async fn reserve(&self, addr: IpAddr, wait: Duration) -> Result<AttemptSlot<'_>, Refusal> {
+        let until = tokio::time::Instant::now() + wait;
+        loop {
+            // Registered before the check, so a release between the check and the wait
+            // is not missed.
+            let released = self.released.notified();
+            tokio::pin!(released);
+            released.as_mut().enable();
+            let failures = self.failures_in_window(addr, Instant::now());
+            if failures >= self.max_failures {
+                return Err(Refusal::TooManyFailures);
+            }
+            {
+                let mut in_flight = self.in_flight.lock().unwrap_or_else(|p| p.into_inner());
+                let pending = in_flight.entry(addr).or_insert(0);
+                if failures.saturating_add(*pending) < self.max_failures {
+                    *pending += 1;
+                    return Ok(AttemptSlot {
+                        limiter: self,
+                        addr,
+                    });
+                }
+            }
+            if tokio::time::timeout_at(until, released).await.is_err() {
+                return Err(Refusal::Busy);
+            }
+        }
+    }
+
+    fn failures_in_window(&self, addr: IpAddr, now: Instant) -> u32 {
+        let failures = self.failures.lock().unwrap_or_else(|p| p.into_inner());
+        match failures.get(&addr) {
+            Some((start, count)) if now.duration_since(*start) < self.window => *count,
+            _ => 0,
+        }
+    }
+
+    fn release(&self, addr: IpAddr) {
+        let mut in_flight = self.in_flight.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(pending) = in_flight.get_mut(&addr) {
+            *pending = pending.saturating_sub(1);
+            if *pending == 0 {
+                in_flight.remove(&addr);
+            }
+        }
+        drop(in_flight);
+        self.released.notify_waiters();
     }
 
     /// Whether `addr` may open a session now.
@@ -55,6 +137,20 @@ impl FailureLimiter {
     }
 }
 
+impl AttemptSlot<'_> {
+    /// The attempt failed: it counts against the address (the slot is released).
+    pub fn failed(self) {
+        // Counted before the slot is released, so no waiter sees a free slot in between.
+        self.limiter.record_failure(self.addr, Instant::now());
+    }
+}
+
+impl Drop for AttemptSlot<'_> {
+    fn drop(&mut self) {
+        self.limiter.release(self.addr);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -77,5 +173,46 @@ mod tests {
             limiter.allows(a, t0 + Duration::from_secs(61)),
             "a new window starts at 1"
         );
+    }
+
+    #[tokio::test]
+    async fn failures_and_attempts_in_flight_never_exceed_the_limit() {
+        let limiter = FailureLimiter::new(3, Duration::from_secs(60));
+        let a: IpAddr = "192.0.2.1".parse().unwrap();
+        let wait = Duration::from_millis(50);
+        let one = limiter.reserve(a, wait).await.unwrap();
+        let two = limiter.reserve(a, wait).await.unwrap();
+        let three = limiter.reserve(a, wait).await.unwrap();
+        // All three slots in flight: a fourth waits, then is told the address is busy.
+        assert_eq!(limiter.reserve(a, wait).await.err(), Some(Refusal::Busy));
+        one.failed();
+        two.failed();
+        drop(three); // succeeded: frees its slot without counting
+        let four = limiter.reserve(a, wait).await.unwrap();
+        four.failed();
+        assert_eq!(
+            limiter.reserve(a, wait).await.err(),
+            Some(Refusal::TooManyFailures)
+        );
+    }
+
+    #[tokio::test]
+    async fn a_waiting_attempt_gets_the_slot_another_releases() {
+        let limiter = std::sync::Arc::new(FailureLimiter::new(1, Duration::from_secs(60)));
+        let a: IpAddr = "192.0.2.1".parse().unwrap();
+        let first = limiter.reserve(a, Duration::from_secs(1)).await.unwrap();
+        let waiter = {
+            let limiter = limiter.clone();
+            tokio::spawn(async move {
+                limiter
+                    .reserve(a, Duration::from_secs(5))
+                    .await
+                    .map(drop)
+                    .is_ok()
+            })
+        };
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        drop(first);
+        assert!(waiter.await.unwrap(), "the waiter got the freed slot");
     }
 }

@@ -9,7 +9,7 @@ mod accept;
 mod limits;
 
 pub use accept::accept_until;
-pub use limits::FailureLimiter;
+pub use limits::{AttemptSlot, FailureLimiter, Refusal};
 
 use std::net::SocketAddr;
 use thiserror::Error;

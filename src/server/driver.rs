@@ -7,8 +7,10 @@
 //! `connection.rs`); it is generic over the stream so every TLS backend shares it.
 
 use super::tls::Acceptor;
+use super::turns::DeviceTurn;
 use super::Shared;
 use crate::model::now;
+use crate::net::{AttemptSlot, Refusal};
 use crate::protocol::HEADER_LEN;
 use crate::session::{Next, Session, Step, TlsInfo, Wait};
 use std::io;
@@ -57,6 +59,11 @@ pub async fn run_session<S>(
     let (mut session, mut step) = Session::new(session_id, peer.to_string(), shared.policy.clone());
     session.set_tls(tls.clone());
 
+    // The device's turn and the address's attempt, held from the device lookup until
+    // the outcome of the authentication is committed (server/turns.rs, net/limits.rs).
+    let mut authenticating: Option<(DeviceTurn<'_>, AttemptSlot<'_>)> = None;
+    // Whether this session's failure is already counted against the address.
+    let mut failure_counted = false;
     loop {
         if let Some(commit) = step.commit.take() {
             if let Err(e) = shared.writer.write(*commit).await {
@@ -65,6 +72,13 @@ pub async fn run_session<S>(
                 step = session.abort("store error");
                 step.commit = None;
             }
+        }
+        if let Some((turn, attempt)) = authenticating.take() {
+            if matches!(session.summary().end_reason, Some(7) | Some(9)) {
+                attempt.failed();
+                failure_counted = true;
+            }
+            drop(turn);
         }
         if let Some(bytes) = step.send.take() {
             if let Err(e) = conn.write_message(&bytes).await {
@@ -80,13 +94,38 @@ pub async fn run_session<S>(
         }
         step = match step.next {
             Next::Close => break,
-            Next::LookupDevice(name) => match shared.store.get_device(&name) {
-                Ok(record) => session.on_device(record, now()),
-                Err(e) => {
-                    tracing::error!(session = session_id, %peer, device = %name, "store error: {e}");
-                    session.abort("store error")
+            Next::LookupDevice(name) => {
+                let wait = shared.settings.message_timeout();
+                let turn = tokio::time::timeout(wait, shared.turns.take(&name)).await;
+                let attempt = match turn {
+                    Ok(turn) => shared
+                        .failures
+                        .reserve(peer.ip(), wait)
+                        .await
+                        .map(|attempt| (turn, attempt)),
+                    Err(_) => Err(Refusal::Busy),
+                };
+                match attempt {
+                    Ok(held) => {
+                        authenticating = Some(held);
+                        match shared.store.get_device(&name) {
+                            Ok(record) => session.on_device(record, now()),
+                            Err(e) => {
+                                tracing::error!(session = session_id, %peer, device = %name, "store error: {e}");
+                                session.abort("store error")
+                            }
+                        }
+                    }
+                    Err(refusal) => {
+                        // Not an attempt: nothing was evaluated, so nothing more counts.
+                        failure_counted = true;
+                        session.refuse(match refusal {
+                            Refusal::TooManyFailures => "Too Many Failures From This Address",
+                            Refusal::Busy => "Busy: Other Attempts In Flight",
+                        })
+                    }
                 }
-            },
+            }
             Next::IssueLsc {
                 device,
                 public_key,
@@ -108,7 +147,7 @@ pub async fn run_session<S>(
     conn.shutdown().await;
 
     let s = session.summary();
-    if matches!(s.end_reason, Some(7) | Some(9)) {
+    if !failure_counted && matches!(s.end_reason, Some(7) | Some(9)) {
         shared
             .failures
             .record_failure(peer.ip(), Instant::now().into_std());

@@ -12,6 +12,7 @@ pub mod client;
 mod driver;
 mod ids;
 mod tls;
+mod turns;
 
 pub use ids::SessionIds;
 
@@ -57,6 +58,8 @@ pub struct Shared {
     pub ids: SessionIds,
     /// Failed sessions per peer address.
     pub failures: FailureLimiter,
+    /// One authentication in flight per device.
+    pub turns: turns::DeviceTurns,
 }
 
 /// A bound CAPF listener, ready to run.
@@ -93,6 +96,7 @@ impl CapfListener {
             policy: session_policy(&settings, Some(Arc::new(trust))),
             settings,
             ids: SessionIds::default(),
+            turns: turns::DeviceTurns::default(),
             failures: FailureLimiter::new(
                 settings_failures.0,
                 Duration::from_secs(settings_failures.1),

@@ -412,6 +412,13 @@ impl Session {
         self.end(Reason::InvalidElement, None)
     }
 
+    /// The server refuses to evaluate this attempt (too many failures from the peer's
+    /// address, or no turn came free in time): END 7, nothing recorded.
+    pub fn refuse(&mut self, why: &str) -> Step {
+        self.summary.result = format!("Refused: {why}");
+        self.end(Reason::InvalidElement, None)
+    }
+
     /// The client closed the connection (or the TLS layer failed).
     pub fn on_eof(&mut self, now: UnixTime) -> Step {
         let state = std::mem::replace(&mut self.state, State::Ended);

@@ -1,0 +1,188 @@
+//! The trust model under attack (docs/trust.md "What capf guarantees"): each test
+//! performs one attack on a real node over real TLS, concurrently where the attack is
+//! concurrent, and checks the promise held.
+
+mod common;
+
+use capf::model::{AuthMode, Event, Operation, OperationStatus};
+use capf::phone::Phone;
+use capf::protocol::{ClientMessage, Command, Reason, HEADER_LEN};
+use common::{install, TestNode, P256};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::Barrier;
+
+const VICTIM: &str = "SEP00AABBCCDDEE";
+
+/// Runs `phone` against `node` `n` times at once; returns the END_SESSION reasons.
+async fn burst(node: &Arc<TestNode>, phones: Vec<Phone>) -> Vec<Option<Reason>> {
+    let tasks: Vec<_> = phones
+        .into_iter()
+        .map(|phone| {
+            let node = node.clone();
+            tokio::spawn(async move {
+                let run = phone.run(node.addr, &node.connector);
+                match tokio::time::timeout(Duration::from_secs(60), run).await {
+                    Ok(Ok(outcome)) => outcome.end_reason,
+                    _ => None,
+                }
+            })
+        })
+        .collect();
+    let mut reasons = Vec::new();
+    for task in tasks {
+        reasons.push(task.await.unwrap());
+    }
+    reasons
+}
+
+/// Opens `phones.len()` sessions, waits until every one has its AUTH_REQUEST, then
+/// sends all AUTH_RESPONSEs at the same moment; returns the END_SESSION reasons. This
+/// is the attack at its sharpest: every guess arrives before any is counted.
+async fn synchronized_burst(node: &Arc<TestNode>, phones: Vec<Phone>) -> Vec<u8> {
+    let barrier = Arc::new(Barrier::new(phones.len()));
+    let tasks: Vec<_> = phones
+        .into_iter()
+        .map(|phone| {
+            let node = node.clone();
+            let barrier = barrier.clone();
+            tokio::spawn(async move {
+                let attack = async {
+                    let tcp = TcpStream::connect(node.addr).await.unwrap();
+                    let name = rustls::pki_types::ServerName::try_from("capf").unwrap();
+                    let mut tls = node.connector.connect(name, tcp).await.unwrap();
+                    let mut hello = [0u8; 16];
+                    tls.read_exact(&mut hello).await.unwrap();
+                    assert_eq!(hello[1], Command::AuthRequest.to_u8());
+                    let id = u32::from_be_bytes([hello[2], hello[3], hello[4], hello[5]]);
+                    let auth = ClientMessage::AuthResponse(phone.auth_response(id).unwrap())
+                        .encode(id)
+                        .unwrap();
+                    barrier.wait().await;
+                    tls.write_all(&auth).await.unwrap();
+                    let mut reply = Vec::new();
+                    let _ = tls.read_to_end(&mut reply).await;
+                    assert_eq!(reply.len(), HEADER_LEN + 4, "one END_SESSION: {reply:02x?}");
+                    reply[HEADER_LEN + 3]
+                };
+                tokio::time::timeout(Duration::from_secs(60), attack)
+                    .await
+                    .expect("the burst ends in time")
+            })
+        })
+        .collect();
+    let mut reasons = Vec::new();
+    for task in tasks {
+        reasons.push(task.await.unwrap());
+    }
+    reasons
+}
+
+fn events(node: &TestNode) -> Vec<Event> {
+    node.store.events(None, None, None).unwrap()
+}
+
+/// Point 2: a burst of concurrent wrong strings gets at most `max_auth_failures`
+/// evaluated, and the device is then locked: the right string is refused too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_wrong_strings_are_evaluated_at_most_max_auth_failures_times() {
+    let node = TestNode::start_with(|s| {
+        // This test is about the device lockout, not the address limit.
+        s.max_failures_per_address = 1_000_000;
+        s.max_sessions = 1024;
+    })
+    .await;
+    let max = capf::settings::Settings::default().max_auth_failures;
+    node.add(install(VICTIM, AuthMode::String, P256));
+    let node = Arc::new(node);
+
+    let phones: Vec<Phone> = (0..200)
+        .map(|i| Phone {
+            password: Some(format!("{:06}", 200_000 + i)),
+            ..Phone::new(VICTIM)
+        })
+        .collect();
+    let reasons = synchronized_burst(&node, phones).await;
+    assert!(
+        reasons.iter().all(|r| *r == Reason::InvalidElement.to_u8()),
+        "every wrong string ends with END 7: {reasons:?}"
+    );
+
+    let evaluated = events(&node)
+        .iter()
+        .filter(|e| e.result.starts_with("Authentication Failed"))
+        .count();
+    assert!(
+        evaluated <= max as usize,
+        "{evaluated} strings evaluated, limit {max}"
+    );
+    assert_eq!(evaluated, max as usize, "the lockout was reached");
+    let rec = node.device(VICTIM);
+    assert!(rec.locked_until.is_some(), "the device is locked");
+
+    // Inside the lockout the right string is refused without evaluation.
+    let right = Phone {
+        password: Some("123456".into()),
+        ..Phone::new(VICTIM)
+    };
+    let outcome = node.run(&right).await;
+    assert_eq!(outcome.end_reason, Some(Reason::InvalidElement));
+    assert!(outcome.issued.is_none());
+    assert_eq!(node.device(VICTIM).operation, Operation::Install);
+}
+
+/// Point 2: concurrent sessions from one address count against its limit while in
+/// flight: 200 unknown names at once get at most `max_failures_per_address` looked up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_unknown_names_from_one_address_are_evaluated_at_most_the_address_limit() {
+    let node = TestNode::start_with(|s| s.max_sessions = 1024).await;
+    let limit = capf::settings::Settings::default().max_failures_per_address;
+    let node = Arc::new(node);
+    let phones: Vec<Phone> = (0..200)
+        .map(|i| Phone::new(format!("SEP{:012X}", 0xA0_0000_0000u64 + i)))
+        .collect();
+    let reasons = synchronized_burst(&node, phones).await;
+    assert!(
+        reasons
+            .iter()
+            .all(|r| *r != Reason::UpdateCertificate.to_u8()),
+        "{reasons:?}"
+    );
+    let looked_up = events(&node)
+        .iter()
+        .filter(|e| e.result == "Unknown Device")
+        .count();
+    assert!(
+        looked_up <= limit as usize,
+        "{looked_up} unknown names evaluated, limit {limit}"
+    );
+}
+
+/// Point 2 without its cost: a thousand honest phones behind one NAT address enroll at
+/// once; attempts in flight never refuse them (they wait for a slot).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn many_honest_phones_behind_one_address_all_enroll() {
+    const PHONES: u64 = 300;
+    let node = TestNode::start_with(|s| s.max_sessions = 1024).await;
+    for i in 0..PHONES {
+        node.add(install(
+            &format!("SEP{:012X}", 0xB0_0000_0000u64 + i),
+            AuthMode::Null,
+            P256,
+        ));
+    }
+    let node = Arc::new(node);
+    let phones: Vec<Phone> = (0..PHONES)
+        .map(|i| Phone::new(format!("SEP{:012X}", 0xB0_0000_0000u64 + i)))
+        .collect();
+    let reasons = burst(&node, phones).await;
+    let enrolled = reasons
+        .iter()
+        .filter(|r| **r == Some(Reason::UpdateCertificate))
+        .count();
+    assert_eq!(enrolled, PHONES as usize, "{reasons:?}");
+    let first = node.device(&format!("SEP{:012X}", 0xB0_0000_0000u64));
+    assert_eq!(first.status, OperationStatus::UpgradeSuccess);
+}
