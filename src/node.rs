@@ -140,10 +140,13 @@ pub fn open_store(data: &DataDir) -> Result<Store> {
 pub fn load_trust(data: &DataDir, ca: &Ca) -> Result<TrustAnchors> {
     let mut trust = TrustAnchors::new(ca.certificate_der())?.with_shipped_cisco_roots();
     let added = trust.add_pem_dir(&data.trust())?;
+    let added_sudi = trust.add_sudi_pem_dir(&data.sudi_trust())?;
     tracing::info!(
-        "trust: {} MIC anchors ({added} from {})",
+        "trust: {} MIC anchors ({added} from {}), {} SUDI anchors ({added_sudi} from {})",
         trust.mic_anchors().len(),
-        data.trust().display()
+        data.trust().display(),
+        trust.sudi_anchors().len(),
+        data.sudi_trust().display()
     );
     Ok(trust)
 }

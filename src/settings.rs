@@ -67,6 +67,10 @@ impl DataDir {
     pub fn trust(&self) -> PathBuf {
         self.certs().join("trust")
     }
+    /// Operator-added SUDI CAs, kept apart from the MIC anchors in `trust()`.
+    pub fn sudi_trust(&self) -> PathBuf {
+        self.certs().join("sudi")
+    }
     pub fn tftp(&self) -> PathBuf {
         self.root.join("tftp")
     }

@@ -294,23 +294,96 @@ async fn an_expired_mic_is_refused_unless_the_node_allows_it() {
 
 #[tokio::test]
 async fn sudi_is_verified_and_can_be_required() {
-    let node = TestNode::start_with(|s| s.require_sudi = true).await;
+    // Without require_sudi: the phone-emulating client sends its own LSC as the SUDI
+    // certificate (capf-protocol.md §4.6), and is served.
+    let node = TestNode::start().await;
     let (der, key) = enroll(&node, NAME, KeyOrder::Rsa { bits: 2048 }).await;
     schedule_rekey(&node, NAME, AuthMode::Lsc);
-
-    // Required and missing.
-    let outcome = node.run(&with_lsc(NAME, &der, &key)).await;
-    assert_eq!(outcome.end_reason, Some(Reason::InvalidElement));
-    assert_eq!(failed(&node, NAME), "Invalid Credentials: SUDI Required");
-
-    // The phone-emulating client sends its own LSC as the SUDI certificate.
     let PhoneKey::Rsa(rsa_key) = &key else {
         panic!("RSA key")
     };
     let mut phone = with_lsc(NAME, &der, &key);
     phone.sudi = Some((der.clone(), rsa_key.clone()));
-    let outcome = node.run(&phone).await;
-    assert_eq!(outcome.end_reason, Some(Reason::UpdateCertificate));
+    assert_eq!(
+        node.run(&phone).await.end_reason,
+        Some(Reason::UpdateCertificate)
+    );
+    node.stop().await;
+}
+
+/// #13 point 6: with `require_sudi`, only a SUDI from a SUDI CA that names this device
+/// satisfies the policy: not an LSC, not a MIC (this phone's or another's), not another
+/// device's SUDI.
+#[tokio::test]
+async fn require_sudi_accepts_only_a_sudi_ca_certificate_bound_to_the_device() {
+    let sudi_ca = Factory::new();
+    let factory = Factory::new();
+    let (sudi_pem, mic_pem) = (sudi_ca.ca_pem.clone(), factory.ca_pem.clone());
+    let node = TestNode::start_prepared(
+        |s| s.require_sudi = true,
+        |data| {
+            std::fs::create_dir_all(data.sudi_trust()).unwrap();
+            std::fs::write(data.sudi_trust().join("test-sudi.pem"), &sudi_pem).unwrap();
+            std::fs::write(data.trust().join("test-manufacturing.pem"), &mic_pem).unwrap();
+        },
+    )
+    .await;
+    let key = rsa_key();
+    let mic = factory.mic(NAME, &key, false);
+    node.add(device(NAME, AuthMode::Mic, KeyOrder::Rsa { bits: 2048 }));
+    let attempt = |sudi: &[u8]| {
+        let mut phone = with_mic(NAME, &mic, &key);
+        phone.sudi = Some((sudi.to_vec(), key.clone()));
+        phone
+    };
+
+    // Required and missing.
+    let outcome = node.run(&with_mic(NAME, &mic, &key)).await;
+    assert_eq!(outcome.end_reason, Some(Reason::InvalidElement));
+    assert_eq!(failed(&node, NAME), "Invalid Credentials: SUDI Required");
+
+    // The phone's own MIC offered as its SUDI: chains only to a MIC anchor.
+    assert_eq!(
+        node.run(&attempt(&mic)).await.end_reason,
+        Some(Reason::InvalidElement)
+    );
+    // Another device's MIC: the same.
+    let other_mic = factory.mic(OTHER, &key, false);
+    assert_eq!(
+        node.run(&attempt(&other_mic)).await.end_reason,
+        Some(Reason::InvalidElement)
+    );
+    // A real SUDI, but another device's.
+    let other_sudi = sudi_ca.mic(OTHER, &key, false);
+    assert_eq!(
+        node.run(&attempt(&other_sudi)).await.end_reason,
+        Some(Reason::InvalidElement)
+    );
+    assert_eq!(node.device(NAME).operation, Operation::Install);
+
+    // This device's SUDI from the SUDI CA.
+    let sudi = sudi_ca.mic(NAME, &key, false);
+    assert_eq!(
+        node.run(&attempt(&sudi)).await.end_reason,
+        Some(Reason::UpdateCertificate)
+    );
+    node.stop().await;
+}
+
+#[tokio::test]
+async fn with_require_sudi_an_lsc_is_not_a_sudi() {
+    let node = TestNode::start_with(|s| s.require_sudi = true).await;
+    let (der, key) = enroll(&node, NAME, KeyOrder::Rsa { bits: 2048 }).await;
+    schedule_rekey(&node, NAME, AuthMode::Lsc);
+    let PhoneKey::Rsa(rsa_key) = &key else {
+        panic!("RSA key")
+    };
+    let mut phone = with_lsc(NAME, &der, &key);
+    phone.sudi = Some((der.clone(), rsa_key.clone()));
+    assert_eq!(
+        node.run(&phone).await.end_reason,
+        Some(Reason::InvalidElement)
+    );
     node.stop().await;
 }
 

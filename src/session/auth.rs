@@ -83,9 +83,15 @@ impl Session {
                 }
                 Ok(_) => {}
             }
-            if let Err(e) =
-                trust::verify_certificate_auth(auth, kind, self.id, &anchors, now, &policy)
-            {
+            if let Err(e) = trust::verify_certificate_auth(
+                auth,
+                kind,
+                self.id,
+                &anchors,
+                now,
+                &policy,
+                self.policy.require_sudi,
+            ) {
                 tracing::info!(session = self.id, device = %rec.name, "{label}: {e}");
                 note_failure(&mut failure, label);
                 continue;

@@ -138,13 +138,19 @@ impl AnchorSet {
     }
 }
 
+/// The shipped CAs that issue SUDI certificates (IEEE 802.1AR device identities). Only
+/// these, and SUDI anchors an operator adds, may vouch for a SUDI: never a MIC root (a
+/// MIC is not a SUDI) nor capf (an LSC is not a SUDI).
+const SHIPPED_SUDI_CAS: [&str; 2] = ["ACT2_SUDI_CA.pem", "High_Assurance_SUDI_CA.pem"];
+
 /// Everything capf trusts, split by what it may vouch for: an LSC must chain to capf's
 /// own CAPF certificate, never to a Cisco CA; a MIC must chain to a Cisco CA (or one an
-/// operator added), never to capf.
+/// operator added), never to capf; a SUDI must chain to a SUDI CA.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TrustAnchors {
     lsc_issuers: AnchorSet,
     mic_anchors: AnchorSet,
+    sudi_anchors: AnchorSet,
 }
 
 impl TrustAnchors {
@@ -155,16 +161,23 @@ impl TrustAnchors {
         Ok(TrustAnchors {
             lsc_issuers,
             mic_anchors: AnchorSet::new(),
+            sudi_anchors: AnchorSet::new(),
         })
     }
 
-    /// Adds the Cisco CA certificates compiled into the binary to the MIC anchors.
+    /// Adds the Cisco CA certificates compiled into the binary to the MIC anchors, and
+    /// the SUDI CAs among them to the SUDI anchors.
     pub fn with_shipped_cisco_roots(mut self) -> TrustAnchors {
         for (name, pem) in SHIPPED_CISCO_CAS {
             // The shipped files are tested to parse (tests::shipped_cisco_certificates_load);
             // a bad one would be a build defect, and skipping it only narrows trust.
             if let Err(reason) = self.mic_anchors.add_pem(pem.as_bytes(), name) {
                 tracing::error!(file = name, %reason, "shipped Cisco CA certificate skipped");
+            }
+            if SHIPPED_SUDI_CAS.contains(&name) {
+                if let Err(reason) = self.sudi_anchors.add_pem(pem.as_bytes(), name) {
+                    tracing::error!(file = name, %reason, "shipped SUDI CA certificate skipped");
+                }
             }
         }
         self
@@ -175,38 +188,14 @@ impl TrustAnchors {
     /// read or holds anything but certificates fails the whole call, naming the file, so
     /// a typo never silently narrows or widens trust.
     pub fn add_pem_dir(&mut self, dir: &Path) -> Result<usize, TrustError> {
-        let dir_error = |source| TrustError::AnchorDir {
-            path: dir.to_path_buf(),
-            source,
-        };
-        let entries = match fs::read_dir(dir) {
-            Ok(entries) => entries,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
-            Err(e) => return Err(dir_error(e)),
-        };
-        let mut paths = Vec::new();
-        for entry in entries {
-            let path = entry.map_err(dir_error)?.path();
-            if path.extension().is_some_and(|ext| ext == "pem") {
-                paths.push(path);
-            }
-        }
-        paths.sort();
+        add_pem_dir(&mut self.mic_anchors, dir)
+    }
 
-        let mut staged = self.mic_anchors.clone();
-        let mut count = 0;
-        for path in paths {
-            let file_error = |reason: String| TrustError::AnchorFile {
-                path: path.clone(),
-                reason,
-            };
-            let pem = fs::read(&path).map_err(|e| file_error(e.to_string()))?;
-            count += staged
-                .add_pem(&pem, &path.display().to_string())
-                .map_err(file_error)?;
-        }
-        self.mic_anchors = staged;
-        Ok(count)
+    /// Adds every `*.pem` file of `dir` to the SUDI anchors, as [`Self::add_pem_dir`]
+    /// does for MICs. Kept apart so that a SUDI CA an operator adds never vouches for a
+    /// MIC, nor a manufacturing CA for a SUDI.
+    pub fn add_sudi_pem_dir(&mut self, dir: &Path) -> Result<usize, TrustError> {
+        add_pem_dir(&mut self.sudi_anchors, dir)
     }
 
     pub fn lsc_issuers(&self) -> &AnchorSet {
@@ -216,6 +205,46 @@ impl TrustAnchors {
     pub fn mic_anchors(&self) -> &AnchorSet {
         &self.mic_anchors
     }
+
+    pub fn sudi_anchors(&self) -> &AnchorSet {
+        &self.sudi_anchors
+    }
+}
+
+/// Adds every `*.pem` file of `dir` to `set`, all or nothing.
+fn add_pem_dir(set: &mut AnchorSet, dir: &Path) -> Result<usize, TrustError> {
+    let dir_error = |source| TrustError::AnchorDir {
+        path: dir.to_path_buf(),
+        source,
+    };
+    let entries = match fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+        Err(e) => return Err(dir_error(e)),
+    };
+    let mut paths = Vec::new();
+    for entry in entries {
+        let path = entry.map_err(dir_error)?.path();
+        if path.extension().is_some_and(|ext| ext == "pem") {
+            paths.push(path);
+        }
+    }
+    paths.sort();
+
+    let mut staged = set.clone();
+    let mut count = 0;
+    for path in paths {
+        let file_error = |reason: String| TrustError::AnchorFile {
+            path: path.clone(),
+            reason,
+        };
+        let pem = fs::read(&path).map_err(|e| file_error(e.to_string()))?;
+        count += staged
+            .add_pem(&pem, &path.display().to_string())
+            .map_err(file_error)?;
+    }
+    *set = staged;
+    Ok(count)
 }
 
 /// Parses exactly one DER certificate.

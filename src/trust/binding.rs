@@ -44,6 +44,34 @@ pub fn bound_to_device(cert_der: &[u8], device_name: &str, kind: CertKind) -> bo
     }
 }
 
+/// Whether a SUDI belongs to the device: it carries the device's MAC the way a MIC does
+/// (a CN or SAN name, see [`bound_to_device`]), or the device authenticated with a MIC
+/// and the SUDI's subject serialNumber attribute (Cisco writes `PID:<model> SN:<serial>`)
+/// equals the MIC's. What real phones' SUDIs carry is not documented (docs/trust.md):
+/// a SUDI that shows neither is bound to nothing, so `require_sudi` refuses it.
+pub fn sudi_bound_to_device(sudi_der: &[u8], device_name: &str, mic_der: Option<&[u8]>) -> bool {
+    if bound_to_device(sudi_der, device_name, CertKind::Mic) {
+        return true;
+    }
+    let (Some(mic_der), Ok(sudi)) = (mic_der, parse_certificate(sudi_der)) else {
+        return false;
+    };
+    let Ok(mic) = parse_certificate(mic_der) else {
+        return false;
+    };
+    let serial = |cert: &X509Certificate<'_>| -> Option<String> {
+        let mut serials = cert
+            .subject()
+            .iter_by_oid(&x509_parser::oid_registry::OID_X509_SERIALNUMBER)
+            .filter_map(|attr| attr.as_str().ok().map(str::to_owned));
+        match (serials.next(), serials.next()) {
+            (Some(one), None) if !one.trim().is_empty() => Some(one),
+            _ => None,
+        }
+    };
+    matches!((serial(&sudi), serial(&mic)), (Some(a), Some(b)) if a == b)
+}
+
 /// The 12 hex digits of a `SEP` device name.
 fn mac_of(device_name: &str) -> Option<&str> {
     let mac = device_name.strip_prefix("SEP")?;

@@ -36,8 +36,8 @@ pub use chain::{verify_chain, ChainPolicy, MAX_CHAIN_DEPTH};
 #[cfg(test)]
 use {
     anchors::{AnchorCert, AnchorSet},
-    binding::bound_to_device,
-    proof::{verify_possession, verify_sudi},
+    binding::{bound_to_device, sudi_bound_to_device},
+    proof::{verify_possession, verify_sudi, verify_sudi_proof},
 };
 
 /// Why a certificate, a chain or a proof was not accepted.

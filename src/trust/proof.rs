@@ -35,19 +35,10 @@ pub fn verify_possession(
     Ok(())
 }
 
-/// Verifies SUDI_DATA for the session `session_id` (§7.4): both signatures over
-/// `U = session id as u32 little-endian ‖ SUDI DER`, and the SUDI certificate's chain
-/// to the union of the LSC issuers and the MIC anchors, because the phone-emulating
-/// client sends its LSC as its SUDI. Only RSA SUDI keys are defined by any client; an
-/// EC SUDI key is refused as unverifiable rather than skipped as the open-source server
-/// does, since a proof capf cannot check must not pass for one it did.
-pub fn verify_sudi(
-    session_id: u32,
-    sudi: &SudiData,
-    anchors: &TrustAnchors,
-    now: UnixTime,
-    policy: &ChainPolicy,
-) -> Result<(), TrustError> {
+/// The SUDI proof alone (§7.4): the SUDI key signed this session's id, little-endian,
+/// followed by the SUDI certificate, with SHA-1 and with SHA-512. Says nothing about
+/// who issued the certificate.
+pub fn verify_sudi_proof(session_id: u32, sudi: &SudiData) -> Result<(), TrustError> {
     require_sha512(sudi.sha2_hash)?;
     let cert = parse_certificate(&sudi.certificate)?;
     let key = PublicKey::from_spki(cert.public_key().raw)?;
@@ -61,8 +52,22 @@ pub fn verify_sudi(
     if !key.verify_proof(HashAlg::Sha512, &input, &sudi.sha2_signature) {
         return Err(TrustError::BadSignature("SUDI signature (SHA-512)"));
     }
-    let trusted = anchors.lsc_issuers().union(anchors.mic_anchors());
-    verify_chain(&sudi.certificate, &trusted, now, policy)?;
+    Ok(())
+}
+
+/// A SUDI: its proof for this session, and a certificate that chains to a SUDI CA (the
+/// shipped ACT2 and High Assurance SUDI CAs, or one an operator added), never to a MIC
+/// root or to capf. Binding it to the device is the caller's part
+/// ([`super::binding::sudi_bound_to_device`]).
+pub fn verify_sudi(
+    session_id: u32,
+    sudi: &SudiData,
+    anchors: &TrustAnchors,
+    now: UnixTime,
+    policy: &ChainPolicy,
+) -> Result<(), TrustError> {
+    verify_sudi_proof(session_id, sudi)?;
+    verify_chain(&sudi.certificate, anchors.sudi_anchors(), now, policy)?;
     Ok(())
 }
 

@@ -342,8 +342,9 @@ fn missing_elements_are_refused() {
         sha2_signed_data: Some(sha2),
         ..AuthResponse::default()
     };
-    let check =
-        |r: &AuthResponse| verify_certificate_auth(r, CertKind::Lsc, 7, &anchors, NOW, &STRICT);
+    let check = |r: &AuthResponse| {
+        verify_certificate_auth(r, CertKind::Lsc, 7, &anchors, NOW, &STRICT, false)
+    };
     let info = check(&complete).unwrap();
     assert_eq!(info.anchor_source, "CAPF certificate");
 
@@ -371,7 +372,10 @@ fn missing_elements_are_refused() {
     r.device_name = Some("SEP001122334456".into());
     assert!(matches!(check(&r), Err(TrustError::NotBound { .. })));
     // An LSC does not pass where a MIC is configured (different anchors).
-    assert!(verify_certificate_auth(&complete, CertKind::Mic, 7, &anchors, NOW, &STRICT).is_err());
+    assert!(
+        verify_certificate_auth(&complete, CertKind::Mic, 7, &anchors, NOW, &STRICT, false)
+            .is_err()
+    );
 }
 
 #[test]
@@ -836,16 +840,13 @@ fn sudi_for(key: &rsa::PrivateKey, cert: &[u8], session_id: u32) -> SudiData {
 #[test]
 fn sudi_is_bound_to_the_session_id_little_endian() {
     let capf = Capf::new();
-    let anchors = TrustAnchors::new(&capf.der)
-        .unwrap()
-        .with_shipped_cisco_roots();
     let key = &keys().rsa_1024;
-    // The phone-emulating client sends its LSC as SUDI.
+    // The phone-emulating client sends its LSC as SUDI: the proof alone verifies.
     let lsc = capf.lsc(DEVICE, &spki_of(key));
     let sudi = sudi_for(key, &lsc, 0x0000_0102);
-    verify_sudi(0x0000_0102, &sudi, &anchors, NOW, &STRICT).unwrap();
+    verify_sudi_proof(0x0000_0102, &sudi).unwrap();
     assert!(matches!(
-        verify_sudi(0x0000_0103, &sudi, &anchors, NOW, &STRICT),
+        verify_sudi_proof(0x0000_0103, &sudi),
         Err(TrustError::BadSignature(_))
     ));
     // Signed over the big-endian id: refused.
@@ -855,29 +856,60 @@ fn sudi_is_bound_to_the_session_id_little_endian() {
         sha2_signature: rsa_bare::<Sha512>(key, &input_be),
         ..sudi.clone()
     };
-    assert!(verify_sudi(0x0000_0102, &be, &anchors, NOW, &STRICT).is_err());
+    assert!(verify_sudi_proof(0x0000_0102, &be).is_err());
     // Hash id other than SHA-512: refused.
     let sha256 = SudiData {
         sha2_hash: HashId::Sha256,
         ..sudi.clone()
     };
     assert!(matches!(
-        verify_sudi(0x0000_0102, &sha256, &anchors, NOW, &STRICT),
+        verify_sudi_proof(0x0000_0102, &sha256),
         Err(TrustError::UnsupportedHash(_))
     ));
-    // A SUDI from a MIC hierarchy chains through the MIC anchors.
-    let pki = Pki::new();
-    let mut with_test_mic_ca = TrustAnchors::new(&capf.der).unwrap();
-    let sudi_cert = pki.mic("SUDI-test", &spki_of(key));
-    let sudi = sudi_for(key, &sudi_cert, 9);
+}
+
+#[test]
+fn a_sudi_must_chain_to_a_sudi_ca_never_to_capf_or_a_mic_root() {
+    let capf = Capf::new();
+    let key = &keys().rsa_1024;
+    let mut anchors = TrustAnchors::new(&capf.der)
+        .unwrap()
+        .with_shipped_cisco_roots();
+    assert_eq!(anchors.sudi_anchors().len(), 2, "ACT2 and High Assurance");
+    // An LSC is not a SUDI.
+    let lsc = capf.lsc(DEVICE, &spki_of(key));
     assert!(matches!(
-        verify_sudi(9, &sudi, &with_test_mic_ca, NOW, &STRICT),
+        verify_sudi(9, &sudi_for(key, &lsc, 9), &anchors, NOW, &STRICT),
         Err(TrustError::UntrustedIssuer { .. })
     ));
-    let dir = tempfile::tempdir().unwrap();
-    pki.write_pem(dir.path());
-    with_test_mic_ca.add_pem_dir(dir.path()).unwrap();
-    verify_sudi(9, &sudi, &with_test_mic_ca, NOW, &STRICT).unwrap();
+    // A MIC is not a SUDI, even once its CA is a trusted MIC anchor.
+    let pki = Pki::new();
+    let mic_dir = tempfile::tempdir().unwrap();
+    pki.write_pem(mic_dir.path());
+    anchors.add_pem_dir(mic_dir.path()).unwrap();
+    let cert = pki.mic("SUDI-test", &spki_of(key));
+    let sudi = sudi_for(key, &cert, 9);
+    assert!(matches!(
+        verify_sudi(9, &sudi, &anchors, NOW, &STRICT),
+        Err(TrustError::UntrustedIssuer { .. })
+    ));
+    // The same CA added as a SUDI anchor vouches for it as a SUDI.
+    anchors.add_sudi_pem_dir(mic_dir.path()).unwrap();
+    verify_sudi(9, &sudi, &anchors, NOW, &STRICT).unwrap();
+}
+
+#[test]
+fn a_sudi_is_bound_by_mac_or_by_the_mic_serial_number() {
+    let key = &keys().rsa_1024;
+    let pki = Pki::new();
+    let named = pki.mic(&format!("CP-8845-{DEVICE}"), &spki_of(key));
+    assert!(sudi_bound_to_device(&named, DEVICE, None));
+    let other = pki.mic("CP-8845-SEP0000000000AA", &spki_of(key));
+    assert!(!sudi_bound_to_device(&other, DEVICE, None));
+    assert!(
+        !sudi_bound_to_device(&other, DEVICE, Some(&named)),
+        "no serialNumber attribute on either: nothing binds them"
+    );
 }
 
 #[test]
