@@ -4,10 +4,13 @@
 
 mod common;
 
-use capf::model::{AuthMode, Event, Operation, OperationStatus};
-use capf::phone::Phone;
-use capf::protocol::{ClientMessage, Command, Reason, HEADER_LEN};
-use common::{install, TestNode, P256};
+use capf::model::{AuthMode, Event, KeyOrder, Operation, OperationStatus};
+use capf::phone::{http_request, Phone, PhoneKey};
+use capf::phone_config::format::enc;
+use capf::protocol::{
+    CertificateType, ClientMessage, Command, Reason, WrappedCertificate, HEADER_LEN,
+};
+use common::{install, TestNode, DOC, P256};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -185,4 +188,112 @@ async fn many_honest_phones_behind_one_address_all_enroll() {
     assert_eq!(enrolled, PHONES as usize, "{reasons:?}");
     let first = node.device(&format!("SEP{:012X}", 0xB0_0000_0000u64));
     assert_eq!(first.status, OperationStatus::UpgradeSuccess);
+}
+
+/// Point 3: a troubleshoot fetch never rewrites what capf trusts. With null
+/// authentication anyone who knows the name can answer a scheduled fetch; whatever
+/// certificate they return is shown, but capf keeps authenticating the real phone by its
+/// LSC and keeps encrypting its configuration to the real phone's key.
+#[tokio::test]
+async fn a_troubleshoot_fetch_cannot_replace_the_certificate_capf_trusts() {
+    let node = TestNode::start_with(|s| s.http = Some("127.0.0.1:0".parse().unwrap())).await;
+    let http = node.http_addr.unwrap().to_string();
+    let mut rec = install(VICTIM, AuthMode::Null, KeyOrder::Rsa { bits: 2048 });
+    rec.encrypted_config = true;
+    node.add(rec);
+    node.document(VICTIM, DOC.as_bytes());
+    let outcome = node.run(&Phone::new(VICTIM)).await;
+    let (real_lsc, real_key) = outcome.issued.expect("the real phone enrolled");
+
+    // The operator schedules a fetch, authenticated by null.
+    let mut rec = node.device(VICTIM);
+    rec.operation = Operation::Troubleshoot;
+    rec.auth = AuthMode::Null;
+    node.store.put_device(&rec, common::event(VICTIM)).unwrap();
+
+    // The attacker answers it with a certificate of their own, for their own key.
+    let attacker_key = rcgen::KeyPair::generate().unwrap();
+    let attacker_cert = rcgen::CertificateParams::new(vec![VICTIM.to_string()])
+        .unwrap()
+        .self_signed(&attacker_key)
+        .unwrap()
+        .der()
+        .to_vec();
+    let attacker = Phone {
+        certificate: Some(WrappedCertificate {
+            cert_type: CertificateType::Lsc,
+            der: attacker_cert.clone(),
+        }),
+        ..Phone::new(VICTIM)
+    };
+    assert_eq!(node.run(&attacker).await.end_reason, Some(Reason::NoAction));
+
+    let rec = node.device(VICTIM);
+    assert_eq!(
+        rec.lsc.as_ref().unwrap().der,
+        real_lsc,
+        "the LSC is unchanged"
+    );
+    assert_eq!(rec.fetched_untrusted.as_ref().unwrap().der, attacker_cert);
+    let fetched = events(&node)
+        .into_iter()
+        .rev()
+        .find(|e| e.result == "Troubleshoot Success")
+        .unwrap();
+    assert_eq!(fetched.details["trusted"], false);
+
+    // The encrypted configuration is still for the real phone only.
+    let file = http_request(&http, "GET", &format!("/{VICTIM}.cnf.xml.enc.sgn"))
+        .await
+        .unwrap();
+    assert_eq!(file.status, 200);
+    let PhoneKey::Rsa(real_key_rsa) = &real_key else {
+        panic!("RSA")
+    };
+    assert_eq!(
+        enc::decrypt(&file.body, real_key_rsa).unwrap(),
+        DOC.as_bytes()
+    );
+
+    // And the real phone still authenticates with its LSC.
+    let mut rec = node.device(VICTIM);
+    rec.operation = Operation::Install;
+    rec.auth = AuthMode::Lsc;
+    node.store.put_device(&rec, common::event(VICTIM)).unwrap();
+    let mut phone = Phone::new(VICTIM);
+    phone.password = None;
+    phone.credential = Some((
+        WrappedCertificate {
+            cert_type: CertificateType::Lsc,
+            der: real_lsc.clone(),
+        },
+        real_key.clone(),
+    ));
+    assert_eq!(
+        node.run(&phone).await.end_reason,
+        Some(Reason::UpdateCertificate)
+    );
+
+    // A fetch that returns the phone's own, capf-issued LSC is trusted and recorded.
+    let rec = node.device(VICTIM);
+    let current = rec.lsc.clone().unwrap();
+    let mut rec = rec;
+    rec.operation = Operation::Troubleshoot;
+    rec.auth = AuthMode::Null;
+    node.store.put_device(&rec, common::event(VICTIM)).unwrap();
+    let honest = Phone {
+        certificate: Some(WrappedCertificate {
+            cert_type: CertificateType::Lsc,
+            der: current.der.clone(),
+        }),
+        ..Phone::new(VICTIM)
+    };
+    assert_eq!(node.run(&honest).await.end_reason, Some(Reason::NoAction));
+    assert_eq!(node.device(VICTIM).lsc.unwrap().der, current.der);
+    let fetched = events(&node)
+        .into_iter()
+        .rev()
+        .find(|e| e.result == "Troubleshoot Success")
+        .unwrap();
+    assert_eq!(fetched.details["trusted"], true);
 }

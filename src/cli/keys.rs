@@ -96,11 +96,16 @@ pub fn run(ctx: &mut Ctx, cmd: KeysCommand) -> Result<ExitCode> {
                 anyhow::bail!("device {name} not found");
             };
             if json {
-                let v = serde_json::json!({
+                let mut v = serde_json::json!({
                     "name": d.name,
                     "lsc": d.lsc.as_ref().map(render::cert_json),
                     "mic": d.mic.as_ref().map(render::cert_json),
                 });
+                // Only present when a troubleshoot fetch returned a certificate capf
+                // does not trust (never used to authenticate or encrypt).
+                if let Some(c) = &d.fetched_untrusted {
+                    v["fetched_untrusted"] = serde_json::to_value(render::cert_json(c))?;
+                }
                 writeln!(ctx.out, "{}", serde_json::to_string_pretty(&v)?)?;
             } else if pem {
                 if d.lsc.is_none() && d.mic.is_none() {

@@ -152,6 +152,7 @@ impl Serialize for DeviceJson {
             operation: Shown(d.operation),
             status: Shown(&d.status),
             unconfirmed_lsc: d.unconfirmed_lsc.as_ref().map(cert_fields),
+            fetched_untrusted: d.fetched_untrusted.as_ref().map(cert_fields),
         }
         .serialize(s)
     }
@@ -175,6 +176,10 @@ struct DeviceFields<'a> {
     operation: Shown<Operation>,
     status: Shown<&'a OperationStatus>,
     unconfirmed_lsc: Option<CertFields<'a>>,
+    /// Added after the first release; absent unless a troubleshoot fetch returned a
+    /// certificate capf does not trust.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    fetched_untrusted: Option<CertFields<'a>>,
 }
 
 /// Writes `items` as a pretty-printed JSON array and a newline, one element at a
@@ -215,11 +220,18 @@ pub fn device_text(d: &DeviceRecord) -> String {
     if let Some(t) = d.locked_until {
         line("locked until:", time(t));
     }
+    let untrusted = d
+        .fetched_untrusted
+        .as_ref()
+        .map(|_| ("fetched, untrusted:", &d.fetched_untrusted));
     for (label, cert) in [
         ("LSC:", &d.lsc),
         ("MIC:", &d.mic),
         ("unconfirmed LSC:", &d.unconfirmed_lsc),
-    ] {
+    ]
+    .into_iter()
+    .chain(untrusted)
+    {
         match cert {
             None => line(label, "-".into()),
             Some(c) => {

@@ -49,12 +49,16 @@ pub enum DeviceChange {
     LscInstalled { now: UnixTime, cert: EnrolledCert },
     /// The phone confirmed it holds no LSC any more.
     LscDeleted { now: UnixTime },
-    /// The phone returned a certificate on a troubleshoot request.
+    /// The phone returned a certificate on a troubleshoot request that capf trusts as
+    /// this device's `kind`: it becomes the device's LSC or MIC.
     CertificateFetched {
         now: UnixTime,
         kind: CertKind,
         cert: EnrolledCert,
     },
+    /// The phone returned a certificate capf does not trust: it is kept for the
+    /// operator to see and changes nothing capf trusts or encrypts to.
+    UntrustedCertificateFetched { now: UnixTime, cert: EnrolledCert },
 }
 
 impl DeviceChange {
@@ -116,6 +120,12 @@ impl DeviceChange {
                     CertKind::Lsc => rec.lsc = Some(cert.clone()),
                     CertKind::Mic => rec.mic = Some(cert.clone()),
                 }
+                rec.operation = Operation::None;
+                rec.status = OperationStatus::TroubleshootSuccess;
+            }
+            DeviceChange::UntrustedCertificateFetched { now, cert } => {
+                authenticated(rec, *now);
+                rec.fetched_untrusted = Some(cert.clone());
                 rec.operation = Operation::None;
                 rec.status = OperationStatus::TroubleshootSuccess;
             }

@@ -188,6 +188,11 @@ pub struct DeviceRecord {
     /// counts as installed; it is kept so the serial can be accounted for.
     #[serde(default)]
     pub unconfirmed_lsc: Option<EnrolledCert>,
+    /// The last certificate a troubleshoot fetch returned that capf does not trust (it
+    /// does not chain to capf or a manufacturing anchor, or names another device). Shown
+    /// to the operator, never used to authenticate or to encrypt.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fetched_untrusted: Option<EnrolledCert>,
 }
 
 impl DeviceRecord {
@@ -208,6 +213,7 @@ impl DeviceRecord {
             lsc: None,
             mic: None,
             unconfirmed_lsc: None,
+            fetched_untrusted: None,
         }
     }
 

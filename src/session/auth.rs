@@ -143,6 +143,27 @@ impl Session {
         }
         step
     }
+
+    /// Whether a certificate the phone returned on a troubleshoot fetch is one capf
+    /// trusts as this device's `kind`: it chains to that kind's anchors and names the
+    /// device.
+    pub(super) fn trusts_fetched(&self, der: &[u8], kind: CertKind, now: UnixTime) -> bool {
+        let Some(anchors) = self.policy.trust.as_deref() else {
+            return false;
+        };
+        let (set, policy) = match kind {
+            CertKind::Lsc => (anchors.lsc_issuers(), ChainPolicy::default()),
+            CertKind::Mic => (
+                anchors.mic_anchors(),
+                ChainPolicy {
+                    allow_expired: self.policy.allow_expired_mic,
+                },
+            ),
+        };
+        let name = self.device.as_ref().map_or("", |d| d.name.as_str());
+        trust::verify_chain(der, set, now, &policy).is_ok()
+            && trust::bound_to_device(der, name, kind)
+    }
 }
 
 /// Keeps the first specific reason: the kind tried first (the device's precedence) is

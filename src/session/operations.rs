@@ -138,23 +138,41 @@ impl Session {
                 return self.end_with_failure("Invalid Certificate", Reason::InvalidElement, now)
             }
         };
-        let kind = match wrapped.cert_type {
+        let declared = match wrapped.cert_type {
             CertificateType::Mic => CertKind::Mic,
             _ => CertKind::Lsc,
         };
+        // What a phone returns is only its word: capf adopts it as the device's LSC or
+        // MIC (and so authenticates with it and encrypts to its key) only if it chains
+        // to capf or a manufacturing anchor and names this device.
+        let trusted = [declared, other_kind(declared)]
+            .into_iter()
+            .find(|kind| self.trusts_fetched(&wrapped.der, *kind, now));
         self.summary.result = OperationStatus::TroubleshootSuccess.to_string();
         let mut event = self.event("session", "Troubleshoot Success", now);
         event
             .details
-            .insert("fetched".into(), kind.to_string().into());
+            .insert("fetched".into(), declared.to_string().into());
         event
             .details
             .insert("serial".into(), cert.serial.clone().into());
         event.details.insert("md5".into(), cert.md5.clone().into());
-        let commit = self.commit(
-            Some(DeviceChange::CertificateFetched { now, kind, cert }),
-            event,
-        );
+        event
+            .details
+            .insert("trusted".into(), trusted.is_some().into());
+        let change = match trusted {
+            Some(kind) => DeviceChange::CertificateFetched { now, kind, cert },
+            None => {
+                event
+                    .details
+                    .insert("subject".into(), cert.subject.clone().into());
+                event
+                    .details
+                    .insert("issuer".into(), cert.issuer.clone().into());
+                DeviceChange::UntrustedCertificateFetched { now, cert }
+            }
+        };
+        let commit = self.commit(Some(change), event);
         self.end(Reason::NoAction, Some(commit))
     }
 
@@ -206,5 +224,12 @@ pub(super) fn curve_id(curve: EcCurve) -> CurveId {
         EcCurve::P256 => CurveId::Secp256r1,
         EcCurve::P384 => CurveId::Secp384r1,
         EcCurve::P521 => CurveId::Secp521r1,
+    }
+}
+
+fn other_kind(kind: CertKind) -> CertKind {
+    match kind {
+        CertKind::Lsc => CertKind::Mic,
+        CertKind::Mic => CertKind::Lsc,
     }
 }

@@ -480,7 +480,7 @@ fn delete_clears_the_lsc_only_when_the_phone_confirms() {
 }
 
 #[test]
-fn troubleshoot_records_the_certificate_only_when_it_parses() {
+fn troubleshoot_keeps_an_untrusted_certificate_apart_and_records_only_what_parses() {
     let key = rcgen::KeyPair::generate().unwrap();
     let params = rcgen::CertificateParams::new(vec![NAME.to_string()]).unwrap();
     let der = params.self_signed(&key).unwrap().der().to_vec();
@@ -501,8 +501,12 @@ fn troubleshoot_records_the_certificate_only_when_it_parses() {
     );
     assert_eq!(end_reason(&step), 0);
     apply(&step, &mut rec);
-    assert_eq!(rec.lsc.as_ref().unwrap().der, der);
+    // Self-signed, so not trusted: shown, never adopted as the device's LSC.
+    assert!(rec.lsc.is_none());
+    assert_eq!(rec.fetched_untrusted.as_ref().unwrap().der, der);
     assert_eq!(rec.status, OperationStatus::TroubleshootSuccess);
+    let event = &step.commit.as_ref().unwrap().event;
+    assert_eq!(event.details["trusted"], false);
 
     // A certificate that does not parse is not recorded.
     let mut rec = device(Operation::Troubleshoot, AuthMode::Null);

@@ -32,11 +32,12 @@ use crate::protocol::HashId;
 
 pub use anchors::TrustAnchors;
 pub use auth::verify_certificate_auth;
+pub use binding::bound_to_device;
 pub use chain::{verify_chain, ChainPolicy, MAX_CHAIN_DEPTH};
 #[cfg(test)]
 use {
     anchors::{AnchorCert, AnchorSet},
-    binding::{bound_to_device, sudi_bound_to_device},
+    binding::sudi_bound_to_device,
     proof::{verify_possession, verify_sudi, verify_sudi_proof},
 };
 
