@@ -188,7 +188,11 @@ fn serve_one(data: &DataDir, store: &Store, stream: UnixStream, uid: Option<u32>
             let code = if code == ExitCode::SUCCESS { 0 } else { 1 };
             finish(&stream, code, "")
         }
-        Err(e) => finish(&stream, 1, &format!("capf: {e:#}\n")),
+        Err(e) => finish(
+            &stream,
+            1,
+            &format!("capf: {:#}\n", super::name_damage(e, data)),
+        ),
     }
 }
 

@@ -172,8 +172,8 @@ pub fn run(cli: Cli, argv: Vec<OsString>) -> Result<ExitCode> {
             let result = execute(&mut ctx, store_command);
             // What was written goes out before any error is printed.
             out.flush()?;
-            let code = result?;
-            store.flush()?;
+            let code = result.map_err(|e| name_damage(e, &data))?;
+            store.flush().map_err(|e| name_damage(e.into(), &data))?;
             Ok(code)
         }
     }
@@ -219,6 +219,22 @@ pub(crate) fn cli_actor() -> String {
         .or_else(|_| std::env::var("USER"))
         .unwrap_or_else(|_| "unknown".into());
     format!("cli:{user}")
+}
+
+/// An error caused by damaged store files says so first, naming the store and how to
+/// restore it ([`StoreError::Damaged`]), followed by the error as it was.
+pub(crate) fn name_damage(e: anyhow::Error, data: &DataDir) -> anyhow::Error {
+    let reason = e
+        .chain()
+        .filter_map(|cause| cause.downcast_ref::<StoreError>())
+        .find_map(crate::store::damage_reason);
+    match reason {
+        Some(reason) => e.context(StoreError::Damaged {
+            path: data.db(),
+            reason,
+        }),
+        None => e,
+    }
 }
 
 /// Opens the store of an initialised data directory.

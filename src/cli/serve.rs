@@ -62,14 +62,18 @@ pub fn serve(data: &DataDir, args: ServeArgs) -> Result<ExitCode> {
         settings.tftp = address_or_off("--tftp", tftp)?;
     }
     let store = if data.is_initialised() {
-        match Store::open(&data.db()) {
+        let store = match Store::open(&data.db()) {
             Ok(s) => s,
             Err(StoreError::Locked(_)) => anyhow::bail!(
                 "another capf process is serving {} (only one process can own the store)",
                 data.root().display()
             ),
             Err(e) => return Err(e.into()),
-        }
+        };
+        // Every record is read once before anything is served: a damaged store stops
+        // the server here rather than failing phones and commands one by one.
+        store.check()?;
+        store
     } else {
         tracing::info!("initialising {}", data.root().display());
         super::init::initialise(data, &settings, None, None, false)?
