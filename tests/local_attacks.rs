@@ -8,7 +8,11 @@
 
 mod common;
 
-use common::cli::{capf, init, ok};
+use capf::phone::{connector, Phone};
+use capf::protocol::Reason;
+use common::cli::{capf, init, json, ok, Serving};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::CertificateDer;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
@@ -132,4 +136,86 @@ fn a_truncated_store_is_refused_by_every_command_with_a_clear_message() {
             );
         }
     }
+}
+
+// -- 4. null authentication is asked for, not assumed ---------------------------------
+
+/// `device add NAME --operation install` without `--auth`: a phone that knows only the
+/// name (null authentication) is refused and gets no certificate; the string the
+/// command printed (also in `--json`) enrolls it.
+#[tokio::test]
+async fn a_device_added_without_auth_cannot_be_enrolled_by_name_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = init(dir.path());
+    let out = ok(&capf(
+        &data,
+        &["device", "add", "SEP001122334455", "--operation", "install"],
+    ));
+    let server = Serving::start(&data);
+    let capf_cert = CertificateDer::from_pem_file(data.join("certs/capf.pem")).unwrap();
+    let connector = connector(&[capf_cert]).unwrap();
+    let by_name = |name: &str| {
+        let mut phone = Phone::new(name);
+        phone.password = None;
+        phone
+    };
+    let outcome = by_name("SEP001122334455")
+        .run(server.addr(), &connector)
+        .await
+        .unwrap();
+    assert!(
+        outcome.issued.is_none(),
+        "a certificate for the name alone: {:?}",
+        outcome.end_reason
+    );
+    assert_ne!(outcome.end_reason, Some(Reason::UpdateCertificate));
+
+    // The printed string is the one that enrolls it.
+    let string = out
+        .lines()
+        .find_map(|l| l.strip_prefix("authentication string for SEP001122334455: "))
+        .expect("the generated string is printed")
+        .to_string();
+    let mut phone = Phone::new("SEP001122334455");
+    phone.password = Some(string);
+    let outcome = phone.run(server.addr(), &connector).await.unwrap();
+    assert_eq!(outcome.end_reason, Some(Reason::UpdateCertificate));
+    assert!(outcome.issued.is_some());
+
+    // With --json (here through the running server) the string is a field of its own.
+    let added = json(&capf(
+        &data,
+        &[
+            "device",
+            "add",
+            "SEP001122334466",
+            "--operation",
+            "install",
+            "--json",
+        ],
+    ));
+    assert_eq!(added["auth"], "string");
+    assert!(added["generated_auth_string"].is_string(), "{added}");
+    assert_eq!(added["generated_auth_string"], added["auth_string"]);
+    let outcome = by_name("SEP001122334466")
+        .run(server.addr(), &connector)
+        .await
+        .unwrap();
+    assert!(outcome.issued.is_none());
+    drop(server);
+
+    // Null authentication is still there for whoever asks for it.
+    let out = ok(&capf(
+        &data,
+        &[
+            "device",
+            "add",
+            "SEP001122334477",
+            "--operation",
+            "install",
+            "--auth",
+            "null",
+        ],
+    ));
+    assert!(!out.contains("authentication string for"), "{out}");
 }
