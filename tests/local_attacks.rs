@@ -10,9 +10,11 @@ mod common;
 
 use capf::phone::{connector, Phone};
 use capf::protocol::Reason;
-use common::cli::{capf, init, json, ok, Serving};
+use common::cli::{capf, fails, init, json, ok, Serving};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::CertificateDer;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
@@ -218,4 +220,268 @@ async fn a_device_added_without_auth_cannot_be_enrolled_by_name_alone() {
         ],
     ));
     assert!(!out.contains("authentication string for"), "{out}");
+}
+
+// -- 5. backup and the other files capf writes ----------------------------------------
+
+/// The other local user of these tests.
+const NOBODY: u32 = 65534;
+
+fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    unsafe { libc::geteuid() == 0 }
+}
+
+/// A temporary directory every user may enter (not list or write), for tests that
+/// play another user.
+fn shared_tempdir() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    chmod(dir.path(), 0o711);
+    dir
+}
+
+fn chmod(path: &Path, mode: u32) {
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
+}
+
+fn chown(path: &Path, uid: u32) {
+    std::os::unix::fs::chown(path, Some(uid), Some(uid)).unwrap();
+}
+
+fn mode(path: &Path) -> u32 {
+    std::fs::symlink_metadata(path).unwrap().mode() & 0o7777
+}
+
+/// Every path under `dir` (and `dir`), depth first.
+fn walk(dir: &Path) -> Vec<PathBuf> {
+    let mut found = vec![dir.to_path_buf()];
+    if std::fs::symlink_metadata(dir).unwrap().is_dir() {
+        for entry in std::fs::read_dir(dir).unwrap() {
+            found.extend(walk(&entry.unwrap().path()));
+        }
+    }
+    found
+}
+
+/// Nothing under `dir` can be read, entered or written by anyone but its owner.
+fn assert_private(dir: &Path) {
+    for path in walk(dir) {
+        let meta = std::fs::symlink_metadata(&path).unwrap();
+        let expected = if meta.is_dir() { 0o700 } else { 0o600 };
+        assert!(
+            !meta.file_type().is_symlink(),
+            "{} is a symlink",
+            path.display()
+        );
+        assert_eq!(
+            meta.mode() & 0o7777,
+            expected,
+            "{} is {:o}",
+            path.display(),
+            meta.mode() & 0o7777
+        );
+    }
+}
+
+/// Another user prepares the backup directory (0777, theirs, empty) and, as soon as
+/// capf starts writing into it, plants a file of their own where the CA key will go
+/// and a symlink where `capf.toml` will go. capf must refuse the directory outright.
+#[test]
+fn backup_refuses_a_directory_another_user_prepared() {
+    let dir = shared_tempdir();
+    let data = init(dir.path());
+    ok(&capf(
+        &data,
+        &["device", "add", "SEP001122334455", "--auth-string", "4711"],
+    ));
+    let trap = dir.path().join("trap");
+    std::fs::create_dir(&trap).unwrap();
+    chmod(&trap, 0o777);
+    let victim = dir.path().join("victim");
+    std::fs::write(&victim, "precious\n").unwrap();
+
+    let attacker = is_root().then(|| {
+        chown(&trap, NOBODY);
+        let script = r#"
+            end=$(( $(date +%s) + 30 ))
+            while [ "$(date +%s)" -lt "$end" ]; do
+                chmod 777 "$1" 2>/dev/null
+                if [ -e "$1/db" ]; then
+                    mkdir "$1/certs" 2>/dev/null
+                    : > "$1/certs/capf.key"; chmod 666 "$1/certs/capf.key"
+                    ln -s "$2" "$1/capf.toml"
+                    exit 0
+                fi
+            done"#;
+        Command::new("sh")
+            .args(["-c", script, "attacker"])
+            .arg(&trap)
+            .arg(&victim)
+            .uid(NOBODY)
+            .gid(NOBODY)
+            .spawn()
+            .unwrap()
+    });
+
+    let out = capf(&data, &["backup", trap.to_str().unwrap()]);
+    if let Some(mut attacker) = attacker {
+        let _ = attacker.kill();
+        let _ = attacker.wait();
+    }
+    let err = fails(&out);
+    assert!(err.contains("already exists"), "{err}");
+    assert_eq!(
+        std::fs::read(&victim).unwrap(),
+        b"precious\n",
+        "written through a symlink"
+    );
+    for path in walk(&trap) {
+        if path.is_file() {
+            let text = std::fs::read_to_string(&path).unwrap_or_default();
+            assert!(
+                !text.contains("PRIVATE KEY"),
+                "key written to {}",
+                path.display()
+            );
+        }
+    }
+    assert!(!trap.join("db").exists(), "nothing written into the trap");
+}
+
+/// A backup directory that capf would create under a parent others can write to (no
+/// sticky bit) could be swapped for theirs right after: refused.
+#[test]
+fn backup_refuses_a_parent_other_users_can_write() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = init(dir.path());
+    let open = dir.path().join("open");
+    std::fs::create_dir(&open).unwrap();
+    chmod(&open, 0o777);
+    let target = open.join("backup");
+    let err = fails(&capf(&data, &["backup", target.to_str().unwrap()]));
+    assert!(err.contains("not safe to write under"), "{err}");
+    assert!(!target.exists());
+
+    // The same directory made private is fine, and so is one under a sticky parent.
+    chmod(&open, 0o700);
+    ok(&capf(&data, &["backup", target.to_str().unwrap()]));
+    let sticky = dir.path().join("sticky");
+    std::fs::create_dir(&sticky).unwrap();
+    chmod(&sticky, 0o1777);
+    ok(&capf(
+        &data,
+        &["backup", sticky.join("b").to_str().unwrap()],
+    ));
+}
+
+/// The backup holds the CA key and every authentication string: directories 0700,
+/// files 0600 (the store's own files included), whether the CLI writes it or a
+/// running server does.
+#[test]
+fn nothing_a_backup_writes_is_readable_by_others() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = init(dir.path());
+    std::fs::write(data.join("tftp/SEP001122334455.cnf.xml"), common::DOC).unwrap();
+    ok(&capf(
+        &data,
+        &["device", "add", "SEP001122334455", "--auth-string", "4711"],
+    ));
+
+    let local = dir.path().join("local");
+    ok(&capf(&data, &["backup", local.to_str().unwrap()]));
+    assert_private(&local);
+    let db = std::fs::read(local.join("db/db")).unwrap();
+    assert!(
+        db.windows(4).any(|w| w == b"4711"),
+        "the store copy holds the string (so its mode matters)"
+    );
+
+    let server = Serving::start(&data);
+    let served = dir.path().join("served");
+    ok(&capf(&data, &["backup", served.to_str().unwrap()]));
+    drop(server);
+    assert_private(&served);
+    assert_eq!(
+        ok(&capf(&served, &["device", "export", "--csv"])),
+        ok(&capf(&data, &["device", "export", "--csv"])),
+        "the backup is a working data directory"
+    );
+}
+
+/// `init` into a directory it did not create: another user's, or one others can
+/// write to (and so may have filled), is refused. What it creates is private.
+#[test]
+fn init_refuses_a_directory_others_could_have_prepared() {
+    let dir = shared_tempdir();
+    let open = dir.path().join("open");
+    std::fs::create_dir(&open).unwrap();
+    chmod(&open, 0o777);
+    let err = fails(&capf(&open, &["init", "--node-name", "capf.test"]));
+    assert!(err.contains("can be written by other users"), "{err}");
+    assert!(!open.join("certs").exists());
+
+    if is_root() {
+        let theirs = dir.path().join("theirs");
+        std::fs::create_dir(&theirs).unwrap();
+        chmod(&theirs, 0o700);
+        chown(&theirs, NOBODY);
+        let err = fails(&capf(&theirs, &["init", "--node-name", "capf.test"]));
+        assert!(err.contains("belongs to uid 65534"), "{err}");
+        assert!(!theirs.join("certs").exists());
+    } else {
+        eprintln!("not root: another user's directory not tried");
+    }
+
+    let data = init(dir.path());
+    for path in walk(&data) {
+        let m = mode(&path);
+        let public_cert = path.extension().is_some_and(|e| e == "pem");
+        assert_eq!(
+            m & 0o077 & !if public_cert { 0o044 } else { 0 },
+            0,
+            "{} is {m:o}",
+            path.display()
+        );
+    }
+}
+
+/// `config build` / `itl build` write into an operator's directory, which may be
+/// shared: symlinks planted at the names they use are replaced, never written through.
+#[test]
+fn config_and_itl_build_do_not_write_through_planted_symlinks() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = init(dir.path());
+    std::fs::write(data.join("tftp/SEP001122334455.cnf.xml"), common::DOC).unwrap();
+    ok(&capf(
+        &data,
+        &["device", "add", "SEP001122334455", "--auth", "null"],
+    ));
+    let out = dir.path().join("out");
+    std::fs::create_dir(&out).unwrap();
+    let victim = dir.path().join("victim");
+    std::fs::write(&victim, "precious\n").unwrap();
+    for name in [
+        "SEP001122334455.cnf.xml.sgn",
+        ".SEP001122334455.cnf.xml.sgn.tmp",
+        "ITLFile.tlv",
+        ".ITLFile.tlv.tmp",
+    ] {
+        std::os::unix::fs::symlink(&victim, out.join(name)).unwrap();
+    }
+    let out_arg = out.to_str().unwrap();
+    ok(&capf(
+        &data,
+        &["config", "build", "SEP001122334455", "--out", out_arg],
+    ));
+    ok(&capf(&data, &["itl", "build", "--out", out_arg]));
+    assert_eq!(
+        std::fs::read(&victim).unwrap(),
+        b"precious\n",
+        "written through a symlink"
+    );
+    for name in ["SEP001122334455.cnf.xml.sgn", "ITLFile.tlv"] {
+        let meta = std::fs::symlink_metadata(out.join(name)).unwrap();
+        assert!(meta.is_file(), "{name} is a file of its own");
+        assert!(meta.len() > 0);
+    }
 }

@@ -14,6 +14,7 @@ mod events;
 mod init;
 mod inspect;
 mod keys;
+mod private;
 mod render;
 mod serve;
 mod settings_cmd;
