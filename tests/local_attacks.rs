@@ -485,3 +485,109 @@ fn config_and_itl_build_do_not_write_through_planted_symlinks() {
         assert!(meta.len() > 0);
     }
 }
+
+// -- 10. the admin socket -------------------------------------------------------------
+
+/// A uid with no name and no rights to the data directory.
+const STRANGER: u32 = 4242;
+
+/// `capf` run as `uid`.
+fn capf_as(uid: u32, data: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_capf"))
+        .arg("--data")
+        .arg(data)
+        .args(args)
+        .env_remove("CAPF_DATA")
+        .env_remove("SUDO_USER")
+        .current_dir("/")
+        .uid(uid)
+        .gid(uid)
+        .output()
+        .expect("run capf")
+}
+
+/// The socket's mode is not the only gate: with the data directory opened up by
+/// mistake (0755, socket 0777), a user who is neither root nor the data directory's
+/// owner is refused by uid, and nothing runs. The owner is served, and the audit trail
+/// names whoever connected by the uid the kernel reports, not by what the client says.
+#[test]
+fn the_admin_socket_serves_only_root_and_the_data_directory_owner() {
+    if !is_root() {
+        eprintln!("not root: cannot play another user; skipped");
+        return;
+    }
+    let dir = shared_tempdir();
+    let data = init(dir.path());
+    // The data directory belongs to nobody (say, a dedicated service user), though the
+    // server runs as root.
+    chown(&data, NOBODY);
+    let server = Serving::start(&data);
+    chmod(&data, 0o755);
+    chmod(&data.join("admin.sock"), 0o777);
+
+    let out = capf_as(
+        STRANGER,
+        &data,
+        &["device", "add", "SEP001122334455", "--auth", "null"],
+    );
+    let err = fails(&out);
+    assert!(err.contains("refused") && err.contains("uid 4242"), "{err}");
+    assert_ne!(out.status.code(), Some(101));
+    let list = json(&capf(&data, &["device", "list", "--json"]));
+    assert_eq!(
+        list,
+        serde_json::json!([]),
+        "the stranger's command did not run"
+    );
+
+    ok(&capf_as(
+        NOBODY,
+        &data,
+        &["device", "add", "SEP001122334455", "--auth", "null"],
+    ));
+    let out = Command::new(env!("CARGO_BIN_EXE_capf"))
+        .arg("--data")
+        .arg(&data)
+        .args(["device", "add", "SEP001122334466", "--auth", "null"])
+        .env("USER", "mallory")
+        .env_remove("SUDO_USER")
+        .output()
+        .unwrap();
+    ok(&out);
+    let events = json(&capf(&data, &["events", "--json"]));
+    let actors: Vec<_> = events
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["actor"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(
+        actors,
+        ["cli:nobody (uid 65534)", "cli:root (uid 0)"],
+        "actors by kernel uid"
+    );
+    drop(server);
+}
+
+/// Without a server, the audit trail also names the real uid, not `$USER`.
+#[test]
+fn the_audit_trail_does_not_take_the_user_from_the_environment() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = init(dir.path());
+    let out = Command::new(env!("CARGO_BIN_EXE_capf"))
+        .arg("--data")
+        .arg(&data)
+        .args(["device", "add", "SEP001122334455", "--auth", "null"])
+        .env("USER", "mallory")
+        .env_remove("SUDO_USER")
+        .output()
+        .unwrap();
+    ok(&out);
+    let events = json(&capf(&data, &["events", "--json"]));
+    let actor = events[0]["actor"].as_str().unwrap();
+    // SAFETY: getuid has no preconditions.
+    let uid = unsafe { libc::getuid() };
+    assert!(actor.starts_with("cli:"), "{actor}");
+    assert!(actor.ends_with(&format!("(uid {uid})")), "{actor}");
+    assert!(!actor.contains("mallory"), "{actor}");
+}

@@ -1,4 +1,5 @@
-//! Directories capf creates for itself, the checks on directories it is handed.
+//! Directories capf creates for itself, the checks on directories it is handed, and
+//! who is running it.
 //!
 //! What capf writes holds private keys and authentication strings, and it often runs
 //! as root. So it writes only into directories that no other user can change: ones it
@@ -19,6 +20,37 @@ pub(crate) const FILE_MODE: u32 = 0o600;
 pub(crate) fn euid() -> u32 {
     // SAFETY: geteuid has no preconditions and cannot fail.
     unsafe { libc::geteuid() }
+}
+
+/// The real uid of this process: who ran it.
+pub(crate) fn uid() -> u32 {
+    // SAFETY: getuid has no preconditions and cannot fail.
+    unsafe { libc::getuid() }
+}
+
+/// The login name of `uid` (from the passwd database, NSS included), if it has one.
+pub(crate) fn user_name(uid: u32) -> Option<String> {
+    let mut buf = vec![0 as libc::c_char; 1024];
+    loop {
+        // SAFETY: an all-zero passwd is a valid value (null pointers, zero ids); it is
+        // only read after getpwuid_r filled it in.
+        let mut entry: libc::passwd = unsafe { std::mem::zeroed() };
+        let mut found: *mut libc::passwd = std::ptr::null_mut();
+        // SAFETY: every pointer is valid for the call, `buf.len()` is the buffer's
+        // size, and the strings in `entry` point into `buf`, which outlives their use.
+        let rc =
+            unsafe { libc::getpwuid_r(uid, &mut entry, buf.as_mut_ptr(), buf.len(), &mut found) };
+        if rc == libc::ERANGE && buf.len() < 1 << 20 {
+            buf.resize(buf.len() * 2, 0);
+            continue;
+        }
+        if rc != 0 || found.is_null() || entry.pw_name.is_null() {
+            return None;
+        }
+        // SAFETY: pw_name is a NUL-terminated string inside `buf`.
+        let name = unsafe { std::ffi::CStr::from_ptr(entry.pw_name) };
+        return Some(name.to_string_lossy().into_owned());
+    }
 }
 
 /// Creates `dir` 0700; its parent must exist. Fails if anything is at that name
