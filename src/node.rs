@@ -15,7 +15,7 @@ use crate::server::CapfListener;
 use crate::settings::{DataDir, Settings};
 use crate::store::{Store, StoreError};
 use crate::trust::TrustAnchors;
-use anyhow::{Context, Result};
+use anyhow::Result;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -123,15 +123,20 @@ pub async fn stopped(mut rx: watch::Receiver<bool>) {
     let _ = rx.wait_for(|stop| *stop).await;
 }
 
-/// Opens the store of an initialised data directory for serving.
+/// Opens the store of an initialised data directory for serving. Every record is read
+/// once before anything is served: a damaged store stops the server here rather than
+/// failing phones and commands one by one.
 pub fn open_store(data: &DataDir) -> Result<Store> {
     match Store::open(&data.db()) {
-        Ok(s) => Ok(s),
+        Ok(s) => {
+            s.check()?;
+            Ok(s)
+        }
         Err(StoreError::Locked(_)) => anyhow::bail!(
             "another capf process is serving {} (only one process can own the store)",
             data.root().display()
         ),
-        Err(e) => Err(e).with_context(|| format!("opening the store of {}", data.root().display())),
+        Err(e) => Err(e.into()),
     }
 }
 

@@ -195,16 +195,15 @@ impl Settings {
         Ok(settings)
     }
 
-    /// Writes `capf.toml` (atomically: temp file, then rename).
+    /// Writes `capf.toml` (0600, atomically: a temporary file created exclusively, then
+    /// renamed; nothing planted at either name is written through).
     pub fn save(&self, dir: &DataDir) -> Result<(), SettingsError> {
         let path = dir.settings_file();
         let text = toml::to_string_pretty(self).map_err(|e| SettingsError::Invalid {
             path: path.clone(),
             message: e.to_string(),
         })?;
-        let tmp = path.with_extension("toml.tmp");
-        std::fs::write(&tmp, text)
-            .and_then(|_| std::fs::rename(&tmp, &path))
+        crate::ca::replace(&path, text.as_bytes(), 0o600)
             .map_err(|source| SettingsError::Write { path, source })
     }
 

@@ -329,7 +329,7 @@ fn backup_restores_to_the_same_fleet() {
         "same CAPF identity"
     );
     let err = fails(&capf(&data, &["backup", backup.to_str().unwrap()]));
-    assert!(err.contains("not empty"), "{err}");
+    assert!(err.contains("already exists"), "{err}");
 }
 
 #[test]

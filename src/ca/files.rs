@@ -2,7 +2,11 @@
 //!
 //! Files are written to a temporary name in the same directory and renamed into
 //! place, so a reader never sees half a key; key files are created 0600, never
-//! widened and then narrowed.
+//! widened and then narrowed. The temporary file is created exclusively (`O_EXCL`,
+//! `O_NOFOLLOW`) under a random name, so nothing planted in the directory (a file
+//! another user can read, a symlink) is ever written through; the rename replaces
+//! whatever stands at the final name without following it. The rest of capf writes
+//! its files with the same two functions, [`open_new`] and [`replace`].
 
 use super::CaError;
 use base64::Engine;
@@ -20,9 +24,21 @@ pub(crate) const KEY_MODE: u32 = 0o600;
 /// Mode of certificate files: public.
 pub(crate) const CERT_MODE: u32 = 0o644;
 
-/// Writes `contents` to `path` through a temporary file created with `mode`, then
-/// renames it over `path` and syncs the directory.
-pub(crate) fn write_atomically(path: &Path, contents: &[u8], mode: u32) -> Result<(), CaError> {
+/// Creates `path` for writing, exclusively: fails if anything exists there (a file,
+/// or a symlink, which is never followed). Created with `mode` (less the umask), so
+/// the file is never more open than that, not even for a moment.
+pub(crate) fn open_new(path: &Path, mode: u32) -> std::io::Result<File> {
+    OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .mode(mode)
+        .open(path)
+}
+
+/// Writes `contents` to `path` through a temporary file created with `mode` (see
+/// [`open_new`]), then renames it over `path` and syncs the directory.
+pub(crate) fn replace(path: &Path, contents: &[u8], mode: u32) -> std::io::Result<()> {
     let dir = match path.parent() {
         Some(parent) if !parent.as_os_str().is_empty() => parent,
         _ => Path::new("."),
@@ -34,22 +50,23 @@ pub(crate) fn write_atomically(path: &Path, contents: &[u8], mode: u32) -> Resul
     let mut suffix = [0u8; 6];
     rand::fill(&mut suffix);
     let tmp = dir.join(format!(".{name}.{}.tmp", hex::encode(suffix)));
+    let mut file = open_new(&tmp, mode)?;
     let written = (|| {
-        let mut file = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(mode)
-            .open(&tmp)?;
         file.write_all(contents)?;
         file.sync_all()?;
         std::fs::rename(&tmp, path)?;
         File::open(dir)?.sync_all()
     })();
-    written.map_err(|source| {
+    if written.is_err() {
         // Best effort: the temporary name is ours alone, nothing else refers to it.
         let _ = std::fs::remove_file(&tmp);
-        CaError::io(path, source)
-    })
+    }
+    written
+}
+
+/// [`replace`], with capf's error for identity files.
+pub(crate) fn write_atomically(path: &Path, contents: &[u8], mode: u32) -> Result<(), CaError> {
+    replace(path, contents, mode).map_err(|source| CaError::io(path, source))
 }
 
 /// The DER certificate in the first CERTIFICATE block of the PEM file at `path`.

@@ -56,7 +56,11 @@ pub fn init_identities(certs_dir: &Path, opts: &InitOptions) -> Result<(), CaErr
     let capf = capf_identity(opts)?;
     let tftp = tftp_identity(opts)?;
 
-    std::fs::create_dir_all(certs_dir).map_err(|e| CaError::io(certs_dir, e))?;
+    // Owner only: the directory holds the private keys.
+    let mut dir = std::fs::DirBuilder::new();
+    std::os::unix::fs::DirBuilderExt::mode(dir.recursive(true), 0o700);
+    dir.create(certs_dir)
+        .map_err(|e| CaError::io(certs_dir, e))?;
     let [capf_cert, capf_key, tftp_cert, tftp_key] = &paths;
     // Each key goes first: a crash in between leaves a pair that `Ca::load` rejects
     // as mismatched rather than a certificate without its key.

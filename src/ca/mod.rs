@@ -20,6 +20,7 @@ pub(crate) mod signing;
 mod tests;
 
 pub use files::{certificate_pem, pem};
+pub(crate) use files::{open_new, replace};
 pub use identity::{init_identities, InitOptions};
 pub use info::cert_info;
 pub use keys::{check_public_key, KeyError};

@@ -7,9 +7,16 @@
 //! its output streams back. Otherwise the CLI opens the store itself. Same output, same
 //! exit codes either way.
 //!
-//! Wire format (local only, Unix socket 0600 in a 0700 directory):
+//! Who may use it: the socket is 0600 in a 0700 directory, and the server also asks
+//! the kernel who is at the other end (`SO_PEERCRED`) and serves only root, the owner
+//! of the data directory and its own user. Anyone else gets an error and nothing runs.
+//! The audit trail records that uid (and its user name), not what the client claims:
+//! `cli:<name> (uid N)`, see `cli::actor_for`.
+//!
+//! Wire format (local only):
 //! * request: one JSON object `{"argv": [...], "cwd": "...", "user": "..."}` and a
-//!   newline, at most `MAX_REQUEST` bytes;
+//!   newline, at most `MAX_REQUEST` bytes (`user` is informational only; the optional
+//!   `sudo_user` is the client's `SUDO_USER`, shown in the actor);
 //! * response: frames `kind:u8 len:u32 BE bytes`, kind `O` (stdout) or `E` (stderr),
 //!   ended by one `X` frame whose single byte is the exit status.
 
@@ -42,6 +49,9 @@ struct Request {
     /// The client's UTC offset in seconds, so times print in the operator's local time.
     #[serde(default)]
     utc_offset: i32,
+    /// The client's `SUDO_USER`: who ran the command through sudo, as sudo says.
+    #[serde(default)]
+    sudo_user: Option<String>,
 }
 
 /// Client side: sends the command to a running server. `Ok(None)` when no server
@@ -63,6 +73,7 @@ pub fn forward(data: &DataDir, argv: &[OsString]) -> Result<Option<ExitCode>> {
         cwd: std::env::current_dir()?.to_string_lossy().into_owned(),
         user: super::cli_actor(),
         utc_offset: super::local_utc_offset(),
+        sudo_user: super::sudo_user(),
     };
     let mut line = serde_json::to_vec(&request)?;
     line.push(b'\n');
@@ -96,19 +107,43 @@ pub fn forward(data: &DataDir, argv: &[OsString]) -> Result<Option<ExitCode>> {
 pub struct AdminSocket {
     listener: tokio::net::UnixListener,
     path: std::path::PathBuf,
+    /// The uids served besides root: the data directory's owner and the server's own.
+    trusted: [u32; 2],
 }
 
 impl AdminSocket {
     /// Binds `admin.sock` (0600). Call it only while holding the store: any socket file
     /// found then belongs to a dead server and is replaced.
+    ///
+    /// The mode is set on the socket before it is bound (Linux creates the file with
+    /// the socket's mode, less the umask), so the file is never more open than 0600
+    /// and no path is changed after the fact: a symlink planted at the name between
+    /// bind and chmod can no longer redirect a chmod done as root.
     pub fn bind(data: &DataDir) -> Result<AdminSocket> {
-        use std::os::unix::fs::PermissionsExt;
+        use std::os::unix::fs::{MetadataExt, PermissionsExt};
         let path = data.admin_socket();
+        let owner = std::fs::metadata(data.root())
+            .with_context(|| format!("reading {}", data.root().display()))?
+            .uid();
         let _ = std::fs::remove_file(&path);
-        let listener = tokio::net::UnixListener::bind(&path)
+        let bound = (|| -> std::io::Result<std::os::unix::net::UnixListener> {
+            let socket = socket2::Socket::new(socket2::Domain::UNIX, socket2::Type::STREAM, None)?;
+            let file = std::fs::File::from(std::os::fd::OwnedFd::from(socket));
+            file.set_permissions(std::fs::Permissions::from_mode(0o600))?;
+            let socket = socket2::Socket::from(std::os::fd::OwnedFd::from(file));
+            socket.bind(&socket2::SockAddr::unix(&path)?)?;
+            socket.listen(128)?;
+            socket.set_nonblocking(true)?;
+            Ok(std::os::fd::OwnedFd::from(socket).into())
+        })();
+        let listener = bound
+            .and_then(tokio::net::UnixListener::from_std)
             .with_context(|| format!("binding the admin socket {}", path.display()))?;
-        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
-        Ok(AdminSocket { listener, path })
+        Ok(AdminSocket {
+            listener,
+            path,
+            trusted: [owner, super::private::euid()],
+        })
     }
 
     /// Serves admin connections until `shutdown` completes, then removes the socket.
@@ -131,14 +166,16 @@ impl AdminSocket {
                 },
                 () = &mut shutdown => break,
             };
+            // The kernel's word for who connected, not the client's.
             let uid = stream.peer_cred().map(|c| c.uid()).ok();
+            let trusted = self.trusted;
             let data = data.clone();
             let store = store.clone();
             tokio::task::spawn_blocking(move || {
                 let Ok(std_stream) = stream.into_std() else {
                     return;
                 };
-                if let Err(e) = serve_one(&data, &store, std_stream, uid) {
+                if let Err(e) = serve_one(&data, &store, std_stream, uid, trusted) {
                     tracing::debug!("admin connection: {e:#}");
                 }
             });
@@ -147,12 +184,39 @@ impl AdminSocket {
     }
 }
 
-/// Runs one forwarded command (on a blocking thread).
-fn serve_one(data: &DataDir, store: &Store, stream: UnixStream, uid: Option<u32>) -> Result<()> {
+/// Runs one forwarded command (on a blocking thread) for the peer `uid`, if it is
+/// root or one of the `trusted` uids.
+fn serve_one(
+    data: &DataDir,
+    store: &Store,
+    stream: UnixStream,
+    uid: Option<u32>,
+    trusted: [u32; 2],
+) -> Result<()> {
     stream.set_nonblocking(false)?;
     stream.set_read_timeout(Some(REQUEST_TIMEOUT))?;
     let mut line = Vec::new();
     BufReader::new((&stream).take(MAX_REQUEST)).read_until(b'\n', &mut line)?;
+    let uid = match uid {
+        Some(uid) if uid == 0 || trusted.contains(&uid) => uid,
+        other => {
+            let who = other.map_or("a peer whose uid is unknown".into(), |u| format!("uid {u}"));
+            tracing::warn!(
+                "admin socket: refused {who} (only root and uid {} may use it)",
+                trusted[0]
+            );
+            return finish(
+                &stream,
+                1,
+                &format!(
+                    "capf: refused: {who} may not use the admin socket of {} \
+                     (only root and its owner, uid {}, may)\n",
+                    data.root().display(),
+                    trusted[0]
+                ),
+            );
+        }
+    };
     // Buffered to a whole frame: a large output goes out in frames of `MAX_FRAME`.
     let mut out = std::io::BufWriter::with_capacity(MAX_FRAME, FrameWriter { stream: &stream });
     let request: Request = match serde_json::from_slice(&line) {
@@ -166,10 +230,7 @@ fn serve_one(data: &DataDir, store: &Store, stream: UnixStream, uid: Option<u32>
             return finish(&stream, code, &e.render().to_string());
         }
     };
-    let actor = match uid {
-        Some(uid) => format!("{} (uid {uid})", request.user),
-        None => request.user,
-    };
+    let actor = super::actor_for(uid, request.sudo_user.as_deref());
     let mut ctx = Ctx {
         data,
         store,
@@ -188,7 +249,11 @@ fn serve_one(data: &DataDir, store: &Store, stream: UnixStream, uid: Option<u32>
             let code = if code == ExitCode::SUCCESS { 0 } else { 1 };
             finish(&stream, code, "")
         }
-        Err(e) => finish(&stream, 1, &format!("capf: {e:#}\n")),
+        Err(e) => finish(
+            &stream,
+            1,
+            &format!("capf: {:#}\n", super::name_damage(e, data)),
+        ),
     }
 }
 

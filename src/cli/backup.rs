@@ -5,66 +5,79 @@ use clap::Args;
 use std::path::Path;
 use std::process::ExitCode;
 
-use super::Ctx;
+use super::{private, Ctx};
 use crate::settings::DataDir;
 
 #[derive(Args, Debug)]
 #[command(
-    after_help = "Example:\n  capf backup /srv/backup/capf-$(date +%F)\n\nRestore: stop capf, then use the backup as the data directory:\n  capf --data /srv/backup/capf-2026-11-27 serve"
+    after_help = "Example:\n  capf backup /srv/backup/capf-$(date +%F)\n\nThe directory must not exist: capf creates it (0700), and every file in it is 0600.\n\nRestore: stop capf, then use the backup as the data directory:\n  capf --data /srv/backup/capf-2026-11-27 serve"
 )]
 pub struct BackupArgs {
-    /// Where to write the backup (must not exist yet, or be empty).
+    /// Where to write the backup: a directory that does not exist yet, under
+    /// directories only root and capf's user can change.
     pub dir: std::path::PathBuf,
 }
 
+/// The backup holds the CA key and every authentication string, and capf may run as
+/// root: it is written only into a directory capf creates itself, under parents no
+/// other user can change, each file created exclusively (never through a symlink)
+/// and readable by its owner alone.
 pub fn run(ctx: &mut Ctx, args: BackupArgs) -> Result<ExitCode> {
     let target = DataDir::new(ctx.path(&args.dir));
-    if target.root().exists()
-        && std::fs::read_dir(target.root())
-            .with_context(|| format!("reading {}", target.root().display()))?
-            .next()
-            .is_some()
-    {
-        bail!("{} is not empty", target.root().display());
+    let root = target.root();
+    if std::fs::symlink_metadata(root).is_ok() {
+        bail!(
+            "{} already exists: capf backup creates the backup directory itself (name one that does not exist)",
+            root.display()
+        );
     }
-    std::fs::create_dir_all(target.root())
-        .with_context(|| format!("creating {}", target.root().display()))?;
-    restrict(target.root(), 0o700)?;
-    // The store first: a consistent snapshot of every tree.
+    let parent = match root.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    std::fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
+    private::check_ancestors(parent)?;
+    private::create_private_dir(root)?;
+    // The store first: a consistent snapshot of every tree. sled creates its files
+    // with the default mode; they hold the authentication strings.
+    private::create_private_dir(&target.db())?;
     ctx.store.backup_to(&target.db())?;
+    private::restrict_tree(&target.db())?;
     copy_dir(&ctx.data.certs(), &target.certs())?;
     copy_dir(&ctx.data.tftp(), &target.tftp())?;
     let settings = ctx.data.settings_file();
     if settings.exists() {
-        std::fs::copy(&settings, target.settings_file())
-            .with_context(|| format!("copying {}", settings.display()))?;
+        copy_file(&settings, &target.settings_file())?;
     }
     writeln!(ctx.out, "backup written to {}", target.root().display())?;
     Ok(ExitCode::SUCCESS)
 }
 
-/// Copies a directory tree, keeping file modes (private keys stay 0600).
+/// Copies a directory tree into new directories (0700) and new files (0600).
 fn copy_dir(from: &Path, to: &Path) -> Result<()> {
     if !from.exists() {
         return Ok(());
     }
-    std::fs::create_dir_all(to).with_context(|| format!("creating {}", to.display()))?;
-    restrict(to, 0o700)?;
+    private::create_private_dir(to)?;
     for entry in std::fs::read_dir(from).with_context(|| format!("reading {}", from.display()))? {
         let entry = entry?;
         let dest = to.join(entry.file_name());
         if entry.file_type()?.is_dir() {
             copy_dir(&entry.path(), &dest)?;
         } else {
-            std::fs::copy(entry.path(), &dest)
-                .with_context(|| format!("copying {}", entry.path().display()))?;
+            copy_file(&entry.path(), &dest)?;
         }
     }
     Ok(())
 }
 
-fn restrict(path: &Path, mode: u32) -> Result<()> {
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
-        .with_context(|| format!("restricting {}", path.display()))
+/// Copies one file into a new file, 0600, created exclusively.
+fn copy_file(from: &Path, to: &Path) -> Result<()> {
+    let copied = (|| {
+        let mut source = std::fs::File::open(from)?;
+        let mut dest = crate::ca::open_new(to, private::FILE_MODE)?;
+        std::io::copy(&mut source, &mut dest)?;
+        dest.sync_all()
+    })();
+    copied.with_context(|| format!("copying {} to {}", from.display(), to.display()))
 }

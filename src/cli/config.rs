@@ -100,13 +100,14 @@ pub(super) fn service(ctx: &Ctx) -> Result<ConfigService> {
 }
 
 /// Writes `file` under its served name, through a temporary file so a reader never
-/// sees half a file.
+/// sees half a file. The temporary file is created exclusively under a random name and
+/// renamed over the served name, so a symlink or file another user planted in `dir`
+/// (an `--out` directory may be shared) is replaced, never written through. The files
+/// are public, as phones fetch them unauthenticated: 0644 less the umask.
 fn write(ctx: &mut Ctx, dir: &Path, file: &File) -> Result<()> {
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     let path = dir.join(&file.name);
-    let tmp = dir.join(format!(".{}.tmp", file.name));
-    std::fs::write(&tmp, &file.bytes)
-        .and_then(|()| std::fs::rename(&tmp, &path))
+    crate::ca::replace(&path, &file.bytes, 0o644)
         .with_context(|| format!("writing {}", path.display()))?;
     writeln!(
         ctx.out,

@@ -16,14 +16,19 @@ use crate::store::Store;
 
 #[derive(Subcommand, Debug)]
 pub enum DeviceCommand {
-    /// Add a phone and (optionally) schedule a certificate operation for it.
+    /// Add a phone and (optionally) schedule a certificate operation for it. Without
+    /// --auth (or a string) the phone authenticates with a generated authentication
+    /// string, printed once: null authentication must be asked for.
     #[command(
-        after_help = "Examples:\n  capf device add SEP001122334455 --operation install --auth null\n  capf device add SEP001122334466 --operation install --auth string --generate-auth-string --key ec-preferred:p256,rsa:2048"
+        after_help = "Examples:\n  capf device add SEP001122334455 --operation install                 # prints its authentication string\n  capf device add SEP001122334455 --operation install --auth null     # anyone who knows the name may enroll\n  capf device add SEP001122334466 --operation install --auth string --generate-auth-string --key ec-preferred:p256,rsa:2048"
     )]
     Add {
         name: String,
         #[command(flatten)]
         options: DeviceOptions,
+        /// Print the device as `device show --json` does, plus `generated_auth_string`.
+        #[arg(long)]
+        json: bool,
     },
     /// Change CAPF settings of one phone, or of every phone a selection matches (like
     /// BAT's "update phones by query"). Only the options given change.
@@ -157,7 +162,8 @@ pub struct DeviceOptions {
     #[arg(long)]
     pub operation: Option<Operation>,
     /// Authentication mode: null (null string), string (authentication string),
-    /// lsc / mic (existing certificate, LSC or MIC precedence).
+    /// lsc / mic (existing certificate, LSC or MIC precedence). `device add` without
+    /// it (or a string) generates an authentication string; null must be asked for.
     #[arg(long)]
     pub auth: Option<AuthMode>,
     /// Authentication string the user types on the phone (4–10 digits).
@@ -181,13 +187,35 @@ pub fn run(ctx: &mut Ctx, cmd: DeviceCommand) -> Result<ExitCode> {
     let store = ctx.store;
     let now = ctx.now;
     match cmd {
-        DeviceCommand::Add { name, options } => {
+        DeviceCommand::Add {
+            name,
+            mut options,
+            json,
+        } => {
             let name = normalise_name(&name)?;
+            // Null authentication lets anyone who knows the device name enroll as that
+            // phone: it is never the default. A device added without a mode gets a
+            // generated string (whatever its operation, so that scheduling an install
+            // later does not fall back to null either).
+            if options.auth.is_none() && options.auth_string.is_none() {
+                options.generate_auth_string = true;
+            }
             let mut rec = DeviceRecord::new(&name);
             let generated = options.apply(&mut rec, now)?;
             let event = admin_event(ctx, &name, "device-add", &rec);
             store.add_device(&rec, event)?;
-            report(ctx, &rec, generated)?;
+            if json {
+                serde_json::to_writer_pretty(
+                    &mut *ctx.out,
+                    &render::AddedJson {
+                        device: render::DeviceJson(rec),
+                        generated_auth_string: generated,
+                    },
+                )?;
+                writeln!(ctx.out)?;
+            } else {
+                report(ctx, &rec, generated)?;
+            }
         }
         DeviceCommand::Set {
             name,

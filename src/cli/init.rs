@@ -64,16 +64,20 @@ pub fn initialise(
     org_unit: Option<String>,
     force: bool,
 ) -> Result<crate::store::Store> {
-    for dir in [
-        data.root().to_path_buf(),
-        data.certs(),
-        data.trust(),
-        data.tftp(),
-    ] {
-        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    // The data directory holds private keys and authentication strings: capf creates
+    // it 0700, or takes an existing one only if it is its own and nobody else could
+    // have put anything in it.
+    let parent = match data.root().parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => std::path::Path::new("."),
+    };
+    std::fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
+    super::private::check_ancestors(parent)?;
+    super::private::ensure_private_dir(data.root())?;
+    super::private::ensure_private_dir(&data.certs())?;
+    for dir in [data.trust(), data.tftp()] {
+        super::private::create_private_dir_if_missing(&dir)?;
     }
-    restrict(data.root())?;
-    restrict(&data.certs())?;
     ca::init_identities(
         &data.certs(),
         &InitOptions {
@@ -84,16 +88,12 @@ pub fn initialise(
         },
     )?;
     settings.save(data)?;
+    super::private::create_private_dir_if_missing(&data.db())?;
     let store = crate::store::Store::open(&data.db())?;
     store.flush()?;
+    // sled creates its files with the default mode; they hold authentication strings.
+    super::private::restrict_tree(&data.db())?;
     Ok(store)
-}
-
-/// The data directory holds private keys and authentication strings: owner only.
-fn restrict(dir: &std::path::Path) -> Result<()> {
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
-        .with_context(|| format!("restricting {}", dir.display()))
 }
 
 pub fn cert(data: &DataDir, args: CertArgs) -> Result<ExitCode> {

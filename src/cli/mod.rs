@@ -14,6 +14,7 @@ mod events;
 mod init;
 mod inspect;
 mod keys;
+mod private;
 mod render;
 mod serve;
 mod settings_cmd;
@@ -96,7 +97,7 @@ pub struct Ctx<'a> {
     /// Standard output of the command, buffered (the admin socket streams it to the
     /// client).
     pub out: &'a mut dyn Write,
-    /// Who is acting, for the audit trail: `cli:<user>`.
+    /// Who is acting, for the audit trail: `cli:<name> (uid N)` (see [`actor_for`]).
     pub actor: String,
     /// The client's working directory: relative paths in arguments are resolved
     /// against it, not against the server's.
@@ -163,7 +164,7 @@ pub fn run(cli: Cli, argv: Vec<OsString>) -> Result<ExitCode> {
                 data: &data,
                 store: &store,
                 out: &mut out,
-                actor: cli_actor(),
+                actor: actor_for(private::uid(), sudo_user().as_deref()),
                 cwd: std::env::current_dir()?,
                 now: crate::model::now(),
                 progress: std::io::IsTerminal::is_terminal(&std::io::stderr()),
@@ -172,8 +173,8 @@ pub fn run(cli: Cli, argv: Vec<OsString>) -> Result<ExitCode> {
             let result = execute(&mut ctx, store_command);
             // What was written goes out before any error is printed.
             out.flush()?;
-            let code = result?;
-            store.flush()?;
+            let code = result.map_err(|e| name_damage(e, &data))?;
+            store.flush().map_err(|e| name_damage(e.into(), &data))?;
             Ok(code)
         }
     }
@@ -213,12 +214,48 @@ fn local_utc_offset_now() -> i32 {
         .unwrap_or(0)
 }
 
-/// Who is acting, for the audit trail.
+/// Who is acting, as the client tells a server (informational only: the server
+/// records the uid the kernel reports, see [`actor_for`]).
 pub(crate) fn cli_actor() -> String {
     let user = std::env::var("SUDO_USER")
         .or_else(|_| std::env::var("USER"))
         .unwrap_or_else(|_| "unknown".into());
     format!("cli:{user}")
+}
+
+/// The `SUDO_USER` this process was run with, if any.
+pub(crate) fn sudo_user() -> Option<String> {
+    std::env::var("SUDO_USER").ok().filter(|u| !u.is_empty())
+}
+
+/// Who is acting, for the audit trail: `cli:<name> (uid N)`, the uid being the real
+/// uid of the process (or, over the admin socket, of the peer as the kernel reports
+/// it) and the name the one the system has for that uid (the number when it has
+/// none). With `sudo_user`, `cli:<name> (uid N, SUDO_USER <user>)`: who ran the
+/// command through sudo, as sudo recorded it (only root and the data directory's
+/// owner can reach the store, and either could set it to anything).
+pub(crate) fn actor_for(uid: u32, sudo_user: Option<&str>) -> String {
+    let name = private::user_name(uid).unwrap_or_else(|| uid.to_string());
+    match sudo_user {
+        Some(sudo) => format!("cli:{name} (uid {uid}, SUDO_USER {sudo})"),
+        None => format!("cli:{name} (uid {uid})"),
+    }
+}
+
+/// An error caused by damaged store files says so first, naming the store and how to
+/// restore it ([`StoreError::Damaged`]), followed by the error as it was.
+pub(crate) fn name_damage(e: anyhow::Error, data: &DataDir) -> anyhow::Error {
+    let reason = e
+        .chain()
+        .filter_map(|cause| cause.downcast_ref::<StoreError>())
+        .find_map(crate::store::damage_reason);
+    match reason {
+        Some(reason) => e.context(StoreError::Damaged {
+            path: data.db(),
+            reason,
+        }),
+        None => e,
+    }
 }
 
 /// Opens the store of an initialised data directory.

@@ -158,6 +158,15 @@ impl Serialize for DeviceJson {
     }
 }
 
+/// `device add --json`: the device as [`DeviceJson`] prints it, and the
+/// authentication string generated for it (`null` when none was).
+#[derive(Serialize)]
+pub struct AddedJson {
+    #[serde(flatten)]
+    pub device: DeviceJson,
+    pub generated_auth_string: Option<String>,
+}
+
 /// The fields of [`DeviceJson`], in name order like [`CertFields`].
 #[derive(Serialize)]
 struct DeviceFields<'a> {

@@ -52,6 +52,15 @@ pub enum StoreError {
     Refused { device: String, reason: String },
     #[error("cannot encode record: {0}")]
     Encode(serde_json::Error),
+    /// The store's files are damaged (truncated, corrupted): capf will not use it.
+    #[error(
+        "the store at {} is damaged ({reason}); capf will not use it. Restore it from a \
+         backup: stop capf, move {} aside and put the db directory of your latest \
+         `capf backup` in its place (or run capf with --data set to the backup)",
+        path.display(),
+        path.display()
+    )]
+    Damaged { path: PathBuf, reason: String },
     #[error("store error: {0}")]
     Sled(#[from] sled::Error),
     #[error("store flush did not complete: {0}")]
@@ -102,6 +111,8 @@ pub struct Store {
     write_gate: Arc<RwLock<()>>,
     /// sled's log file, for `fdatasync` (see [`Store::flush`]).
     log_file: Arc<std::fs::File>,
+    /// The store's directory, for messages.
+    dir: Arc<Path>,
 }
 
 /// The transactional view of the four trees.
@@ -208,7 +219,21 @@ impl Store {
     /// sled lets go of its directory lock asynchronously: a handle dropped a moment ago
     /// (by this process, or by a process that is exiting) can still hold it. A lock is
     /// therefore retried for up to `LOCK_PATIENCE` before it counts as held.
+    ///
+    /// Damaged files (truncated, corrupted) give [`StoreError::Damaged`], also when
+    /// sled panics on them rather than reporting an error: the panic is caught here
+    /// and its message goes into the error, not onto the terminal.
     pub fn open(dir: &Path) -> Result<Store, StoreError> {
+        match catch_quietly(|| Store::open_unchecked(dir)) {
+            Ok(opened) => opened.map_err(|e| damaged(dir, e)),
+            Err(panic) => Err(StoreError::Damaged {
+                path: dir.to_path_buf(),
+                reason: format!("the store library failed reading it: {panic}"),
+            }),
+        }
+    }
+
+    fn open_unchecked(dir: &Path) -> Result<Store, StoreError> {
         let started = std::time::Instant::now();
         let db = loop {
             let opened = sled::Config::new()
@@ -233,7 +258,32 @@ impl Store {
             ),
             db,
             write_gate: Arc::new(RwLock::new(())),
+            dir: Arc::from(dir),
         })
+    }
+
+    /// Reads every record that serving phones depends on once (devices, serials, the
+    /// event counter), so that damage sled only notices when it reads a page shows
+    /// now, as [`StoreError::Damaged`]: `capf serve` checks before it serves anything.
+    /// The audit trail is not read (it only grows, and phones never read it); damage
+    /// there shows when it is listed. Panics are caught as in [`Store::open`].
+    pub fn check(&self) -> Result<(), StoreError> {
+        let dir = &*self.dir;
+        let read_all = || -> Result<(), StoreError> {
+            for tree in [&self.devices, &self.serials, &self.meta] {
+                for kv in tree.iter() {
+                    kv?;
+                }
+            }
+            Ok(())
+        };
+        match catch_quietly(read_all) {
+            Ok(checked) => checked.map_err(|e| damaged(dir, e)),
+            Err(panic) => Err(StoreError::Damaged {
+                path: dir.to_path_buf(),
+                reason: format!("the store library failed reading it: {panic}"),
+            }),
+        }
     }
 
     // -- devices ------------------------------------------------------------------
@@ -569,6 +619,80 @@ fn encode_new_device(rec: &DeviceRecord) -> Result<Vec<u8>, StoreError> {
         return Err(StoreError::EmptyName);
     }
     encode_device(rec)
+}
+
+/// What is wrong with the store's files, if `e` is sled saying they are damaged.
+pub fn damage_reason(e: &StoreError) -> Option<String> {
+    match e {
+        StoreError::Sled(sled::Error::Corruption { at, .. }) => Some(match at {
+            Some(at) => format!("corrupted data at {at:?}"),
+            None => "corrupted data".to_string(),
+        }),
+        StoreError::Sled(sled::Error::ReportableBug(bug)) => {
+            Some(format!("inconsistent data: {bug}"))
+        }
+        StoreError::Sled(sled::Error::Io(io)) if io.kind() == std::io::ErrorKind::UnexpectedEof => {
+            Some(format!("a file ends early: {io}"))
+        }
+        _ => None,
+    }
+}
+
+/// `e` as [`StoreError::Damaged`] for the store in `dir` if it says the files are
+/// damaged; any other error as it is.
+fn damaged(dir: &Path, e: StoreError) -> StoreError {
+    match damage_reason(&e) {
+        Some(reason) => StoreError::Damaged {
+            path: dir.to_path_buf(),
+            reason,
+        },
+        None => e,
+    }
+}
+
+thread_local! {
+    /// Set while [`catch_quietly`] runs on this thread: panics are caught, not printed.
+    static QUIET: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+    /// The message of the last panic caught quietly on this thread.
+    static CAUGHT: std::cell::RefCell<Option<String>> = const { std::cell::RefCell::new(None) };
+}
+
+/// Runs `f`, turning a panic into `Err(message)` without the default report on
+/// stderr (a backtrace note means nothing to an operator whose store is damaged).
+/// The panic hook is wrapped once per process and stays silent only on a thread
+/// inside this function; panics anywhere else are reported as before.
+fn catch_quietly<T>(f: impl FnOnce() -> T) -> Result<T, String> {
+    static WRAP_HOOK: std::sync::Once = std::sync::Once::new();
+    WRAP_HOOK.call_once(|| {
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            if QUIET.with(std::cell::Cell::get) {
+                let message = match (
+                    info.payload().downcast_ref::<&str>(),
+                    info.payload().downcast_ref::<String>(),
+                ) {
+                    (Some(s), _) => (*s).to_string(),
+                    (_, Some(s)) => s.clone(),
+                    _ => "panic".to_string(),
+                };
+                let at = info
+                    .location()
+                    .map(|l| format!(" at {}:{}", l.file(), l.line()))
+                    .unwrap_or_default();
+                CAUGHT.with(|c| *c.borrow_mut() = Some(format!("{message}{at}")));
+            } else {
+                previous(info);
+            }
+        }));
+    });
+    let was_quiet = QUIET.with(|q| q.replace(true));
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f));
+    QUIET.with(|q| q.set(was_quiet));
+    result.map_err(|_| {
+        CAUGHT
+            .with(|c| c.borrow_mut().take())
+            .unwrap_or_else(|| "panic".to_string())
+    })
 }
 
 /// sled reports a held lock as a plain `io::Error` of kind `Other` whose message starts

@@ -677,3 +677,20 @@ fn update_devices_skips_removed_names_and_a_refusal_writes_nothing() {
     );
     assert_eq!(store.events(None, None, None).unwrap().len(), 3);
 }
+
+/// sled may panic on damaged files instead of returning an error; `Store::open`
+/// catches that as `Damaged`. The catching itself: the panic comes back as the error's
+/// reason, and nothing is left switched off for later panics on this thread.
+#[test]
+fn a_panic_inside_the_store_library_comes_back_as_a_message() {
+    let caught = catch_quietly(|| -> u32 { panic!("index out of bounds: the len is 3") });
+    let message = caught.unwrap_err();
+    assert!(
+        message.starts_with("index out of bounds: the len is 3 at "),
+        "{message}"
+    );
+    assert_eq!(catch_quietly(|| 7), Ok(7));
+    assert!(!QUIET.with(std::cell::Cell::get), "quiet only inside");
+    let outside = std::panic::catch_unwind(|| panic!("reported as usual"));
+    assert!(outside.is_err());
+}

@@ -46,9 +46,14 @@ pub fn init(dir: &Path) -> PathBuf {
 }
 
 /// `capf serve` as a child process; killed on drop.
-pub struct Serving(Child);
+pub struct Serving(Child, std::net::SocketAddr);
 
 impl Serving {
+    /// The address of its CAPF listener.
+    pub fn addr(&self) -> std::net::SocketAddr {
+        self.1
+    }
+
     pub fn start(data: &Path) -> Serving {
         let mut child = Command::new(env!("CARGO_BIN_EXE_capf"))
             .arg("--data")
@@ -62,14 +67,16 @@ impl Serving {
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if line.contains("capf listening on") {
-                    let _ = tx.send(());
+                if let Some((_, rest)) = line.split_once("capf listening on ") {
+                    let addr = rest.split_whitespace().next().unwrap_or_default();
+                    let _ = tx.send(addr.parse().expect("listener address"));
                 }
             }
         });
-        rx.recv_timeout(Duration::from_secs(60))
+        let addr = rx
+            .recv_timeout(Duration::from_secs(60))
             .expect("serve started");
-        Serving(child)
+        Serving(child, addr)
     }
 }
 
