@@ -16,6 +16,7 @@ use crate::settings::{DataDir, Settings};
 use crate::store::{Store, StoreError};
 use crate::trust::TrustAnchors;
 use anyhow::Result;
+use rustls_pki_types::pem::PemObject;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -55,8 +56,9 @@ impl Node {
             (Some(addr), Some(service)) => Some(TftpServer::bind(addr, service.clone()).await?),
             _ => None,
         };
+        let own_keys = own_keys(data, &ca);
         let legacy_listen = settings.legacy_listen;
-        let capf = CapfListener::bind(settings, store, ca, trust).await?;
+        let capf = CapfListener::bind(settings, store, ca, trust, own_keys).await?;
         let legacy = bind_legacy(&capf, legacy_listen).await?;
         Ok(Node {
             capf,
@@ -121,6 +123,28 @@ impl Node {
 /// A future that completes once `rx` says stop.
 pub async fn stopped(mut rx: watch::Receiver<bool>) {
     let _ = rx.wait_for(|stop| *stop).await;
+}
+
+/// The keys capf holds, which no phone may have certified as its own: the CAPF CA's and
+/// the file signer's (a signer that cannot be read is simply not listed; the delivery
+/// servers report it).
+fn own_keys(data: &DataDir, ca: &Ca) -> Vec<(Vec<u8>, &'static str)> {
+    let signer = rustls_pki_types::CertificateDer::from_pem_file(data.tftp_cert())
+        .ok()
+        .map(|c| c.to_vec());
+    [
+        (
+            Some(ca.certificate_der().to_vec()),
+            "capf's own CAPF CA key",
+        ),
+        (signer, "capf's configuration file signer key"),
+    ]
+    .into_iter()
+    .filter_map(|(der, what)| {
+        let spki = crate::ca::cert_info(&der?).ok()?.public_key;
+        Some((crate::ca::key_identity(&spki).ok()?, what))
+    })
+    .collect()
 }
 
 /// Opens the store of an initialised data directory for serving. Every record is read

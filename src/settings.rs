@@ -143,6 +143,10 @@ pub struct Settings {
     pub legacy_listen: Option<SocketAddr>,
     /// Client networks (CIDR) the legacy listener serves; empty serves every address.
     pub legacy_allow: Vec<crate::model::Network>,
+    /// DANGER: serve a device that is not in capf's store its full base document
+    /// (`tftp/SEP<MAC>.cnf.xml`, SIP passwords included) in the clear, to anyone who asks
+    /// for its name. Off: such a device gets nothing (404, TFTP error 1).
+    pub serve_unknown_devices_plaintext: bool,
 }
 
 impl Default for Settings {
@@ -172,6 +176,7 @@ impl Default for Settings {
             config_digest: crate::model::Digest::Sha1,
             legacy_listen: None,
             legacy_allow: Vec::new(),
+            serve_unknown_devices_plaintext: false,
         }
     }
 }

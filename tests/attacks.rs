@@ -297,3 +297,114 @@ async fn a_troubleshoot_fetch_cannot_replace_the_certificate_capf_trusts() {
         .unwrap();
     assert_eq!(fetched.details["trusted"], true);
 }
+
+/// A TFTP read request for `name` (octet mode) and the opcode and error code of the
+/// first reply: 3 = DATA (code = block number), 5 = ERROR.
+async fn tftp_first_reply(server: std::net::SocketAddr, name: &str) -> (u16, u16) {
+    let socket = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let mut rrq = vec![0, 1];
+    rrq.extend_from_slice(name.as_bytes());
+    rrq.push(0);
+    rrq.extend_from_slice(b"octet\0");
+    socket.send_to(&rrq, server).await.unwrap();
+    let mut reply = [0u8; 600];
+    let (n, _) = tokio::time::timeout(Duration::from_secs(5), socket.recv_from(&mut reply))
+        .await
+        .expect("a TFTP reply")
+        .unwrap();
+    assert!(n >= 4);
+    (
+        u16::from_be_bytes([reply[0], reply[1]]),
+        u16::from_be_bytes([reply[2], reply[3]]),
+    )
+}
+
+/// Point 7: a device capf does not know gets nothing: a base document left behind after
+/// `device remove`, or never added, is served neither over HTTP nor over TFTP, unless the
+/// operator opts in with `serve_unknown_devices_plaintext`.
+#[tokio::test]
+async fn an_unknown_device_gets_no_configuration_unless_the_operator_opts_in() {
+    for opt_in in [false, true] {
+        let node = TestNode::start_with(|s| {
+            s.http = Some("127.0.0.1:0".parse().unwrap());
+            s.tftp = Some("127.0.0.1:0".parse().unwrap());
+            s.serve_unknown_devices_plaintext = opt_in;
+        })
+        .await;
+        let http = node.http_addr.unwrap().to_string();
+        let tftp = node.tftp_addr.unwrap();
+        // Never added, and removed after enrollment.
+        node.document(VICTIM, DOC.as_bytes());
+        const REMOVED: &str = "SEP00AABBCCDD01";
+        node.add(install(REMOVED, AuthMode::Null, P256));
+        node.document(REMOVED, DOC.as_bytes());
+        assert!(node
+            .store
+            .remove_device(REMOVED, common::event(REMOVED))
+            .unwrap());
+
+        for name in [VICTIM, REMOVED] {
+            for suffix in [".cnf.xml", ".cnf.xml.sgn", ".cnf.xml.enc.sgn"] {
+                let got = http_request(&http, "GET", &format!("/{name}{suffix}"))
+                    .await
+                    .unwrap();
+                let leaked = String::from_utf8_lossy(&got.body).contains("s3cret");
+                if opt_in && suffix != ".cnf.xml.enc.sgn" {
+                    assert_eq!(got.status, 200, "{name}{suffix} opted in");
+                    assert!(leaked, "the operator asked for the plaintext");
+                } else {
+                    assert_eq!(got.status, 404, "{name}{suffix}");
+                    assert!(!leaked);
+                }
+            }
+            let (opcode, code) = tftp_first_reply(tftp, &format!("{name}.cnf.xml")).await;
+            if opt_in {
+                assert_eq!((opcode, code), (3, 1), "DATA block 1");
+            } else {
+                assert_eq!((opcode, code), (5, 1), "TFTP error 1, file not found");
+            }
+        }
+        node.stop().await;
+    }
+}
+
+/// Point 11: the protocol has no proof of possession for the new key, so a client could
+/// send capf's own public keys and have them certified under a device name. capf refuses
+/// its CAPF CA key and its file signer key.
+#[tokio::test]
+async fn capf_never_certifies_its_own_keys_for_a_phone() {
+    use rsa::pkcs8::DecodePrivateKey;
+    let node = TestNode::start().await;
+    let keys = [
+        node.data.capf_cert().with_extension("key"),
+        node.data.tftp_key(),
+    ];
+    for (i, key_file) in keys.iter().enumerate() {
+        let name = format!("SEP00AABBCCDD{i:02X}");
+        node.add(install(&name, AuthMode::Null, KeyOrder::Rsa { bits: 2048 }));
+        let pem = std::fs::read_to_string(key_file).unwrap();
+        let stolen = rsa::PrivateKey::from_pkcs8_pem(&pem).expect("an RSA-2048 key");
+        let phone = Phone {
+            key: Some(PhoneKey::Rsa(stolen)),
+            ..Phone::new(name.as_str())
+        };
+        let outcome = node.run(&phone).await;
+        assert_eq!(
+            outcome.end_reason,
+            Some(Reason::InvalidElement),
+            "{key_file:?}"
+        );
+        assert!(outcome.issued.is_none());
+        let rec = node.device(&name);
+        assert!(rec.lsc.is_none() && rec.unconfirmed_lsc.is_none());
+        match rec.status {
+            OperationStatus::UpgradeFailed(why) => {
+                assert!(
+                    why.starts_with("Refused Key: the key is capf's "),
+                    "{why}"
+                )
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+}

@@ -276,6 +276,36 @@ fn doctor_names_what_is_missing() {
     assert!(said.contains("last session:"), "{said}");
 }
 
+/// #13 point 7: doctor names base documents whose device capf does not know (they are
+/// not served, but hold that phone's secrets), and fails when the node would serve them.
+#[test]
+fn doctor_reports_base_documents_without_a_device() {
+    let node = Node::new();
+    let said = String::from_utf8(node.capf(&["doctor"]).stdout).unwrap();
+    assert!(
+        said.contains(&format!(
+            "WARN base documents without a device (not served; they still hold secrets): {NAME}"
+        )),
+        "{said}"
+    );
+    node.add_encrypted();
+    let said = String::from_utf8(node.capf(&["doctor"]).stdout).unwrap();
+    assert!(said.contains("OK   every base document in"), "{said}");
+
+    node.ok(&["device", "remove", NAME]);
+    let toml = node.data.join("capf.toml");
+    let settings = std::fs::read_to_string(&toml).unwrap().replace(
+        "serve_unknown_devices_plaintext = false",
+        "serve_unknown_devices_plaintext = true",
+    );
+    std::fs::write(&toml, settings).unwrap();
+    let said = String::from_utf8(node.capf(&["doctor"]).stdout).unwrap();
+    assert!(
+        said.contains("FAIL base documents without a device, served in plaintext to anyone"),
+        "{said}"
+    );
+}
+
 /// Writes an RSA-2048 certificate valid only between the two times, and its PKCS#8 key.
 fn dated_identity(cert: &Path, key: &Path, not_before: i64, not_after: i64) {
     let rsa = openssl::rsa::Rsa::generate(2048).unwrap();

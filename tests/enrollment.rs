@@ -220,7 +220,8 @@ async fn troubleshoot_records_a_parsable_certificate_only() {
     assert_eq!(outcome.end_reason, Some(Reason::InvalidElement));
     assert!(node.device(NAME).lsc.is_none());
 
-    // A real certificate is recorded with its hashes.
+    // A real certificate is recorded with its hashes; self-signed, capf does not trust
+    // it, so it is kept apart from the LSC (tests/attacks.rs has the trusted case).
     let key = rcgen::KeyPair::generate().unwrap();
     let der = rcgen::CertificateParams::new(vec![NAME.into()])
         .unwrap()
@@ -235,7 +236,10 @@ async fn troubleshoot_records_a_parsable_certificate_only() {
     let outcome = node.run(&phone).await;
     assert_eq!(outcome.end_reason, Some(Reason::NoAction));
     let rec = node.device(NAME);
-    assert_eq!(rec.lsc.as_ref().unwrap().der, der);
+    assert!(rec.lsc.is_none());
+    let fetched = rec.fetched_untrusted.as_ref().unwrap();
+    assert_eq!(fetched.der, der);
+    assert_eq!(fetched.md5, hex::encode(md5::Md5::digest(&der)));
     assert_eq!(rec.status, OperationStatus::TroubleshootSuccess);
     node.stop().await;
 }

@@ -119,6 +119,47 @@ pub(crate) fn key_spec(spki_der: &[u8]) -> Result<KeySpec, KeyError> {
     classify(&spki)?.spec()
 }
 
+/// The key itself, whatever its encoding: the RSA modulus and exponent without leading
+/// zeros, or the EC curve and its uncompressed point. Two SubjectPublicKeyInfos with
+/// the same identity hold the same key, even if one spells it differently (a compressed
+/// point, another AlgorithmIdentifier encoding).
+pub fn key_identity(spki_der: &[u8]) -> Result<Vec<u8>, KeyError> {
+    let spki = parse_spki(spki_der)?;
+    let trim = |b: &[u8]| -> Vec<u8> {
+        let first = b.iter().position(|&x| x != 0).unwrap_or(b.len());
+        b[first..].to_vec()
+    };
+    match classify(&spki)? {
+        PublicKey::Rsa { modulus, exponent } => {
+            let mut id = b"rsa:".to_vec();
+            id.extend(trim(modulus));
+            id.push(b':');
+            id.extend(trim(exponent));
+            Ok(id)
+        }
+        PublicKey::Ec { curve, point } => {
+            let invalid = |_| KeyError::InvalidPoint(curve);
+            let uncompressed = match curve {
+                EcCurve::P256 => p256::PublicKey::from_sec1_bytes(point)
+                    .map_err(invalid)?
+                    .to_sec1_bytes()
+                    .to_vec(),
+                EcCurve::P384 => p384::PublicKey::from_sec1_bytes(point)
+                    .map_err(invalid)?
+                    .to_sec1_bytes()
+                    .to_vec(),
+                EcCurve::P521 => p521::PublicKey::from_sec1_bytes(point)
+                    .map_err(invalid)?
+                    .to_sec1_bytes()
+                    .to_vec(),
+            };
+            let mut id = format!("ec:{}:", curve.name()).into_bytes();
+            id.extend(uncompressed);
+            Ok(id)
+        }
+    }
+}
+
 fn parse_spki(spki_der: &[u8]) -> Result<SubjectPublicKeyInfoRef<'_>, KeyError> {
     SubjectPublicKeyInfoRef::from_der(spki_der).map_err(|e| KeyError::Malformed(e.to_string()))
 }

@@ -23,7 +23,7 @@ pub use files::{certificate_pem, pem};
 pub(crate) use files::{open_new, replace};
 pub use identity::{init_identities, InitOptions};
 pub use info::cert_info;
-pub use keys::{check_public_key, KeyError};
+pub use keys::{check_public_key, key_identity, KeyError};
 
 use crate::ca::signing::CertSigningKey;
 use crate::model::KeySpec;

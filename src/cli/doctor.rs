@@ -110,11 +110,53 @@ pub fn run(ctx: &mut Ctx, args: DoctorArgs) -> Result<ExitCode> {
         }
     };
     report.check(trust_list(&service, capf.as_deref(), report.ctx.now))?;
+    orphaned_documents(&mut report, &settings)?;
     if let Some(name) = args.name {
         let name = normalise_name(&name)?;
         device_journey(&mut report, &service, &name)?;
     }
     Ok(exit(report.failed))
+}
+
+/// Base documents in `tftp/` whose device is not in the store. Phones asking for them
+/// get nothing (fail closed), which is what the operator wants after `device remove`,
+/// but the file still holds that phone's secrets; with
+/// `serve_unknown_devices_plaintext` on it is served to anyone, which is a failure.
+fn orphaned_documents(report: &mut Report, settings: &Settings) -> Result<()> {
+    let dir = report.ctx.data.tftp();
+    let Ok(entries) = std::fs::read_dir(&dir) else {
+        return Ok(());
+    };
+    let mut orphans = Vec::new();
+    for entry in entries.flatten() {
+        let file = entry.file_name();
+        let Some(name) = file.to_str().and_then(|f| f.strip_suffix(".cnf.xml")) else {
+            continue;
+        };
+        if report.ctx.store.get_device(name)?.is_none() {
+            orphans.push(name.to_string());
+        }
+    }
+    orphans.sort();
+    if orphans.is_empty() {
+        return report.ok(&format!(
+            "every base document in {} has a device",
+            dir.display()
+        ));
+    }
+    let list = orphans.join(", ");
+    if settings.serve_unknown_devices_plaintext {
+        report.fail(
+            &format!("base documents without a device, served in plaintext to anyone: {list}"),
+            "remove them from tftp/, add the devices, or turn serve_unknown_devices_plaintext off",
+        )
+    } else {
+        writeln!(
+            report.ctx.out,
+            "WARN base documents without a device (not served; they still hold secrets): {list}"
+        )?;
+        Ok(())
+    }
 }
 
 fn exit(failed: bool) -> ExitCode {

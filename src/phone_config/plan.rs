@@ -127,6 +127,9 @@ pub enum NotFound {
     DeviceTrustList,
     /// No CTL is configured; capf publishes none.
     NoCtl,
+    /// The device is not in the store: a base document left behind (or never added)
+    /// is not served to whoever asks for its name (fail closed).
+    UnknownDevice,
 }
 
 impl std::fmt::Display for NotFound {
@@ -137,6 +140,7 @@ impl std::fmt::Display for NotFound {
             NotFound::NoUsableCertificate => "no RSA certificate is known for the device",
             NotFound::DeviceTrustList => "per-device trust lists are not published",
             NotFound::NoCtl => "no CTL is configured",
+            NotFound::UnknownDevice => "the device is not in capf's store",
         })
     }
 }
@@ -167,8 +171,10 @@ pub enum Served {
 
 /// The decision table of §6.
 ///
-/// Encryption is on when the device record asks for it; an unknown device gets the
-/// plain configuration. The certificate whose MD5 goes into the partial and whose key
+/// Encryption is on when the device record asks for it. A device capf does not know
+/// gets nothing (its base document holds its secrets, and anyone can ask for any name);
+/// the configuration service can be told to treat it as a known device without
+/// encryption (`serve_unknown_devices_plaintext`). The certificate whose MD5 goes into the partial and whose key
 /// wraps the `.enc.sgn` is [`DeviceRecord::phone_certificate`] (the LSC, else the MIC);
 /// one with an EC key counts as no certificate (E5).
 pub fn decide(
@@ -183,10 +189,13 @@ pub fn decide(
         Request::CertificateTrustList => return Served::NotFound(NotFound::NoCtl),
         Request::Config { form, .. } => *form,
     };
+    let Some(device) = device else {
+        return Served::NotFound(NotFound::UnknownDevice);
+    };
     if document.is_none() {
         return Served::NotFound(NotFound::NoDocument);
     }
-    let Some(device) = device.filter(|d| d.encrypted_config) else {
+    let Some(device) = Some(device).filter(|d| d.encrypted_config) else {
         return match form {
             ConfigForm::Plain => Served::FullUnsigned,
             ConfigForm::Signed => Served::FullSigned,

@@ -84,6 +84,9 @@ pub struct ConfigService {
     capf_certificate: Option<Vec<u8>>,
     node_name: String,
     capf_port: u16,
+    /// Serve a device capf does not know as a known one without encryption: its full
+    /// base document in the clear (`serve_unknown_devices_plaintext`).
+    serve_unknown_plaintext: bool,
 }
 
 impl ConfigService {
@@ -112,6 +115,7 @@ impl ConfigService {
             capf_certificate,
             node_name: settings.node_name.clone(),
             capf_port: settings.capf_port,
+            serve_unknown_plaintext: settings.serve_unknown_devices_plaintext,
         }
     }
 
@@ -141,7 +145,12 @@ impl ConfigService {
     pub fn fetch(&self, request: &Request, now: UnixTime) -> Result<File, Refusal> {
         let device_name = request.device_name();
         let device = match &device_name {
-            Some(name) => self.store.get_device(name)?,
+            Some(name) => self.store.get_device(name)?.or_else(|| {
+                // The operator's opt-in: an unknown device as a known one with
+                // encryption off, so its base document is served in full.
+                self.serve_unknown_plaintext
+                    .then(|| crate::model::DeviceRecord::new(name.as_str()))
+            }),
             None => None,
         };
         let document = match &device_name {

@@ -133,6 +133,7 @@ pub async fn run_session<S>(
             } => {
                 let issued = crate::ca::check_public_key(&public_key, key)
                     .map_err(|e| e.to_string())
+                    .and_then(|()| refuse_own_key(shared, &public_key))
                     .and_then(|()| {
                         shared
                             .ca
@@ -168,6 +169,17 @@ pub async fn run_session<S>(
         duration_ms = started.elapsed().as_millis() as u64,
         "session ended"
     );
+}
+
+/// A phone's new key must not be one capf holds: the protocol has no proof of
+/// possession, so without this check anyone could have capf certify its own CA or
+/// signer key under a device name.
+fn refuse_own_key(shared: &Shared, public_key: &[u8]) -> Result<(), String> {
+    let identity = crate::ca::key_identity(public_key).map_err(|e| e.to_string())?;
+    match shared.own_keys.iter().find(|(own, _)| *own == identity) {
+        Some((_, what)) => Err(format!("Refused Key: the key is {what}")),
+        None => Ok(()),
+    }
 }
 
 /// Reads one message within the wait's timeout (R13) and hands it to the session.

@@ -60,6 +60,10 @@ pub struct Shared {
     pub failures: FailureLimiter,
     /// One authentication in flight per device.
     pub turns: turns::DeviceTurns,
+    /// The keys capf itself holds (its CAPF CA, the file signer), by
+    /// [`crate::ca::key_identity`], with what each is. The protocol carries no proof
+    /// that a phone possesses the key it sends, so capf refuses to certify these.
+    pub own_keys: Vec<(Vec<u8>, &'static str)>,
 }
 
 /// A bound CAPF listener, ready to run.
@@ -81,6 +85,7 @@ impl CapfListener {
         store: Store,
         ca: Ca,
         trust: TrustAnchors,
+        own_keys: Vec<(Vec<u8>, &'static str)>,
     ) -> Result<Self, ServerError> {
         let acceptor = Acceptor::rustls(&ca)?;
         let listener = bind(settings.listen).await?;
@@ -97,6 +102,7 @@ impl CapfListener {
             settings,
             ids: SessionIds::default(),
             turns: turns::DeviceTurns::default(),
+            own_keys,
             failures: FailureLimiter::new(
                 settings_failures.0,
                 Duration::from_secs(settings_failures.1),

@@ -106,19 +106,26 @@ fn decision_table_rows() {
             decide(&Request::CertificateTrustList, d, doc, NOW),
             Served::NotFound(NotFound::NoCtl)
         );
+    }
+    for d in [Some(&off), Some(&rsa), Some(&none), Some(&ec)] {
         assert_eq!(
             decide(&signed, d, None, NOW),
             Served::NotFound(NotFound::NoDocument)
         );
     }
-    for d in [None, Some(&off)] {
-        assert_eq!(decide(&plain, d, doc, NOW), Served::FullUnsigned);
-        assert_eq!(decide(&signed, d, doc, NOW), Served::FullSigned);
+    for form in [&plain, &signed, &encrypted] {
         assert_eq!(
-            decide(&encrypted, d, doc, NOW),
-            Served::NotFound(NotFound::EncryptionOff)
+            decide(form, None, doc, NOW),
+            Served::NotFound(NotFound::UnknownDevice),
+            "an unknown device gets nothing"
         );
     }
+    assert_eq!(decide(&plain, Some(&off), doc, NOW), Served::FullUnsigned);
+    assert_eq!(decide(&signed, Some(&off), doc, NOW), Served::FullSigned);
+    assert_eq!(
+        decide(&encrypted, Some(&off), doc, NOW),
+        Served::NotFound(NotFound::EncryptionOff)
+    );
     assert_eq!(
         decide(&plain, Some(&rsa), doc, NOW),
         Served::PartialUnsigned {
