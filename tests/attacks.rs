@@ -399,10 +399,7 @@ async fn capf_never_certifies_its_own_keys_for_a_phone() {
         assert!(rec.lsc.is_none() && rec.unconfirmed_lsc.is_none());
         match rec.status {
             OperationStatus::UpgradeFailed(why) => {
-                assert!(
-                    why.starts_with("Refused Key: the key is capf's "),
-                    "{why}"
-                )
+                assert!(why.starts_with("Refused Key: the key is capf's "), "{why}")
             }
             other => panic!("{other:?}"),
         }

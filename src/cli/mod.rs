@@ -6,7 +6,6 @@
 
 mod admin;
 mod backup;
-mod bulk;
 mod config;
 mod device;
 mod doctor;
@@ -19,7 +18,7 @@ mod render;
 mod serve;
 mod settings_cmd;
 
-pub use bulk::{parse_import, ParsedRow};
+pub use device::{parse_import, ParsedRow};
 pub use init::initialise;
 
 use anyhow::Result;

@@ -15,8 +15,8 @@ use std::collections::HashSet;
 use std::path::Path;
 use std::process::ExitCode;
 
-use super::device::{admin_event, generate_auth_string, normalise_name, DeviceOptions};
-use super::{render, Ctx};
+use super::options::{admin_event, generate_auth_string, normalise_name, DeviceOptions};
+use crate::cli::{render, Ctx};
 use crate::model::{AuthMode, DeviceRecord, KeyOrder, Operation, UnixTime};
 use crate::store::Upsert;
 
