@@ -292,23 +292,26 @@ async fn an_expired_mic_is_refused_unless_the_node_allows_it() {
     }
 }
 
+/// The phone-emulating client (capf-protocol.md §4.6) sends its own LSC as the SUDI
+/// certificate: served when SUDI is optional, refused under `require_sudi` (an LSC is
+/// not a SUDI).
 #[tokio::test]
-async fn sudi_is_verified_and_can_be_required() {
-    // Without require_sudi: the phone-emulating client sends its own LSC as the SUDI
-    // certificate (capf-protocol.md §4.6), and is served.
-    let node = TestNode::start().await;
-    let (der, key) = enroll(&node, NAME, KeyOrder::Rsa { bits: 2048 }).await;
-    schedule_rekey(&node, NAME, AuthMode::Lsc);
-    let PhoneKey::Rsa(rsa_key) = &key else {
-        panic!("RSA key")
-    };
-    let mut phone = with_lsc(NAME, &der, &key);
-    phone.sudi = Some((der.clone(), rsa_key.clone()));
-    assert_eq!(
-        node.run(&phone).await.end_reason,
-        Some(Reason::UpdateCertificate)
-    );
-    node.stop().await;
+async fn an_lsc_sent_as_sudi_passes_only_while_sudi_is_optional() {
+    for (require_sudi, expected) in [
+        (false, Reason::UpdateCertificate),
+        (true, Reason::InvalidElement),
+    ] {
+        let node = TestNode::start_with(|s| s.require_sudi = require_sudi).await;
+        let (der, key) = enroll(&node, NAME, KeyOrder::Rsa { bits: 2048 }).await;
+        schedule_rekey(&node, NAME, AuthMode::Lsc);
+        let PhoneKey::Rsa(rsa_key) = &key else {
+            panic!("RSA key")
+        };
+        let mut phone = with_lsc(NAME, &der, &key);
+        phone.sudi = Some((der.clone(), rsa_key.clone()));
+        assert_eq!(node.run(&phone).await.end_reason, Some(expected));
+        node.stop().await;
+    }
 }
 
 /// #13 point 6: with `require_sudi`, only a SUDI from a SUDI CA that names this device
@@ -366,23 +369,6 @@ async fn require_sudi_accepts_only_a_sudi_ca_certificate_bound_to_the_device() {
     assert_eq!(
         node.run(&attempt(&sudi)).await.end_reason,
         Some(Reason::UpdateCertificate)
-    );
-    node.stop().await;
-}
-
-#[tokio::test]
-async fn with_require_sudi_an_lsc_is_not_a_sudi() {
-    let node = TestNode::start_with(|s| s.require_sudi = true).await;
-    let (der, key) = enroll(&node, NAME, KeyOrder::Rsa { bits: 2048 }).await;
-    schedule_rekey(&node, NAME, AuthMode::Lsc);
-    let PhoneKey::Rsa(rsa_key) = &key else {
-        panic!("RSA key")
-    };
-    let mut phone = with_lsc(NAME, &der, &key);
-    phone.sudi = Some((der.clone(), rsa_key.clone()));
-    assert_eq!(
-        node.run(&phone).await.end_reason,
-        Some(Reason::InvalidElement)
     );
     node.stop().await;
 }
