@@ -36,6 +36,20 @@
 //! * `phone` (feature `phone-sim`, examples and tests only) — a client that behaves
 //!   like a phone.
 
+// Which OpenSSL the build links: exactly one of the two features (Cargo.toml). Both
+// on would vendor (openssl-sys's `vendored` wins) while the packager asked for the
+// system library; neither would link the system library without saying so.
+#[cfg(all(feature = "vendored-openssl", feature = "system-openssl"))]
+compile_error!(
+    "features `vendored-openssl` (a default) and `system-openssl` exclude each other: \
+     build the system one with `--no-default-features --features system-openssl`"
+);
+#[cfg(not(any(feature = "vendored-openssl", feature = "system-openssl")))]
+compile_error!(
+    "choose the OpenSSL to link: the default feature `vendored-openssl`, or \
+     `--no-default-features --features system-openssl` for the distribution's library"
+);
+
 pub mod ca;
 pub mod cli;
 pub mod model;
