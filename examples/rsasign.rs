@@ -1,5 +1,5 @@
 //! RSA-2048 signatures per second through capf's own signing path
-//! (`rsa_signing::RsaKey`), on one thread, and which OpenSSL the binary carries:
+//! (`ca::signing::RsaKey`), on one thread, and which OpenSSL the binary carries:
 //! the figure that compares the vendored OpenSSL with the system one
 //! (docs/benchmarks.md, "Vendored OpenSSL against the system library").
 //!
@@ -11,7 +11,7 @@
 //! handshake's; both over SHA-256. Without `--key` a new key is generated; pass the
 //! same key to compare two builds. Linux only (the CPU time comes from /proc).
 
-use capf::rsa_signing::{RsaKey, RsaPadding};
+use capf::ca::signing::{RsaKey, RsaPadding};
 use clap::Parser;
 use openssl::hash::MessageDigest;
 use openssl::pkey::PKey;

@@ -14,7 +14,7 @@ mod issue;
 mod keys;
 mod names;
 mod rekey;
-pub(crate) mod signing;
+pub mod signing;
 
 #[cfg(test)]
 mod tests;
