@@ -1,0 +1,63 @@
+//! What a CUCM administrator trips over in the first hour (issue #19), each point run
+//! through the real binary as an operator runs it.
+
+mod common;
+
+use common::cli::{capf, init, ok};
+use std::io::BufRead;
+use std::process::{Command, Stdio};
+
+/// Imports `count` devices SEP000000000000… with null authentication.
+fn import_fleet(dir: &std::path::Path, data: &std::path::Path, count: usize) {
+    let mut csv = String::from("name,operation,auth,auth_string,key,encrypted_config\n");
+    for i in 0..count {
+        csv.push_str(&format!("SEP{i:012X},install,null,,rsa:2048,false\n"));
+    }
+    let file = dir.join("fleet.csv");
+    std::fs::write(&file, csv).unwrap();
+    ok(&capf(data, &["device", "import", file.to_str().unwrap()]));
+}
+
+/// `capf device list | head -1`: the reader goes away after one line; capf must end
+/// quietly (no "Broken pipe" message, no failure status of its own).
+#[test]
+fn a_closed_pipe_ends_a_listing_quietly() {
+    use std::os::unix::process::ExitStatusExt;
+    let dir = tempfile::tempdir().unwrap();
+    let data = init(dir.path());
+    // More than a pipe buffer of output, so that capf is still writing when the
+    // reader leaves.
+    import_fleet(dir.path(), &data, 3000);
+    for args in [
+        &["device", "list"][..],
+        &["device", "list", "--json"],
+        &["events"],
+    ] {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_capf"))
+            .arg("--data")
+            .arg(&data)
+            .args(args)
+            .env_remove("CAPF_DATA")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut first = String::new();
+        std::io::BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut first)
+            .unwrap();
+        assert!(!first.is_empty());
+        // The reader is dropped here, as `head -1` exits.
+        let out = child.wait_with_output().unwrap();
+        let quiet = out.status.success()
+            || out.status.signal() == Some(libc_sigpipe())
+            || out.status.code() == Some(141);
+        assert!(quiet, "{args:?}: {:?}", out.status);
+        assert_eq!(String::from_utf8_lossy(&out.stderr), "", "{args:?}");
+    }
+}
+
+/// SIGPIPE's number on Linux.
+fn libc_sigpipe() -> i32 {
+    13
+}
