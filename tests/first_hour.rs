@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::cli::{capf, init, ok};
+use common::cli::{capf, init, json, ok};
 use std::io::BufRead;
 use std::process::{Command, Stdio};
 
@@ -60,4 +60,84 @@ fn a_closed_pipe_ends_a_listing_quietly() {
 /// SIGPIPE's number on Linux.
 fn libc_sigpipe() -> i32 {
     13
+}
+
+/// `capf serve` with `args`, its stderr lines sent to the receiver; killed on drop.
+struct Logged(std::process::Child, std::sync::mpsc::Receiver<String>);
+
+impl Logged {
+    fn start(data: &std::path::Path, args: &[&str]) -> Logged {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_capf"))
+            .arg("--data")
+            .arg(data)
+            .arg("serve")
+            .args(args)
+            .env_remove("CAPF_DATA")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stderr = child.stderr.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stderr)
+                .lines()
+                .map_while(Result::ok)
+            {
+                let _ = tx.send(line);
+            }
+        });
+        Logged(child, rx)
+    }
+
+    /// Every log line until `quiet` passes without one (or the process ends).
+    fn lines_until_quiet(&self, quiet: std::time::Duration) -> Vec<String> {
+        let mut lines = Vec::new();
+        while let Ok(line) = self.1.recv_timeout(quiet) {
+            lines.push(line);
+        }
+        lines
+    }
+}
+
+impl Drop for Logged {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// `http = "off"` in capf.toml turns HTTP off (it was a syntax error); a removed line
+/// is the default, and `capf settings` says so.
+#[test]
+fn every_listener_can_be_turned_off_in_capf_toml() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = init(dir.path());
+    std::fs::write(
+        data.join("capf.toml"),
+        "node_name = \"capf.test\"\nlisten = \"127.0.0.1:0\"\nhttp = \"off\"\ntftp = \"off\"\nlegacy_listen = \"off\"\n",
+    )
+    .unwrap();
+    let settings = json(&capf(&data, &["settings", "--json"]));
+    assert_eq!(settings["http"], "off");
+    assert_eq!(settings["tftp"], "off");
+    assert_eq!(settings["legacy_listen"], "off");
+
+    let serving = Logged::start(&data, &[]);
+    let log = serving.lines_until_quiet(std::time::Duration::from_secs(3));
+    assert!(
+        log.iter().any(|l| l.contains("capf listening on")),
+        "{log:#?}"
+    );
+    assert!(!log.iter().any(|l| l.contains("HTTP")), "{log:#?}");
+    drop(serving);
+
+    std::fs::write(data.join("capf.toml"), "node_name = \"capf.test\"\n").unwrap();
+    let settings = json(&capf(&data, &["settings", "--json"]));
+    assert_eq!(
+        settings["http"], "0.0.0.0:6970",
+        "a removed line is the default"
+    );
+    let text = ok(&capf(&data, &["settings"]));
+    assert!(text.contains("\"off\""), "{text}");
 }

@@ -29,8 +29,9 @@ pub struct ServeArgs {
     /// Also listen on ADDR with TLS 1.0–1.3 on OpenSSL, for phones that need TLS 1.0
     /// (overrides capf.toml's legacy_listen; needs the legacy-tls build; see
     /// docs/legacy-tls.md).
+    /// `off` turns off a legacy listener capf.toml configures.
     #[arg(long, value_name = "ADDR")]
-    pub legacy_tls_listen: Option<SocketAddr>,
+    pub legacy_tls_listen: Option<String>,
 }
 
 pub fn serve(data: &DataDir, args: ServeArgs) -> Result<ExitCode> {
@@ -39,8 +40,8 @@ pub fn serve(data: &DataDir, args: ServeArgs) -> Result<ExitCode> {
     if let Some(listen) = args.listen {
         settings.listen = listen;
     }
-    if let Some(addr) = args.legacy_tls_listen {
-        settings.legacy_listen = Some(addr);
+    if let Some(addr) = &args.legacy_tls_listen {
+        settings.legacy_listen = address_or_off("--legacy-tls-listen", addr)?;
     }
     settings.validate().map_err(anyhow::Error::msg)?;
     if let Some(http) = &args.http {
@@ -85,15 +86,11 @@ pub fn serve(data: &DataDir, args: ServeArgs) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// A listen address from the command line, or `None` for `off`.
+/// A listen address from the command line, or `None` for `off` (the same words as
+/// in capf.toml).
 fn address_or_off(flag: &str, value: &str) -> Result<Option<SocketAddr>> {
-    match value {
-        "off" | "none" => Ok(None),
-        addr => addr
-            .parse()
-            .map(Some)
-            .with_context(|| format!("invalid {flag} '{addr}' (ADDR:PORT or off)")),
-    }
+    crate::settings::listener::parse(value)
+        .map_err(|_| anyhow::anyhow!("invalid {flag} '{value}' (ADDR:PORT or off)"))
 }
 
 /// Completes on SIGINT or SIGTERM.
