@@ -121,6 +121,9 @@ pub struct Settings {
     pub lsc_validity_days: u32,
     /// Failed authentications before a device is locked (CUCM: 10).
     pub max_auth_failures: u32,
+    /// CUCM's "operation completes by" default, days: an operation scheduled without
+    /// a deadline gets one this far ahead. 0, the default, sets none.
+    pub default_deadline_days: u32,
     /// Lockout period, seconds.
     pub lockout_seconds: i64,
     /// Failed sessions one address may cause within `address_window_seconds` before its
@@ -169,6 +172,7 @@ impl Default for Settings {
             max_payload: 32 * 1024,
             lsc_validity_days: 5 * 365,
             max_auth_failures: 10,
+            default_deadline_days: 0,
             lockout_seconds: 600,
             max_failures_per_address: 30,
             address_window_seconds: 60,
@@ -282,6 +286,10 @@ impl Settings {
     }
     pub fn session_timeout(&self) -> Duration {
         Duration::from_secs(self.session_timeout)
+    }
+    /// The default deadline as an offset in seconds, `None` when there is none.
+    pub fn default_deadline(&self) -> Option<i64> {
+        (self.default_deadline_days > 0).then(|| i64::from(self.default_deadline_days) * 86_400)
     }
     pub fn shutdown_grace(&self) -> Duration {
         Duration::from_secs(self.shutdown_grace)
