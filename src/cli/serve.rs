@@ -32,7 +32,15 @@ pub struct ServeArgs {
     /// `off` turns off a legacy listener capf.toml configures.
     #[arg(long, value_name = "ADDR")]
     pub legacy_tls_listen: Option<String>,
+    /// Initialise the data directory first if it is not yet one (as `capf init` with
+    /// defaults). Without it, only the default ./capf-data is initialised by `serve`.
+    #[arg(long)]
+    pub init: bool,
 }
+
+/// The data directory `serve` may initialise without `--init`: the default, so that
+/// `capf serve` alone is a working node on a fresh machine.
+const DEFAULT_DATA: &str = "capf-data";
 
 pub fn serve(data: &DataDir, args: ServeArgs) -> Result<ExitCode> {
     let mut settings = Settings::load(data)?;
@@ -52,6 +60,15 @@ pub fn serve(data: &DataDir, args: ServeArgs) -> Result<ExitCode> {
     }
     let store = if data.is_initialised() {
         crate::node::open_store(data)?
+    } else if !args.init && data.root() != std::path::Path::new(DEFAULT_DATA) {
+        // A mistyped --data (capf-dta) would otherwise get a new CAPF identity that
+        // no phone trusts, and the node would look healthy.
+        anyhow::bail!(
+            "{dir} is not a capf data directory (no certs/capf.pem). If you meant an \
+             existing node, check --data or CAPF_DATA; to create a new node here, run \
+             `capf --data {dir} init --node-name NAME` (or `capf serve --init`)",
+            dir = data.root().display()
+        );
     } else {
         tracing::info!("initialising {}", data.root().display());
         super::init::initialise(data, &settings, None, None, false)?
