@@ -98,10 +98,12 @@ pub struct Settings {
     /// The CAPF port published to phones in `capfList` (the listener's port unless a
     /// proxy or NAT sits in front).
     pub capf_port: u16,
-    /// HTTP configuration delivery; `None` turns it off.
+    /// HTTP configuration delivery; `None` (`http = "off"`) turns it off.
+    #[serde(with = "listener")]
     pub http: Option<SocketAddr>,
-    /// TFTP configuration delivery (usually `0.0.0.0:69`); `None`, the default, turns
-    /// it off, since port 69 needs privileges.
+    /// TFTP configuration delivery (usually `0.0.0.0:69`); `None` (`"off"`), the
+    /// default, turns it off, since port 69 needs privileges.
+    #[serde(with = "listener")]
     pub tftp: Option<SocketAddr>,
     /// TLS handshake timeout, seconds.
     pub handshake_timeout: u64,
@@ -119,6 +121,9 @@ pub struct Settings {
     pub lsc_validity_days: u32,
     /// Failed authentications before a device is locked (CUCM: 10).
     pub max_auth_failures: u32,
+    /// CUCM's "operation completes by" default, days: an operation scheduled without
+    /// a deadline gets one this far ahead. 0, the default, sets none.
+    pub default_deadline_days: u32,
     /// Lockout period, seconds.
     pub lockout_seconds: i64,
     /// Failed sessions one address may cause within `address_window_seconds` before its
@@ -139,7 +144,8 @@ pub struct Settings {
     pub config_digest: crate::model::Digest,
     /// A second CAPF listener accepting TLS 1.0 and static-RSA CBC suites, for phones
     /// that speak nothing newer (docs/legacy-tls.md); needs a build with the
-    /// `legacy-tls` feature. `None`, the default, runs none.
+    /// `legacy-tls` feature. `None` (`"off"`), the default, runs none.
+    #[serde(with = "listener")]
     pub legacy_listen: Option<SocketAddr>,
     /// Client networks (CIDR) the legacy listener serves; empty serves every address.
     pub legacy_allow: Vec<crate::model::Network>,
@@ -166,6 +172,7 @@ impl Default for Settings {
             max_payload: 32 * 1024,
             lsc_validity_days: 5 * 365,
             max_auth_failures: 10,
+            default_deadline_days: 0,
             lockout_seconds: 600,
             max_failures_per_address: 30,
             address_window_seconds: 60,
@@ -280,8 +287,45 @@ impl Settings {
     pub fn session_timeout(&self) -> Duration {
         Duration::from_secs(self.session_timeout)
     }
+    /// The default deadline as an offset in seconds, `None` when there is none.
+    pub fn default_deadline(&self) -> Option<i64> {
+        (self.default_deadline_days > 0).then(|| i64::from(self.default_deadline_days) * 86_400)
+    }
     pub fn shutdown_grace(&self) -> Duration {
         Duration::from_secs(self.shutdown_grace)
+    }
+}
+
+/// A listener in `capf.toml`: `"ADDR:PORT"`, or `"off"` for none, the word the
+/// command line takes (`serve --http off`). TOML has no null, so without the word a
+/// listener on by default (`http`) could not be turned off: removing its line means
+/// the default. An off listener is written as `"off"`, so that saving and loading
+/// the settings gives them back.
+pub mod listener {
+    use serde::{Deserialize, Deserializer, Serializer};
+    use std::net::SocketAddr;
+
+    /// `"off"` (or `"none"`) for no listener, else an address.
+    pub fn parse(value: &str) -> Result<Option<SocketAddr>, String> {
+        match value.trim() {
+            "off" | "none" => Ok(None),
+            addr => addr
+                .parse()
+                .map(Some)
+                .map_err(|_| format!("'{addr}' is not ADDR:PORT or \"off\"")),
+        }
+    }
+
+    pub fn serialize<S: Serializer>(addr: &Option<SocketAddr>, s: S) -> Result<S::Ok, S::Error> {
+        match addr {
+            Some(addr) => s.collect_str(addr),
+            None => s.serialize_str("off"),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<SocketAddr>, D::Error> {
+        let text = String::deserialize(d)?;
+        parse(&text).map_err(serde::de::Error::custom)
     }
 }
 
@@ -331,6 +375,26 @@ mod tests {
         s.save(&data).unwrap();
         let err = Settings::load(&data).unwrap_err().to_string();
         assert!(err.contains("message_timeout = 60"), "{err}");
+
+        // Every listener can be turned off with the word the command line takes; a
+        // removed line is the default.
+        std::fs::write(
+            data.settings_file(),
+            "http = \"off\"\ntftp = \"off\"\nlegacy_listen = \"off\"\n",
+        )
+        .unwrap();
+        let off = Settings::load(&data).unwrap();
+        assert_eq!((off.http, off.tftp, off.legacy_listen), (None, None, None));
+        off.save(&data).unwrap();
+        assert_eq!(Settings::load(&data).unwrap(), off, "off survives a save");
+        std::fs::write(data.settings_file(), "tftp = \"0.0.0.0:69\"\n").unwrap();
+        assert_eq!(
+            Settings::load(&data).unwrap().http,
+            Settings::default().http
+        );
+        std::fs::write(data.settings_file(), "http = \"6970\"\n").unwrap();
+        let err = Settings::load(&data).unwrap_err().to_string();
+        assert!(err.contains("ADDR:PORT or \"off\""), "{err}");
 
         std::fs::write(data.settings_file(), "no_such_setting = 1\n").unwrap();
         let err = Settings::load(&data).unwrap_err().to_string();

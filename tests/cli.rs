@@ -24,6 +24,10 @@ fn init_creates_identities_with_private_keys_0600_and_refuses_to_repeat() {
 
     let err = fails(&capf(&data, &["init"]));
     assert!(err.contains("already initialised"), "{err}");
+    assert!(
+        err.contains("capf.toml"),
+        "settings first, not --force: {err}"
+    );
 
     let pem = ok(&capf(&data, &["cert", "--pem"]));
     assert!(pem.starts_with("-----BEGIN CERTIFICATE-----"));
@@ -116,7 +120,17 @@ fn device_lifecycle_and_json_contract() {
 fn serve_initialises_an_empty_directory_and_a_second_serve_refuses() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("fresh");
-    let first = Serving::start(&data);
+    // Any directory but the default ./capf-data is initialised only when asked.
+    let err = fails(&capf(
+        &data,
+        &["serve", "--listen", "127.0.0.1:0", "--http", "off"],
+    ));
+    assert!(
+        err.contains("not a capf data directory") && err.contains("capf --data"),
+        "{err}"
+    );
+    assert!(!data.join("certs").exists(), "nothing created");
+    let first = Serving::start_with(&data, &["--init"]);
     assert!(data.join("certs/capf.pem").exists());
 
     let err = fails(&capf(

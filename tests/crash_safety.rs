@@ -48,7 +48,14 @@ fn start(data: &DataDir) -> (Child, SocketAddr) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_capf"))
         .arg("--data")
         .arg(data.root())
-        .args(["serve", "--listen", "127.0.0.1:0", "--http", "off"])
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--http",
+            "off",
+            "--init",
+        ])
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())

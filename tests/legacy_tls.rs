@@ -278,7 +278,7 @@ async fn capf_serve_runs_both_listeners_and_stops_cleanly() {
         .arg("--data")
         .arg(&data)
         .args(["serve", "--listen", "127.0.0.1:0", "--http", "off"])
-        .args(["--legacy-tls-listen", "127.0.0.1:0"])
+        .args(["--legacy-tls-listen", "127.0.0.1:0", "--init"])
         .env("RUST_LOG", "info")
         .env("NO_COLOR", "1")
         .stdout(Stdio::null())

@@ -110,7 +110,11 @@ fn dry_run_writes_nothing_and_import_export_round_trip() {
 
     // Export carries the generated string; importing it elsewhere recreates the fleet.
     let csv = ok(&capf(&data, &["device", "export", "--csv"]));
-    assert!(csv.starts_with(HEADER), "{csv}");
+    // Export writes the deadline column too (import takes files with or without it).
+    assert!(
+        csv.starts_with("name,operation,auth,auth_string,key,encrypted_config,deadline\n"),
+        "{csv}"
+    );
     assert!(csv.contains(&generated));
     let exported = dir.path().join("export.csv");
     std::fs::write(&exported, &csv).unwrap();
@@ -163,7 +167,8 @@ fn selections_filters_and_the_audit_trail() {
             "+7d",
         ],
     ));
-    assert_eq!(out.lines().count(), 2, "{out}");
+    assert_eq!(out.lines().count(), 3, "two devices and the summary: {out}");
+    assert!(out.ends_with("changed 2 of 2 selected devices\n"), "{out}");
     let pending = json(&capf(
         &data,
         &["device", "list", "--json", "--status", "pending"],
@@ -255,12 +260,31 @@ fn a_selection_that_one_device_cannot_take_changes_nothing() {
     let events = json(&capf(&data, &["events", "--json"]));
     assert_eq!(events.as_array().unwrap().len(), 2, "only the two adds");
 
-    // --generate-auth-string stays a one-device option.
-    let err = fails(&capf(
+    // --generate-auth-string on a selection: each device its own string, printed
+    // once as CSV, and stored as printed.
+    let out = ok(&capf(
         &data,
-        &["device", "set", "--all", "--generate-auth-string"],
+        &[
+            "device",
+            "set",
+            "--prefix",
+            "SEP0011",
+            "--auth",
+            "string",
+            "--generate-auth-string",
+        ],
     ));
-    assert!(err.contains("one device at a time"), "{err}");
+    let rows: Vec<_> = out.lines().collect();
+    assert_eq!(rows[0], "name,auth_string", "{out}");
+    assert_eq!(rows.len(), 3, "{out}");
+    let mut strings = Vec::new();
+    for row in &rows[1..] {
+        let (name, string) = row.split_once(',').unwrap();
+        let shown = json(&capf(&data, &["device", "show", name, "--json"]));
+        assert_eq!(shown["auth_string"], string, "{name}");
+        strings.push(string);
+    }
+    assert_ne!(strings[0], strings[1], "one string per device");
     // On one device, the string printed is the string stored.
     let out = ok(&capf(
         &data,
@@ -291,7 +315,11 @@ fn a_fleet_wide_set_spans_several_transactions() {
         &data,
         &["device", "set", "--all", "--operation", "install"],
     ));
-    assert_eq!(out.lines().count(), count, "one line per device");
+    assert_eq!(
+        out.lines().count(),
+        count + 1,
+        "one line per device, one summary"
+    );
     let pending = ok(&capf(
         &data,
         &["device", "list", "--status", "pending", "--json"],

@@ -35,8 +35,8 @@ pub fn run(ctx: &mut Ctx, args: EventsArgs) -> Result<ExitCode> {
         .since
         .as_deref()
         .map(|s| match s.strip_prefix('-') {
-            Some(rel) => super::device::parse_deadline(&format!("+{rel}"), 0).map(|d| ctx.now - d),
-            None => super::device::parse_deadline(s, ctx.now),
+            Some(rel) => super::device::parse_duration("--since", rel).map(|d| ctx.now - d),
+            None => super::device::parse_time("--since", s, ctx.now),
         })
         .transpose()?;
     // Without a limit the whole trail is streamed, one event at a time.

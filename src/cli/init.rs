@@ -37,9 +37,15 @@ pub struct CertArgs {
 
 pub fn init(data: &DataDir, args: InitArgs) -> Result<ExitCode> {
     if data.is_initialised() && !args.force {
+        // Usually the operator wants to change a setting or start the node: say how,
+        // and keep --force (a new identity no enrolled phone trusts) for last.
         anyhow::bail!(
-            "{} is already initialised (use --force to replace the CAPF identity)",
-            data.root().display()
+            "{dir} is already initialised: its CAPF identity exists. To change a node \
+             setting (node_name, ports, ...) edit {dir}/capf.toml (`capf --data {dir} \
+             settings` shows them) and restart `capf serve`; to run the node, \
+             `capf --data {dir} serve`. Only to replace the CAPF identity, which every \
+             enrolled phone trusts, use `init --force`",
+            dir = data.root().display()
         );
     }
     let mut settings = Settings::load(data)?;

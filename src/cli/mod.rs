@@ -127,13 +127,40 @@ pub fn main() -> ExitCode {
     let _ = LOCAL_OFFSET.set(local_utc_offset_now());
     let argv: Vec<OsString> = std::env::args_os().collect();
     let cli = Cli::parse_from(&argv);
+    if !matches!(cli.command, Command::Serve(_)) {
+        quiet_on_closed_pipe();
+    }
     match run(cli, argv) {
         Ok(code) => code,
+        // A reader that stopped reading (`capf device list | head -1`) is not an
+        // error of ours: exit quietly, as Unix tools do.
+        Err(e) if is_broken_pipe(&e) => ExitCode::from(141),
         Err(e) => {
             eprintln!("capf: {e:#}");
             ExitCode::FAILURE
         }
     }
+}
+
+/// Restores the default SIGPIPE action, which the Rust runtime sets to "ignore": a
+/// command whose reader went away (`| head -1`) then ends at once and silently, like
+/// `ls` or `grep`, instead of failing its next write with "Broken pipe" (or
+/// panicking inside `println!`). Not for `serve`: a phone or admin client closing
+/// its socket must never end the server.
+fn quiet_on_closed_pipe() {
+    // SAFETY: called before any thread is started; SIG_DFL is always a valid action.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+}
+
+/// Whether `e` comes from writing to a pipe whose reader is gone.
+fn is_broken_pipe(e: &anyhow::Error) -> bool {
+    e.chain().any(|cause| {
+        cause
+            .downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+    })
 }
 
 /// Runs a parsed command line; `argv` is forwarded to a running server for

@@ -145,6 +145,7 @@ impl Serialize for DeviceJson {
             failed_auth: d.failed_auth,
             key: Shown(d.key_order),
             last_attempt: d.last_attempt.map(Rfc3339),
+            locked_out: d.is_locked(crate::model::now()),
             locked_until: d.locked_until.map(Rfc3339),
             lsc: d.lsc.as_ref().map(cert_fields),
             mic: d.mic.as_ref().map(cert_fields),
@@ -178,6 +179,8 @@ struct DeviceFields<'a> {
     failed_auth: u32,
     key: Shown<KeyOrder>,
     last_attempt: Option<Rfc3339>,
+    /// Added in #19: whether a brute-force lockout is in force now.
+    locked_out: bool,
     locked_until: Option<Rfc3339>,
     lsc: Option<CertFields<'a>>,
     mic: Option<CertFields<'a>>,
@@ -208,6 +211,16 @@ pub fn json_array<T: Serialize>(
     Ok(())
 }
 
+/// A device's status as people see it: CUCM's operation status, led by "Locked Out
+/// until …" while a brute-force lockout lasts (a locked phone is refused whatever
+/// its operation). JSON keeps `status` as it was and adds `locked_out`.
+pub fn status_text(d: &DeviceRecord, now: UnixTime) -> String {
+    match d.locked_until.filter(|_| d.is_locked(now)) {
+        Some(t) => format!("Locked Out until {} ({})", time(t), d.status),
+        None => d.status.to_string(),
+    }
+}
+
 pub fn device_text(d: &DeviceRecord) -> String {
     let mut out = String::new();
     let mut line = |k: &str, v: String| out.push_str(&format!("{k:<18}{v}\n"));
@@ -221,7 +234,7 @@ pub fn device_text(d: &DeviceRecord) -> String {
     line("deadline:", d.deadline.map_or("-".into(), time));
     line("encrypted config:", d.encrypted_config.to_string());
     line("config served:", crate::phone_config::plan::delivery(d));
-    line("status:", d.status.to_string());
+    line("status:", status_text(d, crate::model::now()));
     line("last attempt:", d.last_attempt.map_or("-".into(), time));
     if d.failed_auth > 0 {
         line("failed auth:", d.failed_auth.to_string());
@@ -262,9 +275,11 @@ pub fn device_text(d: &DeviceRecord) -> String {
 /// cells are kept until the widths are known, not the records.
 pub fn device_table(
     out: &mut dyn Write,
+    now: UnixTime,
     devices: impl IntoIterator<Item = anyhow::Result<DeviceRecord>>,
 ) -> anyhow::Result<()> {
-    const HEADER: [&str; 7] = [
+    // DEADLINE was added last (#19), so that columns counted from the left stay.
+    const HEADER: [&str; 8] = [
         "NAME",
         "OPERATION",
         "AUTH",
@@ -272,19 +287,22 @@ pub fn device_table(
         "STATUS",
         "LAST ATTEMPT",
         "LSC MD5",
+        "DEADLINE",
     ];
     let mut widths = HEADER.map(str::len);
-    let mut rows: Vec<[String; 7]> = Vec::new();
+    let mut rows: Vec<[String; 8]> = Vec::new();
     for d in devices {
         let d = d?;
+        let status = status_text(&d, now);
         let row = [
             d.name,
             d.operation.to_string(),
             d.auth.to_string(),
             d.key_order.to_string(),
-            d.status.to_string(),
+            status,
             d.last_attempt.map_or("-".into(), time),
             d.lsc.map_or("-".into(), |c| c.md5),
+            d.deadline.map_or("-".into(), time),
         ];
         for (w, cell) in widths.iter_mut().zip(&row) {
             *w = (*w).max(cell.chars().count());
@@ -304,8 +322,8 @@ pub fn device_table(
 fn write_table_line(
     out: &mut dyn Write,
     line: &mut String,
-    cells: [&str; 7],
-    widths: [usize; 7],
+    cells: [&str; 8],
+    widths: [usize; 8],
 ) -> std::io::Result<()> {
     use std::fmt::Write as _;
     line.clear();

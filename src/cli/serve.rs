@@ -29,9 +29,18 @@ pub struct ServeArgs {
     /// Also listen on ADDR with TLS 1.0–1.3 on OpenSSL, for phones that need TLS 1.0
     /// (overrides capf.toml's legacy_listen; needs the legacy-tls build; see
     /// docs/legacy-tls.md).
+    /// `off` turns off a legacy listener capf.toml configures.
     #[arg(long, value_name = "ADDR")]
-    pub legacy_tls_listen: Option<SocketAddr>,
+    pub legacy_tls_listen: Option<String>,
+    /// Initialise the data directory first if it is not yet one (as `capf init` with
+    /// defaults). Without it, only the default ./capf-data is initialised by `serve`.
+    #[arg(long)]
+    pub init: bool,
 }
+
+/// The data directory `serve` may initialise without `--init`: the default, so that
+/// `capf serve` alone is a working node on a fresh machine.
+const DEFAULT_DATA: &str = "capf-data";
 
 pub fn serve(data: &DataDir, args: ServeArgs) -> Result<ExitCode> {
     let mut settings = Settings::load(data)?;
@@ -39,8 +48,8 @@ pub fn serve(data: &DataDir, args: ServeArgs) -> Result<ExitCode> {
     if let Some(listen) = args.listen {
         settings.listen = listen;
     }
-    if let Some(addr) = args.legacy_tls_listen {
-        settings.legacy_listen = Some(addr);
+    if let Some(addr) = &args.legacy_tls_listen {
+        settings.legacy_listen = address_or_off("--legacy-tls-listen", addr)?;
     }
     settings.validate().map_err(anyhow::Error::msg)?;
     if let Some(http) = &args.http {
@@ -51,6 +60,15 @@ pub fn serve(data: &DataDir, args: ServeArgs) -> Result<ExitCode> {
     }
     let store = if data.is_initialised() {
         crate::node::open_store(data)?
+    } else if !args.init && data.root() != std::path::Path::new(DEFAULT_DATA) {
+        // A mistyped --data (capf-dta) would otherwise get a new CAPF identity that
+        // no phone trusts, and the node would look healthy.
+        anyhow::bail!(
+            "{dir} is not a capf data directory (no certs/capf.pem). If you meant an \
+             existing node, check --data or CAPF_DATA; to create a new node here, run \
+             `capf --data {dir} init --node-name NAME` (or `capf serve --init`)",
+            dir = data.root().display()
+        );
     } else {
         tracing::info!("initialising {}", data.root().display());
         super::init::initialise(data, &settings, None, None, false)?
@@ -85,15 +103,11 @@ pub fn serve(data: &DataDir, args: ServeArgs) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// A listen address from the command line, or `None` for `off`.
+/// A listen address from the command line, or `None` for `off` (the same words as
+/// in capf.toml).
 fn address_or_off(flag: &str, value: &str) -> Result<Option<SocketAddr>> {
-    match value {
-        "off" | "none" => Ok(None),
-        addr => addr
-            .parse()
-            .map(Some)
-            .with_context(|| format!("invalid {flag} '{addr}' (ADDR:PORT or off)")),
-    }
+    crate::settings::listener::parse(value)
+        .map_err(|_| anyhow::anyhow!("invalid {flag} '{value}' (ADDR:PORT or off)"))
 }
 
 /// Completes on SIGINT or SIGTERM.

@@ -35,11 +35,6 @@ pub fn run(data: &DataDir, args: SettingsArgs) -> Result<ExitCode> {
         };
         println!("{key} = {value}  # {source}");
     }
-    if settings.http.is_none() {
-        println!("# http is off (no `http` value)");
-    }
-    if settings.tftp.is_none() {
-        println!("# tftp is off (no `tftp` value)");
-    }
+    println!("# a listener (http, tftp, legacy_listen) is turned off with \"off\"; a removed line is its default");
     Ok(ExitCode::SUCCESS)
 }

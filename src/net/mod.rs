@@ -14,12 +14,14 @@ pub use limits::{AttemptSlot, FailureLimiter, Refusal};
 use std::net::SocketAddr;
 use thiserror::Error;
 
-/// A listener could not bind its address.
+/// A listener could not bind its address. The reason is part of the message and not
+/// a `source`: shown with its causes (`capf: {e:#}`), it would otherwise read
+/// "Address already in use" twice.
 #[derive(Debug, Error)]
-#[error("cannot listen on {addr}: {source}")]
+#[error("cannot listen on {addr}: {error}")]
 pub struct BindError {
     pub addr: SocketAddr,
-    pub source: std::io::Error,
+    pub error: std::io::Error,
 }
 
 /// A request target as it may appear in a log line: at most 128 characters, control

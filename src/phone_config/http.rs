@@ -48,9 +48,10 @@ impl HttpServer {
         addr: SocketAddr,
         service: impl Into<Arc<ConfigService>>,
     ) -> Result<Self, BindError> {
-        let listener = TcpListener::bind(addr)
-            .await
-            .map_err(|source| BindError { addr, source })?;
+        let listener = TcpListener::bind(addr).await.map_err(|source| BindError {
+            addr,
+            error: source,
+        })?;
         Ok(HttpServer {
             listener,
             service: service.into(),

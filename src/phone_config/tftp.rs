@@ -78,9 +78,10 @@ impl TftpServer {
         addr: SocketAddr,
         service: impl Into<Arc<ConfigService>>,
     ) -> Result<Self, BindError> {
-        let socket = UdpSocket::bind(addr)
-            .await
-            .map_err(|source| BindError { addr, source })?;
+        let socket = UdpSocket::bind(addr).await.map_err(|source| BindError {
+            addr,
+            error: source,
+        })?;
         Ok(TftpServer {
             socket,
             service: service.into(),

@@ -129,9 +129,10 @@ impl CapfListener {
             shared: self.shared.clone(),
             limit: self.limit.clone(),
         };
-        let local = legacy
-            .local_addr()
-            .map_err(|source| BindError { addr, source })?;
+        let local = legacy.local_addr().map_err(|source| BindError {
+            addr,
+            error: source,
+        })?;
         let allow: Vec<String> = legacy.allow.iter().map(Network::to_string).collect();
         let allow = if allow.is_empty() {
             "any".to_string()
@@ -195,9 +196,13 @@ impl CapfListener {
 }
 
 async fn bind(addr: SocketAddr) -> Result<TcpListener, ServerError> {
-    TcpListener::bind(addr)
-        .await
-        .map_err(|source| BindError { addr, source }.into())
+    TcpListener::bind(addr).await.map_err(|source| {
+        BindError {
+            addr,
+            error: source,
+        }
+        .into()
+    })
 }
 
 /// The session policy the node settings imply, with the trust anchors for certificate

@@ -383,11 +383,23 @@ impl Store {
     /// Removes a device; `false` (and no event) if there was none. Its serial index
     /// entries stay: they account for certificates that exist.
     pub fn remove_device(&self, name: &str, event: Event) -> Result<bool, StoreError> {
+        self.remove_device_with(name, |_| event.clone())
+    }
+
+    /// Removes a device with the event `f` makes of it as it is at commit time (so
+    /// the event can name what went: its serials; `None` for a record that no longer
+    /// decodes, which can still be removed); `false` (and no event) if there was none.
+    pub fn remove_device_with(
+        &self,
+        name: &str,
+        f: impl Fn(Option<&DeviceRecord>) -> Event,
+    ) -> Result<bool, StoreError> {
         self.transact(|t| {
-            if t.devices.remove(name.as_bytes())?.is_none() {
+            let Some(raw) = t.devices.remove(name.as_bytes())? else {
                 return Ok(false);
-            }
-            t.append_event(&event)?;
+            };
+            let rec = decode_device(name.as_bytes(), &raw).ok();
+            t.append_event(&f(rec.as_ref()))?;
             Ok(true)
         })
     }

@@ -55,10 +55,16 @@ impl Serving {
     }
 
     pub fn start(data: &Path) -> Serving {
+        Serving::start_with(data, &[])
+    }
+
+    /// As [`Serving::start`], with more `serve` options (e.g. `--init`).
+    pub fn start_with(data: &Path, extra: &[&str]) -> Serving {
         let mut child = Command::new(env!("CARGO_BIN_EXE_capf"))
             .arg("--data")
             .arg(data)
             .args(["serve", "--listen", "127.0.0.1:0", "--http", "off"])
+            .args(extra)
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()

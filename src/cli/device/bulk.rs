@@ -15,19 +15,21 @@ use std::collections::HashSet;
 use std::path::Path;
 use std::process::ExitCode;
 
-use super::options::{admin_event, generate_auth_string, normalise_name, DeviceOptions};
+use super::options::{admin_event, changes, generate_auth_string, normalise_name, DeviceOptions};
 use crate::cli::{render, Ctx};
 use crate::model::{AuthMode, DeviceRecord, KeyOrder, Operation, UnixTime};
 use crate::store::Upsert;
 
-/// The header line, exactly (design.md CLI contract).
-pub const CSV_HEADER: [&str; 6] = [
+/// The header line export writes (design.md CLI contract). `deadline` was added
+/// last (#19); import also takes the header without it, as files written before.
+pub const CSV_HEADER: [&str; 7] = [
     "name",
     "operation",
     "auth",
     "auth_string",
     "key",
     "encrypted_config",
+    "deadline",
 ];
 
 /// Largest import file: 1,000,000 rows of this format fit comfortably.
@@ -117,6 +119,8 @@ pub fn import(ctx: &mut Ctx, path: &Path, dry_run: bool) -> Result<ExitCode> {
         std::fs::File::open(path).with_context(|| format!("cannot read {}", path.display()))?;
     let parsed = parse_import(file).with_context(|| path.display().to_string())?;
 
+    let default_deadline = crate::settings::Settings::load(ctx.data)?.default_deadline();
+
     // Phase 1: validate every row; nothing is written unless all are good.
     let mut rows = Vec::with_capacity(parsed.len());
     let mut errors = Vec::new();
@@ -126,16 +130,26 @@ pub fn import(ctx: &mut Ctx, path: &Path, dry_run: bool) -> Result<ExitCode> {
     let progress = Progress::new(ctx.progress, "validating");
     for (i, (line, parsed)) in parsed.into_iter().enumerate() {
         progress.tick(i);
+        let parsed = parsed.map(|mut p| {
+            p.options.default_deadline = default_deadline;
+            p
+        });
         match parsed.and_then(|p| validate_row(ctx, line, p, &mut seen)) {
-            Ok((row, record, change)) => {
+            Ok((row, record, change, current)) => {
                 planned.count(change);
                 if dry_run {
-                    let verb = match change {
-                        Change::Add => "add",
-                        Change::Update => "update",
-                        Change::Unchanged => "unchanged",
-                    };
-                    dry_run_lines.push(format!("{verb:<9} {}", describe(&record)));
+                    dry_run_lines.push(match (change, current) {
+                        (Change::Update, Some(current)) => {
+                            let diff = changes(&current, &record)
+                                .into_iter()
+                                .map(|(field, from, to)| format!("{field} {from} → {to}"))
+                                .collect::<Vec<_>>()
+                                .join(", ");
+                            format!("update    {}: {diff}", record.name)
+                        }
+                        (Change::Add, _) => format!("add       {}", describe(&record)),
+                        _ => format!("unchanged {}", describe(&record)),
+                    });
                 }
                 rows.push(row);
             }
@@ -251,13 +265,13 @@ pub fn parse_import(input: impl std::io::Read) -> Result<Vec<(usize, Result<Pars
         .iter()
         .map(str::to_string)
         .collect();
-    if header != CSV_HEADER {
-        bail!(
-            "line 1: header must be exactly `{}` (found `{}`)",
+    let columns = header_columns(&header).ok_or_else(|| {
+        anyhow::anyhow!(
+            "line 1: header must be exactly `{}` (or the same without `,deadline`; found `{}`)",
             CSV_HEADER.join(","),
             header.join(",")
-        );
-    }
+        )
+    })?;
     let rows = reader
         .records()
         .enumerate()
@@ -269,53 +283,71 @@ pub fn parse_import(input: impl std::io::Read) -> Result<Vec<(usize, Result<Pars
                 .map_or(i + 2, |p| p.line() as usize);
             let row = record
                 .map_err(|e| anyhow::anyhow!("{e}"))
-                .and_then(|r| parse_row(&r));
+                .and_then(|r| parse_row(&r, columns));
             (line, row)
         })
         .collect();
     Ok(rows)
 }
 
+/// The number of columns a header announces: the current one, or the one before
+/// `deadline` was added; `None` for anything else.
+fn header_columns(header: &[String]) -> Option<usize> {
+    let n = header.len();
+    let known = (n == CSV_HEADER.len() || n == CSV_HEADER.len() - 1)
+        && header.iter().zip(CSV_HEADER).all(|(h, c)| h == c);
+    known.then_some(n)
+}
+
 /// Turns one CSV row into the options it describes, with errors that name the field.
-fn parse_row(r: &csv::StringRecord) -> Result<ParsedRow> {
-    if r.len() != CSV_HEADER.len() {
-        bail!("expected {} fields, found {}", CSV_HEADER.len(), r.len());
+/// A blank field leaves an existing device's value as it is (a new device gets
+/// CUCM's default: operation none, auth null, key rsa:2048, no encryption, no
+/// deadline); `none` clears a deadline.
+fn parse_row(r: &csv::StringRecord, columns: usize) -> Result<ParsedRow> {
+    if r.len() != columns {
+        bail!("expected {columns} fields, found {}", r.len());
     }
     let field = |i: usize| r.get(i).unwrap_or_default();
     let name = normalise_name(field(0)).context("field name")?;
-    let operation: Operation = match field(1) {
-        "" => Operation::None,
-        v => v
-            .parse()
-            .map_err(|e| anyhow::anyhow!("field operation = '{v}': {e}"))?,
-    };
-    let auth: AuthMode = match field(2) {
-        "" => AuthMode::Null,
-        v => v
-            .parse()
-            .map_err(|e| anyhow::anyhow!("field auth = '{v}': {e}"))?,
-    };
+    fn given<T: std::str::FromStr<Err = String>>(name: &str, v: &str) -> Result<Option<T>> {
+        match v {
+            "" => Ok(None),
+            v => v
+                .parse()
+                .map(Some)
+                .map_err(|e| anyhow::anyhow!("field {name} = '{v}': {e}")),
+        }
+    }
+    let operation: Option<Operation> = given("operation", field(1))?;
+    let auth: Option<AuthMode> = given("auth", field(2))?;
     let auth_string = Some(field(3).to_string()).filter(|s| !s.is_empty());
-    let key: KeyOrder = match field(4) {
-        "" => KeyOrder::Rsa { bits: 2048 },
-        v => v
-            .parse()
-            .map_err(|e| anyhow::anyhow!("field key = '{v}': {e}"))?,
-    };
+    let key: Option<KeyOrder> = given("key", field(4))?;
     let encrypted_config = match field(5).to_ascii_lowercase().as_str() {
-        "" | "false" | "no" | "0" => false,
-        "true" | "yes" | "1" => true,
+        "" => None,
+        "false" | "no" | "0" => Some(false),
+        "true" | "yes" | "1" => Some(true),
         v => bail!("field encrypted_config = '{v}': expected true or false"),
     };
-    let generate = auth == AuthMode::String && auth_string.is_none();
+    let deadline = match field(6) {
+        "" => None,
+        "none" => Some("none".to_string()),
+        v => {
+            // The format is checked here; whether it is past, when the row is applied.
+            super::options::parse_deadline(v, 0)
+                .map_err(|e| anyhow::anyhow!("field deadline = '{v}': {e}"))?;
+            Some(v.to_string())
+        }
+    };
+    let generate = auth == Some(AuthMode::String) && auth_string.is_none();
     let options = DeviceOptions {
-        operation: Some(operation),
-        auth: Some(auth),
+        operation,
+        auth,
         auth_string,
         generate_auth_string: generate,
-        key: Some(key),
-        deadline: None,
-        encrypted_config: Some(encrypted_config),
+        key,
+        deadline,
+        encrypted_config,
+        default_deadline: None,
     };
     Ok(ParsedRow { name, options })
 }
@@ -327,7 +359,7 @@ fn validate_row(
     line: usize,
     parsed: ParsedRow,
     seen: &mut HashSet<String>,
-) -> Result<(Row, DeviceRecord, Change)> {
+) -> Result<(Row, DeviceRecord, Change, Option<DeviceRecord>)> {
     let ParsedRow { name, mut options } = parsed;
     if !seen.insert(name.clone()) {
         bail!("field name = '{name}': listed twice in the file");
@@ -342,13 +374,18 @@ fn validate_row(
     let current = ctx.store.get_device(&row.name)?;
     let record = row.record(current.as_ref(), ctx.now)?;
     let change = Change::of(current.as_ref(), &record);
-    Ok((row, record, change))
+    Ok((row, record, change, current))
 }
 
 fn describe(d: &DeviceRecord) -> String {
     format!(
-        "{} operation={} auth={} key={} encrypted_config={}",
-        d.name, d.operation, d.auth, d.key_order, d.encrypted_config
+        "{} operation={} auth={} key={} encrypted_config={} deadline={}",
+        d.name,
+        d.operation,
+        d.auth,
+        d.key_order,
+        d.encrypted_config,
+        d.deadline.map_or("-".into(), render::time)
     )
 }
 
@@ -370,6 +407,7 @@ pub fn export(ctx: &mut Ctx, json: bool) -> Result<ExitCode> {
             d.auth_string.as_deref().unwrap_or_default(),
             &d.key_order.to_string(),
             if d.encrypted_config { "true" } else { "false" },
+            &d.deadline.map_or(String::new(), render::time),
         ])?;
     }
     w.flush()?;
@@ -406,7 +444,7 @@ mod tests {
     use crate::settings::DataDir;
     use crate::store::Store;
 
-    const HEADER: &str = "name,operation,auth,auth_string,key,encrypted_config\n";
+    const HEADER: &str = "name,operation,auth,auth_string,key,encrypted_config,deadline\n";
 
     /// Runs `device import` on `csv` against `store`; its output, or its error.
     fn import_csv(store: &Store, dir: &Path, csv: &str) -> Result<String> {
@@ -431,7 +469,7 @@ mod tests {
     fn fleet(rows: usize) -> String {
         let mut csv = String::from(HEADER);
         for i in 0..rows {
-            csv.push_str(&format!("SEP{i:012X},install,null,,rsa:2048,false\n"));
+            csv.push_str(&format!("SEP{i:012X},install,null,,rsa:2048,false,\n"));
         }
         csv
     }
@@ -441,7 +479,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(&dir.path().join("db")).unwrap();
         let mut csv = fleet(2 * IMPORT_BATCH + 10);
-        csv.push_str("SEP00000000FFFF,install,null,,rsa:2048,maybe\n");
+        csv.push_str("SEP00000000FFFF,install,null,,rsa:2048,maybe,\n");
         let bad_line = 2 * IMPORT_BATCH + 12;
 
         let err = format!("{:#}", import_csv(&store, dir.path(), &csv).unwrap_err());

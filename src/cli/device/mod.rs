@@ -1,23 +1,23 @@
 //! `capf device add|set|show|list|remove`: CUCM's phone-page CAPF settings.
 
-use anyhow::{bail, Result};
+use anyhow::Result;
 use clap::{Args, Subcommand};
 use std::process::ExitCode;
 
 mod bulk;
 mod options;
+mod select;
 
 pub use bulk::{parse_import, ParsedRow};
-pub use options::{normalise_name, parse_deadline, DeviceOptions};
+pub use options::{normalise_name, DeviceOptions};
+pub(in crate::cli) use options::{parse_duration, parse_time};
 
 use super::render;
 use super::Ctx;
-use options::{admin_event, generate_auth_string};
+use options::admin_event;
+use select::{Selection, SELECTION_IDS};
 
-/// `device set` on a selection writes this many devices per store transaction, as the
-/// import does: bounded memory, and phones enrolling meanwhile wait briefly at most.
-const SET_BATCH: usize = 10_000;
-use crate::model::{DeviceRecord, Event, Operation, UnixTime};
+use crate::model::{DeviceRecord, Operation, UnixTime};
 use crate::store::Store;
 
 #[derive(Subcommand, Debug)]
@@ -39,26 +39,22 @@ pub enum DeviceCommand {
     /// Change CAPF settings of one phone, or of every phone a selection matches (like
     /// BAT's "update phones by query"). Only the options given change.
     #[command(
-        after_help = "Examples:\n  capf device set SEP001122334455 --operation delete\n  capf device set --status failed --operation install --deadline +7d\n  capf device set --prefix SEP0011 --auth null"
+        after_help = "Examples:\n  capf device set SEP001122334455 --operation delete\n  capf device set --status failed --operation install --deadline +7d --dry-run\n  capf device set --prefix SEP0011 --auth null\n  capf device set --prefix SEP0011 --operation install --generate-auth-string > strings.csv\n  capf device set --expires-within 30d --operation install\n\nOn a selection, --generate-auth-string gives each device its own string and prints\nthem once, as CSV (name,auth_string)."
     )]
     Set {
-        /// The phone to change (or use --all, --status, --prefix).
-        #[arg(required_unless_present_any = ["all", "select_status", "prefix"])]
+        /// The phone to change (or use --all, --status, --prefix, --expires-within).
+        #[arg(required_unless_present_any = SELECTION_IDS)]
         name: Option<String>,
         #[command(flatten)]
         options: DeviceOptions,
         /// Clear a brute-force lockout and the failed-attempt count.
         #[arg(long)]
         clear_lockout: bool,
-        /// Every phone.
-        #[arg(long, conflicts_with = "name")]
-        all: bool,
-        /// Phones whose status contains this text (e.g. failed, pending, "upgrade success").
-        #[arg(long = "status", id = "select_status", conflicts_with = "name")]
-        status: Option<String>,
-        /// Phones whose name starts with this prefix.
-        #[arg(long, conflicts_with = "name")]
-        prefix: Option<String>,
+        #[command(flatten)]
+        selection: Selection,
+        /// Check every device and print each change as before → after; write nothing.
+        #[arg(long)]
+        dry_run: bool,
     },
     /// Show one phone: settings, status, enrolled certificates.
     #[command(after_help = "Example:\n  capf device show SEP001122334455 --json")]
@@ -77,12 +73,24 @@ pub enum DeviceCommand {
         #[command(flatten)]
         filter: ListFilter,
     },
-    /// Remove a phone and everything capf holds for it.
-    #[command(after_help = "Example:\n  capf device remove SEP001122334455")]
-    Remove { name: String },
+    /// Remove a phone, or every phone a selection matches, and everything capf holds
+    /// for it.
+    #[command(
+        after_help = "Examples:\n  capf device remove SEP001122334455\n  capf device remove --prefix SEP0011 --dry-run"
+    )]
+    Remove {
+        /// The phone to remove (or use --all, --status, --prefix, --expires-within).
+        #[arg(required_unless_present_any = SELECTION_IDS)]
+        name: Option<String>,
+        #[command(flatten)]
+        selection: Selection,
+        /// Print what would be removed; write nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
     /// Add or update many phones from a CSV file; a file with any bad row changes nothing.
     #[command(
-        after_help = "The first line must be exactly:\n  name,operation,auth,auth_string,key,encrypted_config\nAn empty auth_string with auth `string` generates one.\n\nEvery row is checked before anything is written. Devices are then written 10,000 at a\ntime: if writing stops on a store error (disk full, I/O), or the server is killed, the\ndevices written so far stay. Importing the same file again completes it: rows already\nstored as the file describes them are left alone and counted unchanged (a phone that\nfinished its operation in between is scheduled again: check with --dry-run).\n\nExample:\n  capf device import phones.csv --dry-run && capf device import phones.csv"
+        after_help = "The first line must be exactly:\n  name,operation,auth,auth_string,key,encrypted_config,deadline\n(or the same without `,deadline`). A blank field leaves an existing device's value as\nit is; `none` clears a deadline. An empty auth_string with auth `string` generates one.\n\nEvery row is checked before anything is written. Devices are then written 10,000 at a\ntime: if writing stops on a store error (disk full, I/O), or the server is killed, the\ndevices written so far stay. Importing the same file again completes it: rows already\nstored as the file describes them are left alone and counted unchanged (a phone that\nfinished its operation in between is scheduled again: check with --dry-run).\n\nExample:\n  capf device import phones.csv --dry-run && capf device import phones.csv"
     )]
     Import {
         file: std::path::PathBuf,
@@ -107,7 +115,7 @@ pub struct ListFilter {
     #[arg(long)]
     pub status: Option<String>,
     /// Scheduled operation.
-    #[arg(long)]
+    #[arg(long, value_parser = options::operation_parser(), ignore_case = true)]
     pub operation: Option<Operation>,
     /// Key type of the enrolled LSC, or of the key order when none: rsa or ec.
     #[arg(long)]
@@ -123,7 +131,7 @@ pub struct ListFilter {
 impl ListFilter {
     fn matches(&self, d: &DeviceRecord, now: UnixTime) -> Result<bool> {
         if let Some(s) = &self.status {
-            if !status_matches(d, s) {
+            if !status_matches(d, s, now) {
                 return Ok(false);
             }
         }
@@ -145,7 +153,8 @@ impl ListFilter {
             }
         }
         if let Some(w) = &self.expires_within {
-            let limit = parse_deadline(&format!("+{}", w.trim_start_matches('+')), now)?;
+            let within = parse_duration("--expires-within", w.trim_start_matches('+'))?;
+            let limit = now.saturating_add(within);
             if d.lsc.as_ref().is_none_or(|c| c.not_after > limit) {
                 return Ok(false);
             }
@@ -154,9 +163,10 @@ impl ListFilter {
     }
 }
 
-fn status_matches(d: &DeviceRecord, text: &str) -> bool {
-    d.status
-        .to_string()
+/// Whether the status as `device list` shows it (with "Locked Out until …" for a
+/// locked device) contains `text`, ignoring case.
+fn status_matches(d: &DeviceRecord, text: &str, now: UnixTime) -> bool {
+    render::status_text(d, now)
         .to_ascii_lowercase()
         .contains(&text.to_ascii_lowercase())
 }
@@ -175,9 +185,11 @@ pub fn run(ctx: &mut Ctx, cmd: DeviceCommand) -> Result<ExitCode> {
             // phone: it is never the default. A device added without a mode gets a
             // generated string (whatever its operation, so that scheduling an install
             // later does not fall back to null either).
+            options.check_command_line()?;
             if options.auth.is_none() && options.auth_string.is_none() {
                 options.generate_auth_string = true;
             }
+            options.default_deadline = default_deadline(ctx)?;
             let mut rec = DeviceRecord::new(&name);
             let generated = options.apply(&mut rec, now)?;
             let event = admin_event(ctx, &name, "device-add", &rec);
@@ -199,102 +211,19 @@ pub fn run(ctx: &mut Ctx, cmd: DeviceCommand) -> Result<ExitCode> {
             name,
             mut options,
             clear_lockout,
-            all,
-            status,
-            prefix,
+            selection,
+            dry_run,
         } => {
-            if options.generate_auth_string && name.is_none() {
-                bail!("--generate-auth-string changes one device at a time (use device import for many)");
-            }
-            // Drawn once, so that the string printed is the one stored even if the
-            // store re-runs the update.
-            let generated = options.generate_auth_string.then(generate_auth_string);
-            if let Some(s) = &generated {
-                options.auth_string = Some(s.clone());
-                options.generate_auth_string = false;
-            }
-            let change = |rec: &mut DeviceRecord| -> Result<()> {
-                options.apply(rec, now)?;
-                if clear_lockout {
-                    rec.failed_auth = 0;
-                    rec.locked_until = None;
-                }
-                Ok(())
+            options.check_command_line()?;
+            options.default_deadline = default_deadline(ctx)?;
+            let request = select::SetRequest {
+                name,
+                options,
+                clear_lockout,
+                selection,
+                dry_run,
             };
-            let selected = |rec: &DeviceRecord| {
-                name.is_some()
-                    || all
-                    || status.as_deref().is_some_and(|s| status_matches(rec, s))
-                    || prefix.as_deref().is_some_and(|p| rec.name.starts_with(p))
-            };
-            // The names alone are kept (a fleet of a million is never in memory), and
-            // every device is checked before any is changed.
-            let mut names = Vec::new();
-            let mut refused = Vec::new();
-            let mut check = |mut rec: DeviceRecord| {
-                if let Err(e) = change(&mut rec) {
-                    refused.push(format!("{}: {e}", rec.name));
-                }
-                names.push(rec.name);
-            };
-            match &name {
-                Some(name) => {
-                    let name = normalise_name(name)?;
-                    let Some(rec) = store.get_device(&name)? else {
-                        bail!("device {name} not found (add it with `capf device add {name}`)");
-                    };
-                    check(rec);
-                }
-                None => {
-                    for rec in store.devices() {
-                        let rec = rec?;
-                        if selected(&rec) {
-                            check(rec);
-                        }
-                    }
-                }
-            }
-            if names.is_empty() {
-                bail!("no device matches the selection");
-            }
-            if let Some(first) = refused.first() {
-                bail!(
-                    "nothing changed: {} of {} devices cannot take this change; first: {first}",
-                    refused.len(),
-                    names.len()
-                );
-            }
-            let single = name.is_some();
-            let mut changed = 0;
-            for batch in names.chunks(SET_BATCH) {
-                let updated = store
-                    .update_devices(batch, |rec| {
-                        // A device whose status changed since the scan may no longer
-                        // be one the operator selected.
-                        if !selected(rec) {
-                            return Ok(None);
-                        }
-                        change(rec).map_err(|e| e.to_string())?;
-                        Ok(Some(admin_event(ctx, &rec.name, "device-set", rec)))
-                    })
-                    .map_err(|e| {
-                        anyhow::anyhow!(
-                            "{e} (stopped after changing {changed} of {} devices)",
-                            names.len()
-                        )
-                    })?;
-                for rec in updated.into_iter().flatten() {
-                    changed += 1;
-                    if single {
-                        report(ctx, &rec, generated.clone())?;
-                    } else {
-                        writeln!(ctx.out, "{:<20} {}", rec.name, rec.status)?;
-                    }
-                }
-            }
-            if changed == 0 {
-                bail!("no device was changed: the selection was removed or changed meanwhile");
-            }
+            return select::set(ctx, request);
         }
         DeviceCommand::Show { name, json } => {
             let name = normalise_name(&name)?;
@@ -307,6 +236,10 @@ pub fn run(ctx: &mut Ctx, cmd: DeviceCommand) -> Result<ExitCode> {
             }
         }
         DeviceCommand::List { json, filter } => {
+            // Checked before the first device: an empty store reports a bad period too.
+            if let Some(w) = &filter.expires_within {
+                parse_duration("--expires-within", w.trim_start_matches('+'))?;
+            }
             // Streamed: a fleet of a million devices is never in memory at once (the
             // table keeps only its cells, to size the columns).
             let selected = store.devices().filter_map(|d| match d {
@@ -316,25 +249,14 @@ pub fn run(ctx: &mut Ctx, cmd: DeviceCommand) -> Result<ExitCode> {
             if json {
                 render::json_array(ctx.out, selected.map(|d| d.map(render::DeviceJson)))?;
             } else {
-                render::device_table(ctx.out, selected)?;
+                render::device_table(ctx.out, now, selected)?;
             }
         }
-        DeviceCommand::Remove { name } => {
-            let name = normalise_name(&name)?;
-            let event = Event {
-                id: 0,
-                time: now,
-                actor: ctx.actor.clone(),
-                device: Some(name.clone()),
-                action: "device-remove".into(),
-                result: "Removed".into(),
-                details: Default::default(),
-            };
-            if !store.remove_device(&name, event)? {
-                bail!("device {name} not found");
-            }
-            writeln!(ctx.out, "removed {name}")?;
-        }
+        DeviceCommand::Remove {
+            name,
+            selection,
+            dry_run,
+        } => return select::remove(ctx, name, selection, dry_run),
         DeviceCommand::Import { file, dry_run } => {
             let path = ctx.path(&file);
             return bulk::import(ctx, &path, dry_run);
@@ -342,6 +264,11 @@ pub fn run(ctx: &mut Ctx, cmd: DeviceCommand) -> Result<ExitCode> {
         DeviceCommand::Export { csv: _, json } => return bulk::export(ctx, json),
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The node's default deadline (capf.toml `default_deadline_days`), in seconds.
+fn default_deadline(ctx: &Ctx) -> Result<Option<i64>> {
+    Ok(crate::settings::Settings::load(ctx.data)?.default_deadline())
 }
 
 fn get(store: &Store, name: &str) -> Result<DeviceRecord> {

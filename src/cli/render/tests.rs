@@ -35,6 +35,7 @@ fn device_value(d: &DeviceRecord) -> Value {
         "status": d.status.to_string(),
         "last_attempt": opt_time(d.last_attempt),
         "failed_auth": d.failed_auth,
+        "locked_out": d.is_locked(crate::model::now()),
         "locked_until": opt_time(d.locked_until),
         "lsc": opt_cert(d.lsc.as_ref()),
         "mic": opt_cert(d.mic.as_ref()),
@@ -149,13 +150,15 @@ fn the_device_table_sizes_columns_to_their_widest_cell() {
     let mut out = Vec::new();
     device_table(
         &mut out,
+        // After the lockout of `every_field` ended.
+        1_800_000_000,
         [Ok(DeviceRecord::new("CSFjdoe")), Ok(enrolled_phone)],
     )
     .unwrap();
     let expected = format!(
-            "NAME             OPERATION  AUTH    KEY                         STATUS           LAST ATTEMPT          LSC MD5\n\
-             CSFjdoe          none       null    rsa:2048                    None             -                     -\n\
-             SEP001122334455  install    string  ec-preferred:p384,rsa:3072  Upgrade Success  2025-06-15T15:06:40Z  {md5}\n"
+            "NAME             OPERATION  AUTH    KEY                         STATUS           LAST ATTEMPT          LSC MD5                           DEADLINE\n\
+             CSFjdoe          none       null    rsa:2048                    None             -                     -                                 -\n\
+             SEP001122334455  install    string  ec-preferred:p384,rsa:3072  Upgrade Success  2025-06-15T15:06:40Z  {md5}  2027-01-15T08:00:00Z\n"
         );
     assert_eq!(String::from_utf8(out).unwrap(), expected);
 }

@@ -124,6 +124,10 @@ fn rsa_phone_key(spki: &[u8]) -> Result<Rsa<openssl::pkey::Public>> {
     Ok(key)
 }
 
+/// Why a file does not decrypt when its wrapped key does not unwrap to an AES key.
+const WRONG_KEY: &str =
+    "this key does not match the file (the wrapped AES key does not unwrap with it)";
+
 /// Decrypts an `.enc.sgn` with the phone's private key and checks it as V4 asks: the
 /// structure, a body of whole blocks, a 16-byte key, `n` pad bytes that are all `0x0D`
 /// (E10: n = 0 and n > 16 are refused by the parser), the plaintext digest, and a
@@ -142,9 +146,11 @@ pub fn decrypt(file: &[u8], phone_key: &rsa::PrivateKey) -> Result<Vec<u8>> {
     }
     let key = phone_key
         .pkcs1v15_decrypt(info.wrapped_key)
-        .map_err(|_| Error::Decrypt("the wrapped key does not unwrap".into()))?;
+        .map_err(|_| Error::Decrypt(WRONG_KEY.into()))?;
+    // RSA decryption with the wrong key does not always fail: it can yield bytes of
+    // any length. Either way the likely cause is the operator's key, so say that.
     if key.len() != BLOCK {
-        return Err(Error::Decrypt("the wrapped key is not 16 bytes".into()));
+        return Err(Error::Decrypt(WRONG_KEY.into()));
     }
     let mut plaintext = body.to_vec();
     Decryptor::new_from_slices(&key, info.iv)
