@@ -30,6 +30,8 @@
 //!   issuance, the checks on phone keys, and RSA signing on OpenSSL (`ca::signing`).
 //! * [`store`] — the sled database and its writer thread: the only owner of
 //!   persistent state.
+//! * [`health`] — what `capf status` reports and the running node watches: devices
+//!   by status, expiring LSCs, late operations, capf's certificates.
 //! * [`settings`] — the data directory layout and `capf.toml`.
 //! * [`model`] — the shared nouns: times and the clock, device records, enrolled
 //!   certificates, events, and the changes a session asks the store to make.
@@ -52,6 +54,7 @@ compile_error!(
 
 pub mod ca;
 pub mod cli;
+pub mod health;
 pub mod model;
 mod net;
 pub mod node;

@@ -22,8 +22,14 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use tokio::sync::watch;
 
+/// How often the running node re-assesses its health (docs/operations.md "Status").
+const HEALTH_EVERY: std::time::Duration = std::time::Duration::from_secs(3600);
+
 /// Every listener of a node, bound and ready to run.
 pub struct Node {
+    /// For the health watch (`health::watch`).
+    store: Store,
+    data: DataDir,
     capf: CapfListener,
     legacy: Option<CapfListener>,
     http: Option<HttpServer>,
@@ -58,9 +64,11 @@ impl Node {
         };
         let own_keys = own_keys(data, &ca);
         let legacy_listen = settings.legacy_listen;
-        let capf = CapfListener::bind(settings, store, ca, trust, own_keys).await?;
+        let capf = CapfListener::bind(settings, store.clone(), ca, trust, own_keys).await?;
         let legacy = bind_legacy(&capf, legacy_listen).await?;
         Ok(Node {
+            store,
+            data: data.clone(),
             capf,
             legacy,
             http,
@@ -105,6 +113,15 @@ impl Node {
             }
             tasks.push(("tftp", tokio::spawn(tftp.run(stopped(stop_rx.clone())))));
         }
+        tasks.push((
+            "health watch",
+            tokio::spawn(crate::health::watch(
+                self.store,
+                self.data,
+                HEALTH_EVERY,
+                stopped(stop_rx.clone()),
+            )),
+        ));
         if let Some(legacy) = self.legacy {
             tasks.push((
                 "legacy listener",

@@ -17,6 +17,7 @@ mod private;
 mod render;
 mod serve;
 mod settings_cmd;
+mod status;
 
 pub use device::{parse_import, ParsedRow};
 pub use init::initialise;
@@ -84,6 +85,9 @@ pub enum Command {
     Inspect(inspect::InspectArgs),
     /// Check that phones can enroll and get their encrypted configuration.
     Doctor(doctor::DoctorArgs),
+    /// The node's health: devices by status, expiring LSCs, late operations, capf's
+    /// certificates. Exit status 0 ok, 1 warning, 2 critical.
+    Status(status::StatusArgs),
 }
 
 /// Everything a store-backed command needs. The same command runs either in the CLI
@@ -216,6 +220,7 @@ pub fn execute(ctx: &mut Ctx, command: Command) -> Result<ExitCode> {
         Command::Config(cmd) => config::run_config(ctx, cmd),
         Command::Itl(cmd) => config::run_itl(ctx, cmd),
         Command::Doctor(args) => doctor::run(ctx, args),
+        Command::Status(args) => status::run(ctx, args),
         Command::Init(_)
         | Command::Serve(_)
         | Command::Cert(_)

@@ -1,0 +1,314 @@
+//! The node's health: what `capf status` prints, what cron and monitoring read from
+//! its exit code, and what the running node watches and logs.
+//!
+//! One pass over the devices counts them by status, finds locked phones, operations
+//! past their deadline and LSCs expiring; the CAPF CA and the file signer are checked
+//! for their dates. Every finding carries a level, and the worst decides the whole:
+//! ok, warning or critical.
+
+use crate::model::{DeviceRecord, Operation, OperationStatus, UnixTime};
+use crate::settings::DataDir;
+use crate::store::{Store, StoreError};
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::CertificateDer;
+use std::collections::BTreeMap;
+
+const DAY: i64 = 86_400;
+
+/// How bad a finding is; the order is the severity.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Level {
+    Ok,
+    Warning,
+    Critical,
+}
+
+impl Level {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Level::Ok => "ok",
+            Level::Warning => "warning",
+            Level::Critical => "critical",
+        }
+    }
+
+    /// The exit status `capf status` ends with: 0, 1 or 2.
+    pub fn exit_code(self) -> u8 {
+        self as u8
+    }
+}
+
+/// One thing an operator should know, in words that say what to do.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Finding {
+    pub level: Level,
+    pub message: String,
+}
+
+/// One of capf's own certificates and its dates.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CertHealth {
+    /// "CAPF CA" or "TFTP signer".
+    pub name: &'static str,
+    /// `None` when the file cannot be read.
+    pub not_before: Option<UnixTime>,
+    pub not_after: Option<UnixTime>,
+}
+
+/// Everything `capf status` reports.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Health {
+    pub devices: usize,
+    /// Devices per status, as `capf device list` words them.
+    pub by_status: BTreeMap<String, usize>,
+    pub locked: usize,
+    /// Operations scheduled and not yet done.
+    pub pending: usize,
+    /// Pending operations whose "operation completes by" has passed.
+    pub past_deadline: usize,
+    pub lsc_expired: usize,
+    pub lsc_expiring_30_days: usize,
+    pub lsc_expiring_90_days: usize,
+    pub earliest_lsc_not_after: Option<UnixTime>,
+    pub certificates: Vec<CertHealth>,
+    pub findings: Vec<Finding>,
+}
+
+impl Health {
+    /// The worst finding's level.
+    pub fn level(&self) -> Level {
+        self.findings
+            .iter()
+            .map(|f| f.level)
+            .max()
+            .unwrap_or(Level::Ok)
+    }
+}
+
+/// Reads the store and capf's certificates and judges them at `now`.
+pub fn assess(store: &Store, data: &DataDir, now: UnixTime) -> Result<Health, StoreError> {
+    let mut health = Health::default();
+    for device in store.devices() {
+        count_device(&mut health, &device?, now);
+    }
+    health.certificates = vec![
+        own_certificate("CAPF CA", &data.capf_cert()),
+        own_certificate("TFTP signer", &data.tftp_cert()),
+    ];
+    health.findings = findings(&health, now);
+    Ok(health)
+}
+
+fn count_device(health: &mut Health, d: &DeviceRecord, now: UnixTime) {
+    health.devices += 1;
+    *health.by_status.entry(d.status.to_string()).or_default() += 1;
+    if d.is_locked(now) {
+        health.locked += 1;
+    }
+    let done = matches!(
+        d.status,
+        OperationStatus::UpgradeSuccess
+            | OperationStatus::DeleteSuccess
+            | OperationStatus::TroubleshootSuccess
+    );
+    if d.operation != Operation::None && !done {
+        health.pending += 1;
+        if d.deadline.is_some_and(|deadline| deadline < now) {
+            health.past_deadline += 1;
+        }
+    }
+    if let Some(lsc) = &d.lsc {
+        let left = lsc.not_after - now;
+        if left < 0 {
+            health.lsc_expired += 1;
+        } else if left < 30 * DAY {
+            health.lsc_expiring_30_days += 1;
+        }
+        if (0..90 * DAY).contains(&left) {
+            health.lsc_expiring_90_days += 1;
+        }
+        health.earliest_lsc_not_after = Some(
+            health
+                .earliest_lsc_not_after
+                .map_or(lsc.not_after, |t| t.min(lsc.not_after)),
+        );
+    }
+}
+
+fn own_certificate(name: &'static str, pem: &std::path::Path) -> CertHealth {
+    let info = CertificateDer::from_pem_file(pem)
+        .ok()
+        .and_then(|der| crate::ca::cert_info(&der).ok());
+    CertHealth {
+        name,
+        not_before: info.as_ref().map(|c| c.not_before),
+        not_after: info.as_ref().map(|c| c.not_after),
+    }
+}
+
+/// The rules. Critical: one of capf's certificates is unreadable, not yet valid,
+/// expired or within 7 days of expiry (phones stop trusting the node). Warning: one
+/// within 30 days; LSCs expired or expiring within 30 days; operations past their
+/// deadline; locked devices.
+fn findings(h: &Health, now: UnixTime) -> Vec<Finding> {
+    let mut out = Vec::new();
+    let mut say = |level, message: String| out.push(Finding { level, message });
+    for c in &h.certificates {
+        match (c.not_before, c.not_after) {
+            (Some(nb), Some(na)) => {
+                let days = (na - now).div_euclid(DAY);
+                if now < nb {
+                    say(
+                        Level::Critical,
+                        format!("the {} certificate is not valid yet", c.name),
+                    );
+                } else if na < now {
+                    say(
+                        Level::Critical,
+                        format!("the {} certificate has expired", c.name),
+                    );
+                } else if days < 7 {
+                    say(
+                        Level::Critical,
+                        format!("the {} certificate expires in {days} days", c.name),
+                    );
+                } else if days < 30 {
+                    say(
+                        Level::Warning,
+                        format!("the {} certificate expires in {days} days", c.name),
+                    );
+                }
+            }
+            _ => say(
+                Level::Critical,
+                format!("the {} certificate cannot be read", c.name),
+            ),
+        }
+    }
+    if h.lsc_expired > 0 {
+        say(
+            Level::Warning,
+            format!(
+                "{} LSCs have expired (schedule re-keys: capf device set --operation install)",
+                h.lsc_expired
+            ),
+        );
+    }
+    if h.lsc_expiring_30_days > 0 {
+        say(
+            Level::Warning,
+            format!("{} LSCs expire within 30 days", h.lsc_expiring_30_days),
+        );
+    }
+    if h.past_deadline > 0 {
+        say(
+            Level::Warning,
+            format!(
+                "{} pending operations are past their deadline (phones are refused as late)",
+                h.past_deadline
+            ),
+        );
+    }
+    if h.locked > 0 {
+        say(
+            Level::Warning,
+            format!(
+                "{} devices are locked out after failed authentications (capf device list --status locked)",
+                h.locked
+            ),
+        );
+    }
+    out
+}
+
+/// Watches the node: assesses it every `every` and logs each finding when it first
+/// appears (a warning or an error, by level) and when it clears, so a threshold crossed
+/// shows up once in the log, not once an hour. Runs until `shutdown` completes.
+pub async fn watch(
+    store: Store,
+    data: DataDir,
+    every: std::time::Duration,
+    shutdown: impl std::future::Future<Output = ()>,
+) {
+    tokio::pin!(shutdown);
+    let mut seen: Vec<Finding> = Vec::new();
+    loop {
+        let (store2, data2) = (store.clone(), data.clone());
+        let assessed =
+            tokio::task::spawn_blocking(move || assess(&store2, &data2, crate::model::now())).await;
+        match assessed {
+            Ok(Ok(health)) => {
+                for f in health.findings.iter().filter(|f| !seen.contains(f)) {
+                    match f.level {
+                        Level::Critical => tracing::error!(target: "capf::health", "{}", f.message),
+                        _ => tracing::warn!(target: "capf::health", "{}", f.message),
+                    }
+                }
+                for f in seen.iter().filter(|f| !health.findings.contains(f)) {
+                    tracing::info!(target: "capf::health", "cleared: {}", f.message);
+                }
+                seen = health.findings;
+            }
+            Ok(Err(e)) => tracing::error!(target: "capf::health", "cannot assess the node: {e}"),
+            Err(e) => tracing::error!(target: "capf::health", "health check failed: {e}"),
+        }
+        tokio::select! {
+            () = &mut shutdown => return,
+            () = tokio::time::sleep(every) => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::EnrolledCert;
+
+    fn lsc(not_after: UnixTime) -> EnrolledCert {
+        EnrolledCert {
+            der: Vec::new(),
+            public_key: Vec::new(),
+            md5: String::new(),
+            sha256: String::new(),
+            serial: "01".into(),
+            not_before: 0,
+            not_after,
+            key: crate::model::KeySpec::Rsa { bits: 2048 },
+            issuer: String::new(),
+            subject: String::new(),
+        }
+    }
+
+    #[test]
+    fn counts_and_levels_follow_the_rules() {
+        let now = 1_000 * DAY;
+        let mut h = Health::default();
+        let mut fresh = DeviceRecord::new("SEPA");
+        fresh.lsc = Some(lsc(now + 400 * DAY));
+        let mut soon = DeviceRecord::new("SEPB");
+        soon.lsc = Some(lsc(now + 10 * DAY));
+        let mut late = DeviceRecord::new("SEPC");
+        late.operation = Operation::Install;
+        late.status = OperationStatus::Pending;
+        late.deadline = Some(now - 1);
+        for d in [&fresh, &soon, &late] {
+            count_device(&mut h, d, now);
+        }
+        assert_eq!(h.devices, 3);
+        assert_eq!((h.pending, h.past_deadline), (1, 1));
+        assert_eq!((h.lsc_expiring_30_days, h.lsc_expiring_90_days), (1, 1));
+        assert_eq!(h.earliest_lsc_not_after, Some(now + 10 * DAY));
+
+        h.certificates = vec![CertHealth {
+            name: "CAPF CA",
+            not_before: Some(0),
+            not_after: Some(now + 400 * DAY),
+        }];
+        h.findings = findings(&h, now);
+        assert_eq!(h.level(), Level::Warning);
+        h.certificates[0].not_after = Some(now + 3 * DAY);
+        h.findings = findings(&h, now);
+        assert_eq!(h.level(), Level::Critical);
+        assert_eq!(Level::Critical.exit_code(), 2);
+    }
+}
