@@ -49,7 +49,15 @@ impl Node {
             Arc::new(service)
         });
         let http = match (settings.http, &service) {
-            (Some(addr), Some(service)) => Some(HttpServer::bind(addr, service.clone()).await?),
+            (Some(addr), Some(service)) => Some(
+                HttpServer::bind(
+                    addr,
+                    service.clone(),
+                    settings.http_max_connections,
+                    settings.http_head_timeout(),
+                )
+                .await?,
+            ),
             _ => None,
         };
         let tftp = match (settings.tftp, &service) {
