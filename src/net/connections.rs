@@ -160,7 +160,8 @@ impl Connections {
                 .is_none_or(|at| now.duration_since(at) >= WARN_EVERY)
             {
                 tracing::warn!(
-                    "{} connection cap of {} reached: {} waiting connections closed to make room",
+                    "{} connection cap of {} reached: {} waiting connections closed to make \
+                     room since the last such line",
                     self.what,
                     self.cap,
                     inner.gave_way
