@@ -17,8 +17,9 @@
 //! * [`phone_config`] — the configuration companion: per phone and request, full,
 //!   partial or encrypted configuration and the ITL (`plan`, `format/`), built by
 //!   `service` from the store and served over HTTP and TFTP (`http`, `tftp`).
-//! * `net` — what every listener shares: the accept loop, client networks, the
-//!   per-address failure limit.
+//! * `net` — what every listener shares: the accept loop, the connection table (at
+//!   the cap the oldest connection that has not made progress gives way), the
+//!   standing of peer addresses, and the per-address failure limit.
 //! * [`session`] — the sans-I/O state machine of one CAPF conversation: decoded
 //!   messages and looked-up records in, a `Step` (commit, bytes to send, next action)
 //!   out. A whole conversation is a unit test.

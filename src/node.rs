@@ -55,7 +55,15 @@ impl Node {
             Arc::new(service)
         });
         let http = match (settings.http, &service) {
-            (Some(addr), Some(service)) => Some(HttpServer::bind(addr, service.clone()).await?),
+            (Some(addr), Some(service)) => Some(
+                HttpServer::bind(
+                    addr,
+                    service.clone(),
+                    settings.http_max_connections,
+                    settings.http_head_timeout(),
+                )
+                .await?,
+            ),
             _ => None,
         };
         let tftp = match (settings.tftp, &service) {
@@ -63,6 +71,7 @@ impl Node {
             _ => None,
         };
         let own_keys = own_keys(data, &ca);
+        check_open_file_limit(&settings);
         let legacy_listen = settings.legacy_listen;
         let capf = CapfListener::bind(settings, store.clone(), ca, trust, own_keys).await?;
         let legacy = bind_legacy(&capf, legacy_listen).await?;
@@ -135,6 +144,40 @@ impl Node {
             }
         }
     }
+}
+
+/// Warns when the process may not open as many sockets as the connection caps allow.
+/// The caps only protect phones if every connection up to them is accepted: past the
+/// open-file limit `accept` fails before the oldest idle connection can make room.
+fn check_open_file_limit(settings: &Settings) {
+    let needed = settings.max_sessions
+        + settings.http.map_or(0, |_| settings.http_max_connections)
+        + settings
+            .tftp
+            .map_or(0, |_| crate::phone_config::tftp::MAX_TRANSFERS)
+        // The store, the admin socket, the listeners and the log.
+        + 64;
+    let Some(limit) = open_file_limit() else {
+        return;
+    };
+    if limit < needed as u64 {
+        tracing::warn!(
+            "the open-file limit ({limit}) is below what the connection caps need ({needed}): \
+             raise it (LimitNOFILE= under systemd) or lower max_sessions / http_max_connections"
+        );
+    }
+}
+
+/// The soft limit on open files, from /proc/self/limits (Linux); `None` elsewhere or
+/// when unlimited.
+fn open_file_limit() -> Option<u64> {
+    let limits = std::fs::read_to_string("/proc/self/limits").ok()?;
+    let line = limits.lines().find(|l| l.starts_with("Max open files"))?;
+    line.trim_start_matches("Max open files")
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
 }
 
 /// A future that completes once `rx` says stop.
@@ -216,5 +259,14 @@ async fn bind_legacy(_: &CapfListener, addr: Option<SocketAddr>) -> Result<Optio
             "legacy_listen / --legacy-tls-listen needs capf built with `--features legacy-tls`"
         ),
         None => Ok(None),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    #[cfg(target_os = "linux")]
+    fn the_open_file_limit_is_read_on_linux() {
+        assert!(super::open_file_limit().is_some_and(|n| n > 0));
     }
 }

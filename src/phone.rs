@@ -5,6 +5,10 @@
 //! nothing else, like a phone trusting its ITL), one message per write, keys generated
 //! on request.
 
+mod tftp;
+
+pub use tftp::tftp_get;
+
 use crate::protocol::{
     AuthResponse, ClientMessage, Command, CurveId, HashId, Header, KeyGenerateRequest, KeyType,
     Reason, ServerMessage, Sha2SignedData, SudiData, WrappedCertificate, HEADER_LEN,
@@ -37,6 +41,8 @@ pub enum PhoneError {
     Key(String),
     #[error("HTTP: {0}")]
     Http(String),
+    #[error("TFTP: {0}")]
+    Tftp(String),
 }
 
 /// A private key the phone holds.

@@ -105,7 +105,13 @@ pub struct Settings {
     /// default, turns it off, since port 69 needs privileges.
     #[serde(with = "listener")]
     pub tftp: Option<SocketAddr>,
-    /// TLS handshake timeout, seconds.
+    /// Concurrent HTTP connections; at the cap the oldest one still waiting for its
+    /// request head is closed for the new one.
+    pub http_max_connections: usize,
+    /// Time an HTTP client has to send its whole request head, seconds (1–60).
+    pub http_head_timeout: u64,
+    /// TLS handshake timeout, seconds (1–60): the longest a connection that has not
+    /// finished its handshake is held.
     pub handshake_timeout: u64,
     /// Per-message read timeout, seconds (R13: at most 15 — phones give up after 8–10).
     pub message_timeout: u64,
@@ -113,7 +119,9 @@ pub struct Settings {
     pub keygen_timeout: u64,
     /// Whole-session deadline, seconds.
     pub session_timeout: u64,
-    /// Concurrent CAPF sessions; connections above this are closed at once.
+    /// Concurrent CAPF connections, in the TLS handshake or in session. At the cap the
+    /// oldest connection still waiting for its handshake or first message is closed
+    /// for the new one; only when all are in session is a new one closed at once.
     pub max_sessions: usize,
     /// Largest payload a client may announce, bytes.
     pub max_payload: usize,
@@ -163,11 +171,13 @@ impl Default for Settings {
             capf_port: 3804,
             http: Some(SocketAddr::from(([0, 0, 0, 0], 6970))),
             tftp: None,
-            handshake_timeout: 10,
+            http_max_connections: 4096,
+            http_head_timeout: 5,
+            handshake_timeout: 5,
             message_timeout: 10,
             keygen_timeout: 120,
             session_timeout: 300,
-            max_sessions: 256,
+            max_sessions: 4096,
             // protocol::DEFAULT_MAX_PAYLOAD; settings stay a leaf (a test checks they agree).
             max_payload: 32 * 1024,
             lsc_validity_days: 5 * 365,
@@ -236,11 +246,21 @@ impl Settings {
                 self.keygen_timeout
             ));
         }
-        if self.handshake_timeout == 0 || self.session_timeout == 0 {
-            return Err("handshake_timeout and session_timeout must be positive".into());
+        // Short on purpose: a connection that has not finished its TLS handshake or sent
+        // its request head may be anyone's, and phones need milliseconds.
+        for (name, value) in [
+            ("handshake_timeout", self.handshake_timeout),
+            ("http_head_timeout", self.http_head_timeout),
+        ] {
+            if !(1..=60).contains(&value) {
+                return Err(format!("{name} = {value} (expected 1–60 seconds)"));
+            }
         }
-        if self.max_sessions == 0 {
-            return Err("max_sessions must be at least 1".into());
+        if self.session_timeout == 0 {
+            return Err("session_timeout must be positive".into());
+        }
+        if self.max_sessions == 0 || self.http_max_connections == 0 {
+            return Err("max_sessions and http_max_connections must be at least 1".into());
         }
         if !(1024..=65535).contains(&self.max_payload) {
             return Err(format!(
@@ -277,6 +297,9 @@ impl Settings {
 
     pub fn handshake_timeout(&self) -> Duration {
         Duration::from_secs(self.handshake_timeout)
+    }
+    pub fn http_head_timeout(&self) -> Duration {
+        Duration::from_secs(self.http_head_timeout)
     }
     pub fn message_timeout(&self) -> Duration {
         Duration::from_secs(self.message_timeout)
@@ -375,6 +398,22 @@ mod tests {
         s.save(&data).unwrap();
         let err = Settings::load(&data).unwrap_err().to_string();
         assert!(err.contains("message_timeout = 60"), "{err}");
+        s.message_timeout = 10;
+
+        s.handshake_timeout = 0;
+        s.save(&data).unwrap();
+        let err = Settings::load(&data).unwrap_err().to_string();
+        assert!(err.contains("handshake_timeout = 0"), "{err}");
+        s.handshake_timeout = 5;
+        s.http_head_timeout = 61;
+        s.save(&data).unwrap();
+        let err = Settings::load(&data).unwrap_err().to_string();
+        assert!(err.contains("http_head_timeout = 61"), "{err}");
+        s.http_head_timeout = 5;
+        s.http_max_connections = 0;
+        s.save(&data).unwrap();
+        let err = Settings::load(&data).unwrap_err().to_string();
+        assert!(err.contains("http_max_connections"), "{err}");
 
         // Every listener can be turned off with the word the command line takes; a
         // removed line is the default.

@@ -1,25 +1,27 @@
 //! The accept loop shared by the CAPF listeners and the HTTP server.
 
+use super::connections::{Connections, Slot};
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::Semaphore;
 
-/// Accepts connections until `shutdown` completes. A peer `admit` refuses, or one
-/// beyond the permits of `limit`, is closed at once; every other connection is handed
-/// to `serve` on its own task, holding a permit until it finishes. Accept errors
-/// (usually out of file descriptors) back off instead of spinning.
+/// Accepts connections until `shutdown` completes. A peer `admit` refuses is closed at
+/// once; every other connection gets a slot in `connections` (the oldest waiting
+/// connection giving way when the table is full, see `connections.rs`) and is handed
+/// to `serve` on its own task, which holds the slot until it finishes. Only when every
+/// slot belongs to a connection that made progress is the new one closed at once.
+/// Accept errors (usually out of file descriptors) back off instead of spinning.
 pub async fn accept_until<F, Fut>(
     listener: &TcpListener,
-    limit: &Arc<Semaphore>,
+    connections: &Arc<Connections>,
     what: &str,
     shutdown: impl Future<Output = ()>,
     admit: impl Fn(SocketAddr) -> bool,
     serve: F,
 ) where
-    F: Fn(TcpStream, SocketAddr) -> Fut,
+    F: Fn(TcpStream, SocketAddr, Slot) -> Fut,
     Fut: Future<Output = ()> + Send + 'static,
 {
     tokio::pin!(shutdown);
@@ -44,14 +46,10 @@ pub async fn accept_until<F, Fut>(
         if !admit(peer) {
             continue;
         }
-        let Ok(permit) = limit.clone().try_acquire_owned() else {
-            tracing::warn!(%peer, "{what} connection cap reached; connection closed");
+        let Some(slot) = connections.admit(peer.ip()) else {
+            tracing::warn!(%peer, "{what} connection cap reached, every connection in session; connection closed");
             continue;
         };
-        let connection = serve(tcp, peer);
-        tokio::spawn(async move {
-            connection.await;
-            drop(permit);
-        });
+        tokio::spawn(serve(tcp, peer, slot));
     }
 }

@@ -1,14 +1,18 @@
-//! What every listener shares: binding, the accept loop and the per-address failure
-//! limit.
+//! What every listener shares: binding, the accept loop, the table of live
+//! connections (who gives way when it is full), the standing of peer addresses and the
+//! per-address failure limit.
 //!
 //! The CAPF listener (`server`) and the configuration delivery servers
 //! (`phone_config::http`, `phone_config::tftp`) sit on top of this; nothing here knows
 //! what they speak.
 
 mod accept;
+mod connections;
 mod limits;
+mod standing;
 
 pub use accept::accept_until;
+pub use connections::{Connections, Slot};
 pub use limits::{AttemptSlot, FailureLimiter, Refusal};
 
 use std::net::SocketAddr;

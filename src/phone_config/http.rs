@@ -5,9 +5,11 @@
 //! `GET` one file per request, so the whole protocol capf needs is a request line, a
 //! header block to skip and a response with a known length. Every connection carries
 //! one request and is closed after the answer. What a hostile client can cost is
-//! bounded: the request head is limited in size and in time, the response write in
-//! time, and the number of open connections by a semaphore (connections above it are
-//! closed at once, like the CAPF listener's).
+//! bounded: the request head is limited in size and in time (`http_head_timeout`),
+//! the response write in time, and the number of open connections by the connection
+//! table (`http_max_connections`). When the table is full, the oldest connection
+//! still waiting for its request head is closed for the new one, as on the CAPF
+//! listener: idle or slow clients cannot keep a phone from its files.
 //!
 //! Files are built on demand from the current store, so a phone that just enrolled
 //! gets its new `certHash` on its next request. The only names answered are those of
@@ -15,7 +17,7 @@
 //! `/`, `..` or a percent escape, is *not found*.
 
 use crate::model::now;
-use crate::net::{accept_until, loggable, BindError};
+use crate::net::{accept_until, loggable, BindError, Connections, Slot};
 use crate::phone_config::plan::Request;
 use crate::phone_config::service::{ConfigService, File, Refusal};
 use std::future::Future;
@@ -24,29 +26,30 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::Semaphore;
 
 /// Largest request head (request line and headers) read; a phone's is a few hundred
 /// bytes.
 pub const MAX_REQUEST_HEAD: usize = 8 * 1024;
-/// Time a client has to send its whole request head.
-pub const HEAD_TIMEOUT: Duration = Duration::from_secs(10);
 /// Time a client has to take the whole response.
 pub const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
-/// Concurrent connections.
-pub const MAX_CONNECTIONS: usize = 256;
 
 /// A bound HTTP listener, ready to run.
 pub struct HttpServer {
     listener: TcpListener,
     service: Arc<ConfigService>,
-    limit: Arc<Semaphore>,
+    connections: Arc<Connections>,
+    /// Time a client has to send its whole request head (`http_head_timeout`).
+    head_timeout: Duration,
 }
 
 impl HttpServer {
+    /// Binds `addr`; at most `max_connections` at once, each with `head_timeout` to
+    /// send its request head.
     pub async fn bind(
         addr: SocketAddr,
         service: impl Into<Arc<ConfigService>>,
+        max_connections: usize,
+        head_timeout: Duration,
     ) -> Result<Self, BindError> {
         let listener = TcpListener::bind(addr).await.map_err(|source| BindError {
             addr,
@@ -55,7 +58,8 @@ impl HttpServer {
         Ok(HttpServer {
             listener,
             service: service.into(),
-            limit: Arc::new(Semaphore::new(MAX_CONNECTIONS)),
+            connections: Connections::new("HTTP", max_connections),
+            head_timeout,
         })
     }
 
@@ -66,10 +70,12 @@ impl HttpServer {
     /// Answers requests until `shutdown` completes. Connections in flight finish on
     /// their own; each is bounded by the timeouts above.
     pub async fn run(self, shutdown: impl Future<Output = ()>) {
-        let serve = |tcp, peer| serve_connection(self.service.clone(), tcp, peer);
+        let head_timeout = self.head_timeout;
+        let serve =
+            |tcp, peer, slot| serve_connection(self.service.clone(), head_timeout, tcp, peer, slot);
         accept_until(
             &self.listener,
-            &self.limit,
+            &self.connections,
             "HTTP",
             shutdown,
             |_| true,
@@ -112,19 +118,45 @@ impl Response {
     }
 }
 
-async fn serve_connection(service: Arc<ConfigService>, mut tcp: TcpStream, peer: SocketAddr) {
-    let head = match tokio::time::timeout(HEAD_TIMEOUT, read_head(&mut tcp)).await {
+async fn serve_connection(
+    service: Arc<ConfigService>,
+    head_timeout: Duration,
+    mut tcp: TcpStream,
+    peer: SocketAddr,
+    mut slot: Slot,
+) {
+    let read = tokio::time::timeout(head_timeout, read_head(&mut tcp));
+    let read = tokio::select! {
+        read = read => read,
+        () = slot.give_way() => {
+            tracing::debug!(%peer, "http connection closed before its request head to make room");
+            return;
+        }
+    };
+    // Anything but a whole head is a stall of the address: it only moves its waiting
+    // connections forward in the line to give way, never refuses it.
+    let head = match read {
         Ok(Ok(Some(head))) => head,
-        Ok(Ok(None)) => return,
+        Ok(Ok(None)) => {
+            slot.stalled();
+            return;
+        }
         Ok(Err(e)) => {
+            slot.stalled();
             tracing::info!(%peer, "http request not read: {e}");
             return;
         }
         Err(_) => {
+            slot.stalled();
             tracing::info!(%peer, "http request head timed out");
             return;
         }
     };
+    // From here the connection is bounded by the build and the write timeout, and no
+    // longer gives way.
+    if !slot.progress() {
+        return;
+    }
     let (method, target, response) = match parse_request_line(&head) {
         Some((method, target)) => {
             let response = answer(&service, method, target).await;

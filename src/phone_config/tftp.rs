@@ -9,12 +9,16 @@
 //! RFC 2349), then lock-step DATA blocks, each sent again on timeout a bounded number
 //! of times. Block numbers wrap to 0 after 65535, so files of any size go through.
 //!
-//! What a client can cost is bounded: a request is at most [`MAX_REQUEST`] bytes, the
-//! concurrent transfers are limited by a semaphore (requests above it are dropped,
-//! and the client's own retransmission tries again), and each transfer has a
-//! deadline. Only `octet` mode is served: these are signed and encrypted files, and
-//! netascii translation would break their signatures, so a netascii request is
-//! refused rather than silently altered.
+//! What a client can cost is bounded, including a client that forges its source
+//! address: a request is at most [`MAX_REQUEST`] bytes; the transfer table
+//! (`tftp/table.rs`) holds at most [`MAX_TRANSFERS`], [`MAX_PER_SOURCE`] per
+//! source address, and when full gives the new request the place of the stalest
+//! transfer; the first packet of a transfer is sent at most [`MAX_UNPROVEN_SENDS`]
+//! times before an acknowledgement proves the source real, within a per-address budget
+//! of unacknowledged bytes; the client's `timeout` option is honoured only up to
+//! [`MAX_CLIENT_TIMEOUT`]; and each transfer has a deadline. Only `octet` mode is
+//! served: these are signed and encrypted files, and netascii translation would break
+//! their signatures, so a netascii request is refused rather than silently altered.
 //!
 //! The requested name, without a leading `/`, must pass [`Request::parse`]; anything
 //! else is error 1, *File not found*, exactly where HTTP answers 404.
@@ -27,8 +31,12 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
+use table::{Table, Ticket};
 use tokio::net::UdpSocket;
-use tokio::sync::Semaphore;
+
+mod table;
+
+pub use table::{BUDGET, MAX_PER_SOURCE, REFILL_PER_SEC};
 
 /// Largest request packet read (RFC 2347 keeps requests within 512 bytes).
 pub const MAX_REQUEST: usize = 512;
@@ -39,8 +47,18 @@ pub const TRANSFER_DEADLINE: Duration = Duration::from_secs(120);
 /// Wait for an acknowledgement before sending again, unless the client asks for
 /// another with the timeout option.
 pub const RETRANSMIT_TIMEOUT: Duration = Duration::from_secs(2);
-/// Times a packet is sent again before the transfer is given up.
+/// The longest `timeout` option honoured, seconds. RFC 2349 lets the server decline
+/// the option but not change its value, so a larger one is left out of the OACK and
+/// the default applies: a client asking for 255 s cannot hold a transfer for 255 s
+/// per packet.
+pub const MAX_CLIENT_TIMEOUT: u8 = 5;
+/// Times a packet is sent again before the transfer is given up, once the client has
+/// acknowledged something.
 pub const MAX_RETRIES: u32 = 5;
+/// Times the first packet of a transfer (the OACK, or block 1) is sent before any
+/// acknowledgement: until then the source may be forged, and each send is traffic
+/// aimed at whoever owns that address.
+pub const MAX_UNPROVEN_SENDS: u32 = 2;
 
 /// RFC 1350's block size.
 const DEFAULT_BLOCK_SIZE: usize = 512;
@@ -70,7 +88,7 @@ enum ErrorCode {
 pub struct TftpServer {
     socket: UdpSocket,
     service: Arc<ConfigService>,
-    limit: Arc<Semaphore>,
+    transfers: Arc<Table>,
 }
 
 impl TftpServer {
@@ -85,7 +103,7 @@ impl TftpServer {
         Ok(TftpServer {
             socket,
             service: service.into(),
-            limit: Arc::new(Semaphore::new(MAX_TRANSFERS)),
+            transfers: Table::new(MAX_TRANSFERS),
         })
     }
 
@@ -135,9 +153,13 @@ impl TftpServer {
     }
 
     fn start(&self, read: ReadRequest, peer: SocketAddr) {
-        let Ok(permit) = self.limit.clone().try_acquire_owned() else {
-            tracing::warn!(%peer, "tftp transfer cap reached; request dropped");
-            return;
+        let ticket = match self.transfers.admit(peer.ip()) {
+            Ok(ticket) => ticket,
+            Err(why) => {
+                // The client sends its request again; by then one may have finished.
+                tracing::info!(%peer, "tftp request dropped: {why}");
+                return;
+            }
         };
         let local = match self.socket.local_addr() {
             Ok(local) => SocketAddr::new(local.ip(), 0),
@@ -148,8 +170,7 @@ impl TftpServer {
         };
         let service = self.service.clone();
         tokio::spawn(async move {
-            serve_transfer(service, local, peer, read).await;
-            drop(permit);
+            serve_transfer(service, local, peer, read, ticket).await;
         });
     }
 }
@@ -235,7 +256,10 @@ fn parse_request(packet: &[u8]) -> Result<Incoming, Malformed> {
             // In a read request the client sends 0 and the server answers the size.
             "tsize" => options.transfer_size = value == "0",
             "timeout" => {
-                options.timeout_secs = value.parse::<u8>().ok().filter(|&s| s >= 1);
+                options.timeout_secs = value
+                    .parse::<u8>()
+                    .ok()
+                    .filter(|s| (1..=MAX_CLIENT_TIMEOUT).contains(s));
             }
             _ => {}
         }
@@ -296,18 +320,20 @@ async fn serve_transfer(
     local: SocketAddr,
     peer: SocketAddr,
     read: ReadRequest,
+    ticket: Ticket,
 ) {
     let block_size = read.options.block_size();
-    let outcome =
-        match tokio::time::timeout(TRANSFER_DEADLINE, transfer(&service, local, peer, &read)).await
-        {
+    let transfer = tokio::time::timeout(
+        TRANSFER_DEADLINE,
+        transfer(&service, local, peer, &read, &ticket),
+    );
+    let outcome = tokio::select! {
+        outcome = transfer => match outcome {
             Ok(outcome) => outcome,
-            Err(_) => Outcome {
-                result: "deadline exceeded".into(),
-                served: "-".into(),
-                bytes: 0,
-            },
-        };
+            Err(_) => failed("deadline exceeded".into(), "-"),
+        },
+        () = ticket.give_way() => failed("gave way to a newer request".into(), "-"),
+    };
     tracing::info!(
         %peer,
         name = %loggable(&read.name),
@@ -326,6 +352,7 @@ async fn transfer(
     local: SocketAddr,
     peer: SocketAddr,
     read: &ReadRequest,
+    ticket: &Ticket,
 ) -> Outcome {
     let socket = match bind_transfer_socket(local, peer).await {
         Ok(socket) => socket,
@@ -363,6 +390,7 @@ async fn transfer(
     let served = file.kind.to_string();
     let mut sender = Sender {
         socket: &socket,
+        ticket,
         timeout: read.options.timeout(),
         acknowledged: 0,
     };
@@ -421,6 +449,8 @@ async fn build(service: &Arc<ConfigService>, request: Request) -> Result<File, R
 /// The lock-step sending side of one transfer.
 struct Sender<'a> {
     socket: &'a UdpSocket,
+    /// Its place in the table: the budget before the first acknowledgement.
+    ticket: &'a Ticket,
     timeout: Duration,
     acknowledged: usize,
 }
@@ -453,12 +483,22 @@ impl Sender<'_> {
     }
 
     /// Sends `packet` until the client acknowledges `block`, at most
-    /// 1 + [`MAX_RETRIES`] times. Acknowledgements of earlier blocks are ignored
-    /// rather than answered, so a delayed ACK cannot double every later packet
-    /// (the "Sorcerer's Apprentice" bug of RFC 1350).
+    /// 1 + [`MAX_RETRIES`] times, or [`MAX_UNPROVEN_SENDS`] times and within the
+    /// address's budget while the client has acknowledged nothing. Acknowledgements of
+    /// earlier blocks are ignored rather than answered, so a delayed ACK cannot double
+    /// every later packet (the "Sorcerer's Apprentice" bug of RFC 1350).
     async fn exchange(&self, packet: &[u8], block: u16) -> Result<(), String> {
         let mut reply = [0u8; 4 + MAX_REQUEST];
-        for _ in 0..=MAX_RETRIES {
+        let proven = self.ticket.proven();
+        let sends = if proven {
+            1 + MAX_RETRIES
+        } else {
+            MAX_UNPROVEN_SENDS
+        };
+        for _ in 0..sends {
+            if !self.ticket.may_send(packet.len()) {
+                return Err("budget of unacknowledged bytes for this address spent".into());
+            }
             self.socket
                 .send(packet)
                 .await
@@ -473,7 +513,10 @@ impl Sender<'_> {
                 };
                 let reply = reply.get(..n).unwrap_or_default();
                 match split_opcode(reply) {
-                    Some((ACK, number)) if number == block.to_be_bytes() => return Ok(()),
+                    Some((ACK, number)) if number == block.to_be_bytes() => {
+                        self.ticket.acknowledged();
+                        return Ok(());
+                    }
                     Some((ACK, _)) => continue,
                     Some((ERROR, body)) => return Err(client_error(body)),
                     _ => {
@@ -485,7 +528,8 @@ impl Sender<'_> {
             }
         }
         Err(format!(
-            "no ACK for block {block} after {MAX_RETRIES} retries"
+            "no ACK for block {block} after {} retries",
+            sends - 1
         ))
     }
 }
@@ -567,6 +611,8 @@ mod tests {
             &["a", "octet", "blksize", "7"][..],
             &["a", "octet", "blksize", "-1"],
             &["a", "octet", "timeout", "0"],
+            &["a", "octet", "timeout", "6"],
+            &["a", "octet", "timeout", "255"],
             &["a", "octet", "timeout", "256"],
             &["a", "octet", "tsize", "12"],
         ] {

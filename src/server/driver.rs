@@ -10,7 +10,7 @@ use super::tls::Acceptor;
 use super::turns::DeviceTurn;
 use super::Shared;
 use crate::model::now;
-use crate::net::{AttemptSlot, Refusal};
+use crate::net::{AttemptSlot, Refusal, Slot};
 use crate::protocol::HEADER_LEN;
 use crate::session::{Next, Session, Step, TlsInfo, Wait};
 use std::io;
@@ -20,28 +20,42 @@ use tokio::net::TcpStream;
 use tokio::time::{timeout_at, Instant};
 
 /// TLS handshake (off the accept loop, with its own timeout, R13), then the session.
+/// Until the phone's first message has arrived the connection may be told to give way
+/// to a newer one (`slot`, see `net::Connections`).
 pub(super) async fn serve_connection(
     shared: &Shared,
     acceptor: Acceptor,
     tcp: TcpStream,
     peer: SocketAddr,
+    mut slot: Slot,
 ) {
     // Every CAPF message is one small write answered by the phone: Nagle only adds delay.
     let _ = tcp.set_nodelay(true);
     let handshake = tokio::time::timeout(shared.settings.handshake_timeout(), acceptor.accept(tcp));
-    let (tls, info) = match handshake.await {
+    let accepted = tokio::select! {
+        accepted = handshake => accepted,
+        () = slot.give_way() => {
+            tracing::debug!(%peer, "closed in its TLS handshake to make room for a new connection");
+            return;
+        }
+    };
+    let (tls, info) = match accepted {
         Ok(Ok(accepted)) => accepted,
+        // Counted against the address's standing, never as a failed session: phones
+        // behind one NAT must not be locked out by one client that cannot do TLS.
         Ok(Err(e)) => {
+            slot.stalled();
             tracing::info!(%peer, "TLS handshake failed: {e}");
             return;
         }
         Err(_) => {
+            slot.stalled();
             tracing::info!(%peer, "TLS handshake timed out");
             return;
         }
     };
     let id = shared.ids.allocate();
-    run_session(shared, tls, peer, id.get(), info).await;
+    run_session(shared, tls, peer, id.get(), info, &mut slot).await;
 }
 
 pub async fn run_session<S>(
@@ -50,12 +64,15 @@ pub async fn run_session<S>(
     peer: SocketAddr,
     session_id: u32,
     tls: TlsInfo,
+    slot: &mut Slot,
 ) where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     let started = Instant::now();
     let deadline = started + shared.settings.session_timeout();
     let mut conn = Connection::new(stream);
+    // The session ended before the client said anything.
+    let mut silent = false;
     let (mut session, mut step) = Session::new(session_id, peer.to_string(), shared.policy.clone());
     session.set_tls(tls.clone());
 
@@ -142,13 +159,43 @@ pub async fn run_session<S>(
                     });
                 session.on_lsc_issued(issued, now())
             }
-            Next::Read(wait) => read_message(shared, &mut conn, &mut session, wait, deadline).await,
+            Next::Read(wait) if slot.has_progressed() => {
+                read_message(shared, &mut conn, &mut session, wait, deadline)
+                    .await
+                    .0
+            }
+            // The first message: until it arrives the connection may have to give way.
+            Next::Read(wait) => {
+                let read = read_message(shared, &mut conn, &mut session, wait, deadline);
+                let read = tokio::select! {
+                    read = read => Some(read),
+                    () = slot.give_way() => None,
+                };
+                match read {
+                    Some((step, Heard::Message)) if slot.progress() => step,
+                    Some((step, Heard::Part)) => step,
+                    Some((step, Heard::Nothing)) => {
+                        silent = true;
+                        step
+                    }
+                    // Told to give way (already counted against the address).
+                    Some((_, Heard::Message)) | None => {
+                        tracing::debug!(session = session_id, %peer, "closed before its first message to make room for a new connection");
+                        session.on_eof(now())
+                    }
+                }
+            }
         };
     }
     conn.shutdown().await;
 
     let s = session.summary();
-    if !failure_counted && matches!(s.end_reason, Some(7) | Some(9)) {
+    if silent {
+        // No first message in time: a stall of the address, not a failed session, for
+        // the same reason as a handshake that timed out. (A connection closed to make
+        // room was counted as a stall when it was told to.)
+        slot.stalled();
+    } else if !failure_counted && matches!(s.end_reason, Some(7) | Some(9)) {
         shared
             .failures
             .record_failure(peer.ip(), Instant::now().into_std());
@@ -182,6 +229,16 @@ fn refuse_own_key(shared: &Shared, public_key: &[u8]) -> Result<(), String> {
     }
 }
 
+/// How much of a message arrived before `read_message` returned.
+enum Heard {
+    /// Nothing: the wait timed out or the client closed.
+    Nothing,
+    /// A header, but not the whole message (or a header the session refused).
+    Part,
+    /// A whole message, handed to the session.
+    Message,
+}
+
 /// Reads one message within the wait's timeout (R13) and hands it to the session.
 async fn read_message<S>(
     shared: &Shared,
@@ -189,7 +246,7 @@ async fn read_message<S>(
     session: &mut Session,
     wait: Wait,
     deadline: Instant,
-) -> Step
+) -> (Step, Heard)
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
@@ -199,23 +256,23 @@ where
     };
     let until = deadline.min(Instant::now() + first);
     let raw = match timeout_at(until, conn.read_header()).await {
-        Err(_) => return session.on_timeout(now()),
+        Err(_) => return (session.on_timeout(now()), Heard::Nothing),
         Ok(Ok(Some(raw))) => raw,
-        Ok(Ok(None)) | Ok(Err(_)) => return session.on_eof(now()),
+        Ok(Ok(None)) | Ok(Err(_)) => return (session.on_eof(now()), Heard::Nothing),
     };
     let header = match session.check_header(&raw, now()) {
         Ok(h) => h,
-        Err(step) => return step,
+        Err(step) => return (step, Heard::Part),
     };
     // The rest of a message that has begun must follow promptly, whatever the wait.
     let until = deadline.min(Instant::now() + shared.settings.message_timeout());
     let payload = match timeout_at(until, conn.read_payload(usize::from(header.payload_len))).await
     {
-        Err(_) => return session.on_timeout(now()),
+        Err(_) => return (session.on_timeout(now()), Heard::Part),
         Ok(Ok(Some(p))) => p,
-        Ok(Ok(None)) | Ok(Err(_)) => return session.on_eof(now()),
+        Ok(Ok(None)) | Ok(Err(_)) => return (session.on_eof(now()), Heard::Part),
     };
-    session.on_message(&header, &payload, now())
+    (session.on_message(&header, &payload, now()), Heard::Message)
 }
 
 /// One CAPF connection: a stream plus the buffer of the message being read.

@@ -2,11 +2,13 @@
 //! With the `legacy-tls` feature a second listener (OpenSSL, down to TLS 1.0) can run
 //! beside it on its own port, sharing everything but the TLS layer.
 //!
-//! Built like mini-redis' server: the listener holds a semaphore whose permits are the
-//! session cap (a connection above the cap is closed at once, as the open-source CAPF
-//! server does), and shutdown falls out of ownership: when every permit is back, every
-//! session has finished. Shutdown stops accepting, then waits up to the grace period for
-//! sessions in flight.
+//! Built like mini-redis' server, with one change: every connection holds a slot in
+//! the listener's connection table (`net::Connections`, the cap `max_sessions`), and
+//! when the table is full the oldest connection still waiting for its TLS handshake or
+//! its first message gives way to the new one, so clients that connect and say
+//! nothing cannot keep a phone out. Shutdown falls out of ownership: when every slot
+//! is dropped, every session has finished. Shutdown stops accepting, then waits up to
+//! the grace period for sessions in flight.
 
 pub mod client;
 mod driver;
@@ -18,7 +20,7 @@ pub use ids::SessionIds;
 
 use crate::ca::Ca;
 use crate::model::Network;
-use crate::net::{accept_until, BindError, FailureLimiter};
+use crate::net::{accept_until, BindError, Connections, FailureLimiter};
 use crate::session::SessionPolicy;
 use crate::settings::Settings;
 use crate::store::{Store, Writer};
@@ -30,7 +32,6 @@ use std::time::Duration;
 use thiserror::Error;
 use tls::Acceptor;
 use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
 
 #[derive(Debug, Error)]
 pub enum ServerError {
@@ -73,8 +74,9 @@ pub struct CapfListener {
     /// Networks whose clients this listener serves; empty serves everyone.
     allow: Vec<Network>,
     shared: Arc<Shared>,
-    /// One permit per concurrent session, shared by every listener of the node.
-    limit: Arc<Semaphore>,
+    /// The connection table (the session cap), shared by every CAPF listener of the
+    /// node.
+    connections: Arc<Connections>,
 }
 
 impl CapfListener {
@@ -89,7 +91,7 @@ impl CapfListener {
     ) -> Result<Self, ServerError> {
         let acceptor = Acceptor::rustls(&ca)?;
         let listener = bind(settings.listen).await?;
-        let limit = Arc::new(Semaphore::new(settings.max_sessions));
+        let connections = Connections::new("CAPF", settings.max_sessions);
         let settings_failures = (
             settings.max_failures_per_address,
             settings.address_window_seconds,
@@ -113,7 +115,7 @@ impl CapfListener {
             acceptor,
             allow: Vec::new(),
             shared,
-            limit,
+            connections,
         })
     }
 
@@ -127,7 +129,7 @@ impl CapfListener {
             acceptor: Acceptor::openssl(&self.shared.ca)?,
             allow: self.shared.settings.legacy_allow.clone(),
             shared: self.shared.clone(),
-            limit: self.limit.clone(),
+            connections: self.connections.clone(),
         };
         let local = legacy.local_addr().map_err(|source| BindError {
             addr,
@@ -166,17 +168,20 @@ impl CapfListener {
             }
             true
         };
-        let serve = |tcp, peer| {
+        let serve = |tcp, peer, slot| {
             let acceptor = self.acceptor.clone();
             let shared = self.shared.clone();
-            async move { driver::serve_connection(&shared, acceptor, tcp, peer).await }
+            async move { driver::serve_connection(&shared, acceptor, tcp, peer, slot).await }
         };
-        accept_until(&self.listener, &self.limit, "CAPF", shutdown, admit, serve).await;
+        let connections = &self.connections;
+        accept_until(&self.listener, connections, "CAPF", shutdown, admit, serve).await;
 
+        // Connections still in their handshake or before their first message have no
+        // session to finish.
+        self.connections.close_waiting();
         let grace = self.shared.settings.shutdown_grace();
-        let all = u32::try_from(self.shared.settings.max_sessions).unwrap_or(u32::MAX);
         tracing::info!("shutting down: waiting up to {grace:?} for sessions in flight");
-        if tokio::time::timeout(grace, self.limit.acquire_many(all))
+        if tokio::time::timeout(grace, self.connections.drained())
             .await
             .is_err()
         {
