@@ -8,7 +8,8 @@ use capf::model::{AuthMode, Event, KeyOrder, Operation, OperationStatus};
 use capf::phone::{http_request, Phone, PhoneKey};
 use capf::phone_config::format::enc;
 use capf::protocol::{
-    CertificateType, ClientMessage, Command, Reason, WrappedCertificate, HEADER_LEN,
+    CertificateType, ClientMessage, Command, CurveId, KeyGenerateRequest, KeyType, Reason,
+    WrappedCertificate, HEADER_LEN,
 };
 use common::{install, TestNode, DOC, P256};
 use std::sync::Arc;
@@ -404,4 +405,51 @@ async fn capf_never_certifies_its_own_keys_for_a_phone() {
             other => panic!("{other:?}"),
         }
     }
+}
+
+/// Point 11, the other half: a phone's key already certified for another device is
+/// refused, so no one can have capf certify (and encrypt configurations to) a key that
+/// someone else holds. The phone that holds it may re-enroll with it.
+#[tokio::test]
+async fn capf_never_certifies_another_devices_key() {
+    let node = TestNode::start().await;
+    let key = PhoneKey::generate(&KeyGenerateRequest {
+        key_size: None,
+        key_type: Some(KeyType::Ec),
+        curve: Some(CurveId::Secp256r1),
+    })
+    .unwrap();
+    const OWNER: &str = "SEP00AABBCCDD01";
+    const THIEF: &str = "SEP00AABBCCDD02";
+    for name in [OWNER, THIEF] {
+        node.add(install(name, AuthMode::Null, P256));
+    }
+    let with_key = |name: &str| Phone {
+        key: Some(key.clone()),
+        ..Phone::new(name)
+    };
+    let owned = node.run(&with_key(OWNER)).await;
+    assert_eq!(owned.end_reason, Some(Reason::UpdateCertificate));
+    assert!(owned.issued.is_some());
+
+    let stolen = node.run(&with_key(THIEF)).await;
+    assert_eq!(stolen.end_reason, Some(Reason::InvalidElement));
+    assert!(stolen.issued.is_none());
+    let rec = node.device(THIEF);
+    assert!(rec.lsc.is_none() && rec.unconfirmed_lsc.is_none());
+    match rec.status {
+        OperationStatus::UpgradeFailed(why) => assert_eq!(
+            why,
+            format!("Refused Key: the key is certified for device {OWNER}")
+        ),
+        other => panic!("{other:?}"),
+    }
+
+    // The owner re-installing with the key it holds is not an attack.
+    let mut rec = node.device(OWNER);
+    rec.operation = Operation::Install;
+    node.store.put_device(&rec, common::event(OWNER)).unwrap();
+    let again = node.run(&with_key(OWNER)).await;
+    assert_eq!(again.end_reason, Some(Reason::UpdateCertificate));
+    assert!(again.issued.is_some());
 }

@@ -23,13 +23,18 @@ fn status_exit_codes_follow_the_worst_finding() {
         let store = capf::store::Store::open(&data.join("db")).unwrap();
         let mut rec = capf::model::DeviceRecord::new("SEP001122334455");
         rec.locked_until = Some(capf::model::now() + 600);
-        store.put_device(&rec, common::event("SEP001122334455")).unwrap();
+        store
+            .put_device(&rec, common::event("SEP001122334455"))
+            .unwrap();
         store.flush().unwrap();
     }
     let out = capf(&data, &["status"]);
     assert_eq!(out.status.code(), Some(1), "{out:?}");
     let text = String::from_utf8(out.stdout).unwrap();
-    assert!(text.contains("status:                     warning"), "{text}");
+    assert!(
+        text.contains("status:                     warning"),
+        "{text}"
+    );
     assert!(text.contains("WARNING  1 devices are locked out"), "{text}");
 
     // capf's own signer certificate unreadable: critical.

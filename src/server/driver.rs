@@ -150,7 +150,7 @@ pub async fn run_session<S>(
             } => {
                 let issued = crate::ca::check_public_key(&public_key, key)
                     .map_err(|e| e.to_string())
-                    .and_then(|()| refuse_own_key(shared, &public_key))
+                    .and_then(|()| refuse_held_key(shared, &device, &public_key))
                     .and_then(|()| {
                         shared
                             .ca
@@ -218,14 +218,22 @@ pub async fn run_session<S>(
     );
 }
 
-/// A phone's new key must not be one capf holds: the protocol has no proof of
-/// possession, so without this check anyone could have capf certify its own CA or
-/// signer key under a device name.
-fn refuse_own_key(shared: &Shared, public_key: &[u8]) -> Result<(), String> {
+/// A phone's new key must not be one capf holds or has certified for another device:
+/// the protocol has no proof of possession, so without this check anyone could have
+/// capf certify its own CA or signer key, or another phone's key, under a device name
+/// (and capf would then encrypt that device's configuration to a key someone else
+/// holds). The phone's own current key may come back: a re-install keeping its key.
+fn refuse_held_key(shared: &Shared, device: &str, public_key: &[u8]) -> Result<(), String> {
     let identity = crate::ca::key_identity(public_key).map_err(|e| e.to_string())?;
-    match shared.own_keys.iter().find(|(own, _)| *own == identity) {
-        Some((_, what)) => Err(format!("Refused Key: the key is {what}")),
-        None => Ok(()),
+    if let Some((_, what)) = shared.own_keys.iter().find(|(own, _)| *own == identity) {
+        return Err(format!("Refused Key: the key is {what}"));
+    }
+    match shared.store.device_holding_key(public_key) {
+        Ok(Some(holder)) if holder != device => Err(format!(
+            "Refused Key: the key is certified for device {holder}"
+        )),
+        Ok(_) => Ok(()),
+        Err(e) => Err(format!("store error: {e}")),
     }
 }
 

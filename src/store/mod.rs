@@ -4,6 +4,8 @@
 //! * `devices`: device name -> versioned `DeviceRecord`.
 //! * `events`:  big-endian u64 id (monotonic) -> `Event`, append-only audit trail.
 //! * `serials`: issued serial (lowercase hex) -> `SerialRecord`.
+//! * `lsc_keys`: SHA-256 of a key's identity -> the device whose LSC holds it
+//!   (see `key_index`).
 //! * `meta`:    the next event id.
 //!
 //! Every state change commits together with its audit event (and serial index
@@ -13,6 +15,7 @@
 //! concurrent edit.
 
 mod codec;
+mod key_index;
 #[cfg(test)]
 mod tests;
 mod writer;
@@ -88,10 +91,11 @@ pub enum Upsert {
     Unchanged,
 }
 
-/// Tree names. Every transaction spans all four.
+/// Tree names. Every transaction spans all five.
 const DEVICES: &str = "devices";
 const EVENTS: &str = "events";
 const SERIALS: &str = "serials";
+const LSC_KEYS: &str = "lsc_keys";
 const META: &str = "meta";
 
 /// Key in `meta` of the id the next event gets. Ids start at 1 (0 means "not stored").
@@ -104,6 +108,7 @@ pub struct Store {
     devices: sled::Tree,
     events: sled::Tree,
     serials: sled::Tree,
+    lsc_keys: sled::Tree,
     meta: sled::Tree,
     /// Writers share it, a backup takes it alone: sled iterators are not snapshots, so
     /// this is what makes a backup a consistent picture of all trees. Only this process
@@ -115,11 +120,12 @@ pub struct Store {
     dir: Arc<Path>,
 }
 
-/// The transactional view of the four trees.
+/// The transactional view of the five trees.
 struct Txn<'a> {
     devices: &'a TransactionalTree,
     events: &'a TransactionalTree,
     serials: &'a TransactionalTree,
+    lsc_keys: &'a TransactionalTree,
     meta: &'a TransactionalTree,
 }
 
@@ -137,9 +143,10 @@ impl Txn<'_> {
         }
     }
 
-    fn put_device(&self, name: &str, encoded: &[u8]) -> TxnResult<()> {
-        self.devices.insert(name.as_bytes(), encoded)?;
-        Ok(())
+    /// Stores `rec` (already encoded) and indexes its certificates' keys.
+    fn put_device(&self, rec: &DeviceRecord, encoded: &[u8]) -> TxnResult<()> {
+        self.devices.insert(rec.name.as_bytes(), encoded)?;
+        self.index_keys(rec)
     }
 
     /// Reserves `count` consecutive event ids and returns the first.
@@ -179,7 +186,7 @@ impl Txn<'_> {
                     device_change.apply(&mut rec);
                 }
                 let encoded = encode_device(&rec).map_err(abort)?;
-                self.put_device(name, &encoded)?;
+                self.put_device(&rec, &encoded)?;
                 self.put_serials(&change.serials)?;
             }
         }
@@ -248,10 +255,11 @@ impl Store {
                 other => break other?,
             }
         };
-        Ok(Store {
+        let store = Store {
             devices: db.open_tree(DEVICES)?,
             events: db.open_tree(EVENTS)?,
             serials: db.open_tree(SERIALS)?,
+            lsc_keys: db.open_tree(LSC_KEYS)?,
             meta: db.open_tree(META)?,
             log_file: Arc::new(
                 std::fs::File::open(dir.join(SLED_LOG_FILE)).map_err(StoreError::LogFile)?,
@@ -259,7 +267,9 @@ impl Store {
             db,
             write_gate: Arc::new(RwLock::new(())),
             dir: Arc::from(dir),
-        })
+        };
+        store.index_existing_keys()?;
+        Ok(store)
     }
 
     /// Reads every record that serving phones depends on once (devices, serials, the
@@ -270,7 +280,7 @@ impl Store {
     pub fn check(&self) -> Result<(), StoreError> {
         let dir = &*self.dir;
         let read_all = || -> Result<(), StoreError> {
-            for tree in [&self.devices, &self.serials, &self.meta] {
+            for tree in [&self.devices, &self.serials, &self.lsc_keys, &self.meta] {
                 for kv in tree.iter() {
                     kv?;
                 }
@@ -320,7 +330,7 @@ impl Store {
             if t.devices.get(rec.name.as_bytes())?.is_some() {
                 return Err(abort(StoreError::Exists(rec.name.clone())));
             }
-            t.put_device(&rec.name, &encoded)?;
+            t.put_device(rec, &encoded)?;
             t.append_event(&event)?;
             Ok(())
         })
@@ -330,7 +340,7 @@ impl Store {
     pub fn put_device(&self, rec: &DeviceRecord, event: Event) -> Result<(), StoreError> {
         let encoded = encode_new_device(rec)?;
         self.transact(|t| {
-            t.put_device(&rec.name, &encoded)?;
+            t.put_device(rec, &encoded)?;
             t.append_event(&event)?;
             Ok(())
         })
@@ -372,7 +382,7 @@ impl Store {
                     return Err(refused(format!("it cannot be renamed to {:?}", rec.name)));
                 }
                 let encoded = encode_device(&rec).map_err(abort)?;
-                t.put_device(name, &encoded)?;
+                t.put_device(&rec, &encoded)?;
                 t.append_event(&event)?;
                 updated.push(Some(rec));
             }
@@ -446,7 +456,7 @@ impl Store {
                     continue;
                 }
                 let encoded = encode_new_device(&rec).map_err(abort)?;
-                t.put_device(name, &encoded)?;
+                t.put_device(&rec, &encoded)?;
                 events.push(event);
                 outcomes.push(if current.is_some() {
                     Upsert::Updated(rec)
@@ -574,6 +584,7 @@ impl Store {
             (DEVICES, &self.devices),
             (EVENTS, &self.events),
             (SERIALS, &self.serials),
+            (LSC_KEYS, &self.lsc_keys),
             (META, &self.meta),
         ] {
             let mut batch = sled::Batch::default();
@@ -599,12 +610,20 @@ impl Store {
     /// Runs `f` as one transaction over all trees, mapping sled's errors to ours.
     fn transact<T>(&self, f: impl Fn(&Txn<'_>) -> TxnResult<T>) -> Result<T, StoreError> {
         let _shared = self.shared_write();
-        (&self.devices, &self.events, &self.serials, &self.meta)
-            .transaction(|(devices, events, serials, meta)| {
+        let trees = (
+            &self.devices,
+            &self.events,
+            &self.serials,
+            &self.lsc_keys,
+            &self.meta,
+        );
+        trees
+            .transaction(|(devices, events, serials, lsc_keys, meta)| {
                 f(&Txn {
                     devices,
                     events,
                     serials,
+                    lsc_keys,
                     meta,
                 })
             })

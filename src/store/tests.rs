@@ -694,3 +694,47 @@ fn a_panic_inside_the_store_library_comes_back_as_a_message() {
     let outside = std::panic::catch_unwind(|| panic!("reported as usual"));
     assert!(outside.is_err());
 }
+
+#[test]
+fn the_key_index_names_the_device_that_still_holds_a_key() {
+    let dir = tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let cert = enrolled("a", "01");
+    let mut a = DeviceRecord::new("SEP000000000001");
+    a.lsc = Some(cert.clone());
+    store.add_device(&a, event(&a.name, "add", 1)).unwrap();
+    assert_eq!(
+        store.device_holding_key(&cert.public_key).unwrap(),
+        Some(a.name.clone())
+    );
+    assert_eq!(
+        store
+            .device_holding_key(&enrolled("b", "02").public_key)
+            .unwrap(),
+        None
+    );
+
+    // Deleted from the phone: the entry is stale and answers nobody.
+    apply(
+        &store,
+        Some(&a.name),
+        event(&a.name, "delete", 2),
+        &[],
+        Some(DeviceChange::LscDeleted { now: 2 }),
+    )
+    .unwrap();
+    assert_eq!(store.device_holding_key(&cert.public_key).unwrap(), None);
+
+    // A store written before the index existed is indexed when it is opened.
+    let mut b = DeviceRecord::new("SEP000000000002");
+    b.unconfirmed_lsc = Some(cert.clone());
+    store.put_device(&b, event(&b.name, "set", 3)).unwrap();
+    store.lsc_keys.clear().unwrap();
+    store.meta.remove(b"lsc_keys_indexed").unwrap();
+    drop(store);
+    let store = Store::open(dir.path()).unwrap();
+    assert_eq!(
+        store.device_holding_key(&cert.public_key).unwrap(),
+        Some(b.name.clone())
+    );
+}
