@@ -5,9 +5,7 @@
 //! nothing else, like a phone trusting its ITL), one message per write, keys generated
 //! on request.
 
-mod tftp;
-
-pub use tftp::tftp_get;
+pub use crate::server::client::{http_get, http_request, tftp_get, FetchError, HttpResponse};
 
 use crate::protocol::{
     AuthResponse, ClientMessage, Command, CurveId, HashId, Header, KeyGenerateRequest, KeyType,
@@ -39,10 +37,8 @@ pub enum PhoneError {
     WrongSessionId { got: u32, expected: u32 },
     #[error("key generation: {0}")]
     Key(String),
-    #[error("HTTP: {0}")]
-    Http(String),
-    #[error("TFTP: {0}")]
-    Tftp(String),
+    #[error(transparent)]
+    Fetch(#[from] FetchError),
 }
 
 /// A private key the phone holds.
@@ -400,107 +396,4 @@ async fn write<S: tokio::io::AsyncWrite + Unpin>(
     stream.write_all(&msg.encode(session_id)?).await?;
     stream.flush().await?;
     Ok(())
-}
-
-/// An HTTP answer as a phone sees it.
-#[derive(Debug)]
-pub struct HttpResponse {
-    pub status: u16,
-    /// Header names lowercased, in the order received.
-    pub headers: Vec<(String, String)>,
-    pub body: Vec<u8>,
-}
-
-impl HttpResponse {
-    pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
-    }
-}
-
-/// How long a phone waits for a whole configuration download.
-const HTTP_TIMEOUT: Duration = Duration::from_secs(10);
-/// The largest response the phone reads.
-const MAX_HTTP_RESPONSE: u64 = 16 * 1024 * 1024;
-
-/// GETs `http://HOST[:PORT]/PATH` the way a phone fetches its configuration files.
-pub async fn http_get(url: &str) -> Result<HttpResponse, PhoneError> {
-    let rest = url
-        .strip_prefix("http://")
-        .ok_or_else(|| PhoneError::Http(format!("{url}: only http:// URLs are supported")))?;
-    let (authority, path) = match rest.find('/') {
-        Some(i) => rest.split_at(i),
-        None => (rest, "/"),
-    };
-    let authority = if authority.contains(':') {
-        authority.to_owned()
-    } else {
-        format!("{authority}:80")
-    };
-    http_request(&authority, "GET", path).await
-}
-
-/// Sends one HTTP/1.1 request with `Connection: close` to `authority` (`host:port`)
-/// and reads the whole answer. The path is sent exactly as given.
-pub async fn http_request(
-    authority: &str,
-    method: &str,
-    path: &str,
-) -> Result<HttpResponse, PhoneError> {
-    let exchange = async {
-        let mut tcp = TcpStream::connect(authority).await?;
-        let host = authority.rsplit_once(':').map_or(authority, |(h, _)| h);
-        let request =
-            format!("{method} {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
-        tcp.write_all(request.as_bytes()).await?;
-        let mut raw = Vec::new();
-        (&mut tcp)
-            .take(MAX_HTTP_RESPONSE)
-            .read_to_end(&mut raw)
-            .await?;
-        Ok::<_, PhoneError>(raw)
-    };
-    let raw = tokio::time::timeout(HTTP_TIMEOUT, exchange)
-        .await
-        .map_err(|_| PhoneError::Timeout)??;
-    parse_http_response(&raw, method == "HEAD")
-}
-
-fn parse_http_response(raw: &[u8], head_only: bool) -> Result<HttpResponse, PhoneError> {
-    let bad = |why: &str| PhoneError::Http(why.to_owned());
-    let end = raw
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .ok_or_else(|| bad("no end of the response head"))?;
-    let (head, body) = raw.split_at(end);
-    let head = std::str::from_utf8(head).map_err(|_| bad("response head is not text"))?;
-    let mut lines = head.split("\r\n");
-    let status = lines
-        .next()
-        .and_then(|l| l.strip_prefix("HTTP/1."))
-        .and_then(|l| l.get(2..5))
-        .and_then(|code| code.parse().ok())
-        .ok_or_else(|| bad("no status line"))?;
-    let headers: Vec<(String, String)> = lines
-        .filter_map(|l| l.split_once(':'))
-        .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_owned()))
-        .collect();
-    let mut body = body.get(4..).unwrap_or_default().to_vec();
-    let length = headers
-        .iter()
-        .find(|(n, _)| n == "content-length")
-        .and_then(|(_, v)| v.parse::<usize>().ok());
-    if let Some(length) = length.filter(|_| !head_only) {
-        if body.len() < length {
-            return Err(bad("the body is shorter than Content-Length"));
-        }
-        body.truncate(length);
-    }
-    Ok(HttpResponse {
-        status,
-        headers,
-        body,
-    })
 }

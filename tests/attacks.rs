@@ -253,7 +253,7 @@ async fn a_troubleshoot_fetch_cannot_replace_the_certificate_capf_trusts() {
     };
     assert_eq!(
         enc::decrypt(&file.body, real_key_rsa).unwrap(),
-        DOC.as_bytes()
+        common::served(DOC, 0).as_bytes()
     );
 
     // And the real phone still authenticates with its LSC.

@@ -134,7 +134,11 @@ async fn the_encrypted_configuration_journey() {
     let PhoneKey::Rsa(key) = key else {
         panic!("an RSA key was ordered")
     };
-    assert_eq!(enc::decrypt(&encrypted.body, &key).unwrap(), DOC.as_bytes());
+    // The install succeeded, so no operation is pending: capfAuthMode 0.
+    assert_eq!(
+        enc::decrypt(&encrypted.body, &key).unwrap(),
+        common::served(DOC, 0).as_bytes()
+    );
 
     // HEAD: the same headers, no body.
     let head = c.request("HEAD", &enc_path).await;
@@ -147,17 +151,47 @@ async fn the_encrypted_configuration_journey() {
     c.stop().await;
 }
 
+/// A document exported from CUCM: its CAPF section names the old publisher.
+const CUCM_DOC: &str = "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n\
+<device xsi:type=\"axl:XIPPhone\" ctiid=\"12\">\n\
+  <fullConfig>true</fullConfig>\n\
+  <capfAuthMode>0</capfAuthMode>\n\
+  <capfList>\n\
+    <capf>\n\
+      <phonePort>5555</phonePort>\n\
+      <processNodeName>cucm-pub.example.com</processNodeName>\n\
+    </capf>\n\
+  </capfList>\n\
+  <sipProfile><authPassword>s3cret</authPassword></sipProfile>\n\
+</device>\n";
+
+/// #19 point 1: with encryption off the phone gets its base document in full, with
+/// capf's node, port and (an install pending, null auth) capfAuthMode 2 written into
+/// its CAPF section, and every other byte as the operator wrote it.
 #[tokio::test]
-async fn encryption_off_serves_the_full_signed_document() {
+async fn encryption_off_serves_the_full_document_sending_the_phone_to_capf() {
     let c = Companion::start().await;
     c.node.add(device(false, RSA));
-    c.document(NAME, DOC.as_bytes());
+    c.document(NAME, CUCM_DOC.as_bytes());
+    let expected = CUCM_DOC
+        .replace("<capfAuthMode>0<", "<capfAuthMode>2<")
+        .replace("<phonePort>5555<", "<phonePort>3804<")
+        .replace(">cucm-pub.example.com<", ">capf.test<");
     let body = signed_body(&c, &c.get(&format!("/{NAME}.cnf.xml.sgn")).await);
-    assert_eq!(body, DOC);
+    assert_eq!(body, expected);
     assert_eq!(c.get(&format!("/{NAME}.cnf.xml.enc.sgn")).await.status, 404);
     assert_eq!(
         c.get(&format!("/{NAME}.cnf.xml")).await.body,
-        DOC.as_bytes()
+        expected.as_bytes()
+    );
+
+    // Once the phone has its LSC nothing is pending: capfAuthMode goes back to 0.
+    let outcome = c.node.run(&Phone::new(NAME)).await;
+    assert!(outcome.issued.is_some());
+    let body = signed_body(&c, &c.get(&format!("/{NAME}.cnf.xml.sgn")).await);
+    assert_eq!(
+        body,
+        expected.replace("<capfAuthMode>2<", "<capfAuthMode>0<")
     );
     c.stop().await;
 }
@@ -300,13 +334,17 @@ async fn a_large_configuration_round_trips() {
     };
     let encrypted = c.get(&format!("/{NAME}.cnf.xml.enc.sgn")).await;
     assert_eq!(encrypted.status, 200);
-    assert_eq!(enc::decrypt(&encrypted.body, &key).unwrap(), doc.as_bytes());
+    let served = common::served(&doc, 0);
+    assert_eq!(
+        enc::decrypt(&encrypted.body, &key).unwrap(),
+        served.as_bytes()
+    );
 
     let mut off = c.node.device(NAME);
     off.encrypted_config = false;
     c.node.store.put_device(&off, common::event(NAME)).unwrap();
     let body = signed_body(&c, &c.get(&format!("/{NAME}.cnf.xml.sgn")).await);
-    assert_eq!(body, doc);
+    assert_eq!(body, served);
 
     // Past the served-size limit the document is refused, never read whole or truncated.
     let huge = DOC.replace(
@@ -345,7 +383,7 @@ async fn a_broken_signer_serves_no_signed_name() {
     assert_eq!(c.get("/ITLFile.tlv").await.status, 404);
     assert_eq!(
         c.get(&format!("/{NAME}.cnf.xml")).await.body,
-        DOC.as_bytes()
+        common::served(DOC, 2).as_bytes()
     );
     c.stop().await;
 }

@@ -1,5 +1,7 @@
 //! `capf config build`, `capf itl build` and `capf inspect` through the real binary.
 
+mod common;
+
 use capf::ca::Ca;
 use capf::model::Event;
 use capf::phone::PhoneKey;
@@ -165,7 +167,9 @@ fn a_known_rsa_key_adds_the_encrypted_file_which_inspect_decrypts() {
     assert!(shown.contains("version:        2.0"), "{shown}");
     assert!(shown.contains("encryption:     AES-128-CBC"));
     assert!(shown.contains("signature:      OK"));
-    assert!(shown.ends_with(DOC), "{shown}");
+    // No operation pending: capf's CAPF section with capfAuthMode 0.
+    let served = common::served_as(DOC, "capf.example.net", 0);
+    assert!(shown.ends_with(&served), "{shown}");
     // Without the key: verified, not decrypted.
     let shown = node.ok(&["inspect", path_str(&enc)]);
     assert!(!shown.contains("s3cret"));
@@ -201,7 +205,9 @@ fn encryption_off_builds_the_full_signed_document() {
         "inspect",
         path_str(&node.out().join(format!("{NAME}.cnf.xml.sgn"))),
     ]);
-    assert!(shown.ends_with(DOC), "{shown}");
+    let served = common::served_as(DOC, "capf.example.net", 0);
+    assert!(shown.ends_with(&served), "{shown}");
+    assert!(served.contains("<processNodeName>capf.example.net</processNodeName>"));
 }
 
 #[test]
@@ -248,32 +254,92 @@ fn inspect_refuses_tampered_files_and_the_wrong_signer() {
     node.fails(&["inspect", path_str(&unknown)]);
 }
 
+/// #19 point 8: doctor checks what phones get from the running node, over its HTTP
+/// and TFTP listeners; a phone without encryption is a choice, not a failure; `--json`.
 #[test]
-fn doctor_names_what_is_missing() {
+fn doctor_checks_what_the_running_node_serves() {
     let node = Node::new();
     node.add_encrypted();
-    // No server runs, so the listener check fails and the exit status is 1.
+    let files = ["--http", "127.0.0.1:0", "--tftp", "127.0.0.1:0"];
+    let serving = common::cli::Serving::start_with(&node.data, &files);
     let out = node.capf(&["doctor", NAME]);
-    assert!(!out.status.success());
+    assert!(!out.status.success(), "no certificate is stored yet");
     let said = String::from_utf8(out.stdout).unwrap();
     for line in [
+        "OK   capf serve is running on",
         "OK   CAPF certificate is a CA",
-        "FAIL CAPF listener",
-        "OK   ITLFile.tlv verifies",
+        "OK   CAPF listener 127.0.0.1:",
+        "OK   ITLFile.tlv over HTTP from 127.0.0.1:",
+        "OK   ITLFile.tlv over TFTP from 127.0.0.1:",
         "OK   encrypted config for SEP001122334455 is on",
-        "OK   the partial sends the phone to capf.example.net:3804",
+        "     capf writes into every configuration of SEP001122334455: processNodeName capf.example.net, phonePort 3804, capfAuthMode 1",
+        "is the partial and sends the phone to capf: capf.example.net:3804 (capfAuthMode 1)",
         "FAIL certHash served equals the MD5 of the phone's stored certificate: no certificate is stored yet",
     ] {
         assert!(said.contains(line), "{line}\n{said}");
     }
+    assert_eq!(
+        said.matches("is the partial and sends the phone").count(),
+        2,
+        "{said}"
+    );
+    serving.stop();
+
+    // The store can only be written here while the node is down.
     node.enroll();
-    let said = String::from_utf8(node.capf(&["doctor", NAME]).stdout).unwrap();
+    let serving = common::cli::Serving::start_with(&node.data, &files);
+    let said = node.ok(&["doctor", NAME]);
     assert!(
         said.contains("OK   certHash served equals the MD5"),
         "{said}"
     );
-    assert!(said.contains("OK   SEP001122334455.cnf.xml.enc.sgn builds"));
+    assert!(
+        said.contains("OK   SEP001122334455.cnf.xml.enc.sgn over HTTP from 127.0.0.1:"),
+        "{said}"
+    );
+    assert!(said.contains("OK   SEP001122334455.cnf.xml.enc.sgn over TFTP from 127.0.0.1:"));
     assert!(said.contains("last session:"), "{said}");
+
+    // Encryption off: the full configuration, which still sends the phone to capf.
+    node.ok(&["device", "set", NAME, "--encrypted-config", "false"]);
+    let said = node.ok(&["doctor", NAME]);
+    assert!(
+        said.contains("OK   encrypted config for SEP001122334455 is off: the phone gets its full configuration, signed"),
+        "{said}"
+    );
+    assert!(
+        said.contains(
+            "is the full configuration and sends the phone to capf: capf.example.net:3804"
+        ),
+        "{said}"
+    );
+    assert!(!said.contains("FAIL"), "{said}");
+    let json: serde_json::Value =
+        serde_json::from_str(&node.ok(&["doctor", NAME, "--json"])).unwrap();
+    assert_eq!(json["ok"], true);
+    let checks = json["checks"].as_array().unwrap();
+    assert!(checks.iter().all(|c| c["result"] != "fail"), "{json}");
+    assert!(checks.iter().any(|c| c["check"]
+        .as_str()
+        .unwrap()
+        .starts_with("ITLFile.tlv over TFTP")));
+    serving.stop();
+
+    // The node down: said as a failure; the files are checked as built here.
+    let out = node.capf(&["doctor", "--json"]);
+    assert!(!out.status.success());
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(json["ok"], false);
+    let checks = json["checks"].as_array().unwrap();
+    assert_eq!(checks[0]["result"], "fail", "{json}");
+    assert!(checks[0]["check"]
+        .as_str()
+        .unwrap()
+        .starts_with("capf serve is running"));
+    assert!(checks.iter().any(|c| c["check"]
+        .as_str()
+        .unwrap()
+        .starts_with("ITLFile.tlv (built here: the node is not running)")));
 }
 
 /// #13 point 7: doctor names base documents whose device capf does not know (they are

@@ -151,6 +151,7 @@ impl AdminSocket {
         self,
         data: DataDir,
         store: Store,
+        listening: super::Listening,
         shutdown: impl std::future::Future<Output = ()>,
     ) {
         tokio::pin!(shutdown);
@@ -175,7 +176,7 @@ impl AdminSocket {
                 let Ok(std_stream) = stream.into_std() else {
                     return;
                 };
-                if let Err(e) = serve_one(&data, &store, std_stream, uid, trusted) {
+                if let Err(e) = serve_one(&data, &store, listening, std_stream, uid, trusted) {
                     tracing::debug!("admin connection: {e:#}");
                 }
             });
@@ -189,6 +190,7 @@ impl AdminSocket {
 fn serve_one(
     data: &DataDir,
     store: &Store,
+    listening: super::Listening,
     stream: UnixStream,
     uid: Option<u32>,
     trusted: [u32; 2],
@@ -240,6 +242,7 @@ fn serve_one(
         now: crate::model::now(),
         progress: false,
         utc_offset: request.utc_offset,
+        serving: Some(listening),
     };
     let result = super::execute(&mut ctx, cli.command);
     out.flush()?;

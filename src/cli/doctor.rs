@@ -1,5 +1,11 @@
 //! `capf doctor [NAME]`: checks, in the order a phone meets them, everything the
-//! encrypted-configuration journey needs, and says what to fix.
+//! configuration journey needs, and says what to fix.
+//!
+//! What phones get is checked where phones get it: run through the admin socket
+//! (`capf serve` running on the data directory, the usual case), doctor fetches the
+//! ITL and the device's files from the node's own HTTP and TFTP listeners and TLS
+//! from its CAPF listener. Run with the node down, it says so as a failure and checks
+//! the files it builds here instead, so a broken document or signer still shows.
 
 use anyhow::Result;
 use clap::Args;
@@ -11,45 +17,70 @@ use std::time::Duration;
 
 use super::config::service;
 use super::device::normalise_name;
-use super::{render, Ctx};
+use super::{render, Ctx, Listening};
 use crate::model::DeviceRecord;
 use crate::phone_config::format::document::{DeviceDocument, Element, Node};
 use crate::phone_config::format::identity::parse_certificate;
 use crate::phone_config::format::itl::{self, Role};
 use crate::phone_config::format::sgn::{self, FileKind};
-use crate::phone_config::plan::{ConfigForm, Request};
+use crate::phone_config::plan::{self, ConfigForm, Request};
 use crate::phone_config::service::ConfigService;
 use crate::settings::Settings;
 
 #[derive(Args, Debug)]
-#[command(after_help = "Examples:\n  capf doctor\n  capf doctor SEP001122334455")]
+#[command(
+    after_help = "Examples:\n  capf doctor\n  capf doctor SEP001122334455\n  capf doctor SEP001122334455 --json"
+)]
 pub struct DoctorArgs {
     /// A phone whose configuration journey to check as well.
     pub name: Option<String>,
+    /// Print the findings as JSON: {"ok": bool, "checks": [{"result", "check", "fix"}]}.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// How long the CAPF listener has to complete a TLS handshake.
 const TLS_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// One finding, as printed and as in `--json`.
+#[derive(serde::Serialize)]
+struct Finding {
+    /// `ok`, `warn`, `fail` or `info`.
+    result: &'static str,
+    check: String,
+    /// What to do about a failure or warning.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    fix: Option<String>,
+}
+
 /// Collects check results; any failure makes the exit status 1.
 struct Report<'a, 'b> {
     ctx: &'a mut Ctx<'b>,
+    findings: Vec<Finding>,
     failed: bool,
 }
 
 impl Report<'_, '_> {
-    fn ok(&mut self, what: &str) -> Result<()> {
-        writeln!(self.ctx.out, "OK   {what}")?;
+    fn push(&mut self, result: &'static str, check: &str, fix: Option<&str>) -> Result<()> {
+        self.failed |= result == "fail";
+        self.findings.push(Finding {
+            result,
+            check: check.to_owned(),
+            fix: fix.map(str::to_owned),
+        });
         Ok(())
+    }
+    fn ok(&mut self, what: &str) -> Result<()> {
+        self.push("ok", what, None)
     }
     fn fail(&mut self, what: &str, fix: &str) -> Result<()> {
-        self.failed = true;
-        writeln!(self.ctx.out, "FAIL {what}: {fix}")?;
-        Ok(())
+        self.push("fail", what, Some(fix))
+    }
+    fn warn(&mut self, what: &str) -> Result<()> {
+        self.push("warn", what, None)
     }
     fn info(&mut self, what: &str) -> Result<()> {
-        writeln!(self.ctx.out, "     {what}")?;
-        Ok(())
+        self.push("info", what, None)
     }
     fn check(&mut self, result: Result<String, (String, String)>) -> Result<bool> {
         match result {
@@ -57,28 +88,67 @@ impl Report<'_, '_> {
             Err((what, fix)) => self.fail(&what, &fix).map(|()| false),
         }
     }
+
+    /// Prints the findings and gives the exit status.
+    fn finish(self, json: bool) -> Result<ExitCode> {
+        if json {
+            let value = serde_json::json!({ "ok": !self.failed, "checks": self.findings });
+            writeln!(self.ctx.out, "{}", serde_json::to_string_pretty(&value)?)?;
+        } else {
+            for f in &self.findings {
+                match (f.result, &f.fix) {
+                    ("ok", _) => writeln!(self.ctx.out, "OK   {}", f.check)?,
+                    ("fail", Some(fix)) => writeln!(self.ctx.out, "FAIL {}: {fix}", f.check)?,
+                    ("fail", None) => writeln!(self.ctx.out, "FAIL {}", f.check)?,
+                    ("warn", _) => writeln!(self.ctx.out, "WARN {}", f.check)?,
+                    _ => writeln!(self.ctx.out, "     {}", f.check)?,
+                }
+            }
+        }
+        Ok(if self.failed {
+            ExitCode::FAILURE
+        } else {
+            ExitCode::SUCCESS
+        })
+    }
 }
 
 pub fn run(ctx: &mut Ctx, args: DoctorArgs) -> Result<ExitCode> {
     let settings = Settings::load(ctx.data)?;
-    let capf_pem = ctx.data.capf_cert();
+    let serving = ctx.serving;
+    let service = service(ctx);
+    let mut report = Report {
+        ctx,
+        findings: Vec::new(),
+        failed: false,
+    };
+    let capf_pem = report.ctx.data.capf_cert();
     let capf = match CertificateDer::from_pem_file(&capf_pem) {
         Ok(c) => Some(c.to_vec()),
         Err(e) => {
-            writeln!(
-                ctx.out,
-                "FAIL CAPF certificate {}: {e} (run `capf init`)",
-                capf_pem.display()
+            report.fail(
+                &format!("CAPF certificate {}: {e}", capf_pem.display()),
+                "run `capf init`",
             )?;
             None
         }
     };
-    let service = service(ctx);
-    let mut report = Report {
-        ctx,
-        failed: capf.is_none(),
-    };
     let now = report.ctx.now;
+    match serving {
+        Some(node) => report.ok(&format!(
+            "capf serve is running on {} (CAPF on {})",
+            report.ctx.data.root().display(),
+            node.capf
+        ))?,
+        None => report.fail(
+            &format!(
+                "capf serve is running on {}",
+                report.ctx.data.root().display()
+            ),
+            "it is not: start it (`capf serve`). Until then phones get nothing; the file \
+             checks below use files built here",
+        )?,
+    }
     if let Some(capf) = &capf {
         report.check(ca_flags(capf))?;
         validity(
@@ -88,7 +158,9 @@ pub fn run(ctx: &mut Ctx, args: DoctorArgs) -> Result<ExitCode> {
             now,
             "capf init --force",
         )?;
-        report.check(listener_presents(settings.listen, capf))?;
+        if let Some(node) = serving {
+            report.check(listener_presents(node.capf, capf))?;
+        }
     }
     let service = match service {
         Ok(s) => {
@@ -106,16 +178,79 @@ pub fn run(ctx: &mut Ctx, args: DoctorArgs) -> Result<ExitCode> {
         }
         Err(e) => {
             report.fail("TFTP signer", &format!("{e:#}"))?;
-            return Ok(exit(report.failed));
+            return report.finish(args.json);
         }
     };
-    report.check(trust_list(&service, capf.as_deref(), report.ctx.now))?;
+    let source = Source {
+        service: &service,
+        serving,
+    };
+    for (via, file) in source.files(&Request::TrustList, now) {
+        report.check(trust_list(&service, capf.as_deref(), &via, file))?;
+    }
     orphaned_documents(&mut report, &settings)?;
     if let Some(name) = args.name {
         let name = normalise_name(&name)?;
-        device_journey(&mut report, &service, &name)?;
+        device_journey(&mut report, &source, &name)?;
     }
-    Ok(exit(report.failed))
+    report.finish(args.json)
+}
+
+/// Where doctor gets the files a phone would get: from the running node over each of
+/// its file listeners, or, with the node down or both listeners off, built here.
+struct Source<'a> {
+    service: &'a ConfigService,
+    serving: Option<Listening>,
+}
+
+impl Source<'_> {
+    /// Each way the file reaches phones, and what came back that way.
+    fn files(&self, request: &Request, now: i64) -> Vec<(String, Result<Vec<u8>, String>)> {
+        let name = request.served_name();
+        let mut files = Vec::new();
+        if let Some(node) = self.serving {
+            if let Some(http) = node.http {
+                let http = loopback(http);
+                let url = format!("http://{http}/{name}");
+                let got = block_on(crate::server::client::http_get(&url)).and_then(|r| {
+                    match r.map_err(|e| e.to_string())? {
+                        r if r.status == 200 => Ok(r.body),
+                        r => Err(format!("HTTP {}", r.status)),
+                    }
+                });
+                files.push((format!("over HTTP from {http}"), got));
+            }
+            if let Some(tftp) = node.tftp {
+                let tftp = loopback(tftp);
+                let got = block_on(crate::server::client::tftp_get(tftp, &name, None))
+                    .and_then(|r| r.map_err(|e| e.to_string()));
+                files.push((format!("over TFTP from {tftp}"), got));
+            }
+        }
+        if files.is_empty() {
+            let why = if self.serving.is_some() {
+                "built here: HTTP and TFTP are off"
+            } else {
+                "built here: the node is not running"
+            };
+            let built = self
+                .service
+                .fetch(request, now)
+                .map(|f| f.bytes)
+                .map_err(|e| e.to_string());
+            files.push((format!("({why})"), built));
+        }
+        files
+    }
+}
+
+/// An address to reach a listener bound to all addresses at: the loopback.
+fn loopback(listen: SocketAddr) -> SocketAddr {
+    match listen.ip() {
+        IpAddr::V4(ip) if ip.is_unspecified() => (Ipv4Addr::LOCALHOST, listen.port()).into(),
+        IpAddr::V6(ip) if ip.is_unspecified() => (Ipv6Addr::LOCALHOST, listen.port()).into(),
+        _ => listen,
+    }
 }
 
 /// Base documents in `tftp/` whose device is not in the store. Phones asking for them
@@ -151,19 +286,9 @@ fn orphaned_documents(report: &mut Report, settings: &Settings) -> Result<()> {
             "remove them from tftp/, add the devices, or turn serve_unknown_devices_plaintext off",
         )
     } else {
-        writeln!(
-            report.ctx.out,
-            "WARN base documents without a device (not served; they still hold secrets): {list}"
-        )?;
-        Ok(())
-    }
-}
-
-fn exit(failed: bool) -> ExitCode {
-    if failed {
-        ExitCode::FAILURE
-    } else {
-        ExitCode::SUCCESS
+        report.warn(&format!(
+            "base documents without a device (not served; they still hold secrets): {list}"
+        ))
     }
 }
 
@@ -227,11 +352,7 @@ fn validity(report: &mut Report, name: &str, der: &[u8], now: i64, renew: &str) 
 
 /// The listener answers TLS with exactly the CAPF certificate.
 fn listener_presents(listen: SocketAddr, capf: &[u8]) -> Check {
-    let addr = match listen.ip() {
-        IpAddr::V4(ip) if ip.is_unspecified() => (Ipv4Addr::LOCALHOST, listen.port()).into(),
-        IpAddr::V6(ip) if ip.is_unspecified() => (Ipv6Addr::LOCALHOST, listen.port()).into(),
-        _ => listen,
-    };
+    let addr = loopback(listen);
     let what = format!("CAPF listener {addr} presents the CAPF certificate over TLS");
     let trust = [CertificateDer::from(capf.to_vec())];
     let presented = block_on(async move {
@@ -287,15 +408,19 @@ where
     .map_err(|e| format!("cannot start a runtime: {e}"))
 }
 
-/// The ITL the node serves verifies and lists the CAPF and TFTP certificates.
-fn trust_list(service: &ConfigService, capf: Option<&[u8]>, now: i64) -> Check {
-    let what =
-        "ITLFile.tlv verifies and lists the CAPF certificate (role 4) and the signer (role 3)";
-    let file = service
-        .fetch(&Request::TrustList, now)
-        .map_err(|e| fail(what, e.to_string()))?;
-    let list = itl::parse(&file.bytes).map_err(|e| fail(what, e.to_string()))?;
-    itl::verify(&list).map_err(|e| fail(what, e.to_string()))?;
+/// The ITL phones get verifies and lists the CAPF and TFTP certificates.
+fn trust_list(
+    service: &ConfigService,
+    capf: Option<&[u8]>,
+    via: &str,
+    file: Result<Vec<u8>, String>,
+) -> Check {
+    let what = format!(
+        "ITLFile.tlv {via} verifies and lists the CAPF certificate (role 4) and the signer (role 3)"
+    );
+    let file = file.map_err(|e| fail(&what, e))?;
+    let list = itl::parse(&file).map_err(|e| fail(&what, e.to_string()))?;
+    itl::verify(&list).map_err(|e| fail(&what, e.to_string()))?;
     let has = |role: Role, der: Option<&[u8]>| {
         list.records
             .iter()
@@ -303,17 +428,17 @@ fn trust_list(service: &ConfigService, capf: Option<&[u8]>, now: i64) -> Check {
     };
     let signer = service.signer().ok().map(|s| s.certificate_der());
     if has(Role::Capf, capf) && has(Role::Tftp, signer) {
-        Ok(what.into())
+        Ok(what)
     } else {
         Err(fail(
             what,
-            "rebuild it (`capf itl build`) from this data directory",
+            "it lists other certificates: restart `capf serve` on this data directory",
         ))
     }
 }
 
-/// The store's view of `name` and the files it would be served.
-fn device_journey(report: &mut Report, service: &ConfigService, name: &str) -> Result<()> {
+/// The store's view of `name` and the files phones get for it.
+fn device_journey(report: &mut Report, source: &Source, name: &str) -> Result<()> {
     let store = report.ctx.store;
     let Some(device) = store.get_device(name)? else {
         report.fail(
@@ -331,6 +456,7 @@ fn device_journey(report: &mut Report, service: &ConfigService, name: &str) -> R
         )?;
         return Ok(());
     };
+    let service = source.service;
     let document = service.document_path(name);
     if !document.exists() {
         report.fail(
@@ -340,87 +466,147 @@ fn device_journey(report: &mut Report, service: &ConfigService, name: &str) -> R
         return Ok(());
     }
     report.ok(&format!("base document {}", document.display()))?;
-    if !device.encrypted_config {
-        report.fail(
-            &format!("encrypted config for {name}"),
-            &format!("it is off; enable it with `capf device set {name} --encrypted-config`"),
-        )?;
-        return Ok(());
-    }
-    report.ok(&format!("encrypted config for {name} is on"))?;
-
+    let now = report.ctx.now;
+    let Ok(signer) = service.signer() else {
+        return Ok(()); // reported above: nothing signed can be served
+    };
+    let signer = signer.certificate_der();
+    let expected = Facts {
+        full: true,
+        node: Some(service.node_name().to_owned()),
+        port: Some(service.capf_port().to_string()),
+        auth_mode: Some(plan::capf_auth_mode(&device, now).to_string()),
+        cert_hash: None,
+    };
+    report.info(&format!(
+        "capf writes into every configuration of {name}: processNodeName {}, phonePort {}, \
+         capfAuthMode {} ({})",
+        service.node_name(),
+        service.capf_port(),
+        expected.auth_mode.as_deref().unwrap_or_default(),
+        if expected.auth_mode.as_deref() == Some("0") {
+            "no operation pending"
+        } else {
+            "an operation is pending: the phone will come to CAPF"
+        }
+    ))?;
     let request = |form| Request::Config {
         mac: mac.to_owned(),
         form,
     };
-    let now = report.ctx.now;
-    let partial = match service.fetch(&request(ConfigForm::Signed), now) {
-        Ok(file) => file,
-        Err(e) => {
-            report.fail(&format!("{name}.cnf.xml.sgn builds"), &e.to_string())?;
-            return Ok(());
+    let signed = format!("{name}.cnf.xml.sgn");
+    if !device.encrypted_config {
+        // A choice, not a fault: the phone gets its full configuration, signed.
+        report.ok(&format!(
+            "encrypted config for {name} is off: the phone gets its full configuration, signed"
+        ))?;
+        for (via, file) in source.files(&request(ConfigForm::Signed), now) {
+            let what =
+                format!("{signed} {via} is the full configuration and sends the phone to capf");
+            served_facts(report, &what, file, signer, &expected, |f| match f.full {
+                true => Ok(()),
+                false => Err("it is a partial (fullConfig false)".into()),
+            })?;
         }
-    };
-    let facts = match partial_facts(&partial.bytes) {
-        Ok(f) => f,
-        Err(e) => {
-            report.fail(&format!("{name}.cnf.xml.sgn"), &e)?;
-            return Ok(());
-        }
-    };
-    let what = format!(
-        "the partial sends the phone to {}:{}",
-        service.node_name(),
-        service.capf_port()
-    );
-    if facts.node.as_deref() == Some(service.node_name())
-        && facts.port.as_deref() == Some(service.capf_port().to_string().as_str())
-    {
-        report.ok(&what)?;
-    } else {
-        report.fail(
-            &what,
-            &format!(
-                "it names {}:{}; set node_name and capf_port in capf.toml",
-                facts.node.unwrap_or_default(),
-                facts.port.unwrap_or_default()
-            ),
-        )?;
+        return Ok(());
     }
+    report.ok(&format!("encrypted config for {name} is on"))?;
 
     let stored = device.phone_certificate();
-    let what = "certHash served equals the MD5 of the phone's stored certificate";
-    match (stored, facts.cert_hash.as_deref()) {
-        (None, _) => report.fail(
-            what,
-            &format!(
-                "no certificate is stored yet; schedule one (`capf device set {name} --operation install`) and let the phone enroll"
-            ),
-        )?,
-        (Some(cert), Some(hash)) if hash == cert.md5 => report.ok(&format!("{what} ({hash})"))?,
-        (Some(cert), _) if !is_rsa(&cert.der) => report.fail(
-            what,
-            &format!(
-                "the certificate has an EC key and cannot encrypt; reissue with `capf device set {name} --key rsa:2048 --operation install`"
-            ),
-        )?,
-        (Some(_), hash) => report.fail(
-            what,
-            &format!("the partial carries '{}'", hash.unwrap_or_default()),
-        )?,
+    for (via, file) in source.files(&request(ConfigForm::Signed), now) {
+        let what = format!("{signed} {via} is the partial and sends the phone to capf");
+        let partial = |f: &Facts| match f.full {
+            false => Ok(()),
+            true => Err("it is the full configuration, unencrypted".into()),
+        };
+        let Some(facts) = served_facts(report, &what, file, signer, &expected, partial)? else {
+            continue;
+        };
+        let what = "certHash served equals the MD5 of the phone's stored certificate";
+        match (stored, facts.cert_hash.as_deref()) {
+            (None, _) => report.fail(
+                what,
+                &format!(
+                    "no certificate is stored yet; schedule one (`capf device set {name} --operation install`) and let the phone enroll"
+                ),
+            )?,
+            (Some(cert), Some(hash)) if hash == cert.md5 => {
+                report.ok(&format!("{what} ({hash})"))?
+            }
+            (Some(cert), _) if !is_rsa(&cert.der) => report.fail(
+                what,
+                &format!(
+                    "the certificate has an EC key and cannot encrypt; reissue with `capf device set {name} --key rsa:2048 --operation install`"
+                ),
+            )?,
+            (Some(_), hash) => report.fail(
+                what,
+                &format!("the partial carries '{}'", hash.unwrap_or_default()),
+            )?,
+        }
     }
     if !stored.is_some_and(|c| is_rsa(&c.der)) {
         return Ok(());
     }
-    match service.fetch(&request(ConfigForm::Encrypted), now) {
-        Ok(file) => report.ok(&format!(
-            "{} builds ({} bytes)",
-            file.name,
-            file.bytes.len()
-        ))?,
-        Err(e) => report.fail(&format!("{name}.cnf.xml.enc.sgn builds"), &e.to_string())?,
+    for (via, file) in source.files(&request(ConfigForm::Encrypted), now) {
+        match file {
+            Ok(bytes) => report.ok(&format!(
+                "{name}.cnf.xml.enc.sgn {via} ({} bytes)",
+                bytes.len()
+            ))?,
+            Err(e) => report.fail(&format!("{name}.cnf.xml.enc.sgn {via}"), &e)?,
+        }
     }
     Ok(())
+}
+
+/// Checks a signed configuration as a phone reads it: it parses, verifies under the
+/// signer, is what `kind` expects, and names capf's node, port and mode. Returns what
+/// it says, or `None` after reporting why it could not be read.
+fn served_facts(
+    report: &mut Report,
+    what: &str,
+    file: Result<Vec<u8>, String>,
+    signer: &[u8],
+    expected: &Facts,
+    kind: impl Fn(&Facts) -> Result<(), String>,
+) -> Result<Option<Facts>> {
+    let facts = file.and_then(|bytes| {
+        let facts = signed_facts(&bytes, signer)?;
+        kind(&facts)?;
+        Ok(facts)
+    });
+    let facts = match facts {
+        Ok(facts) => facts,
+        Err(e) => {
+            report.fail(what, &e)?;
+            return Ok(None);
+        }
+    };
+    let says = |f: &Facts| {
+        format!(
+            "{}:{} (capfAuthMode {})",
+            f.node.as_deref().unwrap_or("-"),
+            f.port.as_deref().unwrap_or("-"),
+            f.auth_mode.as_deref().unwrap_or("-")
+        )
+    };
+    if facts.node == expected.node
+        && facts.port == expected.port
+        && facts.auth_mode == expected.auth_mode
+    {
+        report.ok(&format!("{what}: {}", says(&facts)))?;
+    } else {
+        report.fail(
+            what,
+            &format!(
+                "it says {}, capf would write {}: restart `capf serve` after changing node_name or capf_port",
+                says(&facts),
+                says(expected)
+            ),
+        )?;
+    }
+    Ok(Some(facts))
 }
 
 /// What the store holds for the device, and its last session.
@@ -461,21 +647,30 @@ fn is_rsa(der: &[u8]) -> bool {
     parse_certificate(der).is_ok_and(|c| matches!(c.public_key().parsed(), Ok(PublicKey::RSA(_))))
 }
 
-/// The facts a phone reads from its partial.
-struct PartialFacts {
+/// What a phone reads from a configuration: where CAPF is, whether to go there, and
+/// (in a partial) the hash of its certificate.
+struct Facts {
+    /// `fullConfig` is not `false`.
+    full: bool,
     node: Option<String>,
     port: Option<String>,
+    auth_mode: Option<String>,
     cert_hash: Option<String>,
 }
 
-fn partial_facts(sgn_file: &[u8]) -> Result<PartialFacts, String> {
+/// Reads a `.sgn` file after checking its signature under `signer` (DER).
+fn signed_facts(sgn_file: &[u8], signer: &[u8]) -> Result<Facts, String> {
     let file = sgn::parse(sgn_file, FileKind::Sgn).map_err(|e| e.to_string())?;
+    sgn::verify(&file, signer).map_err(|e| format!("its signature does not verify: {e}"))?;
     let document = DeviceDocument::parse(file.body).map_err(|e| e.to_string())?;
     let root = document.root();
     let capf = child(root, "capfList").and_then(|l| child(l, "capf"));
-    Ok(PartialFacts {
-        node: capf.and_then(|c| text(c, "processNodeName")),
-        port: capf.and_then(|c| text(c, "phonePort")),
+    let trimmed = |t: Option<String>| t.map(|t| t.trim().to_owned());
+    Ok(Facts {
+        full: trimmed(text(root, "fullConfig")).as_deref() != Some("false"),
+        node: trimmed(capf.and_then(|c| text(c, "processNodeName"))),
+        port: trimmed(capf.and_then(|c| text(c, "phonePort"))),
+        auth_mode: trimmed(text(root, "capfAuthMode")),
         cert_hash: text(root, "certHash"),
     })
 }

@@ -110,6 +110,18 @@ pub struct Ctx<'a> {
     pub progress: bool,
     /// The operator's UTC offset in seconds, for times shown in local time.
     pub utc_offset: i32,
+    /// Where the node listens, when the command runs inside it (through the admin
+    /// socket); `None` when run here, which means no node serves this data directory
+    /// (it would hold the store).
+    pub serving: Option<Listening>,
+}
+
+/// The addresses the running node's listeners are bound to.
+#[derive(Clone, Copy, Debug)]
+pub struct Listening {
+    pub capf: std::net::SocketAddr,
+    pub http: Option<std::net::SocketAddr>,
+    pub tftp: Option<std::net::SocketAddr>,
 }
 
 impl Ctx<'_> {
@@ -199,6 +211,7 @@ pub fn run(cli: Cli, argv: Vec<OsString>) -> Result<ExitCode> {
                 now: crate::model::now(),
                 progress: std::io::IsTerminal::is_terminal(&std::io::stderr()),
                 utc_offset: local_utc_offset(),
+                serving: None,
             };
             let result = execute(&mut ctx, store_command);
             // What was written goes out before any error is printed.

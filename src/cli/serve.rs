@@ -92,7 +92,13 @@ pub fn serve(data: &DataDir, args: ServeArgs) -> Result<ExitCode> {
             node.capf_addr()?,
             data.root().display()
         );
-        let admin = tokio::spawn(admin.serve(data.clone(), store, stopped(stop_rx.clone())));
+        let listening = super::Listening {
+            capf: node.capf_addr()?,
+            http: node.http_addr(),
+            tftp: node.tftp_addr(),
+        };
+        let admin = admin.serve(data.clone(), store, listening, stopped(stop_rx.clone()));
+        let admin = tokio::spawn(admin);
         node.run(stopped(stop_rx)).await;
         if let Err(e) = admin.await {
             tracing::error!("admin socket task: {e}");

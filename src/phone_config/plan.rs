@@ -8,6 +8,7 @@
 
 use crate::model::{AuthMode, DeviceRecord, EnrolledCert, Operation, OperationStatus, UnixTime};
 use crate::phone_config::error::{Error, Result};
+use crate::phone_config::format::capf_section::{self, CapfFacts};
 use crate::phone_config::format::document::DeviceDocument;
 use crate::phone_config::format::enc;
 use crate::phone_config::format::identity::parse_certificate;
@@ -148,8 +149,13 @@ impl std::fmt::Display for NotFound {
 /// What to serve for a request.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Served {
-    FullUnsigned,
-    FullSigned,
+    /// The base document with capf's CAPF facts spliced in (`capf_section`).
+    FullUnsigned {
+        capf_auth_mode: u8,
+    },
+    FullSigned {
+        capf_auth_mode: u8,
+    },
     /// The partial configuration, unsigned (`.cnf.xml` while encryption is on).
     PartialUnsigned {
         cert_hash: Option<String>,
@@ -164,6 +170,7 @@ pub enum Served {
     Encrypted {
         /// The certificate's SubjectPublicKeyInfo (DER).
         phone_key: Vec<u8>,
+        capf_auth_mode: u8,
     },
     Itl,
     NotFound(NotFound),
@@ -195,18 +202,21 @@ pub fn decide(
     if document.is_none() {
         return Served::NotFound(NotFound::NoDocument);
     }
-    let Some(device) = Some(device).filter(|d| d.encrypted_config) else {
+    let capf_auth_mode = capf_auth_mode(device, now);
+    if !device.encrypted_config {
         return match form {
-            ConfigForm::Plain => Served::FullUnsigned,
-            ConfigForm::Signed => Served::FullSigned,
+            ConfigForm::Plain => Served::FullUnsigned { capf_auth_mode },
+            ConfigForm::Signed => Served::FullSigned { capf_auth_mode },
             ConfigForm::Encrypted => Served::NotFound(NotFound::EncryptionOff),
         };
-    };
+    }
     let usable = usable_certificate(device);
-    let capf_auth_mode = capf_auth_mode(device, now);
     match form {
         ConfigForm::Encrypted => match usable {
-            Some((_, phone_key)) => Served::Encrypted { phone_key },
+            Some((_, phone_key)) => Served::Encrypted {
+                phone_key,
+                capf_auth_mode,
+            },
             None => Served::NotFound(NotFound::NoUsableCertificate),
         },
         ConfigForm::Plain | ConfigForm::Signed => {
@@ -314,6 +324,17 @@ pub fn build<R: CryptoRng + ?Sized>(
             .ok_or_else(|| Error::NotServed("no base document".into()))
             .and_then(DeviceDocument::parse)
     };
+    // The full document as served: capf's CAPF node, port and mode spliced in.
+    let full = |capf_auth_mode: u8| {
+        capf_section::splice(
+            document()?.bytes(),
+            &CapfFacts {
+                node_name: inputs.node_name,
+                capf_port: inputs.capf_port,
+                capf_auth_mode,
+            },
+        )
+    };
     let partial = |cert_hash: &Option<String>, capf_auth_mode: u8| {
         partial::build(
             &document()?,
@@ -326,8 +347,10 @@ pub fn build<R: CryptoRng + ?Sized>(
         )
     };
     match served {
-        Served::FullUnsigned => Ok(document()?.bytes().to_vec()),
-        Served::FullSigned => sgn::build(signer()?, &name, document()?.bytes(), now),
+        Served::FullUnsigned { capf_auth_mode } => full(*capf_auth_mode),
+        Served::FullSigned { capf_auth_mode } => {
+            sgn::build(signer()?, &name, &full(*capf_auth_mode)?, now)
+        }
         Served::PartialUnsigned {
             cert_hash,
             capf_auth_mode,
@@ -339,8 +362,12 @@ pub fn build<R: CryptoRng + ?Sized>(
             let signer = signer()?;
             sgn::build(signer, &name, &partial(cert_hash, *capf_auth_mode)?, now)
         }
-        Served::Encrypted { phone_key } => {
-            enc::build(signer()?, &name, document()?.bytes(), phone_key, now, rng)
+        Served::Encrypted {
+            phone_key,
+            capf_auth_mode,
+        } => {
+            let full = full(*capf_auth_mode)?;
+            enc::build(signer()?, &name, &full, phone_key, now, rng)
         }
         Served::Itl => {
             let capf = inputs.capf_certificate.ok_or(Error::NoCapfCertificate)?;

@@ -159,7 +159,7 @@ impl ConfigService {
         };
         let served = plan::decide(request, device.as_ref(), document.as_deref(), now);
         let kind = match &served {
-            Served::FullUnsigned | Served::FullSigned => Kind::Full,
+            Served::FullUnsigned { .. } | Served::FullSigned { .. } => Kind::Full,
             Served::PartialUnsigned { .. } | Served::PartialSigned { .. } => Kind::Partial,
             Served::Encrypted { .. } => Kind::Encrypted,
             Served::Itl => Kind::Itl,

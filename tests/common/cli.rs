@@ -58,12 +58,19 @@ impl Serving {
         Serving::start_with(data, &[])
     }
 
-    /// As [`Serving::start`], with more `serve` options (e.g. `--init`).
+    /// As [`Serving::start`], with more `serve` options (e.g. `--init`, or `--http
+    /// 127.0.0.1:0`: HTTP is off unless given).
     pub fn start_with(data: &Path, extra: &[&str]) -> Serving {
+        let http_off: &[&str] = if extra.contains(&"--http") {
+            &[]
+        } else {
+            &["--http", "off"]
+        };
         let mut child = Command::new(env!("CARGO_BIN_EXE_capf"))
             .arg("--data")
             .arg(data)
-            .args(["serve", "--listen", "127.0.0.1:0", "--http", "off"])
+            .args(["serve", "--listen", "127.0.0.1:0"])
+            .args(http_off)
             .args(extra)
             .stdout(Stdio::null())
             .stderr(Stdio::piped())

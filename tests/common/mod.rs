@@ -175,3 +175,20 @@ pub fn event(name: &str) -> Event {
         details: Default::default(),
     }
 }
+
+/// `doc` as a node named `node_name` serves it in full: capf's node, port 3804 and
+/// `capf_auth_mode` spliced into the CAPF section (issue #19 point 1).
+pub fn served_as(doc: &str, node_name: &str, capf_auth_mode: u8) -> String {
+    use capf::phone_config::format::capf_section::{splice, CapfFacts};
+    let facts = CapfFacts {
+        node_name,
+        capf_port: 3804,
+        capf_auth_mode,
+    };
+    String::from_utf8(splice(doc.as_bytes(), &facts).unwrap()).unwrap()
+}
+
+/// `doc` as [`TestNode`] (named `capf.test`) serves it in full.
+pub fn served(doc: &str, capf_auth_mode: u8) -> String {
+    served_as(doc, "capf.test", capf_auth_mode)
+}

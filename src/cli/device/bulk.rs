@@ -461,6 +461,7 @@ mod tests {
             now: 1_800_000_000,
             progress: false,
             utc_offset: 0,
+            serving: None,
         };
         import(&mut ctx, &file, false)?;
         Ok(String::from_utf8(out).unwrap())

@@ -6,9 +6,11 @@
 //! * [`enc`] — the encrypted `.enc.sgn` (§4) and its decryption.
 //! * [`itl`] — the Identity Trust List (§7).
 //! * [`document`] / [`partial`] — the device document and the partial configuration (§5).
+//! * [`capf_section`] — capf's CAPF node, port and mode spliced into the full document.
 //! * [`dn`] and [`identity`] — how certificates are named in the files; [`tlv`] — the
 //!   element encoding.
 
+pub mod capf_section;
 pub(crate) mod dn;
 pub mod document;
 pub mod enc;

@@ -120,8 +120,14 @@ fn decision_table_rows() {
             "an unknown device gets nothing"
         );
     }
-    assert_eq!(decide(&plain, Some(&off), doc, NOW), Served::FullUnsigned);
-    assert_eq!(decide(&signed, Some(&off), doc, NOW), Served::FullSigned);
+    assert_eq!(
+        decide(&plain, Some(&off), doc, NOW),
+        Served::FullUnsigned { capf_auth_mode: 0 }
+    );
+    assert_eq!(
+        decide(&signed, Some(&off), doc, NOW),
+        Served::FullSigned { capf_auth_mode: 0 }
+    );
     assert_eq!(
         decide(&encrypted, Some(&off), doc, NOW),
         Served::NotFound(NotFound::EncryptionOff)
@@ -143,7 +149,8 @@ fn decision_table_rows() {
     assert_eq!(
         decide(&encrypted, Some(&rsa), doc, NOW),
         Served::Encrypted {
-            phone_key: spki_of(&p.phone.der)
+            phone_key: spki_of(&p.phone.der),
+            capf_auth_mode: 0
         }
     );
     for d in [&none, &ec] {
@@ -199,7 +206,8 @@ fn the_mic_is_used_when_no_lsc_is_installed() {
             NOW
         ),
         Served::Encrypted {
-            phone_key: spki_of(&p.phone_1024.der)
+            phone_key: spki_of(&p.phone_1024.der),
+            capf_auth_mode: 0
         }
     );
 }

@@ -1,13 +1,13 @@
-//! The phone's TFTP client: fetches one file the way a phone does at boot (RFC 1350
-//! read, octet mode, 512-byte blocks, no options). Used by the hostile example and the
-//! attack tests to show that a real phone still gets its files while the server is
-//! under attack.
+//! A TFTP client that fetches one file the way a phone does at boot (RFC 1350 read,
+//! octet mode, 512-byte blocks, no options). `capf doctor` uses it to check what phones
+//! get from the running node; the phone simulator, to show that a real phone still gets
+//! its files while the server is under attack.
 //!
 //! Like a phone, it sends its read request again when nothing comes back (a server
 //! under load may drop a request; the client's retransmission is what recovers), and
 //! it acknowledges every block, including a repeated one.
 
-use super::PhoneError;
+use super::FetchError;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::time::Duration;
 use tokio::net::UdpSocket;
@@ -27,7 +27,7 @@ pub async fn tftp_get(
     server: SocketAddr,
     name: &str,
     from: Option<IpAddr>,
-) -> Result<Vec<u8>, PhoneError> {
+) -> Result<Vec<u8>, FetchError> {
     let local = from.unwrap_or(match server {
         SocketAddr::V4(_) => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
         SocketAddr::V6(_) => IpAddr::V6(Ipv6Addr::UNSPECIFIED),
@@ -50,7 +50,7 @@ pub async fn tftp_get(
             break;
         }
     }
-    let (mut n, tid) = first.ok_or(PhoneError::Timeout)?;
+    let (mut n, tid) = first.ok_or(FetchError::Timeout)?;
     let mut file = Vec::new();
     let mut expected: u16 = 1;
     loop {
@@ -61,7 +61,7 @@ pub async fn tftp_get(
                 if block == expected {
                     file.extend_from_slice(data);
                     if file.len() > MAX_FILE {
-                        return Err(PhoneError::Tftp("file too large".into()));
+                        return Err(FetchError::Tftp("file too large".into()));
                     }
                     expected = expected.wrapping_add(1);
                 }
@@ -74,18 +74,18 @@ pub async fn tftp_get(
             [0, 5, hi, lo, message @ ..] => {
                 let code = u16::from_be_bytes([*hi, *lo]);
                 let message = message.split(|&b| b == 0).next().unwrap_or_default();
-                return Err(PhoneError::Tftp(format!(
+                return Err(FetchError::Tftp(format!(
                     "error {code}: {}",
                     String::from_utf8_lossy(message)
                 )));
             }
-            _ => return Err(PhoneError::Tftp(format!("unexpected packet {packet:02x?}"))),
+            _ => return Err(FetchError::Tftp(format!("unexpected packet {packet:02x?}"))),
         }
         // Only the transfer's own port speaks for it (RFC 1350 transfer IDs).
         loop {
             let (len, from) = tokio::time::timeout(BLOCK_TIMEOUT, socket.recv_from(&mut buf))
                 .await
-                .map_err(|_| PhoneError::Timeout)??;
+                .map_err(|_| FetchError::Timeout)??;
             if from == tid {
                 n = len;
                 break;

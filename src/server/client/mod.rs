@@ -1,6 +1,26 @@
-//! The client side of CAPF's TLS, as a phone does it: trust exactly the CAPF
-//! certificate(s) a phone learned from its ITL, and no host name check. `capf doctor`
-//! uses it to check what the listener presents; the phone simulator to enroll.
+//! The client side of what phones do, for `capf doctor` (which checks the running
+//! node as a phone meets it) and the phone simulator: CAPF's TLS as a phone does it
+//! (trust exactly the CAPF certificate(s) a phone learned from its ITL, no host name
+//! check), and fetching files over HTTP ([`http`]) and TFTP ([`tftp`]).
+
+mod http;
+mod tftp;
+
+pub use http::{http_get, http_request, HttpResponse};
+pub use tftp::tftp_get;
+
+/// Why a file could not be fetched.
+#[derive(Debug, thiserror::Error)]
+pub enum FetchError {
+    #[error("connect: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("timed out waiting for the server")]
+    Timeout,
+    #[error("HTTP: {0}")]
+    Http(String),
+    #[error("TFTP: {0}")]
+    Tftp(String),
+}
 
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};

@@ -1,0 +1,343 @@
+//! capf's own facts in the full configuration: `capfAuthMode` and
+//! `capfList/capf/{processNodeName,phonePort}` (issue #19 point 1).
+//!
+//! A base document exported from CUCM names the old publisher and its port and says
+//! `capfAuthMode` 0, so a phone served it verbatim would never come to capf. CUCM writes
+//! these elements itself on every build; so does capf, in the full, signed and encrypted
+//! files (the partial writes its own, see [`super::partial`]).
+//!
+//! The edit is a splice, not a re-rendering: every byte of the base document outside
+//! the three elements' text stays as it was, an element that already says the right
+//! thing is not touched (so a document that is already right comes back unchanged),
+//! and a missing element is added where CUCM puts it. Only the first `capfList` and its
+//! first `capf` are capf's: further entries (a second CAPF node) are left alone.
+
+use crate::phone_config::error::{Error, Result};
+use quick_xml::escape::{escape, unescape};
+use quick_xml::events::Event;
+use quick_xml::Reader;
+
+/// What capf writes, for one device at one moment.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CapfFacts<'a> {
+    /// `capfList/capf/processNodeName`: the node name phones connect to.
+    pub node_name: &'a str,
+    /// `capfList/capf/phonePort`.
+    pub capf_port: u16,
+    /// `capfAuthMode` (config-files.md §5.1): nonzero while an operation is pending.
+    pub capf_auth_mode: u8,
+}
+
+/// Where an element was found in the document, in byte offsets.
+#[derive(Clone, Copy, Debug, Default)]
+struct Found {
+    /// The start tag (or the whole empty-element tag).
+    tag_start: usize,
+    tag_end: usize,
+    /// `<x/>`: nothing inside, no end tag.
+    empty: bool,
+    /// The content between the start tag and the end tag.
+    content: Option<(usize, usize)>,
+    /// Where the end tag starts (an insertion point for missing children).
+    close: usize,
+}
+
+/// The elements the splice looks at, by their path below `<device>`.
+#[derive(Default)]
+struct Landmarks {
+    device_close: Option<usize>,
+    auth_mode: Option<Found>,
+    list: Option<Found>,
+    capf: Option<Found>,
+    node_name: Option<Found>,
+    port: Option<Found>,
+}
+
+impl Landmarks {
+    fn slot(&mut self, path: &[String]) -> Option<&mut Option<Found>> {
+        let path: Vec<&str> = path.iter().map(String::as_str).collect();
+        match path.as_slice() {
+            ["device", "capfAuthMode"] => Some(&mut self.auth_mode),
+            ["device", "capfList"] => Some(&mut self.list),
+            // Only inside the first capfList (its close is not known until it ends).
+            ["device", "capfList", "capf"] if self.list.is_some_and(|l| l.close == 0) => {
+                Some(&mut self.capf)
+            }
+            ["device", "capfList", "capf", "processNodeName"] if self.in_first_capf() => {
+                Some(&mut self.node_name)
+            }
+            ["device", "capfList", "capf", "phonePort"] if self.in_first_capf() => {
+                Some(&mut self.port)
+            }
+            _ => None,
+        }
+    }
+
+    fn in_first_capf(&self) -> bool {
+        self.capf.is_some_and(|c| !c.empty && c.close == 0)
+    }
+}
+
+/// Finds the landmarks of a well-formed document (the caller has parsed it with
+/// [`super::document::DeviceDocument::parse`] already).
+fn survey(text: &str) -> Result<Landmarks> {
+    let mut reader = Reader::from_str(text);
+    let mut path: Vec<String> = Vec::new();
+    // For each open element: whether it is a landmark being filled in.
+    let mut tracked: Vec<bool> = Vec::new();
+    let mut marks = Landmarks::default();
+    loop {
+        let before = reader.buffer_position() as usize;
+        let event = reader
+            .read_event()
+            .map_err(|e| Error::Document(format!("not well-formed: {e}")))?;
+        let after = reader.buffer_position() as usize;
+        match event {
+            // `<device/>`: nothing to find and nowhere to add it; served as it is.
+            Event::Empty(_) if path.is_empty() => return Ok(marks),
+            // The root, `<device …>` (its name checked by the parser).
+            Event::Start(_) if path.is_empty() => {
+                path.push("device".into());
+                tracked.push(false);
+            }
+            Event::Start(start) => {
+                path.push(String::from(start.name().as_ref()));
+                let slot = marks.slot(&path);
+                let is_new = slot.as_ref().is_some_and(|s| s.is_none());
+                if let Some(slot) = slot.filter(|s| s.is_none()) {
+                    *slot = Some(Found {
+                        tag_start: before,
+                        tag_end: after,
+                        empty: false,
+                        content: None,
+                        close: 0,
+                    });
+                }
+                tracked.push(is_new);
+            }
+            Event::Empty(start) => {
+                path.push(String::from(start.name().as_ref()));
+                if let Some(slot) = marks.slot(&path).filter(|s| s.is_none()) {
+                    *slot = Some(Found {
+                        tag_start: before,
+                        tag_end: after,
+                        empty: true,
+                        content: None,
+                        close: after,
+                    });
+                }
+                path.pop();
+            }
+            Event::End(_) => {
+                if path.len() == 1 {
+                    marks.device_close = Some(before);
+                    return Ok(marks);
+                }
+                if tracked.pop() == Some(true) {
+                    if let Some(Some(found)) = marks.slot(&path) {
+                        found.content = Some((found.tag_end, before));
+                        found.close = before;
+                    }
+                }
+                path.pop();
+            }
+            Event::Eof => return Err(Error::Document("no end of <device>".into())),
+            _ => {}
+        }
+    }
+}
+
+/// The document with capf's facts in it; the input itself when it already says them.
+pub fn splice(document: &[u8], facts: &CapfFacts<'_>) -> Result<Vec<u8>> {
+    let text = std::str::from_utf8(document)
+        .map_err(|e| Error::Document(format!("not UTF-8 at byte {}", e.valid_up_to())))?;
+    let marks = survey(text)?;
+    let Some(device_close) = marks.device_close else {
+        return Ok(document.to_vec());
+    };
+    let node_name = escape(facts.node_name);
+    let port = facts.capf_port.to_string();
+    let auth_mode = facts.capf_auth_mode.to_string();
+    let element = |name: &str, value: &str| format!("<{name}>{value}</{name}>");
+    let capf_children = format!(
+        "{}{}",
+        element("phonePort", &port),
+        element("processNodeName", &node_name)
+    );
+
+    // (start, end, replacement), in document order; start == end inserts.
+    let mut edits: Vec<(usize, usize, String)> = Vec::new();
+    // An element that is there: its text is replaced unless it already says `value`.
+    let set_text = |found: Found, name: &str, value: &str, escaped: &str| match found.content {
+        Some((start, end)) => {
+            let current = unescape(&text[start..end]).ok();
+            (current.as_deref().map(str::trim) != Some(value))
+                .then(|| (start, end, escaped.to_owned()))
+        }
+        None => Some((found.tag_start, found.tag_end, element(name, escaped))),
+    };
+    match marks.auth_mode {
+        Some(found) => edits.extend(set_text(found, "capfAuthMode", &auth_mode, &auth_mode)),
+        None => {
+            // Before the capfList, as CUCM orders them, or last in <device>.
+            let (at, extra) = marks.list.map_or((device_close, 1), |l| (l.tag_start, 0));
+            let fragment = element("capfAuthMode", &auth_mode);
+            edits.push((at, at, indented(text, at, &fragment, extra)));
+        }
+    }
+    match (marks.list, marks.capf) {
+        (None, _) => {
+            let list = element("capfList", &element("capf", &capf_children));
+            edits.push((
+                device_close,
+                device_close,
+                indented(text, device_close, &list, 1),
+            ));
+        }
+        (Some(list), _) if list.empty => {
+            let full = element("capfList", &element("capf", &capf_children));
+            edits.push((list.tag_start, list.tag_end, full));
+        }
+        (Some(list), None) => {
+            let capf = element("capf", &capf_children);
+            edits.push((list.close, list.close, indented(text, list.close, &capf, 1)));
+        }
+        (Some(_), Some(capf)) if capf.empty => {
+            edits.push((
+                capf.tag_start,
+                capf.tag_end,
+                element("capf", &capf_children),
+            ));
+        }
+        (Some(_), Some(capf)) => {
+            for (found, name, value) in [
+                (marks.port, "phonePort", port.as_str()),
+                (marks.node_name, "processNodeName", facts.node_name),
+            ] {
+                let escaped = escape(value);
+                match found {
+                    Some(found) => edits.extend(set_text(found, name, value, &escaped)),
+                    None => {
+                        let at = capf.close;
+                        let fragment = element(name, &escaped);
+                        edits.push((at, at, indented(text, at, &fragment, 1)));
+                    }
+                }
+            }
+        }
+    }
+    if edits.is_empty() {
+        return Ok(document.to_vec());
+    }
+    edits.sort_by_key(|&(start, _, _)| start);
+    let mut out = String::with_capacity(text.len() + 256);
+    let mut at = 0;
+    for (start, end, replacement) in edits {
+        out.push_str(&text[at..start]);
+        out.push_str(&replacement);
+        at = end;
+    }
+    out.push_str(&text[at..]);
+    Ok(out.into_bytes())
+}
+
+/// `fragment` laid out for insertion just before `at`, which is a closing tag (or the
+/// next sibling): if the document puts that tag on its own line, the fragment gets a
+/// line of its own, indented `extra` steps of two spaces deeper than the tag.
+fn indented(text: &str, at: usize, fragment: &str, extra: usize) -> String {
+    let line_start = text[..at].rfind('\n').map_or(0, |i| i + 1);
+    let indent = &text[line_start..at];
+    if line_start == 0 || !indent.chars().all(|c| c == ' ' || c == '\t') {
+        return fragment.to_owned();
+    }
+    // Inserted after the indentation of the tag at `at`: the fragment, a line end,
+    // and the same indentation again for the tag.
+    format!("{}{fragment}\n{indent}", "  ".repeat(extra))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const FACTS: CapfFacts<'static> = CapfFacts {
+        node_name: "capf.example.net",
+        capf_port: 3804,
+        capf_auth_mode: 2,
+    };
+
+    fn spliced(doc: &str) -> String {
+        String::from_utf8(splice(doc.as_bytes(), &FACTS).unwrap()).unwrap()
+    }
+
+    #[test]
+    fn a_cucm_export_gets_capfs_node_port_and_mode_and_nothing_else_changes() {
+        let doc = "<?xml version=\"1.0\"?>\n<device xsi:type=\"axl:XIPPhone\" ctiid=\"7\">\n  \
+                   <fullConfig>true</fullConfig>\n  <capfAuthMode>0</capfAuthMode>\n  \
+                   <capfList>\n    <capf>\n      <phonePort>5555</phonePort>\n      \
+                   <processNodeName>cucm-pub</processNodeName>\n    </capf>\n    <capf>\n      \
+                   <phonePort>3804</phonePort>\n      <processNodeName>cucm-sub</processNodeName>\n    \
+                   </capf>\n  </capfList>\n  <!-- kept -->\n</device>\n";
+        let expected = doc
+            .replace(
+                "<capfAuthMode>0</capfAuthMode>",
+                "<capfAuthMode>2</capfAuthMode>",
+            )
+            .replace("<phonePort>5555</phonePort>", "<phonePort>3804</phonePort>")
+            .replace(
+                "<processNodeName>cucm-pub</processNodeName>",
+                "<processNodeName>capf.example.net</processNodeName>",
+            );
+        assert_eq!(spliced(doc), expected);
+        // The second CAPF entry is not capf's and stays as it was.
+        assert!(expected.contains("cucm-sub"));
+    }
+
+    #[test]
+    fn a_document_that_already_says_the_facts_comes_back_byte_for_byte() {
+        let doc = "<device><capfAuthMode> 2 </capfAuthMode><capfList><capf>\
+                   <processNodeName>capf.example.net</processNodeName>\
+                   <phonePort>3804</phonePort></capf></capfList></device>";
+        assert_eq!(spliced(doc), doc);
+    }
+
+    #[test]
+    fn missing_elements_are_added_where_cucm_puts_them() {
+        let doc = "<device>\n  <fullConfig>true</fullConfig>\n</device>\n";
+        assert_eq!(
+            spliced(doc),
+            "<device>\n  <fullConfig>true</fullConfig>\n  <capfAuthMode>2</capfAuthMode>\n  \
+             <capfList><capf><phonePort>3804</phonePort>\
+             <processNodeName>capf.example.net</processNodeName></capf></capfList>\n</device>\n"
+        );
+        let doc =
+            "<device><capfList>\n    <capf>\n      <phonePort>3804</phonePort>\n    </capf>\n  \
+                   </capfList></device>";
+        assert_eq!(
+            spliced(doc),
+            "<device><capfAuthMode>2</capfAuthMode><capfList>\n    <capf>\n      \
+             <phonePort>3804</phonePort>\n      \
+             <processNodeName>capf.example.net</processNodeName>\n    </capf>\n  \
+             </capfList></device>"
+        );
+        let doc = "<device><capfAuthMode/><capfList/></device>";
+        assert_eq!(
+            spliced(doc),
+            "<device><capfAuthMode>2</capfAuthMode><capfList><capf><phonePort>3804</phonePort>\
+             <processNodeName>capf.example.net</processNodeName></capf></capfList></device>"
+        );
+    }
+
+    #[test]
+    fn a_node_name_is_escaped_and_the_result_parses() {
+        let facts = CapfFacts {
+            node_name: "a&b<c",
+            ..FACTS
+        };
+        let out = splice(b"<device/>", &facts).unwrap();
+        assert_eq!(out, b"<device/>");
+        let out = splice(b"<device></device>", &facts).unwrap();
+        let parsed = super::super::document::DeviceDocument::parse(&out).unwrap();
+        assert_eq!(parsed.root().name, "device");
+        assert!(String::from_utf8(out).unwrap().contains("a&amp;b&lt;c"));
+    }
+}
