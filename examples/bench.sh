@@ -53,7 +53,7 @@ EOF
 }
 
 start_server() {
-    "$BIN/capf" --data "$WORK/node" serve 2> "$WORK/serve.log" &
+    "$BIN/capf" --data "$WORK/node" serve --init 2> "$WORK/serve.log" &
     SERVER=$!
     for _ in $(seq 100); do
         [ -S "$WORK/node/admin.sock" ] && return 0
