@@ -181,7 +181,7 @@ Machine: $CPUS × $MODEL; $(openssl version | cut -d' ' -f1-2); load average bef
 Limit: \`openssl speed -seconds 5 rsa2048\` = $SPEED1 signs/s on one core; \`-multi $CPUS\` = $SPEEDN signs/s,
 so $LIMIT enrollments/s at two private-key operations each.
 
-### Enrollment (RSA-2048 phone keys from a pool of 16, null string, loadgen on the same host)
+### Enrollment (a distinct RSA-2048 key per phone, null string, loadgen on the same host)
 
 | C | phones | failed | enrollments/s | of limit | p50 ms | p95 ms | p99 ms | max ms | server p99 ms | server CPU ms/enr | loadgen CPU ms/enr |
 |---|---|---|---|---|---|---|---|---|---|---|---|

@@ -12,9 +12,12 @@
 //! cargo run --release --example loadgen -- --data DIR idle -n 1000 --server-pid PID
 //! ```
 //!
-//! Phone keys come from a pool generated before the clock starts, so the phones' key
-//! generation does not dominate what is measured: the server's work per enrollment is
-//! the TLS handshake, the LSC signature and the durable store commit. Device names are
+//! Every phone has a key of its own, as real phones do (capf refuses a key it has
+//! certified for another device). The keys are generated before the clock starts, so
+//! the phones' key generation does not dominate what is measured (the server's work per
+//! enrollment is the TLS handshake, the LSC signature and the durable store commit),
+//! and kept in a cache file (`--key-cache`), so only the first run pays for them: key
+//! number N belongs to device number N. Device names are
 //! `SEP` + 12 hex digits counting up from `--first`; each name enrolls once (a
 //! successful install clears its operation), so repeated runs take fresh ranges.
 
@@ -76,9 +79,10 @@ enum Mode {
         key: KeyKind,
         #[arg(long, value_enum, default_value_t = Auth::Null)]
         auth: Auth,
-        /// Distinct pre-generated phone keys, shared round-robin.
-        #[arg(long, default_value_t = 16)]
-        pool: usize,
+        /// Where the phones' keys are kept between runs (PKCS#8 DER, length-prefixed);
+        /// missing ones are generated and added. Default: a file in the temp directory.
+        #[arg(long)]
+        key_cache: Option<PathBuf>,
         /// Also fetch the partial and the encrypted configuration from this HTTP base
         /// URL after enrolling, verify both and decrypt the latter.
         #[arg(long)]
@@ -140,6 +144,33 @@ impl KeyKind {
         }
     }
 
+    /// A new key, as PKCS#8 DER. RSA comes from OpenSSL: several times faster than
+    /// the pure-Rust generator, which matters for thousands of keys.
+    fn generate_pkcs8(self) -> anyhow::Result<Vec<u8>> {
+        if self == KeyKind::Rsa2048 {
+            let rsa = openssl::rsa::Rsa::generate(2048)?;
+            return Ok(openssl::pkey::PKey::from_rsa(rsa)?.private_key_to_pkcs8()?);
+        }
+        let PhoneKey::P256(key) = self.generate()? else {
+            anyhow::bail!("not a P-256 key")
+        };
+        use p256::pkcs8::EncodePrivateKey;
+        Ok(key.to_pkcs8_der()?.as_bytes().to_vec())
+    }
+
+    fn from_pkcs8(self, der: &[u8]) -> anyhow::Result<PhoneKey> {
+        Ok(match self {
+            KeyKind::Rsa2048 => {
+                use rsa::pkcs8::DecodePrivateKey;
+                PhoneKey::Rsa(rsa::PrivateKey::from_pkcs8_der(der)?)
+            }
+            KeyKind::P256 => {
+                use p256::pkcs8::DecodePrivateKey;
+                PhoneKey::P256(p256::SecretKey::from_pkcs8_der(der)?)
+            }
+        })
+    }
+
     fn generate(self) -> anyhow::Result<PhoneKey> {
         let request = match self {
             KeyKind::Rsa2048 => KeyGenerateRequest {
@@ -155,6 +186,58 @@ impl KeyKind {
         };
         Ok(PhoneKey::generate(&request)?)
     }
+}
+
+/// The keys of devices `range`: read from `cache`, the missing ones generated on every
+/// core and appended to it.
+fn phone_keys(kind: KeyKind, cache: &Path, range: Range) -> anyhow::Result<Vec<PhoneKey>> {
+    let mut stored: Vec<Vec<u8>> = Vec::new();
+    if let Ok(bytes) = std::fs::read(cache) {
+        let mut rest = bytes.as_slice();
+        while let [a, b, c, d, tail @ ..] = rest {
+            let len = u32::from_be_bytes([*a, *b, *c, *d]) as usize;
+            let Some(der) = tail.get(..len) else { break };
+            stored.push(der.to_vec());
+            rest = &tail[len..];
+        }
+    }
+    let needed = (range.first + range.count) as usize;
+    if stored.len() < needed {
+        let missing = needed - stored.len();
+        eprintln!("generating {missing} phone keys (kept in {})...", cache.display());
+        let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let fresh: Vec<Vec<u8>> = std::thread::scope(|s| {
+            let workers: Vec<_> = (0..threads)
+                .map(|t| {
+                    let count = missing / threads + usize::from(t < missing % threads);
+                    s.spawn(move || {
+                        (0..count)
+                            .map(|_| kind.generate_pkcs8())
+                            .collect::<anyhow::Result<Vec<_>>>()
+                    })
+                })
+                .collect();
+            workers
+                .into_iter()
+                .map(|w| w.join().expect("key generation thread"))
+                .collect::<anyhow::Result<Vec<_>>>()
+                .map(|v| v.into_iter().flatten().collect())
+        })?;
+        let mut file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(cache)?;
+        for der in &fresh {
+            use std::io::Write;
+            file.write_all(&(der.len() as u32).to_be_bytes())?;
+            file.write_all(der)?;
+        }
+        stored.extend(fresh);
+    }
+    stored[range.first as usize..needed]
+        .iter()
+        .map(|der| kind.from_pkcs8(der))
+        .collect()
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum, Serialize)]
@@ -186,11 +269,14 @@ async fn main() -> anyhow::Result<()> {
             concurrency,
             key,
             auth,
-            pool,
+            key_cache,
             config,
             server_pid,
             json,
         } => {
+            let cache = key_cache.unwrap_or_else(|| {
+                std::env::temp_dir().join(format!("capf-loadgen-keys-{}", key.order()))
+            });
             let run = EnrollRun {
                 addr: args.addr,
                 trust: capf_certificate(&args.data)?,
@@ -201,7 +287,7 @@ async fn main() -> anyhow::Result<()> {
                 config,
                 server_pid,
             };
-            let report = run.run(pool.max(1)).await?;
+            let report = run.run(&cache).await?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&report)?);
             } else {
@@ -402,15 +488,9 @@ impl Report {
 }
 
 impl EnrollRun {
-    async fn run(self, pool: usize) -> anyhow::Result<Report> {
-        eprintln!("generating {pool} phone keys...");
-        let kind = self.key;
-        let keys = tokio::task::spawn_blocking(move || {
-            (0..pool)
-                .map(|_| kind.generate())
-                .collect::<anyhow::Result<Vec<_>>>()
-        })
-        .await??;
+    async fn run(self, cache: &Path) -> anyhow::Result<Report> {
+        let (kind, cache, range) = (self.key, cache.to_owned(), self.range);
+        let keys = tokio::task::spawn_blocking(move || phone_keys(kind, &cache, range)).await??;
         let signer = match &self.config {
             Some(base) => Some(tftp_signer(base).await?),
             None => None,
@@ -500,7 +580,7 @@ impl Shared {
     async fn attempt(&self, i: u64) -> Attempt {
         let name = device_name(self.run.range.first + i);
         let mut phone = Phone::new(&name);
-        phone.key = self.keys.get(i as usize % self.keys.len()).cloned();
+        phone.key = self.keys.get(i as usize).cloned();
         phone.password = Some(match self.run.auth {
             Auth::Null => String::new(),
             Auth::String => AUTH_STRING.to_owned(),
