@@ -158,7 +158,7 @@ impl KeyKind {
         Ok(key.to_pkcs8_der()?.as_bytes().to_vec())
     }
 
-    fn from_pkcs8(self, der: &[u8]) -> anyhow::Result<PhoneKey> {
+    fn key_from_pkcs8(self, der: &[u8]) -> anyhow::Result<PhoneKey> {
         Ok(match self {
             KeyKind::Rsa2048 => {
                 use rsa::pkcs8::DecodePrivateKey;
@@ -204,7 +204,10 @@ fn phone_keys(kind: KeyKind, cache: &Path, range: Range) -> anyhow::Result<Vec<P
     let needed = (range.first + range.count) as usize;
     if stored.len() < needed {
         let missing = needed - stored.len();
-        eprintln!("generating {missing} phone keys (kept in {})...", cache.display());
+        eprintln!(
+            "generating {missing} phone keys (kept in {})...",
+            cache.display()
+        );
         let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
         let fresh: Vec<Vec<u8>> = std::thread::scope(|s| {
             let workers: Vec<_> = (0..threads)
@@ -236,7 +239,7 @@ fn phone_keys(kind: KeyKind, cache: &Path, range: Range) -> anyhow::Result<Vec<P
     }
     stored[range.first as usize..needed]
         .iter()
-        .map(|der| kind.from_pkcs8(der))
+        .map(|der| kind.key_from_pkcs8(der))
         .collect()
 }
 

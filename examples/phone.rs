@@ -15,7 +15,7 @@
 //! stores the issued LSC and its key as PEM in `--out`, answers fetch and delete with
 //! `--cert`, and reports the END_SESSION reason.
 
-use capf::phone::{connector, http_get, Phone, PhoneKey};
+use capf::phone::{connector, http_get, Phone, PhoneError, PhoneKey};
 use capf::phone_config::format::enc;
 use capf::phone_config::format::itl::{self, Role};
 use capf::phone_config::format::sgn::{self, FileKind};
@@ -82,7 +82,20 @@ async fn main() -> anyhow::Result<()> {
         Some(base) => Some(Journey::start(base, &args.name).await?),
         None => None,
     };
-    let outcome = phone.run(args.addr, &connector(&trust)?).await?;
+    // Like a phone, try again while nothing listens yet (a node that is starting).
+    let connector = connector(&trust)?;
+    let mut attempts = 0;
+    let outcome = loop {
+        match phone.run(args.addr, &connector).await {
+            Err(PhoneError::Io(e))
+                if e.kind() == std::io::ErrorKind::ConnectionRefused && attempts < 50 =>
+            {
+                attempts += 1;
+                tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+            }
+            other => break other?,
+        }
+    };
     println!("TLS: {}", outcome.tls_version);
     println!("server said: {:?}", outcome.commands);
     if let Some((der, key)) = &outcome.issued {

@@ -211,18 +211,30 @@ fn own_keys(data: &DataDir, ca: &Ca) -> Vec<(Vec<u8>, &'static str)> {
 /// once before anything is served: a damaged store stops the server here rather than
 /// failing phones and commands one by one.
 pub fn open_store(data: &DataDir) -> Result<Store> {
-    match Store::open(&data.db()) {
-        Ok(s) => {
-            s.check()?;
-            Ok(s)
+    // A command run a moment earlier (`capf serve &` and then `capf device add` at once)
+    // holds the store for as long as it runs: give it time before calling the store
+    // taken by another node.
+    let until = std::time::Instant::now() + COMMAND_PATIENCE;
+    loop {
+        match Store::open(&data.db()) {
+            Ok(s) => {
+                s.check()?;
+                return Ok(s);
+            }
+            Err(StoreError::Locked(_)) if std::time::Instant::now() < until => {
+                std::thread::sleep(std::time::Duration::from_millis(100));
+            }
+            Err(StoreError::Locked(_)) => anyhow::bail!(
+                "another capf process is serving {} (only one process can own the store)",
+                data.root().display()
+            ),
+            Err(e) => return Err(e.into()),
         }
-        Err(StoreError::Locked(_)) => anyhow::bail!(
-            "another capf process is serving {} (only one process can own the store)",
-            data.root().display()
-        ),
-        Err(e) => Err(e.into()),
     }
 }
+
+/// How long `serve` waits for a command that holds the store to finish.
+const COMMAND_PATIENCE: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// What certificate authentication trusts: capf's own CAPF certificate for LSCs; the
 /// Cisco manufacturing CAs built into the binary plus `certs/trust/*.pem` for MICs.

@@ -54,6 +54,25 @@ struct Request {
     sudo_user: Option<String>,
 }
 
+/// [`forward`], trying again until `patience` has passed: for a node that holds the
+/// store but has not bound its admin socket yet. `Ok(None)` if it never answers.
+pub fn forward_when_up(
+    data: &DataDir,
+    argv: &[OsString],
+    patience: Duration,
+) -> Result<Option<ExitCode>> {
+    let until = std::time::Instant::now() + patience;
+    loop {
+        if let Some(code) = forward(data, argv)? {
+            return Ok(Some(code));
+        }
+        if std::time::Instant::now() >= until {
+            return Ok(None);
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
 /// Client side: sends the command to a running server. `Ok(None)` when no server
 /// answers on the socket, so the caller opens the store itself.
 pub fn forward(data: &DataDir, argv: &[OsString]) -> Result<Option<ExitCode>> {

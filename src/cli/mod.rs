@@ -198,7 +198,19 @@ pub fn run(cli: Cli, argv: Vec<OsString>) -> Result<ExitCode> {
             if let Some(code) = admin::forward(&data, &argv)? {
                 return Ok(code);
             }
-            let store = open_store(&data)?;
+            let store = match try_open_store(&data)? {
+                Some(store) => store,
+                // A node that is starting holds the store a moment before its admin
+                // socket answers (`capf serve &` and the next command at once).
+                None => match admin::forward_when_up(&data, &argv, SERVE_STARTUP)? {
+                    Some(code) => return Ok(code),
+                    None => anyhow::bail!(
+                        "the store in {} is held by another process whose admin socket does \
+                         not answer (is an old `capf serve` still stopping?)",
+                        data.root().display()
+                    ),
+                },
+            };
             // Buffered: commands write in small pieces, and a locked stdout would
             // otherwise write every line separately.
             let mut out = std::io::BufWriter::new(std::io::stdout().lock());
@@ -303,6 +315,19 @@ pub(crate) fn name_damage(e: anyhow::Error, data: &DataDir) -> anyhow::Error {
 }
 
 /// Opens the store of an initialised data directory.
+/// How long a command waits for a node that holds the store to answer on its admin
+/// socket: a node opens its store, then binds its listeners, then the socket.
+const SERVE_STARTUP: std::time::Duration = std::time::Duration::from_secs(15);
+
+/// The store, or `None` while another process holds it.
+fn try_open_store(data: &DataDir) -> Result<Option<Store>> {
+    match open_store(data) {
+        Ok(store) => Ok(Some(store)),
+        Err(e) if matches!(e.downcast_ref(), Some(StoreError::Locked(_))) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
 pub(crate) fn open_store(data: &DataDir) -> Result<Store> {
     if !data.db().exists() {
         anyhow::bail!(
@@ -310,13 +335,5 @@ pub(crate) fn open_store(data: &DataDir) -> Result<Store> {
             data.root().display()
         );
     }
-    match Store::open(&data.db()) {
-        Ok(store) => Ok(store),
-        Err(StoreError::Locked(_)) => anyhow::bail!(
-            "the store in {} is held by another process whose admin socket does not answer \
-             (is an old `capf serve` still stopping?)",
-            data.root().display()
-        ),
-        Err(e) => Err(e.into()),
-    }
+    Ok(Store::open(&data.db())?)
 }
