@@ -31,6 +31,8 @@
 //!   issuance, the checks on phone keys, and RSA signing on OpenSSL (`ca::signing`).
 //! * [`store`] — the sled database and its writer thread: the only owner of
 //!   persistent state.
+//! * [`renewal`] — automatic LSC renewal: which devices are due, scheduling them at a
+//!   rate, for the node's scheduler and `capf renew`.
 //! * [`health`] — what `capf status` reports and the running node watches: devices
 //!   by status, expiring LSCs, late operations, capf's certificates.
 //! * [`settings`] — the data directory layout and `capf.toml`.
@@ -63,6 +65,7 @@ pub mod node;
 pub mod phone;
 pub mod phone_config;
 pub mod protocol;
+pub mod renewal;
 mod server;
 pub mod session;
 pub mod settings;

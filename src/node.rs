@@ -27,9 +27,11 @@ const HEALTH_EVERY: std::time::Duration = std::time::Duration::from_secs(3600);
 
 /// Every listener of a node, bound and ready to run.
 pub struct Node {
-    /// For the health watch (`health::watch`).
+    /// For the health watch (`health::watch`) and the renewal scheduler.
     store: Store,
     data: DataDir,
+    /// LSC renewal, when `renew_before_days` turns it on.
+    renewal: Option<crate::renewal::Policy>,
     capf: CapfListener,
     legacy: Option<CapfListener>,
     http: Option<HttpServer>,
@@ -72,12 +74,14 @@ impl Node {
         };
         let own_keys = own_keys(data, &ca);
         check_open_file_limit(&settings);
+        let renewal = crate::renewal::Policy::of(&settings);
         let legacy_listen = settings.legacy_listen;
         let capf = CapfListener::bind(settings, store.clone(), ca, trust, own_keys).await?;
         let legacy = bind_legacy(&capf, legacy_listen).await?;
         Ok(Node {
             store,
             data: data.clone(),
+            renewal,
             capf,
             legacy,
             http,
@@ -125,12 +129,23 @@ impl Node {
         tasks.push((
             "health watch",
             tokio::spawn(crate::health::watch(
-                self.store,
+                self.store.clone(),
                 self.data,
                 HEALTH_EVERY,
                 stopped(stop_rx.clone()),
             )),
         ));
+        if let Some(policy) = self.renewal {
+            tasks.push((
+                "renewal",
+                tokio::spawn(crate::renewal::run(
+                    self.store.clone(),
+                    policy,
+                    crate::renewal::CHECK_EVERY,
+                    stopped(stop_rx.clone()),
+                )),
+            ));
+        }
         if let Some(legacy) = self.legacy {
             tasks.push((
                 "legacy listener",

@@ -134,6 +134,15 @@ pub struct Settings {
     pub default_deadline_days: u32,
     /// Lockout period, seconds.
     pub lockout_seconds: i64,
+    /// Automatic LSC renewal: schedule an upgrade this many days before a device's LSC
+    /// expires. 0, the default, turns it off.
+    pub renew_before_days: u32,
+    /// At most this many renewals are scheduled in any hour (phones pick them up at
+    /// their next configuration download, often a reboot).
+    pub renew_per_hour: u32,
+    /// How a renewing phone authenticates: `lsc` (by the LSC it renews, the default:
+    /// no string to hand out), `mic` or `null`.
+    pub renew_auth: crate::model::AuthMode,
     /// Failed sessions one address may cause within `address_window_seconds` before its
     /// new connections are refused until the window ends (guessing across devices).
     pub max_failures_per_address: u32,
@@ -184,6 +193,9 @@ impl Default for Settings {
             max_auth_failures: 10,
             default_deadline_days: 0,
             lockout_seconds: 600,
+            renew_before_days: 0,
+            renew_per_hour: 100,
+            renew_auth: crate::model::AuthMode::Lsc,
             max_failures_per_address: 30,
             address_window_seconds: 60,
             allow_expired_mic: false,
@@ -286,6 +298,19 @@ impl Settings {
                 "legacy_listen = {} is the listen address (the legacy listener needs its own port)",
                 self.listen
             ));
+        }
+        if self.renew_per_hour == 0 {
+            return Err(
+                "renew_per_hour must be at least 1 (renew_before_days = 0 turns renewal off)"
+                    .into(),
+            );
+        }
+        if self.renew_auth == crate::model::AuthMode::String {
+            return Err(
+                "renew_auth = \"string\" (expected lsc, mic or null: a renewal cannot hand \
+                 each phone a string)"
+                    .into(),
+            );
         }
         if self.max_auth_failures == 0 || self.lockout_seconds < 0 {
             return Err(

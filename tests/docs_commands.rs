@@ -197,6 +197,16 @@ fn the_encrypted_configuration_guide_runs_on_a_serving_node() {
 }
 
 #[test]
+fn the_lifecycle_guide_runs_on_a_serving_node_with_renewal_on() {
+    // The guide's first step: renew_before_days set in capf.toml before serving.
+    let renewal_on = "capf init --node-name capf.example.net >/dev/null\n\
+                      sed -i 's/^renew_before_days = 0$/renew_before_days = 30/' capf-data/capf.toml\n\
+                      grep -q '^renew_before_days = 30$' capf-data/capf.toml\n\
+                      capf serve 2>serve.log &\n";
+    run_blocks("docs/lifecycle.md", renewal_on, false);
+}
+
+#[test]
 fn blocks_are_found_and_transcripts_are_not_commands() {
     let doc = "text\n```\ncapf device list\n```\n```\n$ capf doctor\nOK   x\n```\n\
                ```toml\nlisten = \"x\"\n```\n```sh\n# comment\ncargo run --release -- serve &\n```\n";
@@ -210,10 +220,11 @@ fn blocks_are_found_and_transcripts_are_not_commands() {
 }
 
 /// The documents the tests above run; a new document with command blocks must join.
-const RUN: [&str; 3] = [
+const RUN: [&str; 4] = [
     "README.md",
     "docs/operations.md",
     "docs/encrypted-config.md",
+    "docs/lifecycle.md",
 ];
 
 #[test]

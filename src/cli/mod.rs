@@ -15,6 +15,7 @@ mod inspect;
 mod keys;
 mod private;
 mod render;
+mod renew;
 mod serve;
 mod settings_cmd;
 mod status;
@@ -88,6 +89,10 @@ pub enum Command {
     /// The node's health: devices by status, expiring LSCs, late operations, capf's
     /// certificates. Exit status 0 ok, 1 warning, 2 critical.
     Status(status::StatusArgs),
+    /// Automatic LSC renewal (renew_before_days in capf.toml): what is due, and
+    /// scheduling it by hand.
+    #[command(subcommand)]
+    Renew(renew::RenewCommand),
 }
 
 /// Everything a store-backed command needs. The same command runs either in the CLI
@@ -246,6 +251,7 @@ pub fn execute(ctx: &mut Ctx, command: Command) -> Result<ExitCode> {
         Command::Itl(cmd) => config::run_itl(ctx, cmd),
         Command::Doctor(args) => doctor::run(ctx, args),
         Command::Status(args) => status::run(ctx, args),
+        Command::Renew(cmd) => renew::run(ctx, cmd),
         Command::Init(_)
         | Command::Serve(_)
         | Command::Cert(_)

@@ -505,6 +505,22 @@ impl Store {
         Ok(found)
     }
 
+    /// The events at or after `since`, newest first, read backwards from the newest
+    /// and stopping at the first older one (ids follow time), so the cost is what is
+    /// recent, not the whole trail.
+    pub fn events_since(&self, since: UnixTime) -> Result<Vec<Event>, StoreError> {
+        let mut found = Vec::new();
+        for kv in self.events.iter().rev() {
+            let (k, v) = kv?;
+            let event = decode_event(&k, &v)?;
+            if event.time < since {
+                break;
+            }
+            found.push(event);
+        }
+        Ok(found)
+    }
+
     /// [`Store::events`] without a limit, decoded one at a time: for listings of any
     /// length (a million-row import alone appends a million events).
     pub fn events_in_order(

@@ -8,6 +8,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 /// An HTTP answer as a phone sees it.
+#[cfg_attr(not(feature = "phone-sim"), allow(dead_code))]
 #[derive(Debug)]
 pub struct HttpResponse {
     pub status: u16,
@@ -16,6 +17,7 @@ pub struct HttpResponse {
     pub body: Vec<u8>,
 }
 
+#[cfg_attr(not(feature = "phone-sim"), allow(dead_code))]
 impl HttpResponse {
     pub fn header(&self, name: &str) -> Option<&str> {
         self.headers

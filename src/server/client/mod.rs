@@ -6,7 +6,10 @@
 mod http;
 mod tftp;
 
-pub use http::{http_get, http_request, HttpResponse};
+pub use http::http_get;
+// The phone simulator reads headers and sends other methods; doctor only GETs.
+#[cfg(feature = "phone-sim")]
+pub use http::{http_request, HttpResponse};
 pub use tftp::tftp_get;
 
 /// Why a file could not be fetched.
