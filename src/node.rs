@@ -8,6 +8,7 @@
 //! socket belongs to the CLI (`cli::admin`); `serve` runs it beside the node.
 
 use crate::ca::Ca;
+use crate::phone_config::crl::RevocationList;
 use crate::phone_config::http::HttpServer;
 use crate::phone_config::service::ConfigService;
 use crate::phone_config::tftp::TftpServer;
@@ -42,7 +43,8 @@ impl Node {
     /// Loads the CA and trust anchors of `data` and binds every listener `settings`
     /// names. Nothing is served until [`Node::run`].
     pub async fn bind(data: &DataDir, settings: Settings, store: Store) -> Result<Node> {
-        let ca = Ca::load(&data.certs(), settings.lsc_validity_days)?;
+        let ca =
+            Ca::load(&data.certs(), settings.lsc_validity_days)?.with_crl_url(&settings.crl_url);
         let trust = load_trust(data, &ca)?;
 
         // One configuration service for HTTP and TFTP, loaded only if either runs.
@@ -57,15 +59,19 @@ impl Node {
             Arc::new(service)
         });
         let http = match (settings.http, &service) {
-            (Some(addr), Some(service)) => Some(
-                HttpServer::bind(
+            (Some(addr), Some(service)) => {
+                let http = HttpServer::bind(
                     addr,
                     service.clone(),
                     settings.http_max_connections,
                     settings.http_head_timeout(),
                 )
-                .await?,
-            ),
+                .await?;
+                // The CRL, signed by the CAPF CA, beside the files (loaded again: the
+                // CAPF listener owns the first copy).
+                let crl_ca = Ca::load(&data.certs(), settings.lsc_validity_days)?;
+                Some(http.with_crl(RevocationList::new(crl_ca, store.clone())))
+            }
             _ => None,
         };
         let tftp = match (settings.tftp, &service) {

@@ -140,6 +140,9 @@ pub struct Settings {
     /// At most this many renewals are scheduled in any hour (phones pick them up at
     /// their next configuration download, often a reboot).
     pub renew_per_hour: u32,
+    /// A CRL distribution point (`http://…/capf.crl`) written into every new LSC, for
+    /// 802.1X/ISE and ASA verifiers that fetch CRLs; empty, the default, writes none.
+    pub crl_url: String,
     /// How a renewing phone authenticates: `lsc` (by the LSC it renews, the default:
     /// no string to hand out), `mic` or `null`.
     pub renew_auth: crate::model::AuthMode,
@@ -194,6 +197,7 @@ impl Default for Settings {
             default_deadline_days: 0,
             lockout_seconds: 600,
             renew_before_days: 0,
+            crl_url: String::new(),
             renew_per_hour: 100,
             renew_auth: crate::model::AuthMode::Lsc,
             max_failures_per_address: 30,
@@ -297,6 +301,12 @@ impl Settings {
             return Err(format!(
                 "legacy_listen = {} is the listen address (the legacy listener needs its own port)",
                 self.listen
+            ));
+        }
+        if !self.crl_url.is_empty() && !self.crl_url.starts_with("http://") {
+            return Err(format!(
+                "crl_url = {:?} (expected an http:// URL, e.g. http://capf.example.net:6970/capf.crl)",
+                self.crl_url
             ));
         }
         if self.renew_per_hour == 0 {

@@ -96,6 +96,11 @@ impl Ca {
             CustomExtension::from_oid_content(&BASIC_CONSTRAINTS, NOT_A_CA.to_vec());
         basic_constraints.set_criticality(true);
         params.custom_extensions = vec![basic_constraints];
+        if let Some(url) = &self.crl_url {
+            params.crl_distribution_points = vec![rcgen::CrlDistributionPoint {
+                uris: vec![url.clone()],
+            }];
+        }
         Ok(params)
     }
 }

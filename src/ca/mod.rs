@@ -14,6 +14,7 @@ mod issue;
 mod keys;
 mod names;
 mod rekey;
+mod revocation;
 pub mod signing;
 
 #[cfg(test)]
@@ -24,6 +25,7 @@ pub(crate) use files::{open_new, replace};
 pub use identity::{init_identities, InitOptions};
 pub use info::cert_info;
 pub use keys::{check_public_key, key_identity, KeyError};
+pub use revocation::CRL_VALIDITY_SECS;
 
 use crate::ca::signing::CertSigningKey;
 use crate::model::KeySpec;
@@ -112,6 +114,8 @@ pub struct Ca {
     /// O, OU, L, ST, C of the CAPF subject, repeated in every LSC subject.
     lsc_subject_tail: Vec<names::Attribute>,
     lsc_validity_days: u32,
+    /// The CRL distribution point written into new LSCs (`crl_url`), if any.
+    crl_url: Option<String>,
 }
 
 impl fmt::Debug for Ca {
@@ -178,7 +182,15 @@ impl Ca {
             cert_der,
             key_der,
             lsc_validity_days,
+            crl_url: None,
         })
+    }
+
+    /// Writes a CRL distribution point for `url` into every LSC issued from now on
+    /// (none for an empty `url`).
+    pub fn with_crl_url(mut self, url: &str) -> Ca {
+        self.crl_url = (!url.is_empty()).then(|| url.to_owned());
+        self
     }
 
     /// The CAPF certificate, DER.

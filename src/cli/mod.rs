@@ -7,6 +7,7 @@
 mod admin;
 mod backup;
 mod config;
+mod crl;
 mod device;
 mod doctor;
 mod events;
@@ -89,6 +90,8 @@ pub enum Command {
     /// The node's health: devices by status, expiring LSCs, late operations, capf's
     /// certificates. Exit status 0 ok, 1 warning, 2 critical.
     Status(status::StatusArgs),
+    /// The CAPF CA's certificate revocation list (revoked and replaced LSCs), PEM.
+    Crl(crl::CrlArgs),
     /// Automatic LSC renewal (renew_before_days in capf.toml): what is due, and
     /// scheduling it by hand.
     #[command(subcommand)]
@@ -252,6 +255,7 @@ pub fn execute(ctx: &mut Ctx, command: Command) -> Result<ExitCode> {
         Command::Doctor(args) => doctor::run(ctx, args),
         Command::Status(args) => status::run(ctx, args),
         Command::Renew(cmd) => renew::run(ctx, cmd),
+        Command::Crl(args) => crl::run(ctx, args),
         Command::Init(_)
         | Command::Serve(_)
         | Command::Cert(_)

@@ -61,9 +61,47 @@ pub enum DeviceChange {
     UntrustedCertificateFetched { now: UnixTime, cert: EnrolledCert },
 }
 
+/// The most revoked serials a device record keeps (the newest): enough for decades of
+/// renewals; the serial index keeps them all.
+pub const MAX_REVOKED_SERIALS: usize = 32;
+
+/// The serials of the LSCs `rec` holds (installed and unconfirmed).
+fn held_serials(rec: &DeviceRecord) -> Vec<String> {
+    [rec.lsc.as_ref(), rec.unconfirmed_lsc.as_ref()]
+        .into_iter()
+        .flatten()
+        .map(|c| c.serial.clone())
+        .collect()
+}
+
+impl DeviceRecord {
+    /// Records `serial` as revoked for this device (see `revoked_serials`).
+    pub fn note_revoked(&mut self, serial: &str) {
+        if !self.revoked_serials.iter().any(|s| s == serial) {
+            self.revoked_serials.push(serial.to_owned());
+        }
+        let excess = self
+            .revoked_serials
+            .len()
+            .saturating_sub(MAX_REVOKED_SERIALS);
+        self.revoked_serials.drain(..excess);
+    }
+}
+
 impl DeviceChange {
-    /// Applies the change to `rec` (called by the store inside its transaction).
+    /// Applies the change to `rec` (called by the store inside its transaction). An LSC
+    /// the record held before and no longer holds was replaced or deleted: its serial
+    /// is revoked (the session's commit puts it on the CRL in the same transaction).
     pub fn apply(&self, rec: &mut DeviceRecord) {
+        let before = held_serials(rec);
+        self.apply_to_record(rec);
+        let after = held_serials(rec);
+        for serial in before.iter().filter(|s| !after.contains(s)) {
+            rec.note_revoked(serial);
+        }
+    }
+
+    fn apply_to_record(&self, rec: &mut DeviceRecord) {
         match self {
             DeviceChange::Attempted { now } => rec.last_attempt = Some(*now),
             DeviceChange::AuthFailed {
@@ -117,6 +155,11 @@ impl DeviceChange {
             DeviceChange::CertificateFetched { now, kind, cert } => {
                 authenticated(rec, *now);
                 match kind {
+                    // A revoked LSC never becomes the device's again (a lost phone's
+                    // answer to a troubleshoot fetch): it is only shown.
+                    CertKind::Lsc if rec.revoked_serials.contains(&cert.serial) => {
+                        rec.fetched_untrusted = Some(cert.clone())
+                    }
                     CertKind::Lsc => rec.lsc = Some(cert.clone()),
                     CertKind::Mic => rec.mic = Some(cert.clone()),
                 }
@@ -137,4 +180,61 @@ impl DeviceChange {
 fn authenticated(rec: &mut DeviceRecord, now: UnixTime) {
     rec.last_attempt = Some(now);
     rec.failed_auth = 0;
+}
+
+#[cfg(test)]
+mod revocation_tests {
+    use super::*;
+    use crate::model::{CertKind, KeySpec};
+
+    fn lsc(serial: &str) -> EnrolledCert {
+        EnrolledCert {
+            der: serial.as_bytes().to_vec(),
+            public_key: vec![],
+            md5: String::new(),
+            sha256: String::new(),
+            serial: serial.into(),
+            not_before: 0,
+            not_after: 1,
+            key: KeySpec::Rsa { bits: 2048 },
+            issuer: String::new(),
+            subject: String::new(),
+        }
+    }
+
+    #[test]
+    fn a_replaced_lsc_is_revoked_for_good_and_never_adopted_again() {
+        let mut rec = DeviceRecord::new("SEP000000000001");
+        rec.lsc = Some(lsc("0a"));
+        DeviceChange::LscInstalled {
+            now: 5,
+            cert: lsc("0b"),
+        }
+        .apply(&mut rec);
+        assert_eq!(rec.lsc.as_ref().map(|c| c.serial.as_str()), Some("0b"));
+        assert_eq!(rec.revoked_serials, ["0a"]);
+
+        // A troubleshoot fetch answered with the replaced LSC: shown, not trusted.
+        DeviceChange::CertificateFetched {
+            now: 6,
+            kind: CertKind::Lsc,
+            cert: lsc("0a"),
+        }
+        .apply(&mut rec);
+        assert_eq!(rec.lsc.as_ref().map(|c| c.serial.as_str()), Some("0b"));
+        assert_eq!(
+            rec.fetched_untrusted.as_ref().map(|c| c.serial.as_str()),
+            Some("0a")
+        );
+
+        // The record keeps the newest MAX_REVOKED_SERIALS.
+        for i in 0..MAX_REVOKED_SERIALS + 5 {
+            rec.note_revoked(&format!("{i:x}"));
+        }
+        assert_eq!(rec.revoked_serials.len(), MAX_REVOKED_SERIALS);
+        assert_eq!(
+            rec.revoked_serials.last().map(String::as_str),
+            Some(format!("{:x}", MAX_REVOKED_SERIALS + 4).as_str())
+        );
+    }
 }

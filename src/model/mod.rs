@@ -193,6 +193,10 @@ pub struct DeviceRecord {
     /// to the operator, never used to authenticate or to encrypt.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fetched_untrusted: Option<EnrolledCert>,
+    /// Serials of this device's LSCs that capf revoked (replaced, deleted or revoked by
+    /// hand): none of them is ever trusted for this device again, whoever presents it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub revoked_serials: Vec<String>,
 }
 
 impl DeviceRecord {
@@ -213,6 +217,7 @@ impl DeviceRecord {
             lsc: None,
             mic: None,
             unconfirmed_lsc: None,
+            revoked_serials: Vec::new(),
             fetched_untrusted: None,
         }
     }
@@ -267,6 +272,62 @@ pub struct SerialRecord {
     pub device: String,
     pub state: SerialState,
     pub issued: UnixTime,
+    /// Set once capf has revoked the certificate: it is then on the CRL.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revoked: Option<Revocation>,
+}
+
+/// When and why capf revoked a certificate (RFC 5280 §5.3.1 reasons).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Revocation {
+    pub time: UnixTime,
+    pub reason: RevocationReason,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RevocationReason {
+    Unspecified,
+    /// The phone (and its key) was lost or stolen.
+    KeyCompromise,
+    AffiliationChanged,
+    /// Replaced by a newer LSC (renewal, re-enrollment).
+    Superseded,
+    /// The device was removed, or deleted its LSC.
+    CessationOfOperation,
+}
+
+impl fmt::Display for RevocationReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            RevocationReason::Unspecified => "unspecified",
+            RevocationReason::KeyCompromise => "key-compromise",
+            RevocationReason::AffiliationChanged => "affiliation-changed",
+            RevocationReason::Superseded => "superseded",
+            RevocationReason::CessationOfOperation => "cessation-of-operation",
+        })
+    }
+}
+
+impl FromStr for RevocationReason {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        [
+            RevocationReason::Unspecified,
+            RevocationReason::KeyCompromise,
+            RevocationReason::AffiliationChanged,
+            RevocationReason::Superseded,
+            RevocationReason::CessationOfOperation,
+        ]
+        .into_iter()
+        .find(|r| r.to_string() == s.to_ascii_lowercase())
+        .ok_or_else(|| {
+            format!(
+                "unknown revocation reason '{s}' (expected key-compromise, superseded, \
+                 cessation-of-operation, affiliation-changed or unspecified)"
+            )
+        })
+    }
 }
 
 // ---------------------------------------------------------------------------

@@ -18,6 +18,7 @@
 
 use crate::model::now;
 use crate::net::{accept_until, loggable, BindError, Connections, Slot};
+use crate::phone_config::crl::{RevocationList, CRL_PATH};
 use crate::phone_config::plan::Request;
 use crate::phone_config::service::{ConfigService, File, Refusal};
 use std::future::Future;
@@ -40,6 +41,8 @@ pub struct HttpServer {
     connections: Arc<Connections>,
     /// Time a client has to send its whole request head (`http_head_timeout`).
     head_timeout: Duration,
+    /// The CAPF CA's CRL at `/capf.crl`, when the node publishes it.
+    crl: Option<Arc<RevocationList>>,
 }
 
 impl HttpServer {
@@ -60,7 +63,14 @@ impl HttpServer {
             service: service.into(),
             connections: Connections::new("HTTP", max_connections),
             head_timeout,
+            crl: None,
         })
+    }
+
+    /// Also serves the CAPF CA's revocation list at `/capf.crl`.
+    pub fn with_crl(mut self, crl: RevocationList) -> Self {
+        self.crl = Some(Arc::new(crl));
+        self
     }
 
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
@@ -71,8 +81,13 @@ impl HttpServer {
     /// their own; each is bounded by the timeouts above.
     pub async fn run(self, shutdown: impl Future<Output = ()>) {
         let head_timeout = self.head_timeout;
-        let serve =
-            |tcp, peer, slot| serve_connection(self.service.clone(), head_timeout, tcp, peer, slot);
+        let serve = |tcp, peer, slot| {
+            let files = Files {
+                service: self.service.clone(),
+                crl: self.crl.clone(),
+            };
+            serve_connection(files, head_timeout, tcp, peer, slot)
+        };
         accept_until(
             &self.listener,
             &self.connections,
@@ -118,8 +133,14 @@ impl Response {
     }
 }
 
-async fn serve_connection(
+/// What the HTTP server answers from.
+struct Files {
     service: Arc<ConfigService>,
+    crl: Option<Arc<RevocationList>>,
+}
+
+async fn serve_connection(
+    files: Files,
     head_timeout: Duration,
     mut tcp: TcpStream,
     peer: SocketAddr,
@@ -159,7 +180,7 @@ async fn serve_connection(
     }
     let (method, target, response) = match parse_request_line(&head) {
         Some((method, target)) => {
-            let response = answer(&service, method, target).await;
+            let response = answer(&files, method, target).await;
             (method, target, response)
         }
         None => ("-", "-", Response::error(400, "malformed request")),
@@ -187,10 +208,27 @@ async fn serve_connection(
 }
 
 /// Decides and builds the answer to one request.
-async fn answer(service: &Arc<ConfigService>, method: &str, target: &str) -> Response {
+async fn answer(files: &Files, method: &str, target: &str) -> Response {
     if method != "GET" && method != "HEAD" {
         return Response::error(405, "method not allowed");
     }
+    if let (CRL_PATH, Some(crl)) = (target, &files.crl) {
+        let crl = crl.clone();
+        return match tokio::task::spawn_blocking(move || crl.build(now())).await {
+            Ok(Ok(der)) => Response {
+                status: 200,
+                content_type: "application/pkix-crl",
+                served: "crl".into(),
+                body: der,
+            },
+            Ok(Err(why)) => {
+                tracing::error!("revocation list: {why}");
+                Response::error(500, why)
+            }
+            Err(e) => Response::error(500, format!("build task failed: {e}")),
+        };
+    }
+    let service = &files.service;
     let Some(request) = target.strip_prefix('/').and_then(Request::parse) else {
         return Response::error(404, "not a served name");
     };

@@ -13,6 +13,7 @@
 //! * [`format`] — pure: the file formats (`.sgn`, `.enc.sgn`, ITL, the partial XML).
 //! * [`signer`] — the RSA signing identity of the files, loaded from `certs/tftp.*`.
 
+pub mod crl;
 pub mod error;
 pub mod format;
 pub(crate) mod http;

@@ -3,7 +3,8 @@
 
 use super::Session;
 use crate::model::{
-    Commit, DeviceChange, EnrolledCert, Event, SerialRecord, SerialState, UnixTime,
+    Commit, DeviceChange, EnrolledCert, Event, Revocation, RevocationReason, SerialRecord,
+    SerialState, UnixTime,
 };
 
 impl Session {
@@ -18,14 +19,28 @@ impl Session {
             device: self.device_name(),
             state,
             issued: cert.not_before,
+            revoked: None,
         };
         (cert.serial.clone(), record)
     }
 
+    /// The entry of an LSC the phone no longer holds (replaced or deleted): superseded,
+    /// and revoked, so it is on the CRL from now on.
+    pub(super) fn revoked_entry(
+        &self,
+        cert: &EnrolledCert,
+        reason: RevocationReason,
+        now: UnixTime,
+    ) -> (String, SerialRecord) {
+        let (serial, mut record) = self.serial_entry(cert, SerialState::Superseded);
+        record.revoked = Some(Revocation { time: now, reason });
+        (serial, record)
+    }
+
     /// A previously issued, never confirmed LSC is replaced by the new one.
-    pub(super) fn superseded_unconfirmed(&self) -> Option<(String, SerialRecord)> {
+    pub(super) fn superseded_unconfirmed(&self, now: UnixTime) -> Option<(String, SerialRecord)> {
         let old = self.device.as_ref()?.unconfirmed_lsc.as_ref()?;
-        Some(self.serial_entry(old, SerialState::Superseded))
+        Some(self.revoked_entry(old, RevocationReason::Superseded, now))
     }
 
     pub(super) fn event(&self, action: &str, result: &str, now: UnixTime) -> Event {

@@ -4,7 +4,7 @@
 use super::{Session, State, Step, Wait};
 use crate::model::{
     CertKind, DeviceChange, EcCurve, EnrolledCert, KeyOrder, KeySpec, Operation, OperationStatus,
-    SerialState, UnixTime,
+    RevocationReason, SerialState, UnixTime,
 };
 use crate::protocol::{
     CertificateType, CurveId, KeyGenerateRequest, KeyType, Reason, ServerMessage,
@@ -22,7 +22,7 @@ impl Session {
             Err(why) => return self.operation_failed(&why, now),
         };
         let mut serials = vec![self.serial_entry(&cert, SerialState::Unconfirmed)];
-        serials.extend(self.superseded_unconfirmed());
+        serials.extend(self.superseded_unconfirmed(now));
         let mut event = self.event("lsc-issued", "LSC Issued, Awaiting Confirmation", now);
         event
             .details
@@ -97,7 +97,7 @@ impl Session {
         let mut serials = vec![self.serial_entry(&cert, SerialState::Installed)];
         let previous = self.device.as_ref().and_then(|d| d.lsc.as_ref());
         if let Some(old) = previous.filter(|old| old.serial != cert.serial) {
-            serials.push(self.serial_entry(old, SerialState::Superseded));
+            serials.push(self.revoked_entry(old, RevocationReason::Superseded, now));
         }
         self.summary.result = OperationStatus::UpgradeSuccess.to_string();
         let mut event = self.event("session", "Upgrade Success", now);
@@ -184,7 +184,11 @@ impl Session {
                 let mut serials = Vec::new();
                 let old = self.device.as_ref().and_then(|d| d.lsc.clone());
                 if let Some(old) = &old {
-                    serials.push(self.serial_entry(old, SerialState::Superseded));
+                    serials.push(self.revoked_entry(
+                        old,
+                        RevocationReason::CessationOfOperation,
+                        now,
+                    ));
                 }
                 self.summary.result = OperationStatus::DeleteSuccess.to_string();
                 let mut event = self.event("session", "Delete Success", now);

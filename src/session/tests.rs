@@ -469,7 +469,11 @@ fn delete_clears_the_lsc_only_when_the_phone_confirms() {
             SerialRecord {
                 device: NAME.into(),
                 state: SerialState::Superseded,
-                issued: NOW
+                issued: NOW,
+                revoked: Some(Revocation {
+                    time: NOW,
+                    reason: RevocationReason::CessationOfOperation
+                }),
             }
         )]
     );

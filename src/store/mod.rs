@@ -22,7 +22,9 @@ mod writer;
 
 pub use writer::Writer;
 
-use crate::model::{Commit, DeviceRecord, Event, SerialRecord, UnixTime};
+use crate::model::{
+    Commit, DeviceRecord, Event, Revocation, RevocationReason, SerialRecord, SerialState, UnixTime,
+};
 
 use codec::{
     decode_device, decode_event, decode_serial, encode_device, encode_event, encode_serial,
@@ -196,6 +198,31 @@ impl Txn<'_> {
 
     fn append_event(&self, event: &Event) -> TxnResult<u64> {
         self.append_events(std::slice::from_ref(event))
+    }
+
+    /// Marks `serial` revoked (creating its index entry if it has none), keeping the
+    /// first revocation if it already has one.
+    fn revoke_serial(
+        &self,
+        serial: &str,
+        device: &str,
+        issued: UnixTime,
+        now: UnixTime,
+        reason: RevocationReason,
+    ) -> TxnResult<()> {
+        let key = serial_key(serial);
+        let mut rec = match self.serials.get(key.as_bytes())? {
+            Some(v) => decode_serial(key.as_bytes(), &v).map_err(abort)?,
+            None => SerialRecord {
+                device: device.to_owned(),
+                state: SerialState::Superseded,
+                issued,
+                revoked: None,
+            },
+        };
+        rec.state = SerialState::Superseded;
+        rec.revoked.get_or_insert(Revocation { time: now, reason });
+        self.put_serials(&[(serial.to_owned(), rec)])
     }
 
     fn put_serials(&self, serials: &[(String, SerialRecord)]) -> TxnResult<()> {
@@ -409,9 +436,70 @@ impl Store {
                 return Ok(false);
             };
             let rec = decode_device(name.as_bytes(), &raw).ok();
+            // Its LSCs are no longer anyone's: on the CRL from now on.
+            if let Some(rec) = &rec {
+                let now = crate::model::now();
+                for cert in [rec.lsc.as_ref(), rec.unconfirmed_lsc.as_ref()]
+                    .into_iter()
+                    .flatten()
+                {
+                    t.revoke_serial(
+                        &cert.serial,
+                        name,
+                        cert.not_before,
+                        now,
+                        RevocationReason::CessationOfOperation,
+                    )?;
+                }
+            }
             t.append_event(&f(rec.as_ref()))?;
             Ok(true)
         })
+    }
+
+    /// Revokes the LSCs `name` holds (installed and unconfirmed), in one transaction
+    /// with the event `f` makes of the device as it was: the device no longer holds
+    /// them (so they neither authenticate nor receive configuration), its
+    /// `revoked_serials` keep them from ever coming back, and the serial index puts
+    /// them on the CRL. Returns the revoked serials; `None` if there is no such device.
+    pub fn revoke_device(
+        &self,
+        name: &str,
+        reason: RevocationReason,
+        now: UnixTime,
+        f: impl Fn(&DeviceRecord, &[String]) -> Event,
+    ) -> Result<Option<Vec<String>>, StoreError> {
+        self.transact(|t| {
+            let Some(mut rec) = t.device(name)? else {
+                return Ok(None);
+            };
+            let held: Vec<(String, UnixTime)> = [rec.lsc.take(), rec.unconfirmed_lsc.take()]
+                .into_iter()
+                .flatten()
+                .map(|c| (c.serial, c.not_before))
+                .collect();
+            let serials: Vec<String> = held.iter().map(|(s, _)| s.clone()).collect();
+            for (serial, issued) in &held {
+                t.revoke_serial(serial, name, *issued, now, reason)?;
+                rec.note_revoked(serial);
+            }
+            let event = f(&rec, &serials);
+            let encoded = encode_device(&rec).map_err(abort)?;
+            t.put_device(&rec, &encoded)?;
+            t.append_event(&event)?;
+            Ok(Some(serials))
+        })
+    }
+
+    /// Every revoked serial with its revocation, in serial order: the CRL's content.
+    pub fn revocations(&self) -> Result<Vec<(String, Revocation)>, StoreError> {
+        let mut revoked = Vec::new();
+        for (serial, rec) in self.serials()? {
+            if let Some(r) = rec.revoked {
+                revoked.push((serial, r));
+            }
+        }
+        Ok(revoked)
     }
 
     /// Sets many devices at once, in one transaction (one batch of the CSV import).

@@ -93,6 +93,7 @@ fn serial_entry(device: &str, state: SerialState) -> SerialRecord {
         device: device.into(),
         state,
         issued: 1_750_000_000,
+        revoked: None,
     }
 }
 

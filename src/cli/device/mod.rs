@@ -88,6 +88,19 @@ pub enum DeviceCommand {
         #[arg(long)]
         dry_run: bool,
     },
+    /// Revoke a phone's LSC (a lost or stolen phone): it no longer authenticates to
+    /// capf or receives its encrypted configuration, and it is on the CRL (`capf crl`,
+    /// GET /capf.crl) for 802.1X, SIP-TLS and VPN verifiers.
+    #[command(
+        after_help = "Examples:\n  capf device revoke SEP001122334455 --reason key-compromise\n  capf device revoke SEP001122334455"
+    )]
+    Revoke {
+        name: String,
+        /// key-compromise (the default: a lost or stolen phone), superseded,
+        /// cessation-of-operation, affiliation-changed or unspecified.
+        #[arg(long, default_value = "key-compromise")]
+        reason: crate::model::RevocationReason,
+    },
     /// Add or update many phones from a CSV file; a file with any bad row changes nothing.
     #[command(
         after_help = "The first line must be exactly:\n  name,operation,auth,auth_string,key,encrypted_config,deadline\n(or the same without `,deadline`). A blank field leaves an existing device's value as\nit is; `none` clears a deadline. An empty auth_string with auth `string` generates one.\n\nEvery row is checked before anything is written. Devices are then written 10,000 at a\ntime: if writing stops on a store error (disk full, I/O), or the server is killed, the\ndevices written so far stay. Importing the same file again completes it: rows already\nstored as the file describes them are left alone and counted unchanged (a phone that\nfinished its operation in between is scheduled again: check with --dry-run).\n\nExample:\n  capf device import phones.csv --dry-run && capf device import phones.csv"
@@ -257,6 +270,7 @@ pub fn run(ctx: &mut Ctx, cmd: DeviceCommand) -> Result<ExitCode> {
             selection,
             dry_run,
         } => return select::remove(ctx, name, selection, dry_run),
+        DeviceCommand::Revoke { name, reason } => return revoke(ctx, &name, reason),
         DeviceCommand::Import { file, dry_run } => {
             let path = ctx.path(&file);
             return bulk::import(ctx, &path, dry_run);
@@ -284,4 +298,37 @@ fn report(ctx: &mut Ctx, rec: &DeviceRecord, generated: Option<String>) -> Resul
     }
     write!(ctx.out, "{}", render::device_text(rec))?;
     Ok(())
+}
+
+/// `device revoke`: the device's LSCs revoked in one transaction with the event.
+fn revoke(ctx: &mut Ctx, name: &str, reason: crate::model::RevocationReason) -> Result<ExitCode> {
+    let name = normalise_name(name)?;
+    let now = ctx.now;
+    let revoked = ctx
+        .store
+        .revoke_device(&name, reason, now, |rec, serials| {
+            let mut event = options::admin_event(ctx, &name, "revoke", rec);
+            event
+                .details
+                .insert("serials".into(), serials.to_vec().into());
+            event
+                .details
+                .insert("reason".into(), reason.to_string().into());
+            event.result = format!("revoked {} LSC(s)", serials.len());
+            event
+        })?;
+    match revoked {
+        None => anyhow::bail!("device {name} not found"),
+        Some(serials) if serials.is_empty() => {
+            anyhow::bail!("device {name} holds no LSC: nothing to revoke")
+        }
+        Some(serials) => {
+            writeln!(
+                ctx.out,
+                "revoked {name}: serial {} ({reason}); it is on the CRL from now on",
+                serials.join(", ")
+            )?;
+            Ok(ExitCode::SUCCESS)
+        }
+    }
 }
