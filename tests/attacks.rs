@@ -8,14 +8,13 @@ use capf::model::{AuthMode, Event, KeyOrder, Operation, OperationStatus};
 use capf::phone::{http_request, Phone, PhoneKey};
 use capf::phone_config::format::enc;
 use capf::protocol::{
-    CertificateType, ClientMessage, Command, CurveId, KeyGenerateRequest, KeyType, Reason,
+    CertificateType, ClientMessage, CurveId, KeyGenerateRequest, KeyType, Reason,
     WrappedCertificate, HEADER_LEN,
 };
 use common::{install, TestNode, DOC, P256};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 use tokio::sync::Barrier;
 
 const VICTIM: &str = "SEP00AABBCCDDEE";
@@ -54,13 +53,7 @@ async fn synchronized_burst(node: &Arc<TestNode>, phones: Vec<Phone>) -> Vec<u8>
             let barrier = barrier.clone();
             tokio::spawn(async move {
                 let attack = async {
-                    let tcp = TcpStream::connect(node.addr).await.unwrap();
-                    let name = rustls::pki_types::ServerName::try_from("capf").unwrap();
-                    let mut tls = node.connector.connect(name, tcp).await.unwrap();
-                    let mut hello = [0u8; 16];
-                    tls.read_exact(&mut hello).await.unwrap();
-                    assert_eq!(hello[1], Command::AuthRequest.to_u8());
-                    let id = u32::from_be_bytes([hello[2], hello[3], hello[4], hello[5]]);
+                    let (mut tls, id) = node.open_session().await;
                     let auth = ClientMessage::AuthResponse(phone.auth_response(id).unwrap())
                         .encode(id)
                         .unwrap();

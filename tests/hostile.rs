@@ -13,7 +13,6 @@ use common::TestNode;
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio_rustls::client::TlsStream;
 
 const PHONE: &str = "SEP001122334455";
 const VICTIM: &str = "SEP00112233AAAA";
@@ -43,18 +42,6 @@ async fn real_phone_enrolls(node: &TestNode, name: &str) {
         .expect("the real phone is served in time");
     assert_eq!(outcome.end_reason, Some(Reason::UpdateCertificate));
     assert_eq!(node.device(name).status, OperationStatus::UpgradeSuccess);
-}
-
-/// Opens TLS and reads AUTH_REQUEST; returns the stream and the session id.
-async fn open_session(node: &TestNode) -> (TlsStream<TcpStream>, u32) {
-    let tcp = TcpStream::connect(node.addr).await.unwrap();
-    let name = rustls::pki_types::ServerName::try_from("capf").unwrap();
-    let mut tls = node.connector.connect(name, tcp).await.unwrap();
-    let mut hello = [0u8; 16];
-    tls.read_exact(&mut hello).await.unwrap();
-    assert_eq!(hello[1], Command::AuthRequest.to_u8());
-    let id = u32::from_be_bytes([hello[2], hello[3], hello[4], hello[5]]);
-    (tls, id)
 }
 
 /// Waits (at most `limit`) for the server to close; returns what it sent and when.
@@ -147,7 +134,7 @@ async fn stalled_sessions_are_closed_within_their_timeouts() {
     );
 
     // TLS up, AUTH_REQUEST received, then silence: END 7 after the message timeout.
-    let (mut tls, id) = open_session(&node).await;
+    let (mut tls, id) = node.open_session().await;
     let (reply, took) = closed_within(&mut tls, Duration::from_secs(5)).await;
     assert_eq!(end_reason(&reply, id), 7);
     assert!(took >= Duration::from_millis(900));
@@ -158,7 +145,7 @@ async fn stalled_sessions_are_closed_within_their_timeouts() {
         m.extend_from_slice(&[1, 0, 1, 1]);
         m
     }] {
-        let (mut tls, id) = open_session(&node).await;
+        let (mut tls, id) = node.open_session().await;
         let mut partial = partial;
         if partial.len() > 5 {
             partial[2..6].copy_from_slice(&id.to_be_bytes());
@@ -171,7 +158,7 @@ async fn stalled_sessions_are_closed_within_their_timeouts() {
 
     // Authenticated for an install, then silent after KEY_GENERATE_REQUEST: closed
     // after the key-generation timeout, and the operation stays pending.
-    let (mut tls, id) = open_session(&node).await;
+    let (mut tls, id) = node.open_session().await;
     let auth = ClientMessage::AuthResponse(Phone::new(VICTIM).auth_response(id).unwrap());
     tls.write_all(&auth.encode(id).unwrap()).await.unwrap();
     tls.flush().await.unwrap();
@@ -202,7 +189,7 @@ async fn keep_alives_cannot_hold_a_session_past_the_session_timeout() {
     })
     .await;
     node.add(install(VICTIM));
-    let (mut tls, id) = open_session(&node).await;
+    let (mut tls, id) = node.open_session().await;
     let auth = ClientMessage::AuthResponse(Phone::new(VICTIM).auth_response(id).unwrap());
     tls.write_all(&auth.encode(id).unwrap()).await.unwrap();
     let keep_alive = ClientMessage::RequestInProgress.encode(id).unwrap();
@@ -283,7 +270,7 @@ async fn malformed_messages_end_the_session_at_once() {
         }),
     ];
     for (what, attack) in attacks {
-        let (mut tls, id) = open_session(&node).await;
+        let (mut tls, id) = node.open_session().await;
         tls.write_all(&attack(id, &auth_payload, len))
             .await
             .unwrap();
@@ -296,7 +283,7 @@ async fn malformed_messages_end_the_session_at_once() {
     // Element soup: random TLVs behind an honest AUTH_RESPONSE header.
     let mut rng = XorShift(0x9E37_79B9_7F4A_7C15);
     for round in 0..40 {
-        let (mut tls, id) = open_session(&node).await;
+        let (mut tls, id) = node.open_session().await;
         let n = 1 + (rng.next() % 600) as usize;
         let soup = rng.bytes(n);
         let mut m = header(2, id, u16::try_from(n).unwrap());

@@ -118,6 +118,22 @@ impl TestNode {
         self.store.get_device(name).unwrap().expect("device exists")
     }
 
+    /// Opens TLS as a phone would and reads AUTH_REQUEST; returns the stream and the
+    /// session id, for tests that then speak (or misspeak) the protocol by hand.
+    pub async fn open_session(
+        &self,
+    ) -> (tokio_rustls::client::TlsStream<tokio::net::TcpStream>, u32) {
+        use tokio::io::AsyncReadExt;
+        let tcp = tokio::net::TcpStream::connect(self.addr).await.unwrap();
+        let name = rustls::pki_types::ServerName::try_from("capf").unwrap();
+        let mut tls = self.connector.connect(name, tcp).await.unwrap();
+        let mut hello = [0u8; 16];
+        tls.read_exact(&mut hello).await.unwrap();
+        assert_eq!(hello[1], capf::protocol::Command::AuthRequest.to_u8());
+        let id = u32::from_be_bytes([hello[2], hello[3], hello[4], hello[5]]);
+        (tls, id)
+    }
+
     pub async fn run(&self, phone: &Phone) -> Outcome {
         phone
             .run(self.addr, &self.connector)
