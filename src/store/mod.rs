@@ -2,8 +2,10 @@
 //!
 //! Trees (design.md "Store model"):
 //! * `devices`: device name -> versioned `DeviceRecord`.
-//! * `events`:  big-endian u64 id (monotonic) -> `Event`, append-only audit trail.
-//! * `serials`: issued serial (lowercase hex) -> `SerialRecord`.
+//! * `events`:  big-endian u64 id (monotonic) -> `Event`, append-only audit trail
+//!   (read in `events`).
+//! * `serials`: issued serial (lowercase hex) -> `SerialRecord`, with revocations
+//!   (`serials`).
 //! * `lsc_keys`: SHA-256 of a key's identity -> the device whose LSC holds it
 //!   (see `key_index`).
 //! * `meta`:    the next event id.
@@ -15,21 +17,18 @@
 //! concurrent edit.
 
 mod codec;
+mod events;
 mod key_index;
+mod serials;
 #[cfg(test)]
 mod tests;
 mod writer;
 
 pub use writer::Writer;
 
-use crate::model::{
-    Commit, DeviceRecord, Event, Revocation, RevocationReason, SerialRecord, SerialState, UnixTime,
-};
+use crate::model::{Commit, DeviceRecord, Event, RevocationReason, SerialRecord};
 
-use codec::{
-    decode_device, decode_event, decode_serial, encode_device, encode_event, encode_serial,
-    event_key, serial_key,
-};
+use codec::{decode_device, encode_device, encode_event, encode_serial, event_key, serial_key};
 use sled::transaction::{
     ConflictableTransactionError, ConflictableTransactionResult, TransactionError,
     TransactionalTree,
@@ -198,31 +197,6 @@ impl Txn<'_> {
 
     fn append_event(&self, event: &Event) -> TxnResult<u64> {
         self.append_events(std::slice::from_ref(event))
-    }
-
-    /// Marks `serial` revoked (creating its index entry if it has none), keeping the
-    /// first revocation if it already has one.
-    fn revoke_serial(
-        &self,
-        serial: &str,
-        device: &str,
-        issued: UnixTime,
-        now: UnixTime,
-        reason: RevocationReason,
-    ) -> TxnResult<()> {
-        let key = serial_key(serial);
-        let mut rec = match self.serials.get(key.as_bytes())? {
-            Some(v) => decode_serial(key.as_bytes(), &v).map_err(abort)?,
-            None => SerialRecord {
-                device: device.to_owned(),
-                state: SerialState::Superseded,
-                issued,
-                revoked: None,
-            },
-        };
-        rec.state = SerialState::Superseded;
-        rec.revoked.get_or_insert(Revocation { time: now, reason });
-        self.put_serials(&[(serial.to_owned(), rec)])
     }
 
     fn put_serials(&self, serials: &[(String, SerialRecord)]) -> TxnResult<()> {
@@ -457,51 +431,6 @@ impl Store {
         })
     }
 
-    /// Revokes the LSCs `name` holds (installed and unconfirmed), in one transaction
-    /// with the event `f` makes of the device as it was: the device no longer holds
-    /// them (so they neither authenticate nor receive configuration), its
-    /// `revoked_serials` keep them from ever coming back, and the serial index puts
-    /// them on the CRL. Returns the revoked serials; `None` if there is no such device.
-    pub fn revoke_device(
-        &self,
-        name: &str,
-        reason: RevocationReason,
-        now: UnixTime,
-        f: impl Fn(&DeviceRecord, &[String]) -> Event,
-    ) -> Result<Option<Vec<String>>, StoreError> {
-        self.transact(|t| {
-            let Some(mut rec) = t.device(name)? else {
-                return Ok(None);
-            };
-            let held: Vec<(String, UnixTime)> = [rec.lsc.take(), rec.unconfirmed_lsc.take()]
-                .into_iter()
-                .flatten()
-                .map(|c| (c.serial, c.not_before))
-                .collect();
-            let serials: Vec<String> = held.iter().map(|(s, _)| s.clone()).collect();
-            for (serial, issued) in &held {
-                t.revoke_serial(serial, name, *issued, now, reason)?;
-                rec.note_revoked(serial);
-            }
-            let event = f(&rec, &serials);
-            let encoded = encode_device(&rec).map_err(abort)?;
-            t.put_device(&rec, &encoded)?;
-            t.append_event(&event)?;
-            Ok(Some(serials))
-        })
-    }
-
-    /// Every revoked serial with its revocation, in serial order: the CRL's content.
-    pub fn revocations(&self) -> Result<Vec<(String, Revocation)>, StoreError> {
-        let mut revoked = Vec::new();
-        for (serial, rec) in self.serials()? {
-            if let Some(r) = rec.revoked {
-                revoked.push((serial, r));
-            }
-        }
-        Ok(revoked)
-    }
-
     /// Sets many devices at once, in one transaction (one batch of the CSV import).
     ///
     /// For every item, named by `name`, `f` gets the device as it is at commit time (`None` if there is
@@ -566,87 +495,6 @@ impl Store {
             }
             Ok(())
         })
-    }
-
-    // -- events -------------------------------------------------------------------
-
-    /// Events in id order: those about `device` (if given) at or after `since` (if
-    /// given). With `limit`, the most recent `limit` of them.
-    pub fn events(
-        &self,
-        device: Option<&str>,
-        since: Option<UnixTime>,
-        limit: Option<usize>,
-    ) -> Result<Vec<Event>, StoreError> {
-        let mut found = Vec::new();
-        for kv in self.events.iter().rev() {
-            if limit.is_some_and(|l| found.len() >= l) {
-                break;
-            }
-            let (k, v) = kv?;
-            let event = decode_event(&k, &v)?;
-            if event_wanted(&event, device, since) {
-                found.push(event);
-            }
-        }
-        found.reverse();
-        Ok(found)
-    }
-
-    /// The events at or after `since`, newest first, read backwards from the newest
-    /// and stopping at the first older one (ids follow time), so the cost is what is
-    /// recent, not the whole trail.
-    pub fn events_since(&self, since: UnixTime) -> Result<Vec<Event>, StoreError> {
-        let mut found = Vec::new();
-        for kv in self.events.iter().rev() {
-            let (k, v) = kv?;
-            let event = decode_event(&k, &v)?;
-            if event.time < since {
-                break;
-            }
-            found.push(event);
-        }
-        Ok(found)
-    }
-
-    /// [`Store::events`] without a limit, decoded one at a time: for listings of any
-    /// length (a million-row import alone appends a million events).
-    pub fn events_in_order(
-        &self,
-        device: Option<String>,
-        since: Option<UnixTime>,
-    ) -> impl Iterator<Item = Result<Event, StoreError>> {
-        self.events.iter().filter_map(move |kv| {
-            let event = kv
-                .map_err(StoreError::from)
-                .and_then(|(k, v)| decode_event(&k, &v));
-            match event {
-                Ok(e) if !event_wanted(&e, device.as_deref(), since) => None,
-                other => Some(other),
-            }
-        })
-    }
-
-    // -- serials ------------------------------------------------------------------
-
-    pub fn serial(&self, serial: &str) -> Result<Option<SerialRecord>, StoreError> {
-        let key = serial_key(serial);
-        match self.serials.get(key.as_bytes())? {
-            None => Ok(None),
-            Some(v) => decode_serial(key.as_bytes(), &v).map(Some),
-        }
-    }
-
-    /// The whole serial index, in key order.
-    pub fn serials(&self) -> Result<Vec<(String, SerialRecord)>, StoreError> {
-        self.serials
-            .iter()
-            .map(|kv| {
-                let (k, v) = kv?;
-                let rec = decode_serial(&k, &v)?;
-                Ok((String::from_utf8_lossy(&k).into_owned(), rec))
-            })
-            .collect()
     }
 
     // -- durability -----------------------------------------------------------------
@@ -740,12 +588,6 @@ impl Store {
     fn shared_write(&self) -> RwLockReadGuard<'_, ()> {
         self.write_gate.read().unwrap_or_else(|p| p.into_inner())
     }
-}
-
-/// Whether `event` is about `device` (if given) and at or after `since` (if given).
-fn event_wanted(event: &Event, device: Option<&str>, since: Option<UnixTime>) -> bool {
-    device.is_none_or(|d| event.device.as_deref() == Some(d))
-        && since.is_none_or(|s| event.time >= s)
 }
 
 /// Encodes a record that is about to be written under its own name.
