@@ -213,10 +213,19 @@ fn own_keys(data: &DataDir, ca: &Ca) -> Vec<(Vec<u8>, &'static str)> {
     let signer = rustls_pki_types::CertificateDer::from_pem_file(data.tftp_cert())
         .ok()
         .map(|c| c.to_vec());
+    let certs = data.certs();
     [
         (
             Some(ca.certificate_der().to_vec()),
             "capf's own CAPF CA key",
+        ),
+        (
+            crate::ca::rollover::next_certificate(&certs),
+            "capf's staged CAPF CA key",
+        ),
+        (
+            crate::ca::rollover::previous_certificate(&certs),
+            "capf's previous CAPF CA key",
         ),
         (signer, "capf's configuration file signer key"),
     ]
@@ -261,6 +270,11 @@ const COMMAND_PATIENCE: std::time::Duration = std::time::Duration::from_secs(10)
 /// Cisco manufacturing CAs built into the binary plus `certs/trust/*.pem` for MICs.
 pub fn load_trust(data: &DataDir, ca: &Ca) -> Result<TrustAnchors> {
     let mut trust = TrustAnchors::new(ca.certificate_der())?.with_shipped_cisco_roots();
+    if let Some(previous) = crate::ca::rollover::previous_certificate(&data.certs()) {
+        // A CA rollover is under way: LSCs of the previous CAPF CA still authenticate.
+        trust.add_lsc_issuer(&previous, "previous CAPF certificate")?;
+        tracing::info!("trust: LSCs of the previous CAPF certificate still authenticate (`capf ca retire` ends that)");
+    }
     let added = trust.add_pem_dir(&data.trust())?;
     let added_sudi = trust.add_sudi_pem_dir(&data.sudi_trust())?;
     tracing::info!(

@@ -146,40 +146,96 @@ pub fn schedule(
         .take(max)
         .map(|d| d.name)
         .collect();
-    let mut scheduled = Vec::new();
-    for name in names {
-        let updated = store.update_devices(std::slice::from_ref(&name), |rec| {
-            // Read again inside the transaction: what changed since the scan wins.
-            let still_due = policy.due_at(rec).is_some_and(|at| at <= now);
-            if !still_due || state(rec) != State::Waiting {
-                return Ok(None);
-            }
-            let lsc = rec.lsc.as_ref().expect("due devices hold an LSC");
-            let mut details = serde_json::Map::new();
-            details.insert("serial".into(), lsc.serial.clone().into());
-            details.insert("lsc_not_after".into(), lsc.not_after.into());
-            details.insert("auth_before".into(), rec.auth.to_string().into());
-            details.insert("auth".into(), policy.auth.to_string().into());
-            details.insert("renew_before_days".into(), policy.renew_before_days.into());
-            let event = Event {
-                id: 0,
-                time: now,
-                actor: actor.to_owned(),
-                device: Some(rec.name.clone()),
-                action: ACTION.into(),
-                result: "scheduled by renewal policy".into(),
-                details,
-            };
-            rec.operation = Operation::Install;
-            rec.status = OperationStatus::Pending;
-            rec.auth = policy.auth;
-            Ok(Some(event))
-        })?;
-        if updated.first().is_some_and(Option::is_some) {
-            scheduled.push(name);
+    // Read again inside the transaction: what changed since the scan wins.
+    let still_due = |rec: &DeviceRecord| policy.due_at(rec).is_some_and(|at| at <= now);
+    let renewal = Renewal {
+        auth: policy.auth,
+        why: "scheduled by renewal policy",
+        now,
+        actor,
+    };
+    renewal.schedule(store, &names, still_due)
+}
+
+/// Schedules an upgrade for up to `max` devices whose LSC `issuer` (a subject, as in
+/// `EnrolledCert::issuer`) issued and that have no operation pending, whether due or
+/// not: after a CA rollover, moving every phone to the new CA.
+pub fn schedule_issued_by(
+    store: &Store,
+    issuer: &str,
+    auth: AuthMode,
+    now: UnixTime,
+    max: usize,
+    actor: &str,
+) -> Result<Vec<String>, StoreError> {
+    let issued_by = |rec: &DeviceRecord| rec.lsc.as_ref().is_some_and(|c| c.issuer == issuer);
+    let mut names = Vec::new();
+    for rec in store.devices() {
+        let rec = rec?;
+        if names.len() < max && issued_by(&rec) && state(&rec) == State::Waiting {
+            names.push(rec.name);
         }
     }
-    Ok(scheduled)
+    let renewal = Renewal {
+        auth,
+        why: "scheduled to move to the new CAPF certificate",
+        now,
+        actor,
+    };
+    renewal.schedule(store, &names, issued_by)
+}
+
+/// What a batch of renewals writes into each device and its event.
+struct Renewal<'a> {
+    auth: AuthMode,
+    why: &'static str,
+    now: UnixTime,
+    actor: &'a str,
+}
+
+impl Renewal<'_> {
+    /// Schedules each of `names` still `eligible` and waiting, one transaction each.
+    fn schedule(
+        &self,
+        store: &Store,
+        names: &[String],
+        eligible: impl Fn(&DeviceRecord) -> bool,
+    ) -> Result<Vec<String>, StoreError> {
+        let mut scheduled = Vec::new();
+        for name in names {
+            let updated = store.update_devices(std::slice::from_ref(name), |rec| {
+                if !eligible(rec) || state(rec) != State::Waiting {
+                    return Ok(None);
+                }
+                let Some(lsc) = rec.lsc.as_ref() else {
+                    return Ok(None);
+                };
+                let mut details = serde_json::Map::new();
+                details.insert("serial".into(), lsc.serial.clone().into());
+                details.insert("lsc_not_after".into(), lsc.not_after.into());
+                details.insert("lsc_issuer".into(), lsc.issuer.clone().into());
+                details.insert("auth_before".into(), rec.auth.to_string().into());
+                details.insert("auth".into(), self.auth.to_string().into());
+                let event = Event {
+                    id: 0,
+                    time: self.now,
+                    actor: self.actor.to_owned(),
+                    device: Some(rec.name.clone()),
+                    action: ACTION.into(),
+                    result: self.why.into(),
+                    details,
+                };
+                rec.operation = Operation::Install;
+                rec.status = OperationStatus::Pending;
+                rec.auth = self.auth;
+                Ok(Some(event))
+            })?;
+            if updated.first().is_some_and(Option::is_some) {
+                scheduled.push(name.clone());
+            }
+        }
+        Ok(scheduled)
+    }
 }
 
 /// How often the node looks for due LSCs.

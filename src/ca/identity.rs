@@ -72,12 +72,12 @@ pub fn init_identities(certs_dir: &Path, opts: &InitOptions) -> Result<(), CaErr
 }
 
 /// A generated certificate and its key, both PEM.
-struct Identity {
-    cert_pem: String,
-    key_pem: rsa::pkcs8::der::zeroize::Zeroizing<String>,
+pub(super) struct Identity {
+    pub(super) cert_pem: String,
+    pub(super) key_pem: rsa::pkcs8::der::zeroize::Zeroizing<String>,
 }
 
-fn capf_identity(opts: &InitOptions) -> Result<Identity, CaError> {
+pub(super) fn capf_identity(opts: &InitOptions) -> Result<Identity, CaError> {
     let cn = format!("CAPF-{}", random_hex_label());
     let mut params = base_params(&cn, opts)?;
     params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));

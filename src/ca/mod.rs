@@ -15,6 +15,7 @@ mod keys;
 mod names;
 mod rekey;
 mod revocation;
+pub mod rollover;
 pub mod signing;
 
 #[cfg(test)]
@@ -57,6 +58,8 @@ pub enum CaError {
         path: PathBuf,
         source: std::io::Error,
     },
+    #[error("CA rollover: {0}")]
+    Rollover(String),
     #[error("{0} already exists (use --force to replace it)")]
     Exists(PathBuf),
     #[error("{path}: {reason}")]

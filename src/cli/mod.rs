@@ -6,6 +6,7 @@
 
 mod admin;
 mod backup;
+mod ca;
 mod config;
 mod crl;
 mod device;
@@ -90,6 +91,10 @@ pub enum Command {
     /// The node's health: devices by status, expiring LSCs, late operations, capf's
     /// certificates. Exit status 0 ok, 1 warning, 2 critical.
     Status(status::StatusArgs),
+    /// CAPF CA rollover: stage, activate and retire a CAPF certificate without
+    /// resetting phones.
+    #[command(subcommand)]
+    Ca(ca::CaCommand),
     /// The CAPF CA's certificate revocation list (revoked and replaced LSCs), PEM.
     Crl(crl::CrlArgs),
     /// Automatic LSC renewal (renew_before_days in capf.toml): what is due, and
@@ -256,6 +261,7 @@ pub fn execute(ctx: &mut Ctx, command: Command) -> Result<ExitCode> {
         Command::Status(args) => status::run(ctx, args),
         Command::Renew(cmd) => renew::run(ctx, cmd),
         Command::Crl(args) => crl::run(ctx, args),
+        Command::Ca(cmd) => ca::run(ctx, cmd),
         Command::Init(_)
         | Command::Serve(_)
         | Command::Cert(_)

@@ -18,16 +18,29 @@ pub enum RenewCommand {
         json: bool,
     },
     /// Schedule the due devices now, past the hourly rate.
-    #[command(after_help = "Examples:\n  capf renew now --max 50\n  capf renew now")]
+    #[command(
+        after_help = "Examples:\n  capf renew now --max 50\n  capf renew now\n  capf renew now --issuer previous    # after `capf ca activate`"
+    )]
     Now {
         /// At most this many devices (soonest expiry first).
         #[arg(long)]
         max: Option<usize>,
+        /// `previous`: every device holding an LSC of the previous CAPF certificate,
+        /// due or not (after `capf ca activate`); works with renewal off too.
+        #[arg(long, value_parser = ["previous"])]
+        issuer: Option<String>,
     },
 }
 
 pub fn run(ctx: &mut Ctx, cmd: RenewCommand) -> Result<ExitCode> {
     let settings = Settings::load(ctx.data)?;
+    if let RenewCommand::Now {
+        max,
+        issuer: Some(_),
+    } = cmd
+    {
+        return renew_previous_issuer(ctx, &settings, max);
+    }
     let Some(policy) = Policy::of(&settings) else {
         bail!(
             "LSC renewal is off (renew_before_days = 0 in {}); set it, e.g. \
@@ -37,7 +50,7 @@ pub fn run(ctx: &mut Ctx, cmd: RenewCommand) -> Result<ExitCode> {
     };
     match cmd {
         RenewCommand::Plan { json } => plan(ctx, &policy, json),
-        RenewCommand::Now { max } => {
+        RenewCommand::Now { max, .. } => {
             let actor = ctx.actor.clone();
             let names = renewal::schedule(
                 ctx.store,
@@ -136,6 +149,37 @@ fn plan(ctx: &mut Ctx, policy: &Policy, json: bool) -> Result<ExitCode> {
             render::time(d.lsc_not_after),
             state
         )?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `renew now --issuer previous`: every device still on the previous CAPF CA.
+fn renew_previous_issuer(
+    ctx: &mut Ctx,
+    settings: &Settings,
+    max: Option<usize>,
+) -> Result<ExitCode> {
+    let Some(previous) = crate::ca::rollover::previous_certificate(&ctx.data.certs()) else {
+        bail!("there is no previous CAPF certificate (`capf ca activate` makes one)");
+    };
+    let issuer = crate::ca::cert_info(&previous)?.subject;
+    let actor = ctx.actor.clone();
+    let names = renewal::schedule_issued_by(
+        ctx.store,
+        &issuer,
+        settings.renew_auth,
+        ctx.now,
+        max.unwrap_or(usize::MAX),
+        &actor,
+    )?;
+    writeln!(
+        ctx.out,
+        "scheduled an LSC from the new CAPF certificate for {} device(s), by {} authentication",
+        names.len(),
+        settings.renew_auth
+    )?;
+    for name in &names {
+        writeln!(ctx.out, "  {name}")?;
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -300,6 +300,9 @@ pub struct BuildInputs<'a> {
     pub signer: Option<&'a Signer>,
     /// The certificate the CAPF listener presents, for the ITL's role-4 record.
     pub capf_certificate: Option<&'a [u8]>,
+    /// During a CA rollover, the staged or previous CAPF certificate: listed in the ITL
+    /// too.
+    pub other_capf_certificate: Option<&'a [u8]>,
     /// The node name published in `capfList/capf/processNodeName`.
     pub node_name: &'a str,
     /// The CAPF port published in `capfList/capf/phonePort`.
@@ -371,7 +374,10 @@ pub fn build<R: CryptoRng + ?Sized>(
         }
         Served::Itl => {
             let capf = inputs.capf_certificate.ok_or(Error::NoCapfCertificate)?;
-            itl::build_standard(signer()?, capf, now)
+            let capfs: Vec<&[u8]> = std::iter::once(capf)
+                .chain(inputs.other_capf_certificate)
+                .collect();
+            itl::build_with_capf(signer()?, &capfs, now)
         }
         Served::NotFound(reason) => Err(Error::NotServed(reason.to_string())),
     }

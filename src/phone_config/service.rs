@@ -82,6 +82,8 @@ pub struct ConfigService {
     /// The signer, or why it cannot sign (E6): signed names are then not served.
     signer: Result<Signer, Error>,
     capf_certificate: Option<Vec<u8>>,
+    /// During a CA rollover, the staged or previous CAPF certificate (ITL only).
+    other_capf_certificate: Option<Vec<u8>>,
     node_name: String,
     capf_port: u16,
     /// Serve a device capf does not know as a known one without encryption: its full
@@ -98,7 +100,12 @@ impl ConfigService {
         let capf_certificate = CertificateDer::from_pem_file(data.capf_cert())
             .ok()
             .map(|c| c.to_vec());
-        ConfigService::new(store, data.tftp(), signer, capf_certificate, settings)
+        let mut service =
+            ConfigService::new(store, data.tftp(), signer, capf_certificate, settings);
+        let certs = data.certs();
+        service.other_capf_certificate = crate::ca::rollover::next_certificate(&certs)
+            .or_else(|| crate::ca::rollover::previous_certificate(&certs));
+        service
     }
 
     pub fn new(
@@ -113,6 +120,7 @@ impl ConfigService {
             tftp_dir,
             signer,
             capf_certificate,
+            other_capf_certificate: None,
             node_name: settings.node_name.clone(),
             capf_port: settings.capf_port,
             serve_unknown_plaintext: settings.serve_unknown_devices_plaintext,
@@ -168,6 +176,7 @@ impl ConfigService {
         let inputs = BuildInputs {
             signer: self.signer.as_ref().ok(),
             capf_certificate: self.capf_certificate.as_deref(),
+            other_capf_certificate: self.other_capf_certificate.as_deref(),
             node_name: &self.node_name,
             capf_port: self.capf_port,
         };

@@ -165,6 +165,13 @@ impl TrustAnchors {
         })
     }
 
+    /// Also trusts LSCs issued by `der`: the previous CAPF certificate during a CA
+    /// rollover (`ca::rollover`), until it is retired.
+    pub fn add_lsc_issuer(&mut self, der: &[u8], label: &str) -> Result<(), TrustError> {
+        self.lsc_issuers.add(AnchorCert::from_der(der, label)?);
+        Ok(())
+    }
+
     /// Adds the Cisco CA certificates compiled into the binary to the MIC anchors, and
     /// the SUDI CAs among them to the SUDI anchors.
     pub fn with_shipped_cisco_roots(mut self) -> TrustAnchors {

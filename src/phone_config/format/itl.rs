@@ -67,16 +67,20 @@ impl Role {
 /// since one certificate holds both roles in a small deployment, then the CAPF
 /// certificate (role 4).
 pub fn build_standard(signer: &Signer, capf_certificate: &[u8], now: UnixTime) -> Result<Vec<u8>> {
+    build_with_capf(signer, &[capf_certificate], now)
+}
+
+/// [`build_standard`] with every CAPF certificate phones must trust: during a CA
+/// rollover the current one and the staged or previous one (`ca::rollover`).
+pub fn build_with_capf(
+    signer: &Signer,
+    capf_certificates: &[&[u8]],
+    now: UnixTime,
+) -> Result<Vec<u8>> {
     let own = signer.certificate_der();
-    build(
-        signer,
-        &[
-            (own, Role::Sast),
-            (own, Role::Tftp),
-            (capf_certificate, Role::Capf),
-        ],
-        now,
-    )
+    let mut records = vec![(own, Role::Sast), (own, Role::Tftp)];
+    records.extend(capf_certificates.iter().map(|c| (*c, Role::Capf)));
+    build(signer, &records, now)
 }
 
 /// Builds an ITL with one record per (certificate DER, role), in the order given,

@@ -260,6 +260,7 @@ fn inputs(signer: &Signer) -> BuildInputs<'_> {
     BuildInputs {
         signer: Some(signer),
         capf_certificate: Some(&pki().capf),
+        other_capf_certificate: None,
         node_name: "capf.example.net",
         capf_port: 3804,
     }
@@ -473,6 +474,7 @@ fn signed_names_need_signing_material() {
     let no_signer = BuildInputs {
         signer: None,
         capf_certificate: Some(&pki().capf),
+        other_capf_certificate: None,
         node_name: "capf.example.net",
         capf_port: 3804,
     };
@@ -497,6 +499,7 @@ fn signed_names_need_signing_material() {
     let s = signer(Digest::Sha1);
     let no_capf = BuildInputs {
         capf_certificate: None,
+        other_capf_certificate: None,
         ..inputs(&s)
     };
     let itl = build(
