@@ -22,7 +22,8 @@ pub struct InitArgs {
     #[arg(long)]
     pub org_unit: Option<String>,
     /// Replace an existing CAPF identity. Every enrolled phone then needs a new LSC and
-    /// a new ITL: only do this on purpose.
+    /// a new ITL: only do this on purpose (`capf ca rollover` replaces the CAPF
+    /// certificate without resetting phones).
     #[arg(long)]
     pub force: bool,
 }
@@ -43,8 +44,9 @@ pub fn init(data: &DataDir, args: InitArgs) -> Result<ExitCode> {
             "{dir} is already initialised: its CAPF identity exists. To change a node \
              setting (node_name, ports, ...) edit {dir}/capf.toml (`capf --data {dir} \
              settings` shows them) and restart `capf serve`; to run the node, \
-             `capf --data {dir} serve`. Only to replace the CAPF identity, which every \
-             enrolled phone trusts, use `init --force`",
+             `capf --data {dir} serve`. To replace the CAPF certificate without \
+             resetting phones, `capf ca rollover` (docs/lifecycle.md); `init --force` \
+             replaces every identity at once, which no enrolled phone trusts",
             dir = data.root().display()
         );
     }
