@@ -161,6 +161,17 @@ pub fn run(ctx: &mut Ctx, args: DoctorArgs) -> Result<ExitCode> {
         if let Some(node) = serving {
             report.check(listener_presents(node.capf, capf))?;
         }
+        match crate::ca::rollover::phase(&report.ctx.data.certs()) {
+            crate::ca::rollover::Phase::Single => {}
+            crate::ca::rollover::Phase::Staged => report.info(
+                "a CAPF CA rollover is staged: the ITL lists the next certificate; \
+                 `capf ca activate` once phones have it (`capf ca show`)",
+            )?,
+            crate::ca::rollover::Phase::Activated => report.info(
+                "a CAPF CA rollover is activated: LSCs of the previous certificate still \
+                 authenticate; `capf ca retire` once no device holds one (`capf ca show`)",
+            )?,
+        }
     }
     let service = match service {
         Ok(s) => {
