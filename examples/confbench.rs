@@ -9,6 +9,8 @@
 //! the real CA, encrypted configuration on, a base document in `tftp/`) and builds its
 //! files for the given time. Each `.enc.sgn` costs one RSA-2048 signature by the TFTP
 //! signer plus one public-key wrap, so the ceiling is the machine's RSA-2048 sign rate.
+//! The service's cache of built files is off here (`config_cache_mib = 0`): every
+//! fetch is a build, which is what this measures.
 
 use capf::ca::Ca;
 use capf::model::{DeviceRecord, Event, Operation};
@@ -55,7 +57,10 @@ fn main() -> anyhow::Result<()> {
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
     let dir = tempfile::tempdir()?;
     let data = DataDir::new(dir.path());
-    let settings = Settings::default();
+    let settings = Settings {
+        config_cache_mib: 0,
+        ..Settings::default()
+    };
     capf::cli::initialise(&data, &settings, None, None, false)?;
     let store = Store::open(&data.db())?;
     let ca = Ca::load(&data.certs(), settings.lsc_validity_days)?;

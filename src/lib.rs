@@ -16,7 +16,8 @@
 //!   driver (`driver.rs`) that runs one phone's connection from handshake to close.
 //! * [`phone_config`] — the configuration companion: per phone and request, full,
 //!   partial or encrypted configuration and the ITL (`plan`, `format/`), built by
-//!   `service` from the store and served over HTTP and TFTP (`http`, `tftp`).
+//!   `service` from the store (signed files kept in `cache` while their inputs are
+//!   unchanged) and served over HTTP and TFTP (`http`, `tftp`).
 //! * `net` — what every listener shares: the accept loop, the connection table (at
 //!   the cap the oldest connection that has not made progress gives way), the
 //!   standing of peer addresses, and the per-address failure limit.

@@ -173,6 +173,10 @@ pub struct Settings {
     /// (`tftp/SEP<MAC>.cnf.xml`, SIP passwords included) in the clear, to anyone who asks
     /// for its name. Off: such a device gets nothing (404, TFTP error 1).
     pub serve_unknown_devices_plaintext: bool,
+    /// Memory for signed configuration files already built, MiB: a phone fetching a
+    /// file whose inputs are unchanged gets the kept file instead of a new signature.
+    /// Past it the least recently used files go; 0 keeps none.
+    pub config_cache_mib: u64,
 }
 
 impl Default for Settings {
@@ -210,6 +214,7 @@ impl Default for Settings {
             legacy_listen: None,
             legacy_allow: Vec::new(),
             serve_unknown_devices_plaintext: false,
+            config_cache_mib: 1024,
         }
     }
 }
@@ -351,6 +356,10 @@ impl Settings {
     }
     pub fn shutdown_grace(&self) -> Duration {
         Duration::from_secs(self.shutdown_grace)
+    }
+    /// `config_cache_mib` in bytes.
+    pub fn config_cache_bytes(&self) -> usize {
+        usize::try_from(self.config_cache_mib.saturating_mul(1024 * 1024)).unwrap_or(usize::MAX)
     }
 }
 

@@ -73,7 +73,12 @@ const RSA: KeyOrder = KeyOrder::Rsa { bits: 2048 };
 /// The verified body of a served `.sgn`.
 fn signed_body(c: &Companion, response: &HttpResponse) -> String {
     assert_eq!(response.status, 200);
-    let file = sgn::parse(&response.body, FileKind::Sgn).unwrap();
+    signed_body_of(c, &response.body)
+}
+
+/// The verified body of the `.sgn` file `bytes`.
+fn signed_body_of(c: &Companion, bytes: &[u8]) -> String {
+    let file = sgn::parse(bytes, FileKind::Sgn).unwrap();
     assert_eq!(file.filename, format!("{NAME}.cnf.xml.sgn"));
     sgn::verify(&file, &c.signer_certificate()).unwrap();
     String::from_utf8(file.body.to_vec()).unwrap()
@@ -385,5 +390,149 @@ async fn a_broken_signer_serves_no_signed_name() {
         c.get(&format!("/{NAME}.cnf.xml")).await.body,
         common::served(DOC, 2).as_bytes()
     );
+    c.stop().await;
+}
+
+/// #15 point 1: a file whose inputs are unchanged is served again byte for byte (the
+/// `.enc.sgn` with the same AES key), and every change of what it is built from (the
+/// device record, the base document) shows in the very next fetch.
+#[tokio::test]
+async fn unchanged_files_are_served_again_and_every_change_at_once() {
+    let c = Companion::start().await;
+    c.node.add(device(true, RSA));
+    c.document(NAME, DOC.as_bytes());
+    let sgn_path = format!("/{NAME}.cnf.xml.sgn");
+    let enc_path = format!("/{NAME}.cnf.xml.enc.sgn");
+
+    // The ITL and the first partial, fetched again after the clock has moved on by a
+    // second: a new build would carry another timestamp.
+    let itl = c.get("/ITLFile.tlv").await.body;
+    let partial = c.get(&sgn_path).await.body;
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    assert_eq!(c.get("/ITLFile.tlv").await.body, itl);
+    assert_eq!(c.get(&sgn_path).await.body, partial);
+    let body = signed_body_of(&c, &partial);
+    assert_eq!(cert_hash(&body), "");
+    assert!(body.contains("<capfAuthMode>2</capfAuthMode>"));
+
+    // The phone enrolls: a new LSC, and no operation pending any more.
+    let Some((der, PhoneKey::Rsa(first_key))) = c.node.run(&Phone::new(NAME)).await.issued else {
+        panic!("an RSA LSC was issued")
+    };
+    let enrolled = c.get(&sgn_path).await.body;
+    assert_ne!(enrolled, partial);
+    let body = signed_body_of(&c, &enrolled);
+    assert_eq!(cert_hash(&body), hex::encode(md5::Md5::digest(&der)));
+    assert!(body.contains("<capfAuthMode>0</capfAuthMode>"));
+    let encrypted = c.get(&enc_path).await.body;
+    assert_eq!(
+        enc::decrypt(&encrypted, &first_key).unwrap(),
+        common::served(DOC, 0).as_bytes()
+    );
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    assert_eq!(
+        c.get(&enc_path).await.body,
+        encrypted,
+        "the same file, the same AES key"
+    );
+    assert_eq!(c.get(&sgn_path).await.body, enrolled);
+
+    // The base document.
+    let edited = DOC.replace("s3cret", "n3w-s3cret");
+    c.document(NAME, edited.as_bytes());
+    let encrypted_edited = c.get(&enc_path).await.body;
+    assert_ne!(encrypted_edited, encrypted);
+    assert_eq!(
+        enc::decrypt(&encrypted_edited, &first_key).unwrap(),
+        common::served(&edited, 0).as_bytes()
+    );
+
+    // An operation scheduled: capfAuthMode in the partial and in the .enc.sgn.
+    let mut record = c.node.device(NAME);
+    record.operation = capf::model::Operation::Install;
+    record.status = capf::model::OperationStatus::Pending;
+    c.node
+        .store
+        .put_device(&record, common::event(NAME))
+        .unwrap();
+    let scheduled = c.get(&sgn_path).await.body;
+    assert_ne!(scheduled, enrolled);
+    assert!(signed_body_of(&c, &scheduled).contains("<capfAuthMode>2</capfAuthMode>"));
+    assert_eq!(
+        enc::decrypt(&c.get(&enc_path).await.body, &first_key).unwrap(),
+        common::served(&edited, 2).as_bytes()
+    );
+
+    // A new LSC: the phone enrolls again with a new key.
+    let Some((der, PhoneKey::Rsa(second_key))) = c.node.run(&Phone::new(NAME)).await.issued else {
+        panic!("an RSA LSC was issued")
+    };
+    let renewed = c.get(&sgn_path).await.body;
+    assert_eq!(
+        cert_hash(&signed_body_of(&c, &renewed)),
+        hex::encode(md5::Md5::digest(&der))
+    );
+    let encrypted_renewed = c.get(&enc_path).await.body;
+    assert!(enc::decrypt(&encrypted_renewed, &first_key).is_err());
+    assert_eq!(
+        enc::decrypt(&encrypted_renewed, &second_key).unwrap(),
+        common::served(&edited, 0).as_bytes()
+    );
+
+    // Encryption off: the full document, and no .enc.sgn; on again: the partial.
+    let mut record = c.node.device(NAME);
+    record.encrypted_config = false;
+    c.node
+        .store
+        .put_device(&record, common::event(NAME))
+        .unwrap();
+    assert_eq!(
+        signed_body_of(&c, &c.get(&sgn_path).await.body),
+        common::served(&edited, 0)
+    );
+    assert_eq!(c.get(&enc_path).await.status, 404);
+    record.encrypted_config = true;
+    c.node
+        .store
+        .put_device(&record, common::event(NAME))
+        .unwrap();
+    assert!(signed_body_of(&c, &c.get(&sgn_path).await.body).contains("<encrConfig>true<"));
+    assert_eq!(c.get(&enc_path).await.status, 200);
+    c.stop().await;
+}
+
+/// #15 point 1: past its budget the cache drops the least recently used files; it
+/// never holds more (here 1 MiB, against 2.5 MiB of signed files).
+#[tokio::test]
+async fn the_file_cache_stays_within_its_budget() {
+    let c = Companion::start().await;
+    let settings = Settings {
+        node_name: "capf.test".into(),
+        config_cache_mib: 1,
+        ..Settings::default()
+    };
+    let service = capf::phone_config::service::ConfigService::load(
+        &c.node.data,
+        &settings,
+        c.node.store.clone(),
+    );
+    assert_eq!(service.cache().budget(), 1024 * 1024);
+    let filler: String = (0..2500)
+        .map(|i| format!("  <line{i}>{}</line{i}>\n", "x".repeat(20)))
+        .collect();
+    let doc = DOC.replace("</device>", &format!("{filler}</device>"));
+    assert!(doc.len() > 100 * 1024);
+    for n in 0..25 {
+        let name = format!("SEP0000000000{n:02}");
+        c.node.add(DeviceRecord::new(name.as_str()));
+        c.document(&name, doc.as_bytes());
+        let request =
+            capf::phone_config::plan::Request::parse(&format!("{name}.cnf.xml.sgn")).unwrap();
+        let file = service.fetch(&request, capf::model::now()).unwrap();
+        assert!(file.bytes.len() > 100 * 1024);
+        assert!(service.cache().bytes() <= service.cache().budget());
+    }
+    let kept = service.cache().len();
+    assert!((5..25).contains(&kept), "{kept} files kept");
     c.stop().await;
 }

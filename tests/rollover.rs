@@ -96,7 +96,12 @@ async fn a_full_rollover_keeps_every_phone_reaching_capf() {
                 "null",
             ],
         ));
-        let outcome = session(serving.addr(), std::slice::from_ref(&old), &Phone::new(name)).await;
+        let outcome = session(
+            serving.addr(),
+            std::slice::from_ref(&old),
+            &Phone::new(name),
+        )
+        .await;
         assert_eq!(outcome.end_reason, Some(Reason::UpdateCertificate));
         lscs.push(outcome.issued.unwrap());
     }
@@ -181,7 +186,12 @@ async fn a_full_rollover_keeps_every_phone_reaching_capf() {
             "lsc",
         ],
     ));
-    let outcome = session(serving.addr(), std::slice::from_ref(&new), &with_lsc(A, &lscs[0])).await;
+    let outcome = session(
+        serving.addr(),
+        std::slice::from_ref(&new),
+        &with_lsc(A, &lscs[0]),
+    )
+    .await;
     assert!(outcome.issued.is_none());
     assert!(data.join("certs/retired").read_dir().unwrap().count() >= 2);
     serving.stop();

@@ -8,11 +8,13 @@
 //!   fetch from. They parse the request name and hand it to the service.
 //! * [`service`] — the edge that reads a request's inputs (the device from the store,
 //!   the base document under `tftp/`, the signer) and calls [`plan`]; shared by both
-//!   servers and by the CLI (`config build`, `itl build`, `doctor`).
+//!   servers and by the CLI (`config build`, `itl build`, `doctor`). It keeps the
+//!   signed files it built in [`cache`], under the digest of their inputs.
 //! * [`plan`] — pure: the request-name rules, the decision table (§6) and the build.
 //! * [`format`] — pure: the file formats (`.sgn`, `.enc.sgn`, ITL, the partial XML).
 //! * [`signer`] — the RSA signing identity of the files, loaded from `certs/tftp.*`.
 
+pub mod cache;
 pub mod crl;
 pub mod error;
 pub mod format;

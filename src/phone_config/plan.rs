@@ -3,8 +3,9 @@
 //!
 //! [`decide`] is the decision table as a pure function of the request, the device
 //! record and whether a base document exists; [`build`] turns the decision into bytes.
-//! Both read their inputs fresh every time: the device certificate may have changed
-//! since the last request (E11), and nothing is cached here.
+//! Both take their inputs as arguments and keep nothing: the device certificate may
+//! have changed since the last request (E11). [`BuildKey`] is the digest of exactly
+//! what [`build`] reads, under which the configuration service keeps signed files.
 
 use crate::model::{AuthMode, DeviceRecord, EnrolledCert, Operation, OperationStatus, UnixTime};
 use crate::phone_config::error::{Error, Result};
@@ -174,6 +175,22 @@ pub enum Served {
     },
     Itl,
     NotFound(NotFound),
+}
+
+impl Served {
+    /// Whether building it costs a signature: the `.sgn` files, the `.enc.sgn` and the
+    /// ITL.
+    pub fn is_signed(&self) -> bool {
+        match self {
+            Served::FullSigned { .. }
+            | Served::PartialSigned { .. }
+            | Served::Encrypted { .. }
+            | Served::Itl => true,
+            Served::FullUnsigned { .. } | Served::PartialUnsigned { .. } | Served::NotFound(_) => {
+                false
+            }
+        }
+    }
 }
 
 /// The decision table of §6.
@@ -380,6 +397,115 @@ pub fn build<R: CryptoRng + ?Sized>(
             itl::build_with_capf(signer()?, &capfs, now)
         }
         Served::NotFound(reason) => Err(Error::NotServed(reason.to_string())),
+    }
+}
+
+/// The identity of a build: a SHA-256 digest of everything [`build`] reads except the
+/// clock and the random generator. Two builds under one key differ only in their
+/// timestamp and, for an `.enc.sgn`, in its AES key and IV; any change of an input
+/// (the device's decision, the document, the signer, the node's settings) is a new key.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct BuildKey([u8; 32]);
+
+impl BuildKey {
+    /// The key of `build(request, served, document, inputs, ..)`.
+    ///
+    /// Every input is destructured without `..`, so a field added to [`Served`] or
+    /// [`BuildInputs`] does not compile until it is part of the key. Each value is
+    /// written with its length or a tag first, so no two different inputs write the
+    /// same bytes.
+    pub fn of(
+        request: &Request,
+        served: &Served,
+        document: Option<&[u8]>,
+        inputs: &BuildInputs<'_>,
+    ) -> BuildKey {
+        use sha2::Digest as _;
+        struct Writer(sha2::Sha256);
+        impl Writer {
+            fn tag(&mut self, tag: u8) {
+                self.0.update([tag]);
+            }
+            fn bytes(&mut self, bytes: &[u8]) {
+                self.0.update((bytes.len() as u64).to_be_bytes());
+                self.0.update(bytes);
+            }
+            fn optional(&mut self, bytes: Option<&[u8]>) {
+                match bytes {
+                    None => self.tag(0),
+                    Some(bytes) => {
+                        self.tag(1);
+                        self.bytes(bytes);
+                    }
+                }
+            }
+        }
+        let mut w = Writer(sha2::Sha256::new());
+        // The request enters the build only through the name it is served under.
+        w.bytes(request.served_name().as_bytes());
+        match served {
+            Served::FullUnsigned { capf_auth_mode } => {
+                w.tag(1);
+                w.tag(*capf_auth_mode);
+            }
+            Served::FullSigned { capf_auth_mode } => {
+                w.tag(2);
+                w.tag(*capf_auth_mode);
+            }
+            Served::PartialUnsigned {
+                cert_hash,
+                capf_auth_mode,
+            } => {
+                w.tag(3);
+                w.optional(cert_hash.as_deref().map(str::as_bytes));
+                w.tag(*capf_auth_mode);
+            }
+            Served::PartialSigned {
+                cert_hash,
+                capf_auth_mode,
+            } => {
+                w.tag(4);
+                w.optional(cert_hash.as_deref().map(str::as_bytes));
+                w.tag(*capf_auth_mode);
+            }
+            Served::Encrypted {
+                phone_key,
+                capf_auth_mode,
+            } => {
+                w.tag(5);
+                w.bytes(phone_key);
+                w.tag(*capf_auth_mode);
+            }
+            Served::Itl => w.tag(6),
+            Served::NotFound(reason) => {
+                w.tag(7);
+                w.bytes(reason.to_string().as_bytes());
+            }
+        }
+        w.optional(document);
+        let BuildInputs {
+            signer,
+            capf_certificate,
+            other_capf_certificate,
+            node_name,
+            capf_port,
+        } = inputs;
+        // The certificate names the key (a signer whose key does not match its
+        // certificate is refused at load); the digest is the one setting it signs with.
+        w.optional(signer.map(Signer::certificate_der));
+        w.tag(signer.map_or(0, |s| s.digest().id()));
+        w.optional(*capf_certificate);
+        w.optional(*other_capf_certificate);
+        w.bytes(node_name.as_bytes());
+        w.bytes(&capf_port.to_be_bytes());
+        BuildKey(w.0.finalize().into())
+    }
+
+    /// A key for tests of the cache alone.
+    #[cfg(test)]
+    pub(crate) fn from_bytes(bytes: &[u8]) -> BuildKey {
+        use sha2::Digest as _;
+        BuildKey(sha2::Sha256::digest(bytes).into())
     }
 }
 

@@ -5,10 +5,17 @@
 //! HTTP delivery, `capf config build`, `capf itl build` and `capf doctor` all go
 //! through [`ConfigService::fetch`], so what an operator builds by hand is exactly
 //! what a phone downloads.
+//!
+//! Deciding is cheap and signing is not, so the inputs are read and the decision made
+//! on every request, and only the build is skipped: a signed file is kept in the
+//! [`FileCache`] under the [`BuildKey`] of its inputs and served again while the key
+//! of a new request is the same. A changed input is a different key, so a kept file is
+//! never served after anything it was built from changed.
 
 use crate::model::UnixTime;
+use crate::phone_config::cache::FileCache;
 use crate::phone_config::error::Error;
-use crate::phone_config::plan::{self, BuildInputs, NotFound, Request, Served};
+use crate::phone_config::plan::{self, BuildInputs, BuildKey, NotFound, Request, Served};
 use crate::phone_config::signer::Signer;
 use crate::settings::{DataDir, Settings};
 use crate::store::{Store, StoreError};
@@ -16,6 +23,7 @@ use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::CertificateDer;
 use std::fmt;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 /// Largest base configuration served. Real phone configurations are tens of KiB; the
 /// format itself has no limit (config-files.md E3 asks for at least 200 KiB to work).
@@ -89,6 +97,8 @@ pub struct ConfigService {
     /// Serve a device capf does not know as a known one without encryption: its full
     /// base document in the clear (`serve_unknown_devices_plaintext`).
     serve_unknown_plaintext: bool,
+    /// Signed files already built, by the digest of their inputs.
+    cache: FileCache,
 }
 
 impl ConfigService {
@@ -124,7 +134,13 @@ impl ConfigService {
             node_name: settings.node_name.clone(),
             capf_port: settings.capf_port,
             serve_unknown_plaintext: settings.serve_unknown_devices_plaintext,
+            cache: FileCache::new(settings.config_cache_bytes()),
         }
+    }
+
+    /// The signed files kept for reuse.
+    pub fn cache(&self) -> &FileCache {
+        &self.cache
     }
 
     /// The signer, or the reason signed names are refused.
@@ -149,7 +165,10 @@ impl ConfigService {
         self.tftp_dir.join(format!("{device}.cnf.xml"))
     }
 
-    /// Builds what a phone gets for `request` now, from the current store.
+    /// What a phone gets for `request` now, from the current store and document: the
+    /// kept file when one was built from exactly these inputs, else a new build (kept
+    /// when signed). A kept file carries the timestamp of its build, and a kept
+    /// `.enc.sgn` the AES key of its build.
     pub fn fetch(&self, request: &Request, now: UnixTime) -> Result<File, Refusal> {
         let device_name = request.device_name();
         let device = match &device_name {
@@ -180,6 +199,16 @@ impl ConfigService {
             node_name: &self.node_name,
             capf_port: self.capf_port,
         };
+        // Only signed files are kept: the others cost no more to build than to look up.
+        let key = (self.cache.is_on() && served.is_signed())
+            .then(|| BuildKey::of(request, &served, document.as_deref(), &inputs));
+        if let Some(kept) = key.as_ref().and_then(|key| self.cache.get(key)) {
+            return Ok(File {
+                name: request.served_name(),
+                kind,
+                bytes: kept.to_vec(),
+            });
+        }
         let bytes = plan::build(
             request,
             &served,
@@ -188,6 +217,9 @@ impl ConfigService {
             now,
             &mut rand::rng(),
         )?;
+        if let Some(key) = key {
+            self.cache.insert(key, Arc::from(bytes.as_slice()));
+        }
         Ok(File {
             name: request.served_name(),
             kind,
@@ -220,3 +252,6 @@ impl ConfigService {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;

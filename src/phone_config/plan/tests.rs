@@ -512,3 +512,217 @@ fn signed_names_need_signing_material() {
     );
     assert!(matches!(itl, Err(Error::NoCapfCertificate)));
 }
+
+/// The cache's guarantee rests on this: the key changes with every input of `build`
+/// (the clock and the random generator aside), and only with them.
+#[test]
+fn the_build_key_changes_with_every_input_of_build() {
+    let p = pki();
+    let sha1 = signer(Digest::Sha1);
+    let sha512 = signer(Digest::Sha512);
+    let other_signer = Signer::from_der(
+        p.signer_1024.der.clone(),
+        &p.signer_1024.pkcs8,
+        Digest::Sha1,
+    )
+    .unwrap();
+    let signed = request(ConfigForm::Signed);
+    let hash = Some(md5_hex(&p.phone.der));
+    let partial = Served::PartialSigned {
+        cert_hash: hash.clone(),
+        capf_auth_mode: 0,
+    };
+    let document = SEP_DOC.as_bytes();
+    let edited = SEP_DOC.replace("1001", "1002");
+    let base = inputs(&sha1);
+    let key = |request: &Request, served: &Served, document: Option<&[u8]>, inputs| {
+        BuildKey::of(request, served, document, &inputs)
+    };
+    let reference = key(&signed, &partial, Some(document), base);
+    assert_eq!(
+        reference,
+        key(&signed, &partial.clone(), Some(document), inputs(&sha1)),
+        "equal inputs, equal keys"
+    );
+
+    let encrypted = |phone_key: Vec<u8>, capf_auth_mode| Served::Encrypted {
+        phone_key,
+        capf_auth_mode,
+    };
+    let changed = [
+        // The name (another phone, another form).
+        key(
+            &Request::Config {
+                mac: "AABBCCDDEEFF".into(),
+                form: ConfigForm::Signed,
+            },
+            &partial,
+            Some(document),
+            base,
+        ),
+        key(&request(ConfigForm::Plain), &partial, Some(document), base),
+        // The decision: each field of each variant.
+        key(
+            &signed,
+            &Served::PartialSigned {
+                cert_hash: None,
+                capf_auth_mode: 0,
+            },
+            Some(document),
+            base,
+        ),
+        key(
+            &signed,
+            &Served::PartialSigned {
+                cert_hash: Some(md5_hex(&p.phone_1024.der)),
+                capf_auth_mode: 0,
+            },
+            Some(document),
+            base,
+        ),
+        key(
+            &signed,
+            &Served::PartialSigned {
+                cert_hash: hash.clone(),
+                capf_auth_mode: 2,
+            },
+            Some(document),
+            base,
+        ),
+        key(
+            &signed,
+            &Served::PartialUnsigned {
+                cert_hash: hash.clone(),
+                capf_auth_mode: 0,
+            },
+            Some(document),
+            base,
+        ),
+        key(
+            &signed,
+            &Served::FullSigned { capf_auth_mode: 0 },
+            Some(document),
+            base,
+        ),
+        key(
+            &signed,
+            &Served::FullSigned { capf_auth_mode: 3 },
+            Some(document),
+            base,
+        ),
+        key(
+            &signed,
+            &Served::FullUnsigned { capf_auth_mode: 0 },
+            Some(document),
+            base,
+        ),
+        key(
+            &signed,
+            &encrypted(spki_of(&p.phone.der), 0),
+            Some(document),
+            base,
+        ),
+        key(
+            &signed,
+            &encrypted(spki_of(&p.phone_1024.der), 0),
+            Some(document),
+            base,
+        ),
+        key(
+            &signed,
+            &encrypted(spki_of(&p.phone.der), 1),
+            Some(document),
+            base,
+        ),
+        key(&signed, &Served::Itl, Some(document), base),
+        // The document: one edit, or none at all.
+        key(&signed, &partial, Some(edited.as_bytes()), base),
+        key(&signed, &partial, None, base),
+        // The signer: none, another digest, another certificate.
+        key(
+            &signed,
+            &partial,
+            Some(document),
+            BuildInputs {
+                signer: None,
+                ..base
+            },
+        ),
+        key(&signed, &partial, Some(document), inputs(&sha512)),
+        key(&signed, &partial, Some(document), inputs(&other_signer)),
+        // The CAPF certificate of the ITL, and the node's published name and port.
+        key(
+            &signed,
+            &partial,
+            Some(document),
+            BuildInputs {
+                capf_certificate: None,
+                ..base
+            },
+        ),
+        key(
+            &signed,
+            &partial,
+            Some(document),
+            BuildInputs {
+                capf_certificate: Some(&p.phone.der),
+                ..base
+            },
+        ),
+        // A CA rollover's second CAPF certificate in the ITL.
+        key(
+            &signed,
+            &partial,
+            Some(document),
+            BuildInputs {
+                other_capf_certificate: Some(&p.phone.der),
+                ..base
+            },
+        ),
+        key(
+            &signed,
+            &partial,
+            Some(document),
+            BuildInputs {
+                node_name: "capf2.example.net",
+                ..base
+            },
+        ),
+        key(
+            &signed,
+            &partial,
+            Some(document),
+            BuildInputs {
+                capf_port: 3805,
+                ..base
+            },
+        ),
+    ];
+    let mut seen = std::collections::HashSet::from([reference]);
+    for (i, k) in changed.iter().enumerate() {
+        assert!(seen.insert(*k), "change {i} gave a key already seen");
+    }
+}
+
+#[test]
+fn only_signed_files_count_as_signed() {
+    assert!(Served::FullSigned { capf_auth_mode: 0 }.is_signed());
+    assert!(Served::PartialSigned {
+        cert_hash: None,
+        capf_auth_mode: 0
+    }
+    .is_signed());
+    assert!(Served::Encrypted {
+        phone_key: Vec::new(),
+        capf_auth_mode: 0
+    }
+    .is_signed());
+    assert!(Served::Itl.is_signed());
+    assert!(!Served::FullUnsigned { capf_auth_mode: 0 }.is_signed());
+    assert!(!Served::PartialUnsigned {
+        cert_hash: None,
+        capf_auth_mode: 0
+    }
+    .is_signed());
+    assert!(!Served::NotFound(NotFound::NoDocument).is_signed());
+}
