@@ -258,7 +258,7 @@ pub fn parse_import(input: impl std::io::Read) -> Result<Vec<(usize, Result<Pars
     let mut reader = csv::ReaderBuilder::new()
         .has_headers(true)
         .trim(csv::Trim::All)
-        .from_reader(input);
+        .from_reader(CrlfAsLf(std::io::BufReader::new(input)));
     let header: Vec<String> = reader
         .headers()
         .context("cannot read the header line")?
@@ -288,6 +288,54 @@ pub fn parse_import(input: impl std::io::Read) -> Result<Vec<(usize, Result<Pars
         })
         .collect();
     Ok(rows)
+}
+
+/// Reads CRLF line ends as LF. The csv crate takes a record's position before it reads
+/// the LF that ends the line before, so in a CRLF file (as Windows tools and BAT write
+/// them) every row was reported one line early.
+struct CrlfAsLf<R>(R);
+
+impl<R: std::io::BufRead> std::io::Read for CrlfAsLf<R> {
+    fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
+        if out.is_empty() {
+            return Ok(0);
+        }
+        loop {
+            let buf = self.0.fill_buf()?;
+            let n = buf.len().min(out.len());
+            match buf[..n].iter().position(|&b| b == b'\r') {
+                None => {
+                    out[..n].copy_from_slice(&buf[..n]);
+                    self.0.consume(n);
+                    return Ok(n);
+                }
+                Some(i) if i > 0 => {
+                    out[..i].copy_from_slice(&buf[..i]);
+                    self.0.consume(i);
+                    return Ok(i);
+                }
+                Some(_) => {
+                    // A CR first: dropped if an LF follows, even in the next buffer.
+                    let lf_follows = match buf.get(1) {
+                        Some(&b) => b == b'\n',
+                        None => {
+                            self.0.consume(1);
+                            if self.0.fill_buf()?.first() == Some(&b'\n') {
+                                continue;
+                            }
+                            out[0] = b'\r';
+                            return Ok(1);
+                        }
+                    };
+                    self.0.consume(1);
+                    if !lf_follows {
+                        out[0] = b'\r';
+                        return Ok(1);
+                    }
+                }
+            }
+        }
+    }
 }
 
 /// The number of columns a header announces: the current one, or the one before
@@ -549,6 +597,39 @@ mod tests {
         assert!(!out.contains("authentication string"), "{out}");
         assert_eq!(store.get_device(&existing.name).unwrap(), Some(updated));
         assert_eq!(store.events(None, None, None).unwrap().len(), events.len());
+    }
+
+    #[test]
+    fn rows_of_a_crlf_file_are_reported_on_their_own_lines() {
+        let lf = format!("{HEADER}SEP000000000001,install,null,,rsa:2048,false,\nSEP000000000002,instal,null,,rsa:2048,false,\n\"SEP000000000003\",\"insta\r\nll\",null,,rsa:2048,false,\n");
+        let crlf = lf.replace('\n', "\r\n");
+        for text in [&lf, &crlf] {
+            let rows = parse_import(text.as_bytes()).unwrap();
+            let lines: Vec<usize> = rows.iter().map(|(line, _)| *line).collect();
+            assert_eq!(lines, [2, 3, 4], "{text:?}");
+            assert!(rows[0].1.is_ok());
+            let err = format!("{:#}", rows[1].1.as_ref().err().unwrap());
+            assert!(err.contains("field operation = 'instal'"), "{err}");
+        }
+        // A CR that ends no line stays, here inside a quoted field.
+        let rows = parse_import(
+            format!("{HEADER}SEP000000000001,\"in\rstall\",null,,rsa:2048,false,\r\n").as_bytes(),
+        )
+        .unwrap();
+        let err = format!("{:#}", rows[0].1.as_ref().err().unwrap());
+        assert!(err.contains("'in\rstall'"), "{err}");
+    }
+
+    /// One byte at a time, so that a CR ends one buffer and its LF starts the next.
+    #[test]
+    fn crlf_is_read_as_lf_across_buffer_ends() {
+        use std::io::Read;
+        let text = b"a,b\r\n1,\"x\ry\"\r\n\r";
+        let mut out = Vec::new();
+        CrlfAsLf(std::io::BufReader::with_capacity(1, &text[..]))
+            .read_to_end(&mut out)
+            .unwrap();
+        assert_eq!(out, b"a,b\n1,\"x\ry\"\n\r");
     }
 
     fn admin_event_for_test(rec: &DeviceRecord) -> crate::model::Event {
