@@ -9,6 +9,10 @@
 //! error says how far it got, and importing the same file again completes it, because
 //! a row that is already stored as the file describes it is left alone and counted
 //! unchanged (docs/operations.md "Importing devices").
+//!
+//! Import also reads a CUCM BAT phone export as it is (`bat.rs`), recognised by its
+//! header: its CAPF columns map to capf's settings, and rows of devices that never run
+//! CAPF (CTI ports, gateway ports, ...) are skipped and counted.
 
 use anyhow::{bail, Context, Result};
 use std::collections::HashSet;
@@ -117,7 +121,14 @@ pub fn import(ctx: &mut Ctx, path: &Path, dry_run: bool) -> Result<ExitCode> {
     }
     let file =
         std::fs::File::open(path).with_context(|| format!("cannot read {}", path.display()))?;
-    let parsed = parse_import(file).with_context(|| path.display().to_string())?;
+    let ImportFile {
+        rows: parsed,
+        bat,
+        skipped,
+    } = read_import(file).with_context(|| path.display().to_string())?;
+    if let Some(columns) = &bat {
+        writeln!(ctx.out, "{}", columns.describe())?;
+    }
 
     let default_deadline = crate::settings::Settings::load(ctx.data)?.default_deadline();
 
@@ -166,9 +177,20 @@ pub fn import(ctx: &mut Ctx, path: &Path, dry_run: bool) -> Result<ExitCode> {
             errors.join("\n  ")
         );
     }
+    // Said only for a BAT export, so a capf file's output is as it always was.
+    let skipped_note = match skipped.len() {
+        0 => String::new(),
+        n => format!(", {n} skipped (not a phone or Jabber client)"),
+    };
     if dry_run {
         for line in dry_run_lines {
             writeln!(ctx.out, "{line}")?;
+        }
+        for (line, name) in &skipped {
+            writeln!(
+                ctx.out,
+                "skip      {name} (line {line}): not a phone or Jabber client"
+            )?;
         }
         let Tally {
             added,
@@ -177,7 +199,8 @@ pub fn import(ctx: &mut Ctx, path: &Path, dry_run: bool) -> Result<ExitCode> {
         } = planned;
         writeln!(
             ctx.out,
-            "dry run: {added} to add, {updated} to update, {unchanged} unchanged; nothing written"
+            "dry run: {added} to add, {updated} to update, {unchanged} unchanged{skipped_note}; \
+             nothing written"
         )?;
         return Ok(ExitCode::SUCCESS);
     }
@@ -222,7 +245,7 @@ pub fn import(ctx: &mut Ctx, path: &Path, dry_run: bool) -> Result<ExitCode> {
     } = done;
     writeln!(
         ctx.out,
-        "imported {}: {added} added, {updated} updated, {unchanged} unchanged",
+        "imported {}: {added} added, {updated} updated, {unchanged} unchanged{skipped_note}",
         rows.len()
     )?;
     Ok(ExitCode::SUCCESS)
@@ -252,9 +275,24 @@ pub struct ParsedRow {
     pub options: DeviceOptions,
 }
 
+/// An import file as read: each row parsed on its own, with the line it starts on.
+pub struct ImportFile {
+    pub rows: Vec<(usize, Result<ParsedRow>)>,
+    /// For a CUCM BAT export, the columns read from it (`None` for capf's format).
+    pub bat: Option<super::bat::Columns>,
+    /// Rows of a BAT export naming devices that never run CAPF: line and name.
+    pub skipped: Vec<(usize, String)>,
+}
+
 /// Reads an import file: the exact header line, then every row parsed on its own, with
 /// the line it starts on. Pure (no store), so it is also what the fuzzer drives.
 pub fn parse_import(input: impl std::io::Read) -> Result<Vec<(usize, Result<ParsedRow>)>> {
+    read_import(input).map(|file| file.rows)
+}
+
+/// Reads an import file in capf's format (its exact header line) or a CUCM BAT phone
+/// export (a header with a `Device Name` or `MAC Address` column).
+pub fn read_import(input: impl std::io::Read) -> Result<ImportFile> {
     let mut reader = csv::ReaderBuilder::new()
         .has_headers(true)
         .trim(csv::Trim::All)
@@ -265,29 +303,43 @@ pub fn parse_import(input: impl std::io::Read) -> Result<Vec<(usize, Result<Pars
         .iter()
         .map(str::to_string)
         .collect();
-    let columns = header_columns(&header).ok_or_else(|| {
-        anyhow::anyhow!(
-            "line 1: header must be exactly `{}` (or the same without `,deadline`; found `{}`)",
+    let columns = header_columns(&header);
+    let bat = match columns {
+        Some(_) => None,
+        None => super::bat::Columns::of(&header)?,
+    };
+    if columns.is_none() && bat.is_none() {
+        bail!(
+            "line 1: header must be exactly `{}` (or the same without `,deadline`), or that \
+             of a CUCM BAT phone export with a Device Name or MAC Address column; found `{}`",
             CSV_HEADER.join(","),
             header.join(",")
-        )
-    })?;
-    let rows = reader
-        .records()
-        .enumerate()
-        .map(|(i, record)| {
-            let line = record
-                .as_ref()
-                .ok()
-                .and_then(|r| r.position())
-                .map_or(i + 2, |p| p.line() as usize);
-            let row = record
-                .map_err(|e| anyhow::anyhow!("{e}"))
-                .and_then(|r| parse_row(&r, columns));
-            (line, row)
-        })
-        .collect();
-    Ok(rows)
+        );
+    }
+    let mut rows = Vec::new();
+    let mut skipped = Vec::new();
+    for (i, record) in reader.records().enumerate() {
+        let line = record
+            .as_ref()
+            .ok()
+            .and_then(|r| r.position())
+            .map_or(i + 2, |p| p.line() as usize);
+        let record = record.map_err(|e| anyhow::anyhow!("{e}"));
+        let row = match (&bat, columns) {
+            (Some(bat), _) => match record.and_then(|r| super::bat::parse_row(&r, bat)) {
+                Ok(super::bat::BatRow::Skipped(name)) => {
+                    skipped.push((line, name));
+                    continue;
+                }
+                Ok(super::bat::BatRow::Device(row)) => Ok(row),
+                Err(e) => Err(e),
+            },
+            (None, Some(n)) => record.and_then(|r| parse_row(&r, n)),
+            (None, None) => unreachable!("refused above"),
+        };
+        rows.push((line, row));
+    }
+    Ok(ImportFile { rows, bat, skipped })
 }
 
 /// Reads CRLF line ends as LF. The csv crate takes a record's position before it reads
