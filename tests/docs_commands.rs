@@ -139,7 +139,7 @@ fn run_script(doc: &str, prelude: &str, blocks: &[String]) {
     std::fs::create_dir_all(&work).unwrap();
     let mut script = String::from(
         "set -euo pipefail\n\
-         trap 'kill $(jobs -p) 2>/dev/null; wait 2>/dev/null' EXIT\n",
+         trap 'status=$?; kill $(jobs -p) 2>/dev/null || true; wait 2>/dev/null || true; exit $status' EXIT\n",
     );
     script.push_str(prelude);
     for (i, block) in blocks.iter().enumerate() {
@@ -207,6 +207,14 @@ fn the_lifecycle_guide_runs_on_a_serving_node_with_renewal_on() {
 }
 
 #[test]
+fn the_migration_guide_runs_with_a_bat_export() {
+    // The guide's step 2: the operator downloaded a BAT export from CUCM.
+    let export = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/cucm-bat-all-details.csv");
+    let prelude = format!("cp '{}' cucm-export.csv\n", export.display());
+    run_blocks("docs/migrating-from-cucm.md", &prelude, false);
+}
+
+#[test]
 fn blocks_are_found_and_transcripts_are_not_commands() {
     let doc = "text\n```\ncapf device list\n```\n```\n$ capf doctor\nOK   x\n```\n\
                ```toml\nlisten = \"x\"\n```\n```sh\n# comment\ncargo run --release -- serve &\n```\n";
@@ -220,8 +228,9 @@ fn blocks_are_found_and_transcripts_are_not_commands() {
 }
 
 /// The documents the tests above run; a new document with command blocks must join.
-const RUN: [&str; 4] = [
+const RUN: [&str; 5] = [
     "README.md",
+    "docs/migrating-from-cucm.md",
     "docs/operations.md",
     "docs/encrypted-config.md",
     "docs/lifecycle.md",

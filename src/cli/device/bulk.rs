@@ -9,6 +9,10 @@
 //! error says how far it got, and importing the same file again completes it, because
 //! a row that is already stored as the file describes it is left alone and counted
 //! unchanged (docs/operations.md "Importing devices").
+//!
+//! Import also reads a CUCM BAT phone export as it is (`bat.rs`), recognised by its
+//! header: its CAPF columns map to capf's settings, and rows of devices that never run
+//! CAPF (CTI ports, gateway ports, ...) are skipped and counted.
 
 use anyhow::{bail, Context, Result};
 use std::collections::HashSet;
@@ -117,7 +121,14 @@ pub fn import(ctx: &mut Ctx, path: &Path, dry_run: bool) -> Result<ExitCode> {
     }
     let file =
         std::fs::File::open(path).with_context(|| format!("cannot read {}", path.display()))?;
-    let parsed = parse_import(file).with_context(|| path.display().to_string())?;
+    let ImportFile {
+        rows: parsed,
+        bat,
+        skipped,
+    } = read_import(file).with_context(|| path.display().to_string())?;
+    if let Some(columns) = &bat {
+        writeln!(ctx.out, "{}", columns.describe())?;
+    }
 
     let default_deadline = crate::settings::Settings::load(ctx.data)?.default_deadline();
 
@@ -166,9 +177,20 @@ pub fn import(ctx: &mut Ctx, path: &Path, dry_run: bool) -> Result<ExitCode> {
             errors.join("\n  ")
         );
     }
+    // Said only for a BAT export, so a capf file's output is as it always was.
+    let skipped_note = match skipped.len() {
+        0 => String::new(),
+        n => format!(", {n} skipped (not a phone or Jabber client)"),
+    };
     if dry_run {
         for line in dry_run_lines {
             writeln!(ctx.out, "{line}")?;
+        }
+        for (line, name) in &skipped {
+            writeln!(
+                ctx.out,
+                "skip      {name} (line {line}): not a phone or Jabber client"
+            )?;
         }
         let Tally {
             added,
@@ -177,7 +199,8 @@ pub fn import(ctx: &mut Ctx, path: &Path, dry_run: bool) -> Result<ExitCode> {
         } = planned;
         writeln!(
             ctx.out,
-            "dry run: {added} to add, {updated} to update, {unchanged} unchanged; nothing written"
+            "dry run: {added} to add, {updated} to update, {unchanged} unchanged{skipped_note}; \
+             nothing written"
         )?;
         return Ok(ExitCode::SUCCESS);
     }
@@ -222,7 +245,7 @@ pub fn import(ctx: &mut Ctx, path: &Path, dry_run: bool) -> Result<ExitCode> {
     } = done;
     writeln!(
         ctx.out,
-        "imported {}: {added} added, {updated} updated, {unchanged} unchanged",
+        "imported {}: {added} added, {updated} updated, {unchanged} unchanged{skipped_note}",
         rows.len()
     )?;
     Ok(ExitCode::SUCCESS)
@@ -252,42 +275,119 @@ pub struct ParsedRow {
     pub options: DeviceOptions,
 }
 
+/// An import file as read: each row parsed on its own, with the line it starts on.
+pub struct ImportFile {
+    pub rows: Vec<(usize, Result<ParsedRow>)>,
+    /// For a CUCM BAT export, the columns read from it (`None` for capf's format).
+    pub bat: Option<super::bat::Columns>,
+    /// Rows of a BAT export naming devices that never run CAPF: line and name.
+    pub skipped: Vec<(usize, String)>,
+}
+
 /// Reads an import file: the exact header line, then every row parsed on its own, with
 /// the line it starts on. Pure (no store), so it is also what the fuzzer drives.
 pub fn parse_import(input: impl std::io::Read) -> Result<Vec<(usize, Result<ParsedRow>)>> {
+    read_import(input).map(|file| file.rows)
+}
+
+/// Reads an import file in capf's format (its exact header line) or a CUCM BAT phone
+/// export (a header with a `Device Name` or `MAC Address` column).
+pub fn read_import(input: impl std::io::Read) -> Result<ImportFile> {
     let mut reader = csv::ReaderBuilder::new()
         .has_headers(true)
         .trim(csv::Trim::All)
-        .from_reader(input);
+        .from_reader(CrlfAsLf(std::io::BufReader::new(input)));
     let header: Vec<String> = reader
         .headers()
         .context("cannot read the header line")?
         .iter()
         .map(str::to_string)
         .collect();
-    let columns = header_columns(&header).ok_or_else(|| {
-        anyhow::anyhow!(
-            "line 1: header must be exactly `{}` (or the same without `,deadline`; found `{}`)",
+    let columns = header_columns(&header);
+    let bat = match columns {
+        Some(_) => None,
+        None => super::bat::Columns::of(&header)?,
+    };
+    if columns.is_none() && bat.is_none() {
+        bail!(
+            "line 1: header must be exactly `{}` (or the same without `,deadline`), or that \
+             of a CUCM BAT phone export with a Device Name or MAC Address column; found `{}`",
             CSV_HEADER.join(","),
             header.join(",")
-        )
-    })?;
-    let rows = reader
-        .records()
-        .enumerate()
-        .map(|(i, record)| {
-            let line = record
-                .as_ref()
-                .ok()
-                .and_then(|r| r.position())
-                .map_or(i + 2, |p| p.line() as usize);
-            let row = record
-                .map_err(|e| anyhow::anyhow!("{e}"))
-                .and_then(|r| parse_row(&r, columns));
-            (line, row)
-        })
-        .collect();
-    Ok(rows)
+        );
+    }
+    let mut rows = Vec::new();
+    let mut skipped = Vec::new();
+    for (i, record) in reader.records().enumerate() {
+        let line = record
+            .as_ref()
+            .ok()
+            .and_then(|r| r.position())
+            .map_or(i + 2, |p| p.line() as usize);
+        let record = record.map_err(|e| anyhow::anyhow!("{e}"));
+        let row = match (&bat, columns) {
+            (Some(bat), _) => match record.and_then(|r| super::bat::parse_row(&r, bat)) {
+                Ok(super::bat::BatRow::Skipped(name)) => {
+                    skipped.push((line, name));
+                    continue;
+                }
+                Ok(super::bat::BatRow::Device(row)) => Ok(row),
+                Err(e) => Err(e),
+            },
+            (None, Some(n)) => record.and_then(|r| parse_row(&r, n)),
+            (None, None) => unreachable!("refused above"),
+        };
+        rows.push((line, row));
+    }
+    Ok(ImportFile { rows, bat, skipped })
+}
+
+/// Reads CRLF line ends as LF. The csv crate takes a record's position before it reads
+/// the LF that ends the line before, so in a CRLF file (as Windows tools and BAT write
+/// them) every row was reported one line early.
+struct CrlfAsLf<R>(R);
+
+impl<R: std::io::BufRead> std::io::Read for CrlfAsLf<R> {
+    fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
+        if out.is_empty() {
+            return Ok(0);
+        }
+        loop {
+            let buf = self.0.fill_buf()?;
+            let n = buf.len().min(out.len());
+            match buf[..n].iter().position(|&b| b == b'\r') {
+                None => {
+                    out[..n].copy_from_slice(&buf[..n]);
+                    self.0.consume(n);
+                    return Ok(n);
+                }
+                Some(i) if i > 0 => {
+                    out[..i].copy_from_slice(&buf[..i]);
+                    self.0.consume(i);
+                    return Ok(i);
+                }
+                Some(_) => {
+                    // A CR first: dropped if an LF follows, even in the next buffer.
+                    let lf_follows = match buf.get(1) {
+                        Some(&b) => b == b'\n',
+                        None => {
+                            self.0.consume(1);
+                            if self.0.fill_buf()?.first() == Some(&b'\n') {
+                                continue;
+                            }
+                            out[0] = b'\r';
+                            return Ok(1);
+                        }
+                    };
+                    self.0.consume(1);
+                    if !lf_follows {
+                        out[0] = b'\r';
+                        return Ok(1);
+                    }
+                }
+            }
+        }
+    }
 }
 
 /// The number of columns a header announces: the current one, or the one before
@@ -549,6 +649,39 @@ mod tests {
         assert!(!out.contains("authentication string"), "{out}");
         assert_eq!(store.get_device(&existing.name).unwrap(), Some(updated));
         assert_eq!(store.events(None, None, None).unwrap().len(), events.len());
+    }
+
+    #[test]
+    fn rows_of_a_crlf_file_are_reported_on_their_own_lines() {
+        let lf = format!("{HEADER}SEP000000000001,install,null,,rsa:2048,false,\nSEP000000000002,instal,null,,rsa:2048,false,\n\"SEP000000000003\",\"insta\r\nll\",null,,rsa:2048,false,\n");
+        let crlf = lf.replace('\n', "\r\n");
+        for text in [&lf, &crlf] {
+            let rows = parse_import(text.as_bytes()).unwrap();
+            let lines: Vec<usize> = rows.iter().map(|(line, _)| *line).collect();
+            assert_eq!(lines, [2, 3, 4], "{text:?}");
+            assert!(rows[0].1.is_ok());
+            let err = format!("{:#}", rows[1].1.as_ref().err().unwrap());
+            assert!(err.contains("field operation = 'instal'"), "{err}");
+        }
+        // A CR that ends no line stays, here inside a quoted field.
+        let rows = parse_import(
+            format!("{HEADER}SEP000000000001,\"in\rstall\",null,,rsa:2048,false,\r\n").as_bytes(),
+        )
+        .unwrap();
+        let err = format!("{:#}", rows[0].1.as_ref().err().unwrap());
+        assert!(err.contains("'in\rstall'"), "{err}");
+    }
+
+    /// One byte at a time, so that a CR ends one buffer and its LF starts the next.
+    #[test]
+    fn crlf_is_read_as_lf_across_buffer_ends() {
+        use std::io::Read;
+        let text = b"a,b\r\n1,\"x\ry\"\r\n\r";
+        let mut out = Vec::new();
+        CrlfAsLf(std::io::BufReader::with_capacity(1, &text[..]))
+            .read_to_end(&mut out)
+            .unwrap();
+        assert_eq!(out, b"a,b\n1,\"x\ry\"\n\r");
     }
 
     fn admin_event_for_test(rec: &DeviceRecord) -> crate::model::Event {

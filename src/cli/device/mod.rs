@@ -4,6 +4,7 @@ use anyhow::Result;
 use clap::{Args, Subcommand};
 use std::process::ExitCode;
 
+mod bat;
 mod bulk;
 mod options;
 mod select;
@@ -103,7 +104,7 @@ pub enum DeviceCommand {
     },
     /// Add or update many phones from a CSV file; a file with any bad row changes nothing.
     #[command(
-        after_help = "The first line must be exactly:\n  name,operation,auth,auth_string,key,encrypted_config,deadline\n(or the same without `,deadline`). A blank field leaves an existing device's value as\nit is; `none` clears a deadline. An empty auth_string with auth `string` generates one.\n\nEvery row is checked before anything is written. Devices are then written 10,000 at a\ntime: if writing stops on a store error (disk full, I/O), or the server is killed, the\ndevices written so far stay. Importing the same file again completes it: rows already\nstored as the file describes them are left alone and counted unchanged (a phone that\nfinished its operation in between is scheduled again: check with --dry-run).\n\nExample:\n  capf device import phones.csv --dry-run && capf device import phones.csv"
+        after_help = "The first line must be exactly:\n  name,operation,auth,auth_string,key,encrypted_config,deadline\n(or the same without `,deadline`). A blank field leaves an existing device's value as\nit is; `none` clears a deadline. An empty auth_string with auth `string` generates one.\n\nA CUCM BAT phone export (Export Phones, All or Specific Details) is read as it is,\nrecognised by its Device Name or MAC Address column: its CAPF columns are mapped,\nother columns ignored, and rows of devices that never run CAPF (CTI ports, gateway\nports) skipped and counted (docs/migrating-from-cucm.md).\n\nEvery row is checked before anything is written. Devices are then written 10,000 at a\ntime: if writing stops on a store error (disk full, I/O), or the server is killed, the\ndevices written so far stay. Importing the same file again completes it: rows already\nstored as the file describes them are left alone and counted unchanged (a phone that\nfinished its operation in between is scheduled again: check with --dry-run).\n\nExample:\n  capf device import phones.csv --dry-run && capf device import phones.csv"
     )]
     Import {
         file: std::path::PathBuf,
