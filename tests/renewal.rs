@@ -7,7 +7,7 @@ mod common;
 
 use capf::model::AuthMode;
 use capf::phone::{connector, Phone, PhoneKey};
-use capf::protocol::{CertificateType, Reason, WrappedCertificate};
+use capf::protocol::Reason;
 use common::cli::{capf, json, ok, Serving};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::CertificateDer;
@@ -107,15 +107,7 @@ async fn due_lscs_are_renewed_at_the_rate_limit_by_phones_authenticating_with_th
     // The phone renews, authenticating with the LSC it holds, and gets a new one.
     let before = serial(&data, NAMES[0]);
     let (der, key) = &lscs[0];
-    let mut phone = Phone::new(NAMES[0]);
-    phone.password = None;
-    phone.credential = Some((
-        WrappedCertificate {
-            cert_type: CertificateType::Lsc,
-            der: der.clone(),
-        },
-        key.clone(),
-    ));
+    let phone = common::phone_with_lsc(NAMES[0], der, key);
     let (renewed, _) = enroll(serving.addr(), &data, &phone).await;
     assert_ne!(&renewed, der);
     let shown = json(&capf(&data, &["device", "show", NAMES[0], "--json"]));

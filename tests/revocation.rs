@@ -6,7 +6,7 @@
 mod common;
 
 use capf::phone::{connector, http_get, Phone, PhoneKey};
-use capf::protocol::{CertificateType, Reason, WrappedCertificate};
+use capf::protocol::Reason;
 use common::cli::{capf, fails, json, ok, Serving};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::CertificateDer;
@@ -134,15 +134,7 @@ async fn replaced_revoked_and_removed_lscs_are_on_a_crl_openssl_verifies() {
             "lsc",
         ],
     ));
-    let mut thief = Phone::new("SEP00000000B001");
-    thief.password = None;
-    thief.credential = Some((
-        WrappedCertificate {
-            cert_type: CertificateType::Lsc,
-            der: second.clone(),
-        },
-        second_key,
-    ));
+    let thief = common::phone_with_lsc("SEP00000000B001", &second, &second_key);
     let outcome = run(addr, &data, &thief).await;
     assert!(outcome.issued.is_none());
     assert_ne!(outcome.end_reason, Some(Reason::UpdateCertificate));

@@ -6,7 +6,7 @@ mod common;
 
 use capf::phone::{connector, http_get, Phone, PhoneKey};
 use capf::phone_config::format::itl::{self, Role};
-use capf::protocol::{CertificateType, Reason, WrappedCertificate};
+use capf::protocol::Reason;
 use common::cli::{capf, fails, json, ok, Serving};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::CertificateDer;
@@ -45,16 +45,7 @@ async fn session(addr: SocketAddr, trust: &[Vec<u8>], phone: &Phone) -> capf::ph
 }
 
 fn with_lsc(name: &str, (der, key): &(Vec<u8>, PhoneKey)) -> Phone {
-    let mut phone = Phone::new(name);
-    phone.password = None;
-    phone.credential = Some((
-        WrappedCertificate {
-            cert_type: CertificateType::Lsc,
-            der: der.clone(),
-        },
-        key.clone(),
-    ));
-    phone
+    common::phone_with_lsc(name, der, key)
 }
 
 fn issuer_of(der: &[u8]) -> Vec<u8> {

@@ -59,16 +59,7 @@ pub fn run(ctx: &mut Ctx, cmd: RenewCommand) -> Result<ExitCode> {
                 max.unwrap_or(usize::MAX),
                 &actor,
             )?;
-            writeln!(
-                ctx.out,
-                "scheduled LSC renewal for {} device(s), by {} authentication",
-                names.len(),
-                policy.auth
-            )?;
-            for name in &names {
-                writeln!(ctx.out, "  {name}")?;
-            }
-            Ok(ExitCode::SUCCESS)
+            scheduled(ctx, "LSC renewal", &names, policy.auth)
         }
     }
 }
@@ -172,13 +163,27 @@ fn renew_previous_issuer(
         max.unwrap_or(usize::MAX),
         &actor,
     )?;
+    scheduled(
+        ctx,
+        "an LSC from the new CAPF certificate",
+        &names,
+        settings.renew_auth,
+    )
+}
+
+/// Says what `renew now` scheduled: a summary line, then one name a line.
+fn scheduled(
+    ctx: &mut Ctx,
+    what: &str,
+    names: &[String],
+    auth: crate::model::AuthMode,
+) -> Result<ExitCode> {
     writeln!(
         ctx.out,
-        "scheduled an LSC from the new CAPF certificate for {} device(s), by {} authentication",
-        names.len(),
-        settings.renew_auth
+        "scheduled {what} for {} device(s), by {auth} authentication",
+        names.len()
     )?;
-    for name in &names {
+    for name in names {
         writeln!(ctx.out, "  {name}")?;
     }
     Ok(ExitCode::SUCCESS)

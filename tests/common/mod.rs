@@ -208,3 +208,17 @@ pub fn served_as(doc: &str, node_name: &str, capf_auth_mode: u8) -> String {
 pub fn served(doc: &str, capf_auth_mode: u8) -> String {
     served_as(doc, "capf.test", capf_auth_mode)
 }
+
+/// A phone that authenticates by the LSC `der` it holds with its `key` (no string).
+pub fn phone_with_lsc(name: &str, der: &[u8], key: &capf::phone::PhoneKey) -> Phone {
+    let mut phone = Phone::new(name);
+    phone.password = None;
+    phone.credential = Some((
+        capf::protocol::WrappedCertificate {
+            cert_type: capf::protocol::CertificateType::Lsc,
+            der: der.to_vec(),
+        },
+        key.clone(),
+    ));
+    phone
+}
