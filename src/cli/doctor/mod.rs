@@ -11,21 +11,23 @@ use anyhow::Result;
 use clap::Args;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, ServerName};
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::time::Duration;
 
+mod device;
+mod source;
+
 use super::config::service;
 use super::device::normalise_name;
-use super::{render, Ctx, Listening};
-use crate::model::DeviceRecord;
-use crate::phone_config::format::document::{DeviceDocument, Element, Node};
+use super::{render, Ctx};
 use crate::phone_config::format::identity::parse_certificate;
 use crate::phone_config::format::itl::{self, Role};
-use crate::phone_config::format::sgn::{self, FileKind};
-use crate::phone_config::plan::{self, ConfigForm, Request};
+use crate::phone_config::plan::Request;
 use crate::phone_config::service::ConfigService;
 use crate::settings::Settings;
+use device::device_journey;
+use source::{block_on, loopback, Source};
 
 #[derive(Args, Debug)]
 #[command(
@@ -207,63 +209,6 @@ pub fn run(ctx: &mut Ctx, args: DoctorArgs) -> Result<ExitCode> {
     report.finish(args.json)
 }
 
-/// Where doctor gets the files a phone would get: from the running node over each of
-/// its file listeners, or, with the node down or both listeners off, built here.
-struct Source<'a> {
-    service: &'a ConfigService,
-    serving: Option<Listening>,
-}
-
-impl Source<'_> {
-    /// Each way the file reaches phones, and what came back that way.
-    fn files(&self, request: &Request, now: i64) -> Vec<(String, Result<Vec<u8>, String>)> {
-        let name = request.served_name();
-        let mut files = Vec::new();
-        if let Some(node) = self.serving {
-            if let Some(http) = node.http {
-                let http = loopback(http);
-                let url = format!("http://{http}/{name}");
-                let got = block_on(crate::server::client::http_get(&url)).and_then(|r| {
-                    match r.map_err(|e| e.to_string())? {
-                        r if r.status == 200 => Ok(r.body),
-                        r => Err(format!("HTTP {}", r.status)),
-                    }
-                });
-                files.push((format!("over HTTP from {http}"), got));
-            }
-            if let Some(tftp) = node.tftp {
-                let tftp = loopback(tftp);
-                let got = block_on(crate::server::client::tftp_get(tftp, &name, None))
-                    .and_then(|r| r.map_err(|e| e.to_string()));
-                files.push((format!("over TFTP from {tftp}"), got));
-            }
-        }
-        if files.is_empty() {
-            let why = if self.serving.is_some() {
-                "built here: HTTP and TFTP are off"
-            } else {
-                "built here: the node is not running"
-            };
-            let built = self
-                .service
-                .fetch(request, now)
-                .map(|f| f.bytes)
-                .map_err(|e| e.to_string());
-            files.push((format!("({why})"), built));
-        }
-        files
-    }
-}
-
-/// An address to reach a listener bound to all addresses at: the loopback.
-fn loopback(listen: SocketAddr) -> SocketAddr {
-    match listen.ip() {
-        IpAddr::V4(ip) if ip.is_unspecified() => (Ipv4Addr::LOCALHOST, listen.port()).into(),
-        IpAddr::V6(ip) if ip.is_unspecified() => (Ipv6Addr::LOCALHOST, listen.port()).into(),
-        _ => listen,
-    }
-}
-
 /// Base documents in `tftp/` whose device is not in the store. Phones asking for them
 /// get nothing (fail closed), which is what the operator wants after `device remove`,
 /// but the file still holds that phone's secrets; with
@@ -399,26 +344,6 @@ fn listener_presents(listen: SocketAddr, capf: &[u8]) -> Check {
     }
 }
 
-/// Runs a future to completion on a thread of its own, so this works both from the
-/// CLI and inside the server's admin-socket worker.
-fn block_on<F>(future: F) -> Result<F::Output, String>
-where
-    F: std::future::Future + Send,
-    F::Output: Send,
-{
-    std::thread::scope(|s| {
-        s.spawn(|| {
-            tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .map(|rt| rt.block_on(future))
-        })
-        .join()
-    })
-    .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
-    .map_err(|e| format!("cannot start a runtime: {e}"))
-}
-
 /// The ITL phones get verifies and lists the CAPF and TFTP certificates.
 fn trust_list(
     service: &ConfigService,
@@ -446,262 +371,4 @@ fn trust_list(
             "it lists other certificates: restart `capf serve` on this data directory",
         ))
     }
-}
-
-/// The store's view of `name` and the files phones get for it.
-fn device_journey(report: &mut Report, source: &Source, name: &str) -> Result<()> {
-    let store = report.ctx.store;
-    let Some(device) = store.get_device(name)? else {
-        report.fail(
-            &format!("{name} is known to capf"),
-            &format!("add it: capf device add {name} --operation install --encrypted-config"),
-        )?;
-        return Ok(());
-    };
-    report.ok(&format!("{name} is known to capf"))?;
-    describe(report, &device)?;
-    let Some(mac) = name.strip_prefix("SEP").filter(|m| m.len() == 12) else {
-        report.fail(
-            &format!("{name} has configuration files"),
-            "only SEP<MAC> devices get configuration files",
-        )?;
-        return Ok(());
-    };
-    let service = source.service;
-    let document = service.document_path(name);
-    if !document.exists() {
-        report.fail(
-            &format!("base document {}", document.display()),
-            "place the phone's SEP<MAC>.cnf.xml there",
-        )?;
-        return Ok(());
-    }
-    report.ok(&format!("base document {}", document.display()))?;
-    let now = report.ctx.now;
-    let Ok(signer) = service.signer() else {
-        return Ok(()); // reported above: nothing signed can be served
-    };
-    let signer = signer.certificate_der();
-    let expected = Facts {
-        full: true,
-        node: Some(service.node_name().to_owned()),
-        port: Some(service.capf_port().to_string()),
-        auth_mode: Some(plan::capf_auth_mode(&device, now).to_string()),
-        cert_hash: None,
-    };
-    report.info(&format!(
-        "capf writes into every configuration of {name}: processNodeName {}, phonePort {}, \
-         capfAuthMode {} ({})",
-        service.node_name(),
-        service.capf_port(),
-        expected.auth_mode.as_deref().unwrap_or_default(),
-        if expected.auth_mode.as_deref() == Some("0") {
-            "no operation pending"
-        } else {
-            "an operation is pending: the phone will come to CAPF"
-        }
-    ))?;
-    let request = |form| Request::Config {
-        mac: mac.to_owned(),
-        form,
-    };
-    let signed = format!("{name}.cnf.xml.sgn");
-    if !device.encrypted_config {
-        // A choice, not a fault: the phone gets its full configuration, signed.
-        report.ok(&format!(
-            "encrypted config for {name} is off: the phone gets its full configuration, signed"
-        ))?;
-        for (via, file) in source.files(&request(ConfigForm::Signed), now) {
-            let what =
-                format!("{signed} {via} is the full configuration and sends the phone to capf");
-            served_facts(report, &what, file, signer, &expected, |f| match f.full {
-                true => Ok(()),
-                false => Err("it is a partial (fullConfig false)".into()),
-            })?;
-        }
-        return Ok(());
-    }
-    report.ok(&format!("encrypted config for {name} is on"))?;
-
-    let stored = device.phone_certificate();
-    for (via, file) in source.files(&request(ConfigForm::Signed), now) {
-        let what = format!("{signed} {via} is the partial and sends the phone to capf");
-        let partial = |f: &Facts| match f.full {
-            false => Ok(()),
-            true => Err("it is the full configuration, unencrypted".into()),
-        };
-        let Some(facts) = served_facts(report, &what, file, signer, &expected, partial)? else {
-            continue;
-        };
-        let what = "certHash served equals the MD5 of the phone's stored certificate";
-        match (stored, facts.cert_hash.as_deref()) {
-            (None, _) => report.fail(
-                what,
-                &format!(
-                    "no certificate is stored yet; schedule one (`capf device set {name} --operation install`) and let the phone enroll"
-                ),
-            )?,
-            (Some(cert), Some(hash)) if hash == cert.md5 => {
-                report.ok(&format!("{what} ({hash})"))?
-            }
-            (Some(cert), _) if !is_rsa(&cert.der) => report.fail(
-                what,
-                &format!(
-                    "the certificate has an EC key and cannot encrypt; reissue with `capf device set {name} --key rsa:2048 --operation install`"
-                ),
-            )?,
-            (Some(_), hash) => report.fail(
-                what,
-                &format!("the partial carries '{}'", hash.unwrap_or_default()),
-            )?,
-        }
-    }
-    if !stored.is_some_and(|c| is_rsa(&c.der)) {
-        return Ok(());
-    }
-    for (via, file) in source.files(&request(ConfigForm::Encrypted), now) {
-        match file {
-            Ok(bytes) => report.ok(&format!(
-                "{name}.cnf.xml.enc.sgn {via} ({} bytes)",
-                bytes.len()
-            ))?,
-            Err(e) => report.fail(&format!("{name}.cnf.xml.enc.sgn {via}"), &e)?,
-        }
-    }
-    Ok(())
-}
-
-/// Checks a signed configuration as a phone reads it: it parses, verifies under the
-/// signer, is what `kind` expects, and names capf's node, port and mode. Returns what
-/// it says, or `None` after reporting why it could not be read.
-fn served_facts(
-    report: &mut Report,
-    what: &str,
-    file: Result<Vec<u8>, String>,
-    signer: &[u8],
-    expected: &Facts,
-    kind: impl Fn(&Facts) -> Result<(), String>,
-) -> Result<Option<Facts>> {
-    let facts = file.and_then(|bytes| {
-        let facts = signed_facts(&bytes, signer)?;
-        kind(&facts)?;
-        Ok(facts)
-    });
-    let facts = match facts {
-        Ok(facts) => facts,
-        Err(e) => {
-            report.fail(what, &e)?;
-            return Ok(None);
-        }
-    };
-    let says = |f: &Facts| {
-        format!(
-            "{}:{} (capfAuthMode {})",
-            f.node.as_deref().unwrap_or("-"),
-            f.port.as_deref().unwrap_or("-"),
-            f.auth_mode.as_deref().unwrap_or("-")
-        )
-    };
-    if facts.node == expected.node
-        && facts.port == expected.port
-        && facts.auth_mode == expected.auth_mode
-    {
-        report.ok(&format!("{what}: {}", says(&facts)))?;
-    } else {
-        report.fail(
-            what,
-            &format!(
-                "it says {}, capf would write {}: restart `capf serve` after changing node_name or capf_port",
-                says(&facts),
-                says(expected)
-            ),
-        )?;
-    }
-    Ok(Some(facts))
-}
-
-/// What the store holds for the device, and its last session.
-fn describe(report: &mut Report, device: &DeviceRecord) -> Result<()> {
-    report.info(&format!(
-        "operation {}, auth {}, key order {}, status {}",
-        device.operation, device.auth, device.key_order, device.status
-    ))?;
-    match device.phone_certificate() {
-        Some(cert) => report.info(&format!(
-            "certificate: MD5 {}, key {}, serial {}",
-            cert.md5, cert.key, cert.serial
-        ))?,
-        None => report.info("certificate: none stored")?,
-    }
-    if let Some(t) = device.last_attempt {
-        report.info(&format!("last attempt: {}", render::time(t)))?;
-    }
-    let events = report.ctx.store.events(Some(&device.name), None, Some(5))?;
-    if let Some(e) = events.iter().rev().find(|e| e.action == "session") {
-        let reason = e
-            .details
-            .get("reason")
-            .map(|r| format!(" (reason {r})"))
-            .unwrap_or_default();
-        report.info(&format!(
-            "last session: {} {}{reason} from {}",
-            render::time(e.time),
-            e.result,
-            e.actor
-        ))?;
-    }
-    Ok(())
-}
-
-fn is_rsa(der: &[u8]) -> bool {
-    use x509_parser::public_key::PublicKey;
-    parse_certificate(der).is_ok_and(|c| matches!(c.public_key().parsed(), Ok(PublicKey::RSA(_))))
-}
-
-/// What a phone reads from a configuration: where CAPF is, whether to go there, and
-/// (in a partial) the hash of its certificate.
-struct Facts {
-    /// `fullConfig` is not `false`.
-    full: bool,
-    node: Option<String>,
-    port: Option<String>,
-    auth_mode: Option<String>,
-    cert_hash: Option<String>,
-}
-
-/// Reads a `.sgn` file after checking its signature under `signer` (DER).
-fn signed_facts(sgn_file: &[u8], signer: &[u8]) -> Result<Facts, String> {
-    let file = sgn::parse(sgn_file, FileKind::Sgn).map_err(|e| e.to_string())?;
-    sgn::verify(&file, signer).map_err(|e| format!("its signature does not verify: {e}"))?;
-    let document = DeviceDocument::parse(file.body).map_err(|e| e.to_string())?;
-    let root = document.root();
-    let capf = child(root, "capfList").and_then(|l| child(l, "capf"));
-    let trimmed = |t: Option<String>| t.map(|t| t.trim().to_owned());
-    Ok(Facts {
-        full: trimmed(text(root, "fullConfig")).as_deref() != Some("false"),
-        node: trimmed(capf.and_then(|c| text(c, "processNodeName"))),
-        port: trimmed(capf.and_then(|c| text(c, "phonePort"))),
-        auth_mode: trimmed(text(root, "capfAuthMode")),
-        cert_hash: text(root, "certHash"),
-    })
-}
-
-fn child<'e>(element: &'e Element, name: &str) -> Option<&'e Element> {
-    element.children.iter().find_map(|n| match n {
-        Node::Element(e) if e.name == name => Some(e),
-        _ => None,
-    })
-}
-
-fn text(element: &Element, name: &str) -> Option<String> {
-    let e = child(element, name)?;
-    Some(
-        e.children
-            .iter()
-            .filter_map(|n| match n {
-                Node::Text(t) => Some(t.as_str()),
-                _ => None,
-            })
-            .collect(),
-    )
 }
