@@ -9,6 +9,8 @@
 //! * due: the device has an LSC whose `not_after - renew_before_days` has come;
 //! * an operation the operator scheduled (anything pending) is never overwritten: a
 //!   pending install already renews, anything else is left alone and shown as skipped;
+//! * the node looks every minute while due devices wait for the rate, hourly when
+//!   none does (each look reads every device);
 //! * the rate counts the renewals of the last hour in the audit trail (action
 //!   `renew`), so a restart does not reset it;
 //! * each renewal is one transaction with its audit event, whose result says
@@ -140,12 +142,31 @@ pub fn schedule(
     max: usize,
     actor: &str,
 ) -> Result<Vec<String>, StoreError> {
-    let names: Vec<String> = due_devices(store, policy, now)?
+    Ok(round(store, policy, now, max, actor)?.scheduled)
+}
+
+/// What one pass of the policy did: the devices it scheduled, and how many due
+/// devices were waiting when it looked.
+pub struct Round {
+    pub scheduled: Vec<String>,
+    pub waiting: usize,
+}
+
+/// [`schedule`], also counting what was waiting (the node's scheduler looks again
+/// soon only while some are left).
+pub fn round(
+    store: &Store,
+    policy: &Policy,
+    now: UnixTime,
+    max: usize,
+    actor: &str,
+) -> Result<Round, StoreError> {
+    let waiting: Vec<String> = due_devices(store, policy, now)?
         .into_iter()
         .filter(|d| d.state == State::Waiting)
-        .take(max)
         .map(|d| d.name)
         .collect();
+    let names = &waiting[..waiting.len().min(max)];
     // Read again inside the transaction: what changed since the scan wins.
     let still_due = |rec: &DeviceRecord| policy.due_at(rec).is_some_and(|at| at <= now);
     let renewal = Renewal {
@@ -154,7 +175,10 @@ pub fn schedule(
         now,
         actor,
     };
-    renewal.schedule(store, &names, still_due)
+    Ok(Round {
+        scheduled: renewal.schedule(store, names, still_due)?,
+        waiting: waiting.len(),
+    })
 }
 
 /// Schedules an upgrade for up to `max` devices whose LSC `issuer` (a subject, as in
@@ -238,8 +262,11 @@ impl Renewal<'_> {
     }
 }
 
-/// How often the node looks for due LSCs.
+/// How often the node looks for due LSCs while some wait for the hourly rate.
 pub const CHECK_EVERY: std::time::Duration = std::time::Duration::from_secs(60);
+/// How often it looks when nothing was waiting: each look reads every device, and an
+/// LSC falls due `renew_before_days` ahead of its expiry, so an hour late is nothing.
+pub const IDLE_CHECK_EVERY: std::time::Duration = std::time::Duration::from_secs(3600);
 
 /// The node's scheduler: at start and then every `every`, schedules what the rate
 /// allows, and logs what it did.
@@ -259,29 +286,45 @@ pub async fn run(
     );
     loop {
         let store2 = store.clone();
-        let round = tokio::task::spawn_blocking(move || {
+        let pass = tokio::task::spawn_blocking(move || {
             let now = crate::model::now();
-            let allowed = budget(&store2, &policy, now)?;
-            if allowed == 0 {
-                return Ok(Vec::new());
+            match budget(&store2, &policy, now)? {
+                // The hour's rate is used up: devices are waiting for it.
+                0 => Ok(None),
+                allowed => round(&store2, &policy, now, allowed, POLICY_ACTOR).map(Some),
             }
-            schedule(&store2, &policy, now, allowed, POLICY_ACTOR)
         })
         .await;
-        match round {
-            Ok(Ok(names)) if !names.is_empty() => tracing::info!(
-                target: "capf::renewal",
-                count = names.len(),
-                "scheduled LSC renewal for {}",
-                names.join(", ")
-            ),
-            Ok(Ok(_)) => {}
-            Ok(Err(e)) => tracing::error!(target: "capf::renewal", "renewal: store error: {e}"),
-            Err(e) => tracing::error!(target: "capf::renewal", "renewal failed: {e}"),
-        }
+        let idle = match pass {
+            Ok(Ok(Some(Round { scheduled, waiting }))) => {
+                if !scheduled.is_empty() {
+                    tracing::info!(
+                        target: "capf::renewal",
+                        count = scheduled.len(),
+                        "scheduled LSC renewal for {}",
+                        scheduled.join(", ")
+                    );
+                }
+                waiting <= scheduled.len()
+            }
+            Ok(Ok(None)) => false,
+            Ok(Err(e)) => {
+                tracing::error!(target: "capf::renewal", "renewal: store error: {e}");
+                false
+            }
+            Err(e) => {
+                tracing::error!(target: "capf::renewal", "renewal failed: {e}");
+                false
+            }
+        };
+        let wait = if idle {
+            every.max(IDLE_CHECK_EVERY)
+        } else {
+            every
+        };
         tokio::select! {
             () = &mut shutdown => return,
-            () = tokio::time::sleep(every) => {}
+            () = tokio::time::sleep(wait) => {}
         }
     }
 }
@@ -359,8 +402,10 @@ mod tests {
 
         let allowed = budget(&store, &POLICY, NOW).unwrap();
         assert_eq!(allowed, 2);
-        let done = schedule(&store, &POLICY, NOW, allowed, POLICY_ACTOR).unwrap();
-        assert_eq!(done, ["SEP000000000002", "SEP000000000001"]);
+        let done = round(&store, &POLICY, NOW, allowed, POLICY_ACTOR).unwrap();
+        assert_eq!(done.scheduled, ["SEP000000000002", "SEP000000000001"]);
+        // Three were waiting: the node looks again in a minute, not an hour.
+        assert_eq!(done.waiting, 3);
         let rec = store.get_device("SEP000000000002").unwrap().unwrap();
         assert_eq!(
             (rec.operation, rec.status, rec.auth),
@@ -382,7 +427,11 @@ mod tests {
         // The operator's delete is untouched, and scheduling again finds only the rest.
         let rec = store.get_device("SEP000000000006").unwrap().unwrap();
         assert_eq!(rec.operation, Operation::Delete);
-        let again = schedule(&store, &POLICY, NOW + 3601, 10, POLICY_ACTOR).unwrap();
-        assert_eq!(again, ["SEP000000000003"]);
+        let again = round(&store, &POLICY, NOW + 3601, 10, POLICY_ACTOR).unwrap();
+        assert_eq!(again.scheduled, ["SEP000000000003"]);
+        assert_eq!(
+            again.waiting, 1,
+            "all that waited is scheduled: the node idles"
+        );
     }
 }

@@ -285,14 +285,13 @@ pub(in crate::cli) fn changes(
         after.status.to_string(),
     );
     field("auth", before.auth.to_string(), after.auth.to_string());
-    if before.auth_string != after.auth_string {
-        out.push(("auth_string", string(&before.auth_string), "(new)".into()));
-    }
-    let mut field = |name, from: String, to: String| {
-        if from != to {
-            out.push((name, from, to));
-        }
+    // A string is never shown: only that it was set, and that it is new.
+    let new_string = if before.auth_string == after.auth_string {
+        string(&before.auth_string)
+    } else {
+        "(new)".into()
     };
+    field("auth_string", string(&before.auth_string), new_string);
     field(
         "key",
         before.key_order.to_string(),
