@@ -6,29 +6,11 @@
 mod common;
 
 use capf::model::AuthMode;
-use capf::phone::{connector, Phone, PhoneKey};
-use capf::protocol::Reason;
+use capf::phone::Phone;
 use common::cli::{capf, json, ok, Serving};
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::CertificateDer;
 use std::path::Path;
 
 const NAMES: [&str; 3] = ["SEP00000000A001", "SEP00000000A002", "SEP00000000A003"];
-
-async fn enroll(addr: std::net::SocketAddr, data: &Path, phone: &Phone) -> (Vec<u8>, PhoneKey) {
-    let capf_pem = CertificateDer::from_pem_file(data.join("certs/capf.pem")).unwrap();
-    let outcome = phone
-        .run(addr, &connector(&[capf_pem]).unwrap())
-        .await
-        .unwrap();
-    assert_eq!(
-        outcome.end_reason,
-        Some(Reason::UpdateCertificate),
-        "{}",
-        phone.name
-    );
-    outcome.issued.expect("an LSC was issued")
-}
 
 fn serial(data: &Path, name: &str) -> String {
     json(&capf(data, &["device", "show", name, "--json"]))["lsc"]["serial"]
@@ -58,7 +40,7 @@ async fn due_lscs_are_renewed_at_the_rate_limit_by_phones_authenticating_with_th
                 "null",
             ],
         ));
-        lscs.push(enroll(serving.addr(), &data, &Phone::new(name)).await);
+        lscs.push(common::cli::enroll_phone(serving.addr(), &data, &Phone::new(name)).await);
     }
     let plan = capf(&data, &["renew", "plan"]);
     assert!(!plan.status.success());
@@ -108,7 +90,7 @@ async fn due_lscs_are_renewed_at_the_rate_limit_by_phones_authenticating_with_th
     let before = serial(&data, NAMES[0]);
     let (der, key) = &lscs[0];
     let phone = common::phone_with_lsc(NAMES[0], der, key);
-    let (renewed, _) = enroll(serving.addr(), &data, &phone).await;
+    let (renewed, _) = common::cli::enroll_phone(serving.addr(), &data, &phone).await;
     assert_ne!(&renewed, der);
     let shown = json(&capf(&data, &["device", "show", NAMES[0], "--json"]));
     assert_eq!(shown["status"], "Upgrade Success");

@@ -5,27 +5,15 @@
 
 mod common;
 
-use capf::phone::{connector, http_get, Phone, PhoneKey};
+use capf::phone::{http_get, Phone, PhoneKey};
 use capf::protocol::Reason;
 use common::cli::{capf, fails, json, ok, Serving};
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::CertificateDer;
 use std::net::{SocketAddr, TcpListener};
 use std::path::Path;
 use std::process::Command;
 
-async fn run(addr: SocketAddr, data: &Path, phone: &Phone) -> capf::phone::Outcome {
-    let capf_pem = CertificateDer::from_pem_file(data.join("certs/capf.pem")).unwrap();
-    phone
-        .run(addr, &connector(&[capf_pem]).unwrap())
-        .await
-        .unwrap()
-}
-
 async fn enroll(addr: SocketAddr, data: &Path, name: &str) -> (Vec<u8>, PhoneKey) {
-    let outcome = run(addr, data, &Phone::new(name)).await;
-    assert_eq!(outcome.end_reason, Some(Reason::UpdateCertificate));
-    outcome.issued.expect("an LSC")
+    common::cli::enroll_phone(addr, data, &Phone::new(name)).await
 }
 
 fn serial_of(der: &[u8]) -> String {
@@ -135,7 +123,7 @@ async fn replaced_revoked_and_removed_lscs_are_on_a_crl_openssl_verifies() {
         ],
     ));
     let thief = common::phone_with_lsc("SEP00000000B001", &second, &second_key);
-    let outcome = run(addr, &data, &thief).await;
+    let outcome = common::cli::run_phone(addr, &data, &thief).await;
     assert!(outcome.issued.is_none());
     assert_ne!(outcome.end_reason, Some(Reason::UpdateCertificate));
 

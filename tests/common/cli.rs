@@ -117,3 +117,33 @@ impl Drop for Serving {
         let _ = self.0.wait();
     }
 }
+
+/// Runs `phone` against `capf serve` at `addr`, trusting the CAPF certificate of `data`
+/// as a phone that holds the node's ITL does.
+pub async fn run_phone(
+    addr: std::net::SocketAddr,
+    data: &Path,
+    phone: &capf::phone::Phone,
+) -> capf::phone::Outcome {
+    use rustls::pki_types::pem::PemObject;
+    let capf_pem =
+        rustls::pki_types::CertificateDer::from_pem_file(data.join("certs/capf.pem")).unwrap();
+    let connector = capf::phone::connector(&[capf_pem]).unwrap();
+    phone.run(addr, &connector).await.unwrap()
+}
+
+/// [`run_phone`] for a phone that must come away with an LSC: the LSC and its key.
+pub async fn enroll_phone(
+    addr: std::net::SocketAddr,
+    data: &Path,
+    phone: &capf::phone::Phone,
+) -> (Vec<u8>, capf::phone::PhoneKey) {
+    let outcome = run_phone(addr, data, phone).await;
+    assert_eq!(
+        outcome.end_reason,
+        Some(capf::protocol::Reason::UpdateCertificate),
+        "{}",
+        phone.name
+    );
+    outcome.issued.expect("an LSC was issued")
+}
