@@ -2,8 +2,8 @@
 //! its exit code, and what the running node watches and logs.
 //!
 //! One pass over the devices counts them by status, finds locked phones, operations
-//! past their deadline and LSCs expiring; the CAPF CA and the file signer are checked
-//! for their dates. Every finding carries a level, and the worst decides the whole:
+//! past their deadline and LSCs expiring; the CAPF CA, the file signer and the ITL
+//! recovery certificate are checked for their dates. Every finding carries a level, and the worst decides the whole:
 //! ok, warning or critical.
 
 use crate::model::{DeviceRecord, Operation, OperationStatus, UnixTime};
@@ -48,7 +48,7 @@ pub struct Finding {
 /// One of capf's own certificates and its dates.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct CertHealth {
-    /// "CAPF CA" or "TFTP signer".
+    /// "CAPF CA", "TFTP signer" or "ITL recovery".
     pub name: &'static str,
     /// `None` when the file cannot be read.
     pub not_before: Option<UnixTime>,
@@ -95,7 +95,25 @@ pub fn assess(store: &Store, data: &DataDir, now: UnixTime) -> Result<Health, St
         own_certificate("CAPF CA", &data.capf_cert()),
         own_certificate("TFTP signer", &data.tftp_cert()),
     ];
+    let recovery = data.certs().join(crate::ca::recovery::RECOVERY_CERT_FILE);
+    let has_recovery = recovery.exists();
+    if has_recovery {
+        health
+            .certificates
+            .push(own_certificate("ITL recovery", &recovery));
+    }
     health.findings = findings(&health, now);
+    if !has_recovery {
+        // A node initialised by an older capf: it works, but its signer cannot be
+        // replaced without resetting every phone by hand.
+        health.findings.push(Finding {
+            level: Level::Warning,
+            message: "there is no ITL recovery certificate: run `capf init --upgrade` (or \
+                      restart the node), so the file signer can be replaced without \
+                      resetting phones"
+                .into(),
+        });
+    }
     Ok(health)
 }
 

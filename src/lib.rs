@@ -28,8 +28,9 @@
 //!   per message. Pure; every spec test vector is a unit test.
 //! * `trust` — the pure checks behind certificate authentication: anchors, X.509
 //!   paths, possession and SUDI proofs, binding a certificate to the device name.
-//! * [`ca`] — capf's identities (the CAPF certificate and the TFTP signer), LSC
-//!   issuance, the checks on phone keys, and RSA signing on OpenSSL (`ca::signing`).
+//! * [`ca`] — capf's identities (the CAPF certificate, the TFTP signer and the ITL
+//!   recovery identity) and their rollovers, LSC issuance, the checks on phone keys,
+//!   and RSA signing on OpenSSL (`ca::signing`).
 //! * [`store`] — the sled database and its writer thread: the only owner of
 //!   persistent state.
 //! * [`renewal`] — automatic LSC renewal: which devices are due, scheduling them at a

@@ -206,14 +206,18 @@ pub async fn stopped(mut rx: watch::Receiver<bool>) {
     let _ = rx.wait_for(|stop| *stop).await;
 }
 
-/// The keys capf holds, which no phone may have certified as its own: the CAPF CA's and
-/// the file signer's (a signer that cannot be read is simply not listed; the delivery
+/// The keys capf holds, which no phone may have certified as its own: the CAPF CA's,
+/// the file signer's and the ITL recovery identity's (a signer that cannot be read is simply not listed; the delivery
 /// servers report it).
 fn own_keys(data: &DataDir, ca: &Ca) -> Vec<(Vec<u8>, &'static str)> {
-    let signer = rustls_pki_types::CertificateDer::from_pem_file(data.tftp_cert())
-        .ok()
-        .map(|c| c.to_vec());
+    let read = |path: std::path::PathBuf| {
+        rustls_pki_types::CertificateDer::from_pem_file(path)
+            .ok()
+            .map(|c| c.to_vec())
+    };
     let certs = data.certs();
+    let signer = read(data.tftp_cert());
+    let recovery = read(certs.join(crate::ca::recovery::RECOVERY_CERT_FILE));
     [
         (
             Some(ca.certificate_der().to_vec()),
@@ -228,6 +232,7 @@ fn own_keys(data: &DataDir, ca: &Ca) -> Vec<(Vec<u8>, &'static str)> {
             "capf's previous CAPF CA key",
         ),
         (signer, "capf's configuration file signer key"),
+        (recovery, "capf's ITL recovery key"),
     ]
     .into_iter()
     .filter_map(|(der, what)| {

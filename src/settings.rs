@@ -8,7 +8,8 @@
 //!   capf.toml           node settings (written by `init`, edited by the operator)
 //!   db/                 sled store
 //!   certs/capf.pem|key  CAPF certificate (TLS on 3804, issues LSCs), key 0600
-//!   certs/tftp.pem|key  signer of .sgn/.enc.sgn files and the ITL, key 0600
+//!   certs/tftp.pem|key  signer of .sgn/.enc.sgn files (SAST and TFTP in the ITL), key 0600
+//!   certs/itl-recovery.pem|key  the ITL's second SAST, which signs it (ca::recovery)
 //!   certs/trust/        extra trust anchors added by the operator
 //!   tftp/               base device configurations SEP<MAC>.cnf.xml
 //!   admin.sock          the running server's admin socket

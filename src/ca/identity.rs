@@ -6,10 +6,14 @@
 //! * The TFTP identity: signs configuration files and the ITL. It is a separate key so
 //!   that the key phones trust for files is not the key that mints certificates.
 //!
-//! Both are RSA-2048 with SHA-256 signatures: the oldest phones speak static-RSA TLS
+//! * The ITL recovery identity (`ca::recovery`): a second, long-lived key listed as
+//!   SAST in every ITL, so the TFTP signer can be replaced without phones losing trust.
+//!
+//! All are RSA-2048 with SHA-256 signatures: the oldest phones speak static-RSA TLS
 //! and verify nothing else. ring cannot generate RSA keys, so the rsa crate does.
 
 use super::files::{self, CERT_MODE, KEY_MODE};
+use super::recovery::{RECOVERY_CERT_FILE, RECOVERY_KEY_FILE};
 use super::{
     random_serial, CaError, CAPF_CERT_FILE, CAPF_KEY_FILE, CLOCK_SKEW_SECS, TFTP_CERT_FILE,
     TFTP_KEY_FILE,
@@ -39,15 +43,25 @@ pub struct InitOptions {
 const RSA_BITS: usize = 2048;
 /// Ten years, leap days included.
 const IDENTITY_LIFETIME: Duration = Duration::days(3653);
+/// Twenty years: the recovery identity must outlive every signer it vouches for, as
+/// CUCM's ITLRecovery certificate does.
+const RECOVERY_LIFETIME: Duration = Duration::days(7305);
 
-/// Generates the CAPF and TFTP identities and writes `capf.pem`, `capf.key`,
-/// `tftp.pem` and `tftp.key` into `certs_dir` (created if missing). Refuses to replace
-/// any existing file unless `opts.force`. Both identities are generated before the
-/// first file is written, so a bad option or a failed key generation leaves the
-/// directory untouched.
+/// Generates the CAPF, TFTP and ITL recovery identities and writes `capf.pem`,
+/// `capf.key`, `tftp.pem`, `tftp.key`, `itl-recovery.pem` and `itl-recovery.key` into
+/// `certs_dir` (created if missing). Refuses to replace any existing file unless
+/// `opts.force`. Every identity is generated before the first file is written, so a
+/// bad option or a failed key generation leaves the directory untouched.
 pub fn init_identities(certs_dir: &Path, opts: &InitOptions) -> Result<(), CaError> {
-    let paths = [CAPF_CERT_FILE, CAPF_KEY_FILE, TFTP_CERT_FILE, TFTP_KEY_FILE]
-        .map(|name| certs_dir.join(name));
+    let paths = [
+        CAPF_CERT_FILE,
+        CAPF_KEY_FILE,
+        TFTP_CERT_FILE,
+        TFTP_KEY_FILE,
+        RECOVERY_CERT_FILE,
+        RECOVERY_KEY_FILE,
+    ]
+    .map(|name| certs_dir.join(name));
     if !opts.force {
         if let Some(existing) = paths.iter().find(|p| p.exists()) {
             return Err(CaError::Exists(existing.clone()));
@@ -55,19 +69,20 @@ pub fn init_identities(certs_dir: &Path, opts: &InitOptions) -> Result<(), CaErr
     }
     let capf = capf_identity(opts)?;
     let tftp = tftp_identity(opts)?;
+    let recovery = recovery_identity(opts)?;
 
     // Owner only: the directory holds the private keys.
     let mut dir = std::fs::DirBuilder::new();
     std::os::unix::fs::DirBuilderExt::mode(dir.recursive(true), 0o700);
     dir.create(certs_dir)
         .map_err(|e| CaError::io(certs_dir, e))?;
-    let [capf_cert, capf_key, tftp_cert, tftp_key] = &paths;
-    // Each key goes first: a crash in between leaves a pair that `Ca::load` rejects
-    // as mismatched rather than a certificate without its key.
-    files::write_atomically(capf_key, capf.key_pem.as_bytes(), KEY_MODE)?;
-    files::write_atomically(capf_cert, capf.cert_pem.as_bytes(), CERT_MODE)?;
-    files::write_atomically(tftp_key, tftp.key_pem.as_bytes(), KEY_MODE)?;
-    files::write_atomically(tftp_cert, tftp.cert_pem.as_bytes(), CERT_MODE)?;
+    let [capf_cert, capf_key, tftp_cert, tftp_key, recovery_cert, recovery_key] = &paths;
+    capf.write(capf_cert, capf_key)?;
+    tftp.write(tftp_cert, tftp_key)?;
+    recovery.write(recovery_cert, recovery_key)?;
+    // A re-initialised node's first ITL is accepted by nobody who held the old one
+    // anyway: nothing is being introduced.
+    let _ = std::fs::remove_file(certs_dir.join(super::recovery::INTRODUCED_FILE));
     Ok(())
 }
 
@@ -75,6 +90,15 @@ pub fn init_identities(certs_dir: &Path, opts: &InitOptions) -> Result<(), CaErr
 pub(super) struct Identity {
     pub(super) cert_pem: String,
     pub(super) key_pem: rsa::pkcs8::der::zeroize::Zeroizing<String>,
+}
+
+impl Identity {
+    /// Writes the pair, the key first: a crash in between leaves a pair that loading
+    /// rejects as mismatched rather than a certificate without its key.
+    pub(super) fn write(&self, cert: &Path, key: &Path) -> Result<(), CaError> {
+        files::write_atomically(key, self.key_pem.as_bytes(), KEY_MODE)?;
+        files::write_atomically(cert, self.cert_pem.as_bytes(), CERT_MODE)
+    }
 }
 
 pub(super) fn capf_identity(opts: &InitOptions) -> Result<Identity, CaError> {
@@ -97,7 +121,7 @@ pub(super) fn capf_identity(opts: &InitOptions) -> Result<Identity, CaError> {
     self_signed(params)
 }
 
-fn tftp_identity(opts: &InitOptions) -> Result<Identity, CaError> {
+pub(super) fn tftp_identity(opts: &InitOptions) -> Result<Identity, CaError> {
     let cn = format!("TFTP-{}", random_hex_label());
     let mut params = base_params(&cn, opts)?;
     params.key_usages = vec![
@@ -107,7 +131,18 @@ fn tftp_identity(opts: &InitOptions) -> Result<Identity, CaError> {
     self_signed(params)
 }
 
-/// Subject, serial, validity and EKU shared by both identities.
+/// The ITL recovery identity: signs ITLs only, so it asks for nothing but signatures,
+/// and lives twenty years.
+pub(super) fn recovery_identity(opts: &InitOptions) -> Result<Identity, CaError> {
+    let cn = format!("ITLRecovery-{}", random_hex_label());
+    let mut params = base_params(&cn, opts)?;
+    params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+    params.extended_key_usages = Vec::new();
+    params.not_after = params.not_before + RECOVERY_LIFETIME;
+    self_signed(params)
+}
+
+/// Subject, serial, validity and EKU shared by every identity.
 fn base_params(cn: &str, opts: &InitOptions) -> Result<CertificateParams, CaError> {
     if opts.node_name.trim().is_empty() {
         return Err(CaError::NodeName(opts.node_name.clone()));

@@ -13,6 +13,7 @@ mod info;
 mod issue;
 mod keys;
 mod names;
+pub mod recovery;
 mod rekey;
 mod revocation;
 pub mod rollover;

@@ -17,7 +17,6 @@
 //! and still reach CAPF with their old-CA LSC after the switch, until renewal (or
 //! `capf renew now --issuer previous`) has given them new-CA LSCs.
 
-use super::files::{CERT_MODE, KEY_MODE};
 use super::identity::{capf_identity, InitOptions};
 use super::{files, CaError, CAPF_CERT_FILE, CAPF_KEY_FILE};
 use crate::model::UnixTime;
@@ -78,25 +77,14 @@ pub fn stage(certs: &Path, opts: &InitOptions) -> Result<(), CaError> {
         Phase::Staged => return Err(CaError::Rollover("a next CAPF certificate is already staged (`capf ca activate` it, or remove certs/capf-next.*)".into())),
         Phase::Activated => return Err(CaError::Rollover("the previous CAPF certificate is still in use: `capf ca retire` it first".into())),
     }
-    let identity = capf_identity(opts)?;
-    files::write_atomically(
-        &certs.join(NEXT_KEY_FILE),
-        identity.key_pem.as_bytes(),
-        KEY_MODE,
-    )?;
-    files::write_atomically(
-        &certs.join(NEXT_CERT_FILE),
-        identity.cert_pem.as_bytes(),
-        CERT_MODE,
-    )?;
-    Ok(())
+    capf_identity(opts)?.write(&certs.join(NEXT_CERT_FILE), &certs.join(NEXT_KEY_FILE))
 }
 
-fn rename(from: &Path, to: &Path) -> Result<(), CaError> {
+pub(super) fn rename(from: &Path, to: &Path) -> Result<(), CaError> {
     std::fs::rename(from, to).map_err(|e| CaError::io(from, e))
 }
 
-fn sync_dir(dir: &Path) -> Result<(), CaError> {
+pub(super) fn sync_dir(dir: &Path) -> Result<(), CaError> {
     std::fs::File::open(dir)
         .and_then(|d| d.sync_all())
         .map_err(|e| CaError::io(dir, e))
@@ -119,6 +107,15 @@ pub fn activate(certs: &Path) -> Result<(), CaError> {
     sync_dir(certs)
 }
 
+/// `certs/retired/`, created owner-only if missing.
+pub(super) fn retired_dir(certs: &Path) -> Result<PathBuf, CaError> {
+    let dir = certs.join(RETIRED_DIR);
+    let mut builder = std::fs::DirBuilder::new();
+    std::os::unix::fs::DirBuilderExt::mode(builder.recursive(true), 0o700);
+    builder.create(&dir).map_err(|e| CaError::io(&dir, e))?;
+    Ok(dir)
+}
+
 /// `capf ca retire`: the previous CA leaves the ITL and trust; its files move to
 /// `certs/retired/` (kept for the record, owner only). Returns where they went.
 pub fn retire(certs: &Path, now: UnixTime) -> Result<PathBuf, CaError> {
@@ -127,10 +124,7 @@ pub fn retire(certs: &Path, now: UnixTime) -> Result<PathBuf, CaError> {
             "there is no previous CAPF certificate to retire".into(),
         ));
     }
-    let dir = certs.join(RETIRED_DIR);
-    let mut builder = std::fs::DirBuilder::new();
-    std::os::unix::fs::DirBuilderExt::mode(builder.recursive(true), 0o700);
-    builder.create(&dir).map_err(|e| CaError::io(&dir, e))?;
+    let dir = retired_dir(certs)?;
     let stem = format!("capf-{now}");
     rename(
         &certs.join(PREVIOUS_KEY_FILE),

@@ -155,7 +155,7 @@ fn openssl_verify(ca_pem: &str, leaf_der: &[u8], purpose: &str) {
 // Identity creation
 
 #[test]
-fn init_writes_four_files_with_private_keys() {
+fn init_writes_six_files_with_private_keys() {
     let dir = TempDir::new().unwrap();
     let certs = dir.path().join("certs");
     init_identities(&certs, &options("capf.example.com")).unwrap();
@@ -165,15 +165,25 @@ fn init_writes_four_files_with_private_keys() {
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .collect();
     names.sort();
-    assert_eq!(names, ["capf.key", "capf.pem", "tftp.key", "tftp.pem"]);
+    assert_eq!(
+        names,
+        [
+            "capf.key",
+            "capf.pem",
+            "itl-recovery.key",
+            "itl-recovery.pem",
+            "tftp.key",
+            "tftp.pem"
+        ]
+    );
 
-    for key in ["capf.key", "tftp.key"] {
+    for key in ["capf.key", "tftp.key", "itl-recovery.key"] {
         let meta = std::fs::metadata(certs.join(key)).unwrap();
         assert_eq!(meta.permissions().mode() & 0o777, 0o600, "{key}");
         let text = std::fs::read_to_string(certs.join(key)).unwrap();
         assert!(text.starts_with("-----BEGIN PRIVATE KEY-----\n"), "{key}");
     }
-    for cert in ["capf.pem", "tftp.pem"] {
+    for cert in ["capf.pem", "tftp.pem", "itl-recovery.pem"] {
         let text = std::fs::read_to_string(certs.join(cert)).unwrap();
         assert!(text.starts_with("-----BEGIN CERTIFICATE-----\n"), "{cert}");
         assert_eq!(

@@ -121,7 +121,7 @@ pub fn run(ctx: &mut Ctx, cmd: CaCommand) -> Result<ExitCode> {
     }
 }
 
-fn read(path: &std::path::Path) -> Result<Vec<u8>> {
+pub(super) fn read(path: &std::path::Path) -> Result<Vec<u8>> {
     use rustls_pki_types::pem::PemObject;
     Ok(rustls_pki_types::CertificateDer::from_pem_file(path)
         .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?
@@ -129,7 +129,7 @@ fn read(path: &std::path::Path) -> Result<Vec<u8>> {
 }
 
 /// O and OU of a certificate's subject, for the next CAPF certificate to repeat.
-fn subject_names(der: &[u8]) -> (Option<String>, Option<String>) {
+pub(super) fn subject_names(der: &[u8]) -> (Option<String>, Option<String>) {
     let Ok((_, cert)) = x509_parser::parse_x509_certificate(der) else {
         return (None, None);
     };

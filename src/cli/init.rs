@@ -24,8 +24,12 @@ pub struct InitArgs {
     /// Replace an existing CAPF identity. Every enrolled phone then needs a new LSC and
     /// a new ITL: only do this on purpose (`capf ca rollover` replaces the CAPF
     /// certificate without resetting phones).
-    #[arg(long)]
+    #[arg(long, conflicts_with = "upgrade")]
     pub force: bool,
+    /// Bring a node initialised by an older capf up to date, keeping every identity:
+    /// adds the ITL recovery certificate (`capf serve` does this at start too).
+    #[arg(long)]
+    pub upgrade: bool,
 }
 
 #[derive(Args, Debug)]
@@ -37,6 +41,27 @@ pub struct CertArgs {
 }
 
 pub fn init(data: &DataDir, args: InitArgs) -> Result<ExitCode> {
+    if args.upgrade {
+        if !data.is_initialised() {
+            anyhow::bail!(
+                "{} is not initialised: there is nothing to upgrade (run `capf init`)",
+                data.root().display()
+            );
+        }
+        let settings = Settings::load(data)?;
+        let now = time::OffsetDateTime::now_utc().unix_timestamp();
+        if upgrade(data, &settings, now)? {
+            println!(
+                "added the ITL recovery certificate (certs/{}). Phones learn it with their \
+                 next ITL, which the current signer still signs; `capf signer show` says \
+                 when the signer can be rolled over (docs/lifecycle.md)",
+                ca::recovery::RECOVERY_CERT_FILE
+            );
+        } else {
+            println!("{} is up to date", data.root().display());
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
     if data.is_initialised() && !args.force {
         // Usually the operator wants to change a setting or start the node: say how,
         // and keep --force (a new identity no enrolled phone trusts) for last.
@@ -102,6 +127,27 @@ pub fn initialise(
     // sled creates its files with the default mode; they hold authentication strings.
     super::private::restrict_tree(&data.db())?;
     Ok(store)
+}
+
+/// What an older node lacks, added without touching its identities: the ITL recovery
+/// certificate (`ca::recovery::ensure`), with the O and OU of the file signer. Returns
+/// whether anything was added.
+pub fn upgrade(data: &DataDir, settings: &Settings, now: i64) -> Result<bool> {
+    let (organization, org_unit) = std::fs::read(data.tftp_cert())
+        .ok()
+        .and_then(|pem| {
+            use rustls_pki_types::pem::PemObject;
+            rustls_pki_types::CertificateDer::from_pem_slice(&pem).ok()
+        })
+        .map(|der| super::ca::subject_names(&der))
+        .unwrap_or_default();
+    let opts = InitOptions {
+        node_name: settings.node_name.clone(),
+        organization,
+        org_unit,
+        force: false,
+    };
+    Ok(ca::recovery::ensure(&data.certs(), &opts, now)?)
 }
 
 pub fn cert(data: &DataDir, args: CertArgs) -> Result<ExitCode> {

@@ -20,6 +20,7 @@ mod render;
 mod renew;
 mod serve;
 mod settings_cmd;
+mod signer;
 mod status;
 
 pub use device::{parse_import, ParsedRow};
@@ -95,6 +96,10 @@ pub enum Command {
     /// resetting phones.
     #[command(subcommand)]
     Ca(ca::CaCommand),
+    /// The file signer and the ITL recovery certificate: replace the signer without
+    /// resetting phones.
+    #[command(subcommand)]
+    Signer(signer::SignerCommand),
     /// The CAPF CA's certificate revocation list (revoked and replaced LSCs), PEM.
     Crl(crl::CrlArgs),
     /// Automatic LSC renewal (renew_before_days in capf.toml): what is due, and
@@ -262,6 +267,7 @@ pub fn execute(ctx: &mut Ctx, command: Command) -> Result<ExitCode> {
         Command::Renew(cmd) => renew::run(ctx, cmd),
         Command::Crl(args) => crl::run(ctx, args),
         Command::Ca(cmd) => ca::run(ctx, cmd),
+        Command::Signer(cmd) => signer::run(ctx, cmd),
         Command::Init(_)
         | Command::Serve(_)
         | Command::Cert(_)

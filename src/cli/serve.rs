@@ -59,7 +59,15 @@ pub fn serve(data: &DataDir, args: ServeArgs) -> Result<ExitCode> {
         settings.tftp = address_or_off("--tftp", tftp)?;
     }
     let store = if data.is_initialised() {
-        crate::node::open_store(data)?
+        let store = crate::node::open_store(data)?;
+        let now = time::OffsetDateTime::now_utc().unix_timestamp();
+        if super::init::upgrade(data, &settings, now)? {
+            tracing::info!(
+                "added the ITL recovery certificate; the signer keeps signing the ITL while \
+                 phones learn it (capf signer show)"
+            );
+        }
+        store
     } else if !args.init && data.root() != std::path::Path::new(DEFAULT_DATA) {
         // A mistyped --data (capf-dta) would otherwise get a new CAPF identity that
         // no phone trusts, and the node would look healthy.

@@ -320,6 +320,9 @@ pub struct BuildInputs<'a> {
     /// During a CA rollover, the staged or previous CAPF certificate: listed in the ITL
     /// too.
     pub other_capf_certificate: Option<&'a [u8]>,
+    /// The ITL recovery identity (`ca::recovery`): a second SAST in the ITL, and its
+    /// signer once established.
+    pub recovery: Option<itl::Recovery<'a>>,
     /// The node name published in `capfList/capf/processNodeName`.
     pub node_name: &'a str,
     /// The CAPF port published in `capfList/capf/phonePort`.
@@ -394,7 +397,7 @@ pub fn build<R: CryptoRng + ?Sized>(
             let capfs: Vec<&[u8]> = std::iter::once(capf)
                 .chain(inputs.other_capf_certificate)
                 .collect();
-            itl::build_with_capf(signer()?, &capfs, now)
+            itl::build_with_capf(signer()?, inputs.recovery, &capfs, now)
         }
         Served::NotFound(reason) => Err(Error::NotServed(reason.to_string())),
     }
@@ -487,6 +490,7 @@ impl BuildKey {
             signer,
             capf_certificate,
             other_capf_certificate,
+            recovery,
             node_name,
             capf_port,
         } = inputs;
@@ -496,6 +500,8 @@ impl BuildKey {
         w.tag(signer.map_or(0, |s| s.digest().id()));
         w.optional(*capf_certificate);
         w.optional(*other_capf_certificate);
+        w.optional(recovery.map(|r| r.signer.certificate_der()));
+        w.tag(recovery.map_or(0, |r| 1 + u8::from(r.signs)));
         w.bytes(node_name.as_bytes());
         w.bytes(&capf_port.to_be_bytes());
         BuildKey(w.0.finalize().into())

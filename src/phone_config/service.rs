@@ -15,6 +15,7 @@
 use crate::model::UnixTime;
 use crate::phone_config::cache::FileCache;
 use crate::phone_config::error::Error;
+use crate::phone_config::format::itl;
 use crate::phone_config::plan::{self, BuildInputs, BuildKey, NotFound, Request, Served};
 use crate::phone_config::signer::Signer;
 use crate::settings::{DataDir, Settings};
@@ -92,6 +93,8 @@ pub struct ConfigService {
     capf_certificate: Option<Vec<u8>>,
     /// During a CA rollover, the staged or previous CAPF certificate (ITL only).
     other_capf_certificate: Option<Vec<u8>>,
+    /// The ITL recovery identity, and whether it signs the ITL (`ca::recovery`).
+    recovery: Option<(Signer, bool)>,
     node_name: String,
     capf_port: u16,
     /// Serve a device capf does not know as a known one without encryption: its full
@@ -115,6 +118,7 @@ impl ConfigService {
         let certs = data.certs();
         service.other_capf_certificate = crate::ca::rollover::next_certificate(&certs)
             .or_else(|| crate::ca::rollover::previous_certificate(&certs));
+        service.recovery = load_recovery(data, settings);
         service
     }
 
@@ -131,6 +135,7 @@ impl ConfigService {
             signer,
             capf_certificate,
             other_capf_certificate: None,
+            recovery: None,
             node_name: settings.node_name.clone(),
             capf_port: settings.capf_port,
             serve_unknown_plaintext: settings.serve_unknown_devices_plaintext,
@@ -196,6 +201,10 @@ impl ConfigService {
             signer: self.signer.as_ref().ok(),
             capf_certificate: self.capf_certificate.as_deref(),
             other_capf_certificate: self.other_capf_certificate.as_deref(),
+            recovery: self.recovery.as_ref().map(|(signer, signs)| itl::Recovery {
+                signer,
+                signs: *signs,
+            }),
             node_name: &self.node_name,
             capf_port: self.capf_port,
         };
@@ -249,6 +258,35 @@ impl ConfigService {
                 "cannot read {}: {e}",
                 path.display()
             ))),
+        }
+    }
+}
+
+/// The recovery identity, if it can sign. One that cannot (a missing or broken file)
+/// is left out of the ITL, which the signer then signs, and said once: the ITL phones
+/// get stays one they accept, only without the way to replace the signer.
+fn load_recovery(data: &DataDir, settings: &Settings) -> Option<(Signer, bool)> {
+    use crate::ca::recovery::{itl_signing, ItlSigning, RECOVERY_CERT_FILE, RECOVERY_KEY_FILE};
+    let certs = data.certs();
+    let signing = itl_signing(&certs);
+    if signing == ItlSigning::SignerOnly {
+        tracing::warn!(
+            "no ITL recovery certificate (certs/{RECOVERY_CERT_FILE}): the ITL lists the \
+             signer alone, and replacing it would need every phone's ITL deleted by hand"
+        );
+        return None;
+    }
+    match Signer::load(
+        &certs.join(RECOVERY_CERT_FILE),
+        &certs.join(RECOVERY_KEY_FILE),
+        settings.config_digest,
+    ) {
+        Ok(signer) => Some((signer, signing == ItlSigning::Recovery)),
+        Err(e) => {
+            tracing::warn!(
+                "the ITL recovery identity cannot sign ({e}): the ITL lists the signer alone"
+            );
+            None
         }
     }
 }

@@ -198,8 +198,26 @@ pub fn run(ctx: &mut Ctx, args: DoctorArgs) -> Result<ExitCode> {
         service: &service,
         serving,
     };
+    let recovery_path = report
+        .ctx
+        .data
+        .certs()
+        .join(crate::ca::recovery::RECOVERY_CERT_FILE);
+    let recovery = super::ca::read(&recovery_path).ok();
+    if recovery.is_none() {
+        report.warn(
+            "no ITL recovery certificate (certs/itl-recovery.pem): the signer cannot be \
+             replaced without resetting phones; run `capf init --upgrade`",
+        )?;
+    }
     for (via, file) in source.files(&Request::TrustList, now) {
-        report.check(trust_list(&service, capf.as_deref(), &via, file))?;
+        report.check(trust_list(
+            &service,
+            capf.as_deref(),
+            recovery.as_deref(),
+            &via,
+            file,
+        ))?;
     }
     orphaned_documents(&mut report, &settings)?;
     if let Some(name) = args.name {
@@ -344,15 +362,19 @@ fn listener_presents(listen: SocketAddr, capf: &[u8]) -> Check {
     }
 }
 
-/// The ITL phones get verifies and lists the CAPF and TFTP certificates.
+/// The ITL phones get verifies and lists the CAPF and TFTP certificates, and the
+/// recovery certificate as SAST when there is one.
 fn trust_list(
     service: &ConfigService,
     capf: Option<&[u8]>,
+    recovery: Option<&[u8]>,
     via: &str,
     file: Result<Vec<u8>, String>,
 ) -> Check {
-    let what = format!(
-        "ITLFile.tlv {via} verifies and lists the CAPF certificate (role 4) and the signer (role 3)"
+    let what =
+        format!(
+        "ITLFile.tlv {via} verifies and lists the CAPF certificate (role 4), the signer (role 3){}",
+        if recovery.is_some() { " and the recovery certificate (role 0)" } else { "" }
     );
     let file = file.map_err(|e| fail(&what, e))?;
     let list = itl::parse(&file).map_err(|e| fail(&what, e.to_string()))?;
@@ -363,7 +385,8 @@ fn trust_list(
             .any(|r| r.role == role.value() && Some(r.certificate) == der)
     };
     let signer = service.signer().ok().map(|s| s.certificate_der());
-    if has(Role::Capf, capf) && has(Role::Tftp, signer) {
+    let recovery_listed = recovery.is_none_or(|r| has(Role::Sast, Some(r)));
+    if has(Role::Capf, capf) && has(Role::Tftp, signer) && recovery_listed {
         Ok(what)
     } else {
         Err(fail(

@@ -2,8 +2,9 @@
 //!
 //! A `.tlv` header (version 1.2, signer version tag 28) signed by the SAST
 //! certificate, followed by one record per (certificate, role). Phones accept their
-//! first ITL unverified and every later one only if a SAST they trust signed it, so
-//! the SAST key must stay stable and be listed as a role-0 record.
+//! first ITL unverified and every later one only if a SAST they trust signed it
+//! ([`verify_update`]), so capf lists two SAST keys, the signer and the recovery
+//! identity (`ca::recovery`), and either can introduce a replacement for the other.
 
 use crate::model::UnixTime;
 use crate::phone_config::error::{Error, Result};
@@ -63,24 +64,44 @@ impl Role {
     }
 }
 
-/// The ITL capf publishes (§7.5): the signer as SAST (role 0) and as TFTP (role 3),
-/// since one certificate holds both roles in a small deployment, then the CAPF
-/// certificate (role 4).
+/// The ITL capf publishes (§7.5) without a recovery identity: the signer as SAST
+/// (role 0) and as TFTP (role 3), since one certificate holds both roles in a small
+/// deployment, then the CAPF certificate (role 4).
 pub fn build_standard(signer: &Signer, capf_certificate: &[u8], now: UnixTime) -> Result<Vec<u8>> {
-    build_with_capf(signer, &[capf_certificate], now)
+    build_with_capf(signer, None, &[capf_certificate], now)
 }
 
-/// [`build_standard`] with every CAPF certificate phones must trust: during a CA
-/// rollover the current one and the staged or previous one (`ca::rollover`).
+/// The recovery identity as an ITL lists it.
+#[derive(Clone, Copy, Debug)]
+pub struct Recovery<'a> {
+    pub signer: &'a Signer,
+    /// Whether it signs the ITL (`ca::recovery::ItlSigning::Recovery`), or only is
+    /// listed while phones learn it.
+    pub signs: bool,
+}
+
+/// The ITL capf publishes: the signer as SAST and TFTP, the recovery identity as a
+/// second SAST, and every CAPF certificate phones must trust (during a CA rollover the
+/// current one and the staged or previous one, `ca::rollover`). Signed by the recovery
+/// identity when it signs, else by the signer.
 pub fn build_with_capf(
     signer: &Signer,
+    recovery: Option<Recovery<'_>>,
     capf_certificates: &[&[u8]],
     now: UnixTime,
 ) -> Result<Vec<u8>> {
     let own = signer.certificate_der();
     let mut records = vec![(own, Role::Sast), (own, Role::Tftp)];
+    records.extend(recovery.map(|r| (r.signer.certificate_der(), Role::Sast)));
     records.extend(capf_certificates.iter().map(|c| (*c, Role::Capf)));
-    build(signer, &records, now)
+    let signing = match recovery {
+        Some(Recovery {
+            signer: recovery,
+            signs: true,
+        }) => recovery,
+        _ => signer,
+    };
+    build(signing, &records, now)
 }
 
 /// Builds an ITL with one record per (certificate DER, role), in the order given,
@@ -283,6 +304,25 @@ pub fn verify(list: &TrustList<'_>) -> Result<()> {
         &list.header.signed_message(),
         list.header.signature,
     )
+}
+
+/// What a phone holding `held` does with `new` (§7.4): it accepts it only if a SAST
+/// record of `held` names the new list's signer (serial and issuer) and its key
+/// verifies the signature. capf has no Trust Verification Service, so there is no
+/// other way in: this is the rule every ITL change must pass.
+pub fn verify_update(held: &TrustList<'_>, new: &TrustList<'_>) -> Result<()> {
+    let sast = held
+        .records
+        .iter()
+        .filter(|r| r.role == Role::Sast.value())
+        .rfind(|r| r.serial == new.header.serial && r.issuer == new.header.issuer_name)
+        .ok_or_else(|| {
+            Error::Certificate(format!(
+                "the new ITL is signed by {:?}, which is no SAST of the ITL the phone holds",
+                new.header.signer_name
+            ))
+        })?;
+    sgn::verify(&new.header, sast.certificate)
 }
 
 #[cfg(test)]

@@ -261,6 +261,7 @@ fn inputs(signer: &Signer) -> BuildInputs<'_> {
         signer: Some(signer),
         capf_certificate: Some(&pki().capf),
         other_capf_certificate: None,
+        recovery: None,
         node_name: "capf.example.net",
         capf_port: 3804,
     }
@@ -475,6 +476,7 @@ fn signed_names_need_signing_material() {
         signer: None,
         capf_certificate: Some(&pki().capf),
         other_capf_certificate: None,
+        recovery: None,
         node_name: "capf.example.net",
         capf_port: 3804,
     };
@@ -500,6 +502,7 @@ fn signed_names_need_signing_material() {
     let no_capf = BuildInputs {
         capf_certificate: None,
         other_capf_certificate: None,
+        recovery: None,
         ..inputs(&s)
     };
     let itl = build(
@@ -694,6 +697,30 @@ fn the_build_key_changes_with_every_input_of_build() {
             Some(document),
             BuildInputs {
                 capf_port: 3805,
+                ..base
+            },
+        ), // The recovery identity: listed, then signing.
+        key(
+            &signed,
+            &Served::Itl,
+            Some(document),
+            BuildInputs {
+                recovery: Some(crate::phone_config::format::itl::Recovery {
+                    signer: &other_signer,
+                    signs: false,
+                }),
+                ..base
+            },
+        ),
+        key(
+            &signed,
+            &Served::Itl,
+            Some(document),
+            BuildInputs {
+                recovery: Some(crate::phone_config::format::itl::Recovery {
+                    signer: &other_signer,
+                    signs: true,
+                }),
                 ..base
             },
         ),
