@@ -71,6 +71,10 @@ pub struct Health {
     pub lsc_expiring_90_days: usize,
     pub earliest_lsc_not_after: Option<UnixTime>,
     pub certificates: Vec<CertHealth>,
+    /// Serials on the CRL, and when the last was revoked. The CRL itself has no age:
+    /// it is built and signed for each request (`phone_config::crl`).
+    pub crl_revoked: usize,
+    pub last_revocation: Option<UnixTime>,
     pub findings: Vec<Finding>,
 }
 
@@ -95,6 +99,10 @@ pub fn assess(store: &Store, data: &DataDir, now: UnixTime) -> Result<Health, St
         own_certificate("CAPF CA", &data.capf_cert()),
         own_certificate("TFTP signer", &data.tftp_cert()),
     ];
+    for (_, revocation) in store.revocations()? {
+        health.crl_revoked += 1;
+        health.last_revocation = health.last_revocation.max(Some(revocation.time));
+    }
     let recovery = data.certs().join(crate::ca::recovery::RECOVERY_CERT_FILE);
     let has_recovery = recovery.exists();
     if has_recovery {

@@ -108,6 +108,10 @@ async fn replaced_revoked_and_removed_lscs_are_on_a_crl_openssl_verifies() {
     assert!(shown["lsc"].is_null(), "{shown}");
     let err = fails(&capf(&data, &["device", "revoke", "SEP00000000B001"]));
     assert!(err.contains("holds no LSC"), "{err}");
+    // `capf status` counts both: the superseded first LSC and the revoked second.
+    let status = json(&capf(&data, &["status", "--json"]));
+    assert_eq!(status["crl"]["revoked"], 2, "{status}");
+    assert!(status["crl"]["last_revocation"].is_string(), "{status}");
 
     // The revoked LSC never authenticates again.
     ok(&capf(

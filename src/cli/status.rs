@@ -43,6 +43,12 @@ fn json(h: &Health) -> serde_json::Value {
             "expiring_within_90_days": h.lsc_expiring_90_days,
             "earliest_not_after": time(h.earliest_lsc_not_after),
         },
+        "crl": {
+            "revoked": h.crl_revoked,
+            "last_revocation": time(h.last_revocation),
+            "built": "on request",
+            "validity_days": crate::ca::CRL_VALIDITY_SECS / 86_400,
+        },
         "certificates": h.certificates.iter().map(|c| serde_json::json!({
             "name": c.name,
             "not_before": time(c.not_before),
@@ -85,6 +91,15 @@ fn text(h: &Health) -> String {
             c.not_after.map_or("unreadable".into(), render::time),
         );
     }
+    line(
+        "CRL:",
+        format!(
+            "{} revoked, last {}; signed anew for each request (valid {} days)",
+            h.crl_revoked,
+            h.last_revocation.map_or("never".into(), render::time),
+            crate::ca::CRL_VALIDITY_SECS / 86_400
+        ),
+    );
     for f in &h.findings {
         out.push_str(&format!(
             "{:<8} {}\n",
