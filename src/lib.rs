@@ -59,6 +59,7 @@ compile_error!(
 pub mod ca;
 pub mod cli;
 pub mod health;
+pub mod metrics;
 pub mod model;
 mod net;
 pub mod node;
