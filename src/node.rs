@@ -92,8 +92,21 @@ impl Node {
         check_open_file_limit(&settings);
         let renewal = crate::renewal::Policy::of(&settings);
         let legacy_listen = settings.legacy_listen;
+        let metrics_addr = settings.metrics;
+        let head_timeout = settings.http_head_timeout();
+        let capf = CapfListener::bind(
+            settings,
+            store.clone(),
+            ca,
+            trust,
+            own_keys,
+            metrics.clone(),
+        )
+        .await?;
+        let legacy = bind_legacy(&capf, legacy_listen).await?;
         let serving = Serving::default();
-        let admin = match settings.metrics {
+        // Last: a phone-facing port that cannot be bound stops the node before this.
+        let admin = match metrics_addr {
             Some(addr) => {
                 let node = AdminNode {
                     store: store.clone(),
@@ -101,8 +114,7 @@ impl Node {
                     service: service.clone(),
                     serving: serving.clone(),
                 };
-                let head_timeout = settings.http_head_timeout();
-                match MetricsServer::bind(addr, metrics.clone(), node, head_timeout).await {
+                match MetricsServer::bind(addr, metrics, node, head_timeout).await {
                     Ok(admin) => Some(admin),
                     // Phones come first: a monitoring port taken by something else
                     // does not keep them from their certificates and files.
@@ -117,9 +129,6 @@ impl Node {
             }
             None => None,
         };
-        let capf =
-            CapfListener::bind(settings, store.clone(), ca, trust, own_keys, metrics).await?;
-        let legacy = bind_legacy(&capf, legacy_listen).await?;
         Ok(Node {
             store,
             data: data.clone(),
@@ -220,11 +229,10 @@ impl Node {
             }
         }
         let _ = admin_stop_tx.send(true);
-        if let Some(Err(e)) = match admin {
-            Some(task) => Some(task.await),
-            None => None,
-        } {
-            tracing::error!("admin listener task: {e}");
+        if let Some(task) = admin {
+            if let Err(e) = task.await {
+                tracing::error!("admin listener task: {e}");
+            }
         }
     }
 }
