@@ -61,6 +61,8 @@ pub struct Health {
     pub devices: usize,
     /// Devices per status, as `capf device list` words them.
     pub by_status: BTreeMap<String, usize>,
+    /// Devices per status without its reason ([`OperationStatus::label`]).
+    pub by_label: BTreeMap<&'static str, usize>,
     pub locked: usize,
     /// Operations scheduled and not yet done.
     pub pending: usize,
@@ -128,6 +130,7 @@ pub fn assess(store: &Store, data: &DataDir, now: UnixTime) -> Result<Health, St
 fn count_device(health: &mut Health, d: &DeviceRecord, now: UnixTime) {
     health.devices += 1;
     *health.by_status.entry(d.status.to_string()).or_default() += 1;
+    *health.by_label.entry(d.status.label()).or_default() += 1;
     if d.is_locked(now) {
         health.locked += 1;
     }
@@ -161,7 +164,8 @@ fn count_device(health: &mut Health, d: &DeviceRecord, now: UnixTime) {
     }
 }
 
-fn own_certificate(name: &'static str, pem: &std::path::Path) -> CertHealth {
+/// The dates of one of capf's own certificates; `None` dates when `pem` cannot be read.
+pub fn own_certificate(name: &'static str, pem: &std::path::Path) -> CertHealth {
     let info = CertificateDer::from_pem_file(pem)
         .ok()
         .and_then(|der| crate::ca::cert_info(&der).ok());

@@ -60,6 +60,7 @@ compile_error!(
 pub mod ca;
 pub mod cli;
 pub mod health;
+pub mod metrics;
 pub mod model;
 mod net;
 pub mod node;

@@ -3,11 +3,14 @@
 //!
 //! [`Node::bind`] loads the CAPF identity and the trust anchors from the data directory
 //! and binds every listener the settings name: CAPF on 3804 (and the legacy TLS port),
-//! the configuration delivery over HTTP and TFTP. [`Node::run`] serves them until the
-//! shutdown future completes, then waits for each to finish its sessions. The admin
-//! socket belongs to the CLI (`cli::admin`); `serve` runs it beside the node.
+//! the configuration delivery over HTTP and TFTP, and the admin listener of `/metrics`,
+//! `/healthz` and `/readyz`. [`Node::run`] serves them until the shutdown future
+//! completes, then waits for each to finish its sessions. The admin socket belongs to
+//! the CLI (`cli::admin`); `serve` runs it beside the node.
 
 use crate::ca::Ca;
+use crate::metrics::server::{MetricsServer, Node as AdminNode, Serving};
+use crate::metrics::Metrics;
 use crate::phone_config::crl::RevocationList;
 use crate::phone_config::http::HttpServer;
 use crate::phone_config::service::ConfigService;
@@ -37,6 +40,11 @@ pub struct Node {
     legacy: Option<CapfListener>,
     http: Option<HttpServer>,
     tftp: Option<TftpServer>,
+    /// `/metrics`, `/healthz`, `/readyz`; `None` when off or when its address could not
+    /// be bound.
+    admin: Option<MetricsServer>,
+    /// What `/readyz` reports of the listeners.
+    serving: Serving,
 }
 
 impl Node {
@@ -46,10 +54,12 @@ impl Node {
         let ca =
             Ca::load(&data.certs(), settings.lsc_validity_days)?.with_crl_url(&settings.crl_url);
         let trust = load_trust(data, &ca)?;
+        let metrics = Arc::new(Metrics::new());
 
         // One configuration service for HTTP and TFTP, loaded only if either runs.
         let service = (settings.http.is_some() || settings.tftp.is_some()).then(|| {
-            let service = ConfigService::load(data, &settings, store.clone());
+            let service =
+                ConfigService::load(data, &settings, store.clone()).with_metrics(metrics.clone());
             if let Err(e) = service.signer() {
                 tracing::error!(
                     "signed configuration files and the ITL are not served: {e} \
@@ -82,8 +92,43 @@ impl Node {
         check_open_file_limit(&settings);
         let renewal = crate::renewal::Policy::of(&settings);
         let legacy_listen = settings.legacy_listen;
-        let capf = CapfListener::bind(settings, store.clone(), ca, trust, own_keys).await?;
+        let metrics_addr = settings.metrics;
+        let head_timeout = settings.http_head_timeout();
+        let capf = CapfListener::bind(
+            settings,
+            store.clone(),
+            ca,
+            trust,
+            own_keys,
+            metrics.clone(),
+        )
+        .await?;
         let legacy = bind_legacy(&capf, legacy_listen).await?;
+        let serving = Serving::default();
+        // Last: a phone-facing port that cannot be bound stops the node before this.
+        let admin = match metrics_addr {
+            Some(addr) => {
+                let node = AdminNode {
+                    store: store.clone(),
+                    data: data.clone(),
+                    service: service.clone(),
+                    serving: serving.clone(),
+                };
+                match MetricsServer::bind(addr, metrics, node, head_timeout).await {
+                    Ok(admin) => Some(admin),
+                    // Phones come first: a monitoring port taken by something else
+                    // does not keep them from their certificates and files.
+                    Err(e) => {
+                        tracing::error!(
+                            "{e}: /metrics, /healthz and /readyz are not served \
+                             (set `metrics` in capf.toml to a free address, or \"off\")"
+                        );
+                        None
+                    }
+                }
+            }
+            None => None,
+        };
         Ok(Node {
             store,
             data: data.clone(),
@@ -92,7 +137,14 @@ impl Node {
             legacy,
             http,
             tftp,
+            admin,
+            serving,
         })
+    }
+
+    /// Where `/metrics`, `/healthz` and `/readyz` are served, if they are.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.admin.as_ref().and_then(|a| a.local_addr().ok())
     }
 
     /// Where phones reach CAPF (useful when the settings asked for port 0).
@@ -115,9 +167,20 @@ impl Node {
     /// Serves every listener until `shutdown` completes, then waits for each to end.
     pub async fn run(self, shutdown: impl Future<Output = ()> + Send + 'static) {
         let (stop_tx, stop_rx) = watch::channel(false);
+        let serving = self.serving.clone();
         tokio::spawn(async move {
             shutdown.await;
+            serving.stopping();
             let _ = stop_tx.send(true);
+        });
+        // The admin listener outlives the others' shutdown, so that `/readyz` says
+        // "shutting down" while sessions finish; it stops once they have.
+        let (admin_stop_tx, admin_stop_rx) = watch::channel(false);
+        let admin = self.admin.map(|admin| {
+            if let Ok(addr) = admin.local_addr() {
+                tracing::info!("metrics and health served over HTTP on {addr}");
+            }
+            tokio::spawn(admin.run(stopped(admin_stop_rx)))
         });
         let mut tasks = Vec::new();
         if let Some(http) = self.http {
@@ -158,10 +221,17 @@ impl Node {
                 tokio::spawn(legacy.run(stopped(stop_rx.clone()))),
             ));
         }
+        self.serving.started();
         self.capf.run(stopped(stop_rx)).await;
         for (what, task) in tasks {
             if let Err(e) = task.await {
                 tracing::error!("{what} task: {e}");
+            }
+        }
+        let _ = admin_stop_tx.send(true);
+        if let Some(task) = admin {
+            if let Err(e) = task.await {
+                tracing::error!("admin listener task: {e}");
             }
         }
     }

@@ -174,6 +174,11 @@ pub struct Settings {
     /// (`tftp/SEP<MAC>.cnf.xml`, SIP passwords included) in the clear, to anyone who asks
     /// for its name. Off: such a device gets nothing (404, TFTP error 1).
     pub serve_unknown_devices_plaintext: bool,
+    /// The admin listener: `/metrics` (Prometheus), `/healthz` and `/readyz` over plain
+    /// HTTP without authentication, so on the loopback by default; `None` (`"off"`)
+    /// runs none. Never a phone-facing port.
+    #[serde(with = "listener")]
+    pub metrics: Option<SocketAddr>,
     /// Memory for signed configuration files already built, MiB: a phone fetching a
     /// file whose inputs are unchanged gets the kept file instead of a new signature.
     /// Past it the least recently used files go; 0 keeps none.
@@ -216,6 +221,7 @@ impl Default for Settings {
             legacy_allow: Vec::new(),
             serve_unknown_devices_plaintext: false,
             config_cache_mib: 1024,
+            metrics: Some(SocketAddr::from(([127, 0, 0, 1], 9380))),
         }
     }
 }
@@ -308,6 +314,21 @@ impl Settings {
                 "legacy_listen = {} is the listen address (the legacy listener needs its own port)",
                 self.listen
             ));
+        }
+        if let Some(metrics) = self.metrics.filter(|m| m.port() != 0) {
+            let phone_facing = [
+                ("listen", Some(self.listen)),
+                ("http", self.http),
+                ("legacy_listen", self.legacy_listen),
+            ];
+            for (name, addr) in phone_facing {
+                if addr.is_some_and(|a| a.port() == metrics.port()) {
+                    return Err(format!(
+                        "metrics = {metrics} uses the port of {name} (the admin listener \
+                         must stay off the ports phones reach)"
+                    ));
+                }
+            }
         }
         if !self.crl_url.is_empty() && !self.crl_url.starts_with("http://") {
             return Err(format!(
@@ -464,11 +485,14 @@ mod tests {
         // removed line is the default.
         std::fs::write(
             data.settings_file(),
-            "http = \"off\"\ntftp = \"off\"\nlegacy_listen = \"off\"\n",
+            "http = \"off\"\ntftp = \"off\"\nlegacy_listen = \"off\"\nmetrics = \"off\"\n",
         )
         .unwrap();
         let off = Settings::load(&data).unwrap();
-        assert_eq!((off.http, off.tftp, off.legacy_listen), (None, None, None));
+        assert_eq!(
+            (off.http, off.tftp, off.legacy_listen, off.metrics),
+            (None, None, None, None)
+        );
         off.save(&data).unwrap();
         assert_eq!(Settings::load(&data).unwrap(), off, "off survives a save");
         std::fs::write(data.settings_file(), "tftp = \"0.0.0.0:69\"\n").unwrap();
@@ -479,6 +503,16 @@ mod tests {
         std::fs::write(data.settings_file(), "http = \"6970\"\n").unwrap();
         let err = Settings::load(&data).unwrap_err().to_string();
         assert!(err.contains("ADDR:PORT or \"off\""), "{err}");
+
+        // The admin listener is never on a phone-facing port.
+        std::fs::write(data.settings_file(), "metrics = \"127.0.0.1:6970\"\n").unwrap();
+        let err = Settings::load(&data).unwrap_err().to_string();
+        assert!(err.contains("uses the port of http"), "{err}");
+        std::fs::write(data.settings_file(), "metrics = \"0.0.0.0:9999\"\n").unwrap();
+        assert_eq!(
+            Settings::load(&data).unwrap().metrics,
+            Some("0.0.0.0:9999".parse().unwrap())
+        );
 
         std::fs::write(data.settings_file(), "no_such_setting = 1\n").unwrap();
         let err = Settings::load(&data).unwrap_err().to_string();

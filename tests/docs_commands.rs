@@ -14,8 +14,8 @@
 //! `cargo run --release --` stands for `capf`, and `cargo run --release --example
 //! phone --` for the phone simulator (both already built by `cargo test`). What the
 //! harness changes is where things listen: `capf serve` is given free ports on
-//! 127.0.0.1 instead of 0.0.0.0:3804 and 6970 (tests touch only the loopback, and run
-//! side by side), and the phone simulator is pointed at that port. Everything else runs
+//! 127.0.0.1 instead of 0.0.0.0:3804, 6970 and 127.0.0.1:9380 (tests touch only the
+//! loopback, and run side by side), and the phone simulator is pointed at that port. Everything else runs
 //! as written, so a renamed option, a missing step or a wrong order fails here.
 
 use std::net::TcpListener;
@@ -66,7 +66,7 @@ fn free_port() -> u16 {
 
 /// A directory holding `capf` and `phone` wrappers that run the built binaries with
 /// the listeners moved to free loopback ports.
-fn wrappers(dir: &Path, capf_port: u16, http_port: u16) -> PathBuf {
+fn wrappers(dir: &Path, capf_port: u16, http_port: u16, metrics_port: u16) -> PathBuf {
     let capf = PathBuf::from(env!("CARGO_BIN_EXE_capf"));
     let phone = capf
         .parent()
@@ -89,13 +89,13 @@ serve=0
 while [ $# -gt 0 ]; do
     case "$1" in
         serve) serve=1; args+=("$1") ;;
-        --listen|--http|--tftp) shift ;;
+        --listen|--http|--tftp|--metrics) shift ;;
         *) args+=("$1") ;;
     esac
     shift
 done
 if [ $serve = 1 ]; then
-    args+=(--listen 127.0.0.1:{capf_port} --http 127.0.0.1:{http_port})
+    args+=(--listen 127.0.0.1:{capf_port} --http 127.0.0.1:{http_port} --metrics 127.0.0.1:{metrics_port})
 fi
 exec "{capf}" "${{args[@]}}"
 "#,
@@ -134,7 +134,7 @@ fn run_blocks(doc: &str, prelude: &str, fresh_per_block: bool) {
 
 fn run_script(doc: &str, prelude: &str, blocks: &[String]) {
     let dir = tempfile::tempdir().unwrap();
-    let bin = wrappers(dir.path(), free_port(), free_port());
+    let bin = wrappers(dir.path(), free_port(), free_port(), free_port());
     let work = dir.path().join("work");
     std::fs::create_dir_all(&work).unwrap();
     let mut script = String::from(

@@ -115,13 +115,14 @@ fn every_listener_can_be_turned_off_in_capf_toml() {
     let data = init(dir.path());
     std::fs::write(
         data.join("capf.toml"),
-        "node_name = \"capf.test\"\nlisten = \"127.0.0.1:0\"\nhttp = \"off\"\ntftp = \"off\"\nlegacy_listen = \"off\"\n",
+        "node_name = \"capf.test\"\nlisten = \"127.0.0.1:0\"\nhttp = \"off\"\ntftp = \"off\"\nlegacy_listen = \"off\"\nmetrics = \"off\"\n",
     )
     .unwrap();
     let settings = json(&capf(&data, &["settings", "--json"]));
     assert_eq!(settings["http"], "off");
     assert_eq!(settings["tftp"], "off");
     assert_eq!(settings["legacy_listen"], "off");
+    assert_eq!(settings["metrics"], "off");
 
     let serving = Logged::start(&data, &[]);
     let log = serving.lines_until_quiet(std::time::Duration::from_secs(3));

@@ -23,6 +23,10 @@ pub struct ServeArgs {
     /// port 69 needs privileges).
     #[arg(long)]
     pub tftp: Option<String>,
+    /// Admin listener of /metrics, /healthz and /readyz, or `off` (overrides
+    /// capf.toml's metrics; default 127.0.0.1:9380). It has no authentication.
+    #[arg(long, value_name = "ADDR")]
+    pub metrics: Option<String>,
     /// Log format: text or json (overrides capf.toml's log_format).
     #[arg(long)]
     pub log_format: Option<String>,
@@ -50,6 +54,9 @@ pub fn serve(data: &DataDir, args: ServeArgs) -> Result<ExitCode> {
     }
     if let Some(addr) = &args.legacy_tls_listen {
         settings.legacy_listen = address_or_off("--legacy-tls-listen", addr)?;
+    }
+    if let Some(addr) = &args.metrics {
+        settings.metrics = address_or_off("--metrics", addr)?;
     }
     settings.validate().map_err(anyhow::Error::msg)?;
     if let Some(http) = &args.http {

@@ -496,6 +496,34 @@ impl fmt::Display for CertKind {
     }
 }
 
+impl OperationStatus {
+    /// Every [`OperationStatus::label`], in order.
+    pub const LABELS: [&'static str; 8] = [
+        "none",
+        "pending",
+        "upgrade_success",
+        "upgrade_failed",
+        "delete_success",
+        "delete_failed",
+        "troubleshoot_success",
+        "troubleshoot_failed",
+    ];
+
+    /// The state without its reason, as a metric label (`capf_devices{status}`).
+    pub fn label(&self) -> &'static str {
+        match self {
+            OperationStatus::None => "none",
+            OperationStatus::Pending => "pending",
+            OperationStatus::UpgradeSuccess => "upgrade_success",
+            OperationStatus::UpgradeFailed(_) => "upgrade_failed",
+            OperationStatus::DeleteSuccess => "delete_success",
+            OperationStatus::DeleteFailed(_) => "delete_failed",
+            OperationStatus::TroubleshootSuccess => "troubleshoot_success",
+            OperationStatus::TroubleshootFailed(_) => "troubleshoot_failed",
+        }
+    }
+}
+
 impl fmt::Display for OperationStatus {
     /// CUCM's Certificate Operation Status text.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

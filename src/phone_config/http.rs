@@ -16,6 +16,7 @@
 //! the request grammar ([`Request::parse`]); anything else, including any path with
 //! `/`, `..` or a percent escape, is *not found*.
 
+use crate::metrics::{FileKind, Metrics, Transport};
 use crate::model::now;
 use crate::net::{accept_until, loggable, BindError, Connections, Slot};
 use crate::phone_config::crl::{RevocationList, CRL_PATH};
@@ -81,13 +82,12 @@ impl HttpServer {
     /// their own; each is bounded by the timeouts above.
     pub async fn run(self, shutdown: impl Future<Output = ()>) {
         let head_timeout = self.head_timeout;
-        let serve = |tcp, peer, slot| {
-            let files = Files {
-                service: self.service.clone(),
-                crl: self.crl.clone(),
-            };
-            serve_connection(files, head_timeout, tcp, peer, slot)
-        };
+        let files = Arc::new(Files {
+            service: self.service.clone(),
+            crl: self.crl.clone(),
+        });
+        let serve =
+            |tcp, peer, slot| serve_connection(files.clone(), head_timeout, tcp, peer, slot);
         accept_until(
             &self.listener,
             &self.connections,
@@ -101,26 +101,43 @@ impl HttpServer {
 }
 
 /// An answer, before it is written.
-struct Response {
-    status: u16,
-    content_type: &'static str,
-    body: Vec<u8>,
+pub(crate) struct Response {
+    pub status: u16,
+    pub content_type: &'static str,
+    pub body: Vec<u8>,
     /// What the log line says was served.
-    served: String,
+    pub served: String,
+    /// What the request counts as once the whole response is written (a file served).
+    pub written: Option<Box<dyn FnOnce() + Send + Sync>>,
 }
 
 impl Response {
-    fn error(status: u16, why: impl Into<String>) -> Response {
+    pub(crate) fn error(status: u16, why: impl Into<String>) -> Response {
         Response {
             status,
             content_type: "text/plain",
             body: format!("{}\n", reason_phrase(status)).into_bytes(),
             served: why.into(),
+            written: None,
         }
     }
 
-    fn file(file: File) -> Response {
+    /// A short plain-text answer (`/healthz`, `/readyz`).
+    pub(crate) fn text(status: u16, body: impl Into<String>) -> Response {
+        let body: String = body.into();
         Response {
+            status,
+            content_type: "text/plain; charset=utf-8",
+            served: body.trim_end().to_string(),
+            body: body.into_bytes(),
+            written: None,
+        }
+    }
+
+    fn file(file: File, metrics: Arc<Metrics>) -> Response {
+        let kind = FileKind::of(&file);
+        Response {
+            written: Some(Box::new(move || metrics.file_served(kind, Transport::Http))),
             status: 200,
             content_type: if file.name.ends_with(".xml") {
                 "text/xml"
@@ -133,14 +150,32 @@ impl Response {
     }
 }
 
+/// What an HTTP listener answers: the phones' files here, the admin endpoints in
+/// `metrics::server`. Both share the connection handling below and its bounds.
+pub(crate) trait Answer: Send + Sync + 'static {
+    /// Whether each request is logged at debug rather than info (scrapes every few
+    /// seconds would drown the phones' requests).
+    const QUIET: bool = false;
+
+    fn answer(&self, method: &str, target: &str) -> impl Future<Output = Response> + Send;
+}
+
 /// What the HTTP server answers from.
 struct Files {
     service: Arc<ConfigService>,
     crl: Option<Arc<RevocationList>>,
 }
 
-async fn serve_connection(
-    files: Files,
+impl Answer for Files {
+    fn answer(&self, method: &str, target: &str) -> impl Future<Output = Response> + Send {
+        answer(self, method, target)
+    }
+}
+
+/// One connection: one request head read within `head_timeout` (giving way to a newer
+/// connection until it is whole), one answer, written within [`WRITE_TIMEOUT`].
+pub(crate) async fn serve_connection<A: Answer>(
+    files: Arc<A>,
     head_timeout: Duration,
     mut tcp: TcpStream,
     peer: SocketAddr,
@@ -178,9 +213,9 @@ async fn serve_connection(
     if !slot.progress() {
         return;
     }
-    let (method, target, response) = match parse_request_line(&head) {
+    let (method, target, mut response) = match parse_request_line(&head) {
         Some((method, target)) => {
-            let response = answer(&files, method, target).await;
+            let response = files.answer(method, target).await;
             (method, target, response)
         }
         None => ("-", "-", Response::error(400, "malformed request")),
@@ -191,20 +226,22 @@ async fn serve_connection(
         write_response(&mut tcp, &response, head_only),
     );
     let written = match outcome.await {
-        Ok(Ok(())) => "",
+        Ok(Ok(())) => {
+            if let Some(count) = response.written.take().filter(|_| !head_only) {
+                count();
+            }
+            ""
+        }
         Ok(Err(_)) => " (client went away)",
         Err(_) => " (write timed out)",
     };
-    tracing::info!(
-        %peer,
-        method,
-        name = %loggable(target),
-        status = response.status,
-        served = %response.served,
-        bytes = if head_only { 0 } else { response.body.len() },
-        "http {}{written}",
-        response.status
-    );
+    let bytes = if head_only { 0 } else { response.body.len() };
+    let name = loggable(target);
+    if A::QUIET {
+        tracing::debug!(%peer, method, name = %name, status = response.status, served = %response.served, bytes, "http {}{written}", response.status);
+    } else {
+        tracing::info!(%peer, method, name = %name, status = response.status, served = %response.served, bytes, "http {}{written}", response.status);
+    }
 }
 
 /// Decides and builds the answer to one request.
@@ -214,12 +251,16 @@ async fn answer(files: &Files, method: &str, target: &str) -> Response {
     }
     if let (CRL_PATH, Some(crl)) = (target, &files.crl) {
         let crl = crl.clone();
+        let metrics = files.service.metrics().clone();
         return match tokio::task::spawn_blocking(move || crl.build(now())).await {
             Ok(Ok(der)) => Response {
                 status: 200,
                 content_type: "application/pkix-crl",
                 served: "crl".into(),
                 body: der,
+                written: Some(Box::new(move || {
+                    metrics.file_served(FileKind::Crl, Transport::Http)
+                })),
             },
             Ok(Err(why)) => {
                 tracing::error!("revocation list: {why}");
@@ -233,10 +274,11 @@ async fn answer(files: &Files, method: &str, target: &str) -> Response {
         return Response::error(404, "not a served name");
     };
     let service = service.clone();
+    let metrics = service.metrics().clone();
     // Signing and RSA wrapping are CPU work: keep them off the reactor.
     let built = tokio::task::spawn_blocking(move || service.fetch(&request, now())).await;
     match built {
-        Ok(Ok(file)) => Response::file(file),
+        Ok(Ok(file)) => Response::file(file, metrics),
         Ok(Err(Refusal::Unavailable(why))) => {
             tracing::error!("configuration service: {why}");
             Response::error(500, why)
@@ -335,6 +377,7 @@ fn reason_phrase(status: u16) -> &'static str {
         400 => "Bad Request",
         404 => "Not Found",
         405 => "Method Not Allowed",
+        503 => "Service Unavailable",
         _ => "Internal Server Error",
     }
 }

@@ -12,6 +12,7 @@
 //! of a new request is the same. A changed input is a different key, so a kept file is
 //! never served after anything it was built from changed.
 
+use crate::metrics::{FileKind, Metrics};
 use crate::model::UnixTime;
 use crate::phone_config::cache::FileCache;
 use crate::phone_config::error::Error;
@@ -60,6 +61,8 @@ pub struct File {
     /// The canonical served name (MAC in uppercase).
     pub name: String,
     pub kind: Kind,
+    /// Whether it is signed (`.sgn`, `.enc.sgn`, the ITL).
+    pub signed: bool,
     pub bytes: Vec<u8>,
 }
 
@@ -102,6 +105,8 @@ pub struct ConfigService {
     serve_unknown_plaintext: bool,
     /// Signed files already built, by the digest of their inputs.
     cache: FileCache,
+    /// Cache hits and misses, build times and files served (`capf_*` on /metrics).
+    metrics: Arc<Metrics>,
 }
 
 impl ConfigService {
@@ -140,7 +145,19 @@ impl ConfigService {
             capf_port: settings.capf_port,
             serve_unknown_plaintext: settings.serve_unknown_devices_plaintext,
             cache: FileCache::new(settings.config_cache_bytes()),
+            metrics: Arc::new(Metrics::new()),
         }
+    }
+
+    /// Counts into `metrics` (the node's, which /metrics shows) instead of its own.
+    pub fn with_metrics(mut self, metrics: Arc<Metrics>) -> ConfigService {
+        self.metrics = metrics;
+        self
+    }
+
+    /// What the service and the servers on top of it count into.
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
     }
 
     /// The signed files kept for reuse.
@@ -211,13 +228,20 @@ impl ConfigService {
         // Only signed files are kept: the others cost no more to build than to look up.
         let key = (self.cache.is_on() && served.is_signed())
             .then(|| BuildKey::of(request, &served, document.as_deref(), &inputs));
-        if let Some(kept) = key.as_ref().and_then(|key| self.cache.get(key)) {
-            return Ok(File {
-                name: request.served_name(),
-                kind,
-                bytes: kept.to_vec(),
-            });
+        let signed = served.is_signed();
+        if let Some(key) = &key {
+            if let Some(kept) = self.cache.get(key) {
+                self.metrics.cache_hit();
+                return Ok(File {
+                    name: request.served_name(),
+                    kind,
+                    signed,
+                    bytes: kept.to_vec(),
+                });
+            }
+            self.metrics.cache_miss();
         }
+        let started = std::time::Instant::now();
         let bytes = plan::build(
             request,
             &served,
@@ -226,12 +250,15 @@ impl ConfigService {
             now,
             &mut rand::rng(),
         )?;
+        self.metrics
+            .file_built(FileKind::of_kind(kind, signed), started.elapsed());
         if let Some(key) = key {
             self.cache.insert(key, Arc::from(bytes.as_slice()));
         }
         Ok(File {
             name: request.served_name(),
             kind,
+            signed,
             bytes,
         })
     }

@@ -23,6 +23,7 @@
 //! The requested name, without a leading `/`, must pass [`Request::parse`]; anything
 //! else is error 1, *File not found*, exactly where HTTP answers 404.
 
+use crate::metrics::{FileKind, Transport};
 use crate::model::now;
 use crate::net::{loggable, BindError};
 use crate::phone_config::plan::Request;
@@ -395,7 +396,12 @@ async fn transfer(
         acknowledged: 0,
     };
     let result = match sender.send_file(&file.bytes, &read.options).await {
-        Ok(()) => "sent".to_string(),
+        Ok(()) => {
+            service
+                .metrics()
+                .file_served(FileKind::of(&file), Transport::Tftp);
+            "sent".to_string()
+        }
         Err(failure) => failure,
     };
     Outcome {

@@ -216,6 +216,7 @@ pub async fn run_session<S>(
         duration_ms = started.elapsed().as_millis() as u64,
         "session ended"
     );
+    shared.metrics.session_ended(s, started.elapsed());
 }
 
 /// A phone's new key must not be one capf holds or has certified for another device:

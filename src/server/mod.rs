@@ -19,6 +19,7 @@ mod turns;
 pub use ids::SessionIds;
 
 use crate::ca::Ca;
+use crate::metrics::Metrics;
 use crate::model::Network;
 use crate::net::{accept_until, BindError, Connections, FailureLimiter};
 use crate::session::SessionPolicy;
@@ -65,6 +66,8 @@ pub struct Shared {
     /// [`crate::ca::key_identity`], with what each is. The protocol carries no proof
     /// that a phone possesses the key it sends, so capf refuses to certify these.
     pub own_keys: Vec<(Vec<u8>, &'static str)>,
+    /// Where each session's outcome is counted (`/metrics`).
+    pub metrics: Arc<Metrics>,
 }
 
 /// A bound CAPF listener, ready to run.
@@ -88,6 +91,7 @@ impl CapfListener {
         ca: Ca,
         trust: TrustAnchors,
         own_keys: Vec<(Vec<u8>, &'static str)>,
+        metrics: Arc<Metrics>,
     ) -> Result<Self, ServerError> {
         let acceptor = Acceptor::rustls(&ca)?;
         let listener = bind(settings.listen).await?;
@@ -105,6 +109,7 @@ impl CapfListener {
             ids: SessionIds::default(),
             turns: turns::DeviceTurns::default(),
             own_keys,
+            metrics,
             failures: FailureLimiter::new(
                 settings_failures.0,
                 Duration::from_secs(settings_failures.1),

@@ -125,6 +125,101 @@ pub struct Summary {
     pub result: String,
     /// Which certificate authenticated the phone, in certificate mode.
     pub auth_certificate: Option<CertKind>,
+    /// This session's failed authentication locked the device out.
+    pub lockout: bool,
+}
+
+/// How a session ended, in the few words a metric label can carry (`capf::metrics`):
+/// the outcome and, for a failure, a reason from a fixed list.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// The scheduled operation was done (install/upgrade, delete, troubleshoot).
+    Success,
+    /// The phone authenticated and had nothing to do.
+    NoOperation,
+    /// Anything else, with one of [`FAILURE_REASONS`].
+    Failure(&'static str),
+}
+
+/// Every reason [`Summary::outcome`] gives a failure, for metric labels.
+pub const FAILURE_REASONS: &[&str] = &[
+    "unknown_device",
+    "locked_out",
+    "invalid_auth_string",
+    "no_auth_string",
+    "invalid_credentials",
+    "invalid_lsc",
+    "invalid_mic",
+    "sudi_required",
+    "certificate_auth_unavailable",
+    "late_request",
+    "timeout",
+    "connection_closed",
+    "protocol_error",
+    "key_generation_failed",
+    "ec_unsupported",
+    "key_refused",
+    "not_stored",
+    "no_certificate",
+    "invalid_certificate",
+    "not_deleted",
+    "address_limited",
+    "busy",
+    "aborted",
+    "other",
+];
+
+impl Summary {
+    /// The outcome of the session, read from its result words: the session's own
+    /// texts (CUCM's status words) are the single source, so a label cannot drift
+    /// from what the log and the audit trail say.
+    pub fn outcome(&self) -> Outcome {
+        match self.result.as_str() {
+            "Upgrade Success" | "Delete Success" | "Troubleshoot Success" => Outcome::Success,
+            "No Pending Operation" => Outcome::NoOperation,
+            result => Outcome::Failure(failure_reason(result)),
+        }
+    }
+}
+
+/// The label of a failure's words (one of [`FAILURE_REASONS`]).
+fn failure_reason(result: &str) -> &'static str {
+    let why = [
+        "Upgrade Failed: ",
+        "Delete Failed: ",
+        "Troubleshoot Failed: ",
+        "Authentication Failed: ",
+    ]
+    .iter()
+    .find_map(|prefix| result.strip_prefix(prefix))
+    .unwrap_or(result);
+    let starts = |prefix: &str| why.starts_with(prefix);
+    match why {
+        "Unknown Device" => "unknown_device",
+        "Locked Out" => "locked_out",
+        "Invalid Authentication String" => "invalid_auth_string",
+        "No Authentication String Configured" => "no_auth_string",
+        "Invalid LSC" => "invalid_lsc",
+        "Invalid MIC" => "invalid_mic",
+        "Certificate Authentication Not Available" => "certificate_auth_unavailable",
+        "Late Request" => "late_request",
+        "Timeout" => "timeout",
+        "Connection Closed" => "connection_closed",
+        "Key Generation Failed" => "key_generation_failed",
+        "Client Cannot Generate EC Keys" => "ec_unsupported",
+        "Phone Did Not Store The Certificate" => "not_stored",
+        "No Certificate Returned" | "No Certificate On Phone" => "no_certificate",
+        "Invalid Certificate" => "invalid_certificate",
+        "Phone Did Not Delete The Certificate" => "not_deleted",
+        _ if starts("Invalid Credentials: SUDI") => "sudi_required",
+        _ if starts("Invalid Credentials") => "invalid_credentials",
+        _ if starts("Protocol Error") => "protocol_error",
+        _ if starts("Refused Key") => "key_refused",
+        _ if starts("Refused: Too Many Failures") => "address_limited",
+        _ if starts("Refused: Busy") => "busy",
+        _ if starts("Aborted") => "aborted",
+        _ => "other",
+    }
 }
 
 #[derive(Debug)]
@@ -344,6 +439,7 @@ impl Session {
                 .details
                 .insert("failed_attempts".into(), failures.into());
             if failures >= self.policy.max_auth_failures {
+                self.summary.lockout = true;
                 event
                     .details
                     .insert("lockout".into(), self.policy.lockout_secs.into());

@@ -181,6 +181,7 @@ fn rsa_install_with_authentication_string_commits_only_on_confirmation() {
     assert_eq!(rec.status, OperationStatus::UpgradeSuccess);
     assert!(s.is_ended());
     assert_eq!(s.summary().result, "Upgrade Success");
+    assert_eq!(s.summary().outcome(), Outcome::Success);
 }
 
 #[test]
@@ -194,6 +195,11 @@ fn wrong_string_fails_counts_and_locks_out_after_the_limit() {
             Some(rec.clone()),
         );
         assert_eq!(end_reason(&step), 7);
+        assert_eq!(
+            s.summary().outcome(),
+            Outcome::Failure("invalid_auth_string")
+        );
+        assert_eq!(s.summary().lockout, attempt == 10, "attempt {attempt}");
         apply(&step, &mut rec);
         assert_eq!(
             rec.status,
@@ -223,6 +229,8 @@ fn wrong_string_fails_counts_and_locks_out_after_the_limit() {
         step.commit.as_ref().unwrap().change,
         Some(DeviceChange::Attempted { .. })
     ));
+    assert_eq!(s.summary().outcome(), Outcome::Failure("locked_out"));
+    assert!(!s.summary().lockout, "already locked: no new lockout");
 
     // After the period it is evaluated again, and a success resets the count.
     let later = NOW + 601;
@@ -255,6 +263,7 @@ fn unknown_device_gets_reason_9_before_any_credential_check() {
     let commit = step.commit.as_ref().unwrap();
     assert!(commit.device.is_none() && commit.change.is_none());
     assert_eq!(commit.event.result, "Unknown Device");
+    assert_eq!(s.summary().outcome(), Outcome::Failure("unknown_device"));
 }
 
 #[test]
@@ -266,6 +275,7 @@ fn no_pending_operation_ends_with_reason_0() {
         Some(device(Operation::None, AuthMode::Null)),
     );
     assert_eq!(end_reason(&step), 0);
+    assert_eq!(s.summary().outcome(), Outcome::NoOperation);
 }
 
 #[test]
@@ -408,6 +418,10 @@ fn key_generation_failures_and_refused_keys_end_with_7() {
         rec.status,
         OperationStatus::UpgradeFailed("Key Generation Failed".into())
     );
+    assert_eq!(
+        s.summary().outcome(),
+        Outcome::Failure("key_generation_failed")
+    );
 
     let mut s = start();
     authenticate_with(&mut s, auth(NAME, Some(""), Some(3)), Some(rec.clone()));
@@ -438,6 +452,47 @@ fn timeout_while_waiting_for_the_key_ends_with_7() {
     apply(&step, &mut rec);
     assert_eq!(rec.status, OperationStatus::UpgradeFailed("Timeout".into()));
     assert_eq!(rec.operation, Operation::Install);
+    assert_eq!(s.summary().outcome(), Outcome::Failure("timeout"));
+}
+
+#[test]
+fn failure_reasons_are_labels_from_the_fixed_list() {
+    for (result, reason) in [
+        ("Authentication Failed: Invalid MIC", "invalid_mic"),
+        (
+            "Authentication Failed: Invalid Credentials: SUDI Required",
+            "sudi_required",
+        ),
+        ("Protocol Error: invalid device name", "protocol_error"),
+        ("Upgrade Failed: Protocol Error", "protocol_error"),
+        (
+            "Upgrade Failed: Refused Key: the key is capf's own CAPF CA key",
+            "key_refused",
+        ),
+        (
+            "Refused: Too Many Failures From This Address",
+            "address_limited",
+        ),
+        ("Refused: Busy: Other Attempts In Flight", "busy"),
+        ("Aborted: store error", "aborted"),
+        (
+            "Delete Failed: Phone Did Not Delete The Certificate",
+            "not_deleted",
+        ),
+        (
+            "Troubleshoot Failed: No Certificate On Phone",
+            "no_certificate",
+        ),
+        ("Upgrade Failed: key size 1024 does not match", "other"),
+        ("", "other"),
+    ] {
+        let summary = Summary {
+            result: result.into(),
+            ..Summary::default()
+        };
+        assert_eq!(summary.outcome(), Outcome::Failure(reason), "{result}");
+        assert!(crate::session::FAILURE_REASONS.contains(&reason));
+    }
 }
 
 #[test]

@@ -306,6 +306,12 @@ impl Store {
         }
     }
 
+    /// Reads one record: whether the store answers at all (`/readyz`).
+    pub fn probe(&self) -> Result<(), StoreError> {
+        self.devices.first()?;
+        Ok(())
+    }
+
     /// All devices in name order, decoded one at a time (for large stores).
     pub fn devices(&self) -> impl Iterator<Item = Result<DeviceRecord, StoreError>> {
         self.devices.iter().map(|kv| {

@@ -54,23 +54,34 @@ impl Serving {
         self.1
     }
 
+    /// The process id of `capf serve`.
+    pub fn pid(&self) -> u32 {
+        self.0.id()
+    }
+
     pub fn start(data: &Path) -> Serving {
         Serving::start_with(data, &[])
     }
 
     /// As [`Serving::start`], with more `serve` options (e.g. `--init`, or `--http
-    /// 127.0.0.1:0`: HTTP is off unless given).
+    /// 127.0.0.1:0`: HTTP and the admin listener are off unless given).
     pub fn start_with(data: &Path, extra: &[&str]) -> Serving {
         let http_off: &[&str] = if extra.contains(&"--http") {
             &[]
         } else {
             &["--http", "off"]
         };
+        let metrics_off: &[&str] = if extra.contains(&"--metrics") {
+            &[]
+        } else {
+            &["--metrics", "off"]
+        };
         let mut child = Command::new(env!("CARGO_BIN_EXE_capf"))
             .arg("--data")
             .arg(data)
             .args(["serve", "--listen", "127.0.0.1:0"])
             .args(http_off)
+            .args(metrics_off)
             .args(extra)
             .stdout(Stdio::null())
             .stderr(Stdio::piped())

@@ -45,6 +45,9 @@ pub struct TestNode {
     /// Configuration delivery over HTTP and TFTP, when the settings ask for them.
     pub http_addr: Option<SocketAddr>,
     pub tftp_addr: Option<SocketAddr>,
+    /// The admin listener (`/metrics`, `/healthz`, `/readyz`), when the settings ask
+    /// for one (off unless a test turns it on).
+    pub metrics_addr: Option<SocketAddr>,
     pub capf_cert: CertificateDer<'static>,
     pub connector: TlsConnector,
     shutdown: watch::Sender<bool>,
@@ -73,6 +76,7 @@ impl TestNode {
             node_name: "capf.test".into(),
             listen: "127.0.0.1:0".parse().unwrap(),
             http: None,
+            metrics: None,
             ..Settings::default()
         };
         adjust(&mut settings);
@@ -92,6 +96,7 @@ impl TestNode {
         let legacy_addr = node.legacy_addr();
         let http_addr = node.http_addr();
         let tftp_addr = node.tftp_addr();
+        let metrics_addr = node.metrics_addr();
         let (shutdown, rx) = watch::channel(false);
         let tasks = vec![tokio::spawn(node.run(stopped(rx)))];
         let connector = connector(std::slice::from_ref(&capf_cert)).unwrap();
@@ -103,6 +108,7 @@ impl TestNode {
             legacy_addr,
             http_addr,
             tftp_addr,
+            metrics_addr,
             capf_cert,
             connector,
             shutdown,
