@@ -68,12 +68,16 @@ impl FailureLimiter {
             let released = self.released.notified();
             tokio::pin!(released);
             released.as_mut().enable();
-            let failures = self.failures_in_window(addr, Instant::now());
-            if failures >= self.max_failures {
-                return Err(Refusal::TooManyFailures);
-            }
             {
+                // The failures are read while the attempts in flight are locked. Read
+                // before, an attempt that failed in between (its failure counted, its
+                // slot then released) would be missed in the one and gone from the
+                // other, and one more attempt than the limit would be let through.
                 let mut in_flight = self.in_flight.lock().unwrap_or_else(|p| p.into_inner());
+                let failures = self.failures_in_window(addr, Instant::now());
+                if failures >= self.max_failures {
+                    return Err(Refusal::TooManyFailures);
+                }
                 let pending = in_flight.entry(addr).or_insert(0);
                 if failures.saturating_add(*pending) < self.max_failures {
                     *pending += 1;
@@ -194,6 +198,37 @@ mod tests {
             limiter.reserve(a, wait).await.err(),
             Some(Refusal::TooManyFailures)
         );
+    }
+
+    /// Attempts that fail while others reserve, on several threads at once: never more
+    /// granted than the limit (a failure counted and its slot released between another
+    /// attempt's two reads once let one more through).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn racing_failures_never_let_more_than_the_limit_through() {
+        const LIMIT: u32 = 5;
+        for round in 0..200 {
+            let limiter = std::sync::Arc::new(FailureLimiter::new(LIMIT, Duration::from_secs(60)));
+            let a: IpAddr = "192.0.2.1".parse().unwrap();
+            let tasks: Vec<_> = (0..24)
+                .map(|_| {
+                    let limiter = limiter.clone();
+                    tokio::spawn(async move {
+                        match limiter.reserve(a, Duration::from_secs(5)).await {
+                            Ok(slot) => {
+                                slot.failed();
+                                1
+                            }
+                            Err(_) => 0,
+                        }
+                    })
+                })
+                .collect();
+            let mut granted = 0;
+            for task in tasks {
+                granted += task.await.unwrap();
+            }
+            assert_eq!(granted, LIMIT, "round {round}");
+        }
     }
 
     #[tokio::test]
