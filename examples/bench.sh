@@ -6,7 +6,8 @@
 #   N=500 LEVELS="1 32" STORE_SIZES=10000 CONF_SECONDS=2 examples/bench.sh   # quick check
 #
 # It builds release, starts capf on a temporary data directory on 127.0.0.1 (ports
-# 23804 and 26970), and runs the load generator on the same host. Results also go to
+# 23804, 26970 and, for the boot storm, TFTP on 26969), and runs the load generator
+# on the same host. Results also go to
 # target/bench/results.md; raw JSON reports to target/bench/.
 set -euo pipefail
 
@@ -16,8 +17,15 @@ CONFIG_N=${CONFIG_N:-500}             # enrollments with partial + encrypted con
 STORE_SIZES=${STORE_SIZES:-"100000 1000000"}
 CONF_SECONDS=${CONF_SECONDS:-5}
 IDLE=${IDLE:-1000}
+STORM_N=${STORM_N:-5000}              # boot storm: phones (enrolled first, on a new node)
+STORM_C=${STORM_C:-64}                # phones fetching at once over HTTP
+STORM_TFTP_C=${STORM_TFTP_C:-64}      # ... over TFTP (at most 128)
+STORM_ROUNDS=${STORM_ROUNDS:-6}       # HTTP rounds: the first fetch, then unchanged files
+STORM_TFTP_ROUNDS=${STORM_TFTP_ROUNDS:-3}  # TFTP rounds per block size
+STORM_BLKSIZE=${STORM_BLKSIZE:-1428,512}
 PORT=${PORT:-23804}
 HTTP_PORT=${HTTP_PORT:-26970}
+TFTP_PORT=${TFTP_PORT:-26969}
 
 cd "$(dirname "$0")/.."
 cargo build --release --bins --examples >&2
@@ -45,6 +53,7 @@ new_node() {
 node_name = "127.0.0.1"
 listen = "127.0.0.1:$PORT"
 http = "127.0.0.1:$HTTP_PORT"
+tftp = "127.0.0.1:$TFTP_PORT"
 max_sessions = 4096
 max_failures_per_address = 1000000
 message_timeout = 15
@@ -145,6 +154,49 @@ for c in cases:
 EOF
 )
 
+# -- boot storm, on a fresh node ----------------------------------------------------
+# The phones enroll with encrypted configuration, then fetch ITL, .sgn and .enc.sgn:
+# over HTTP (the first fetch, then unchanged files), then over TFTP from 127.0.1.x.
+new_node
+start_server
+loadgen setup -n "$STORM_N" --first 0 --encrypted-config >/dev/null
+loadgen storm -n "$STORM_N" --first 0 -c "$STORM_C" --tftp-concurrency "$STORM_TFTP_C" \
+    --http "http://127.0.0.1:$HTTP_PORT" --tftp "127.0.0.1:$TFTP_PORT" --blksize "$STORM_BLKSIZE" \
+    --rounds "$STORM_ROUNDS" --tftp-rounds "$STORM_TFTP_ROUNDS" --server-pid "$SERVER" --json > "$OUT/storm.json"
+stop_server
+STORM_ROWS=$(python3 - "$OUT/storm.json" <<'EOF'
+import json, sys
+d = json.load(open(sys.argv[1]))
+def row(what, blk, rounds, r):
+    l = r["file_latency"] or {}
+    cpu = lambda k: f"{r[k]:.3f}" if r.get(k) is not None else "-"
+    print(f"| {what} | {blk} | {rounds} | {r['concurrency']} | {r['files']} | {r['failed']} "
+          f"| {r['files_per_second']:.0f} | {r['transfers_per_second']:.0f} "
+          f"| {l.get('p50_ms', 0):.2f} | {l.get('p99_ms', 0):.2f} "
+          f"| {cpu('server_cpu_ms_per_file')} | {cpu('loadgen_cpu_ms_per_file')} |")
+for r in d["rounds"]:
+    if r["first_fetch"]:
+        row(f"{r['protocol'].upper()}, first fetch (built)", r["block_size"] or "-", 1, r)
+for u in d["unchanged"]:
+    row(f"{u['protocol'].upper()}, unchanged", u["block_size"] or "-", u["rounds"], u)
+EOF
+)
+STORM_MEMORY=$(python3 - "$OUT/storm.json" <<'EOF'
+import json, sys
+d = json.load(open(sys.argv[1]))
+f = d["file_bytes"]
+n = d["enroll"]["enrolled"]
+overhead = 192  # phone_config/cache.rs ENTRY_OVERHEAD
+per_phone = f["partial_sgn"] + f["encrypted_sgn"] + 2 * overhead
+first = next(r for r in d["rounds"] if r["first_fetch"])
+before, after = d["server_rss_kib_before_storm"], first["server_rss_kib_after"]
+print(f"Files: ITL {f['itl']} bytes (one for all), .sgn {f['partial_sgn']:.0f} bytes, .enc.sgn {f['encrypted_sgn']:.0f} bytes "
+      f"(means over {n} phones). Counted against `config_cache_mib` per phone: {per_phone:.0f} bytes, so 100,000 phones "
+      f"{per_phone * 100000 / 2**20:.0f} MiB of the default 1024 MiB. Server RSS {before / 1024:.0f} MiB before the "
+      f"first fetch, {after / 1024:.0f} MiB after it: {(after - before) * 1024 / n:.0f} bytes per phone.")
+EOF
+)
+
 # -- store scale --------------------------------------------------------------------
 STORE_ROWS=""
 for SIZE in $STORE_SIZES; do
@@ -205,6 +257,14 @@ $CONF_ROWS
 | \`capf serve\`, idle, empty store | $((IDLE_RSS / 1024)) MiB |
 | fresh \`capf serve\` before the connections | $((IDLE_FRESH / 1024)) MiB |
 | with $IDLE_OPENED of $IDLE connections idle after AUTH_REQUEST | $((IDLE_WITH / 1024)) MiB |
+
+### Boot storm ($STORM_N phones enrolled with encrypted configuration; ITL, .sgn and .enc.sgn each)
+
+| transport | TFTP blksize | rounds | C | files | failed | files/s | transfers/s | p50 ms | p99 ms | server CPU ms/file | loadgen CPU ms/file |
+|---|---|---|---|---|---|---|---|---|---|---|---|
+$STORM_ROWS
+
+$STORM_MEMORY
 
 ### Store scale (devices imported with \`capf device import\` through the admin socket)
 

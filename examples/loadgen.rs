@@ -10,6 +10,11 @@
 //! cargo run --release --example loadgen -- --data DIR enroll -n 200 --first 100000 --config http://127.0.0.1:6970
 //! # 1000 connections that stop after AUTH_REQUEST; reports the server's RSS
 //! cargo run --release --example loadgen -- --data DIR idle -n 1000 --server-pid PID
+//! # a boot storm: 2000 phones enroll, then fetch ITL, .sgn and .enc.sgn, 64 at a
+//! # time over HTTP, then over TFTP (see loadgen/storm.rs)
+//! cargo run --release --example loadgen -- --data DIR setup -n 2000 --first 200000 --encrypted-config
+//! cargo run --release --example loadgen -- --data DIR storm -n 2000 --first 200000 \
+//!     --http http://127.0.0.1:6970 --tftp 127.0.0.1:69 --blksize 1428,512
 //! ```
 //!
 //! Every phone has a key of its own, as real phones do (capf refuses a key it has
@@ -37,6 +42,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
+
+#[path = "loadgen/storm.rs"]
+mod storm;
 
 #[derive(Parser)]
 struct Args {
@@ -107,6 +115,10 @@ enum Mode {
         #[arg(long)]
         json: bool,
     },
+    /// Enrolls N phones with encrypted configuration (set up first), then lets them
+    /// all fetch ITL, .sgn and .enc.sgn at concurrency C over HTTP and TFTP, verifying
+    /// every file.
+    Storm(storm::StormArgs),
 }
 
 #[derive(clap::Args, Clone, Copy)]
@@ -304,6 +316,7 @@ async fn main() -> anyhow::Result<()> {
             hold,
             json,
         } => idle(&args.data, args.addr, count, server_pid, hold, json).await,
+        Mode::Storm(storm) => storm::storm(&args.data, args.addr, storm).await,
     }
 }
 
@@ -396,6 +409,8 @@ struct Attempt {
     /// Both HTTP downloads, when asked for.
     config: Option<Duration>,
     failure: Option<String>,
+    /// The verified LSC, on success.
+    lsc: Option<Vec<u8>>,
 }
 
 #[derive(Serialize)]
@@ -494,6 +509,12 @@ impl EnrollRun {
     async fn run(self, cache: &Path) -> anyhow::Result<Report> {
         let (kind, cache, range) = (self.key, cache.to_owned(), self.range);
         let keys = tokio::task::spawn_blocking(move || phone_keys(kind, &cache, range)).await??;
+        Ok(self.run_with(keys).await?.0)
+    }
+
+    /// Enrolls with `keys` (key `i` is phone `i`'s); the report and, by phone, the
+    /// verified LSC of each phone that enrolled.
+    async fn run_with(self, keys: Vec<PhoneKey>) -> anyhow::Result<(Report, Vec<Option<Vec<u8>>>)> {
         let signer = match &self.config {
             Some(base) => Some(tftp_signer(base).await?),
             None => None,
@@ -517,7 +538,7 @@ impl EnrollRun {
                 tokio::spawn(async move {
                     let mut attempts = Vec::new();
                     while let Some(i) = shared.take() {
-                        attempts.push(shared.attempt(i).await);
+                        attempts.push((i, shared.attempt(i).await));
                     }
                     attempts
                 })
@@ -533,7 +554,11 @@ impl EnrollRun {
         let mut failures = BTreeMap::new();
         let mut enroll = Vec::new();
         let mut config = Vec::new();
-        for a in &attempts {
+        let mut lscs = vec![None; shared.run.range.count as usize];
+        for (i, a) in attempts {
+            if let Some(slot) = lscs.get_mut(i as usize) {
+                *slot = a.lsc;
+            }
             match &a.failure {
                 Some(reason) => *failures.entry(reason.clone()).or_insert(0) += 1,
                 None => {
@@ -544,7 +569,7 @@ impl EnrollRun {
         }
         let succeeded = enroll.len() as u64;
         let run = &shared.run;
-        Ok(Report {
+        let report = Report {
             phones: run.range.count,
             concurrency: run.concurrency,
             key: run.key,
@@ -559,7 +584,8 @@ impl EnrollRun {
             failures,
             loadgen_cpu_ms_per_enrollment: per_enrollment(cpu_before.0, cpu_after.0, succeeded),
             server_cpu_ms_per_enrollment: per_enrollment(cpu_before.1, cpu_after.1, succeeded),
-        })
+        };
+        Ok((report, lscs))
     }
 }
 
@@ -595,6 +621,7 @@ impl Shared {
             enroll,
             config: None,
             failure: Some(failure),
+            lsc: None,
         };
         let outcome = match outcome {
             Ok(o) => o,
@@ -625,6 +652,7 @@ impl Shared {
             enroll,
             config,
             failure: None,
+            lsc: Some(der),
         }
     }
 }

@@ -5,7 +5,9 @@
 //! nothing else, like a phone trusting its ITL), one message per write, keys generated
 //! on request.
 
-pub use crate::server::client::{http_get, http_request, tftp_get, FetchError, HttpResponse};
+pub use crate::server::client::{
+    http_get, http_request, tftp_get, tftp_get_with, FetchError, HttpResponse,
+};
 
 use crate::protocol::{
     AuthResponse, ClientMessage, Command, CurveId, HashId, Header, KeyGenerateRequest, KeyType,

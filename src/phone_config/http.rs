@@ -364,10 +364,13 @@ async fn write_response(
         head.push_str("Allow: GET, HEAD\r\n");
     }
     head.push_str("\r\n");
-    tcp.write_all(head.as_bytes()).await?;
+    // Head and body in one write: one system call and, for a file that fits, one TCP
+    // segment instead of two (a phone's files are a few KiB).
+    let mut out = head.into_bytes();
     if !head_only {
-        tcp.write_all(&response.body).await?;
+        out.extend_from_slice(&response.body);
     }
+    tcp.write_all(&out).await?;
     tcp.shutdown().await
 }
 

@@ -11,6 +11,9 @@ pub use http::http_get;
 #[cfg(feature = "phone-sim")]
 pub use http::{http_request, HttpResponse};
 pub use tftp::tftp_get;
+// The load generator asks for the block size phones use.
+#[cfg(feature = "phone-sim")]
+pub use tftp::tftp_get_with;
 
 /// Why a file could not be fetched.
 #[derive(Debug, thiserror::Error)]
