@@ -37,6 +37,8 @@ pub struct Node {
     legacy: Option<CapfListener>,
     http: Option<HttpServer>,
     tftp: Option<TftpServer>,
+    /// The web admin, when `web` is set (off by default).
+    web: Option<crate::web::WebServer>,
 }
 
 impl Node {
@@ -78,6 +80,12 @@ impl Node {
             (Some(addr), Some(service)) => Some(TftpServer::bind(addr, service.clone()).await?),
             _ => None,
         };
+        let web = match settings.web {
+            Some(addr) => {
+                Some(crate::web::WebServer::bind(addr, data, store.clone(), &settings).await?)
+            }
+            None => None,
+        };
         let own_keys = own_keys(data, &ca);
         check_open_file_limit(&settings);
         let renewal = crate::renewal::Policy::of(&settings);
@@ -92,6 +100,7 @@ impl Node {
             legacy,
             http,
             tftp,
+            web,
         })
     }
 
@@ -112,6 +121,10 @@ impl Node {
         self.tftp.as_ref().and_then(|t| t.local_addr().ok())
     }
 
+    pub fn web_addr(&self) -> Option<SocketAddr> {
+        self.web.as_ref().and_then(|w| w.local_addr().ok())
+    }
+
     /// Serves every listener until `shutdown` completes, then waits for each to end.
     pub async fn run(self, shutdown: impl Future<Output = ()> + Send + 'static) {
         let (stop_tx, stop_rx) = watch::channel(false);
@@ -120,6 +133,21 @@ impl Node {
             let _ = stop_tx.send(true);
         });
         let mut tasks = Vec::new();
+        if let Some(web) = self.web {
+            let listening = crate::cli::Listening {
+                capf: self
+                    .capf
+                    .local_addr()
+                    .unwrap_or_else(|_| ([0, 0, 0, 0], 0).into()),
+                http: self.http.as_ref().and_then(|h| h.local_addr().ok()),
+                tftp: self.tftp.as_ref().and_then(|t| t.local_addr().ok()),
+            };
+            if let Ok(addr) = web.local_addr() {
+                tracing::info!("web admin on https://{addr}/");
+            }
+            let stop = stopped(stop_rx.clone());
+            tasks.push(("web admin", tokio::spawn(web.run(listening, stop))));
+        }
         if let Some(http) = self.http {
             if let Ok(addr) = http.local_addr() {
                 tracing::info!("configuration files served over HTTP on {addr}");

@@ -45,6 +45,8 @@ pub struct TestNode {
     /// Configuration delivery over HTTP and TFTP, when the settings ask for them.
     pub http_addr: Option<SocketAddr>,
     pub tftp_addr: Option<SocketAddr>,
+    /// The web admin, when the settings ask for it.
+    pub web_addr: Option<SocketAddr>,
     pub capf_cert: CertificateDer<'static>,
     pub connector: TlsConnector,
     shutdown: watch::Sender<bool>,
@@ -92,6 +94,7 @@ impl TestNode {
         let legacy_addr = node.legacy_addr();
         let http_addr = node.http_addr();
         let tftp_addr = node.tftp_addr();
+        let web_addr = node.web_addr();
         let (shutdown, rx) = watch::channel(false);
         let tasks = vec![tokio::spawn(node.run(stopped(rx)))];
         let connector = connector(std::slice::from_ref(&capf_cert)).unwrap();
@@ -103,6 +106,7 @@ impl TestNode {
             legacy_addr,
             http_addr,
             tftp_addr,
+            web_addr,
             capf_cert,
             connector,
             shutdown,
