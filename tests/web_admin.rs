@@ -734,4 +734,19 @@ fn admin_user_accounts_are_added_listed_and_removed_with_the_cli() {
         .permissions()
         .mode();
     assert_eq!(mode & 0o777, 0o600);
+    // A data directory made before the web admin gets its certificate on upgrade.
+    std::fs::remove_file(data.join("certs/web.pem")).unwrap();
+    std::fs::remove_file(data.join("certs/web.key")).unwrap();
+    let said = common::cli::ok(&common::cli::capf(&data, &["init", "--upgrade"]));
+    assert!(
+        said.contains("added the web admin's HTTPS certificate"),
+        "{said}"
+    );
+    let mode = std::fs::metadata(data.join("certs/web.key"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600);
+    let said = common::cli::ok(&common::cli::capf(&data, &["init", "--upgrade"]));
+    assert!(said.contains("up to date"), "{said}");
 }
