@@ -10,6 +10,8 @@
 //!
 //! * [`cli`] — the `capf` command line; `main.rs` only calls [`cli::main`]. Commands
 //!   that need the store run in the server through the admin socket when one runs.
+//! * [`web`] — the web admin (HTTPS, off by default): pages that read the store and
+//!   change it only by running `capf` command lines through `cli::execute`.
 //! * [`node`] — start-up shared by `capf serve` and the tests: load the identities
 //!   and trust anchors, bind every listener, run them until shutdown.
 //! * `server` — the CAPF listener on 3804: the session cap, TLS (`tls.rs`), and the
@@ -74,3 +76,4 @@ pub mod session;
 pub mod settings;
 pub mod store;
 mod trust;
+pub mod web;

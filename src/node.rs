@@ -45,6 +45,8 @@ pub struct Node {
     admin: Option<MetricsServer>,
     /// What `/readyz` reports of the listeners.
     serving: Serving,
+    /// The web admin, when `web` is set (off by default).
+    web: Option<crate::web::WebServer>,
 }
 
 impl Node {
@@ -87,6 +89,12 @@ impl Node {
         let tftp = match (settings.tftp, &service) {
             (Some(addr), Some(service)) => Some(TftpServer::bind(addr, service.clone()).await?),
             _ => None,
+        };
+        let web = match settings.web {
+            Some(addr) => {
+                Some(crate::web::WebServer::bind(addr, data, store.clone(), &settings).await?)
+            }
+            None => None,
         };
         let own_keys = own_keys(data, &ca);
         check_open_file_limit(&settings);
@@ -139,6 +147,7 @@ impl Node {
             tftp,
             admin,
             serving,
+            web,
         })
     }
 
@@ -164,6 +173,10 @@ impl Node {
         self.tftp.as_ref().and_then(|t| t.local_addr().ok())
     }
 
+    pub fn web_addr(&self) -> Option<SocketAddr> {
+        self.web.as_ref().and_then(|w| w.local_addr().ok())
+    }
+
     /// Serves every listener until `shutdown` completes, then waits for each to end.
     pub async fn run(self, shutdown: impl Future<Output = ()> + Send + 'static) {
         let (stop_tx, stop_rx) = watch::channel(false);
@@ -183,6 +196,21 @@ impl Node {
             tokio::spawn(admin.run(stopped(admin_stop_rx)))
         });
         let mut tasks = Vec::new();
+        if let Some(web) = self.web {
+            let listening = crate::cli::Listening {
+                capf: self
+                    .capf
+                    .local_addr()
+                    .unwrap_or_else(|_| ([0, 0, 0, 0], 0).into()),
+                http: self.http.as_ref().and_then(|h| h.local_addr().ok()),
+                tftp: self.tftp.as_ref().and_then(|t| t.local_addr().ok()),
+            };
+            if let Ok(addr) = web.local_addr() {
+                tracing::info!("web admin on https://{addr}/");
+            }
+            let stop = stopped(stop_rx.clone());
+            tasks.push(("web admin", tokio::spawn(web.run(listening, stop))));
+        }
         if let Some(http) = self.http {
             if let Ok(addr) = http.local_addr() {
                 tracing::info!("configuration files served over HTTP on {addr}");

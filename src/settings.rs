@@ -12,6 +12,7 @@
 //!   certs/itl-recovery.pem|key  the ITL's second SAST, which signs it (ca::recovery)
 //!   certs/trust/        extra trust anchors added by the operator
 //!   tftp/               base device configurations SEP<MAC>.cnf.xml
+//!   certs/web.pem|key   the web admin's HTTPS certificate (self-signed), key 0600
 //!   admin.sock          the running server's admin socket
 //! ```
 
@@ -74,6 +75,13 @@ impl DataDir {
     }
     pub fn tftp(&self) -> PathBuf {
         self.root.join("tftp")
+    }
+    /// The web admin's HTTPS certificate and key (`web` in capf.toml).
+    pub fn web_cert(&self) -> PathBuf {
+        self.certs().join("web.pem")
+    }
+    pub fn web_key(&self) -> PathBuf {
+        self.certs().join("web.key")
     }
     pub fn admin_socket(&self) -> PathBuf {
         self.root.join("admin.sock")
@@ -183,6 +191,10 @@ pub struct Settings {
     /// file whose inputs are unchanged gets the kept file instead of a new signature.
     /// Past it the least recently used files go; 0 keeps none.
     pub config_cache_mib: u64,
+    /// The web admin (HTTPS, operators only: docs/web-admin.md), e.g.
+    /// `"127.0.0.1:8443"`; `None` (`"off"`), the default, runs none.
+    #[serde(with = "listener")]
+    pub web: Option<SocketAddr>,
 }
 
 impl Default for Settings {
@@ -222,6 +234,7 @@ impl Default for Settings {
             serve_unknown_devices_plaintext: false,
             config_cache_mib: 1024,
             metrics: Some(SocketAddr::from(([127, 0, 0, 1], 9380))),
+            web: None,
         }
     }
 }

@@ -18,6 +18,7 @@ mod rekey;
 mod revocation;
 pub mod rollover;
 pub mod signing;
+pub mod web;
 
 #[cfg(test)]
 mod tests;

@@ -27,7 +27,8 @@ pub struct InitArgs {
     #[arg(long, conflicts_with = "upgrade")]
     pub force: bool,
     /// Bring a node initialised by an older capf up to date, keeping every identity:
-    /// adds the ITL recovery certificate (`capf serve` does this at start too).
+    /// adds the ITL recovery certificate and the web admin's HTTPS certificate
+    /// (`capf serve` does this at start too).
     #[arg(long)]
     pub upgrade: bool,
 }
@@ -50,14 +51,21 @@ pub fn init(data: &DataDir, args: InitArgs) -> Result<ExitCode> {
         }
         let settings = Settings::load(data)?;
         let now = time::OffsetDateTime::now_utc().unix_timestamp();
-        if upgrade(data, &settings, now)? {
+        let upgraded = upgrade(data, &settings, now)?;
+        if upgraded.web {
+            println!(
+                "added the web admin's HTTPS certificate (certs/web.pem, key certs/web.key); \
+                 the web admin stays off until `web` is set in capf.toml (docs/web-admin.md)"
+            );
+        }
+        if upgraded.recovery {
             println!(
                 "added the ITL recovery certificate (certs/{}). Phones learn it with their \
                  next ITL, which the current signer still signs; `capf signer show` says \
                  when the signer can be rolled over (docs/lifecycle.md)",
                 ca::recovery::RECOVERY_CERT_FILE
             );
-        } else {
+        } else if !upgraded.web {
             println!("{} is up to date", data.root().display());
         }
         return Ok(ExitCode::SUCCESS);
@@ -120,6 +128,12 @@ pub fn initialise(
             force,
         },
     )?;
+    crate::ca::web::ensure(
+        &data.web_cert(),
+        &data.web_key(),
+        &settings.node_name,
+        crate::model::now(),
+    )?;
     settings.save(data)?;
     super::private::create_private_dir_if_missing(&data.db())?;
     let store = crate::store::Store::open(&data.db())?;
@@ -129,10 +143,19 @@ pub fn initialise(
     Ok(store)
 }
 
+/// What [`upgrade`] added.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Upgraded {
+    /// The ITL recovery certificate.
+    pub recovery: bool,
+    /// The web admin's HTTPS certificate (new, or capf's own renewed near its end).
+    pub web: bool,
+}
+
 /// What an older node lacks, added without touching its identities: the ITL recovery
-/// certificate (`ca::recovery::ensure`), with the O and OU of the file signer. Returns
-/// whether anything was added.
-pub fn upgrade(data: &DataDir, settings: &Settings, now: i64) -> Result<bool> {
+/// certificate (`ca::recovery::ensure`), with the O and OU of the file signer, and the
+/// web admin's certificate (`ca::web::ensure`).
+pub fn upgrade(data: &DataDir, settings: &Settings, now: i64) -> Result<Upgraded> {
     let (organization, org_unit) = std::fs::read(data.tftp_cert())
         .ok()
         .and_then(|pem| {
@@ -147,7 +170,9 @@ pub fn upgrade(data: &DataDir, settings: &Settings, now: i64) -> Result<bool> {
         org_unit,
         force: false,
     };
-    Ok(ca::recovery::ensure(&data.certs(), &opts, now)?)
+    let recovery = ca::recovery::ensure(&data.certs(), &opts, now)?;
+    let web = ca::web::ensure(&data.web_cert(), &data.web_key(), &settings.node_name, now)?;
+    Ok(Upgraded { recovery, web })
 }
 
 pub fn cert(data: &DataDir, args: CertArgs) -> Result<ExitCode> {

@@ -5,6 +5,7 @@
 //! human output and `--json` output from the same data.
 
 mod admin;
+mod admin_user;
 mod backup;
 mod ca;
 mod config;
@@ -23,8 +24,10 @@ mod settings_cmd;
 mod signer;
 mod status;
 
+pub(crate) use device::normalise_name;
 pub use device::{parse_import, ParsedRow};
 pub use init::initialise;
+pub(crate) use render::{status_text, time as show_time};
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
@@ -106,6 +109,9 @@ pub enum Command {
     /// scheduling it by hand.
     #[command(subcommand)]
     Renew(renew::RenewCommand),
+    /// The web admin's accounts (docs/web-admin.md).
+    #[command(subcommand)]
+    AdminUser(admin_user::AdminUserCommand),
 }
 
 /// Everything a store-backed command needs. The same command runs either in the CLI
@@ -199,8 +205,15 @@ fn is_broken_pipe(e: &anyhow::Error) -> bool {
 
 /// Runs a parsed command line; `argv` is forwarded to a running server for
 /// store-backed commands.
-pub fn run(cli: Cli, argv: Vec<OsString>) -> Result<ExitCode> {
+pub fn run(mut cli: Cli, mut argv: Vec<OsString>) -> Result<ExitCode> {
     let data = DataDir::new(cli.data);
+    // A password is read and hashed here, where the operator types it: only the hash
+    // goes on, to a running node or to the store.
+    if let Command::AdminUser(cmd) = &mut cli.command {
+        if let Some(arg) = admin_user::prepare(cmd)? {
+            argv.push(arg.into());
+        }
+    }
     match cli.command {
         Command::Init(args) => init::init(&data, args),
         Command::Serve(args) => serve::serve(&data, args),
@@ -268,6 +281,7 @@ pub fn execute(ctx: &mut Ctx, command: Command) -> Result<ExitCode> {
         Command::Crl(args) => crl::run(ctx, args),
         Command::Ca(cmd) => ca::run(ctx, cmd),
         Command::Signer(cmd) => signer::run(ctx, cmd),
+        Command::AdminUser(cmd) => admin_user::run(ctx, cmd),
         Command::Init(_)
         | Command::Serve(_)
         | Command::Cert(_)

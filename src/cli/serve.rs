@@ -27,6 +27,10 @@ pub struct ServeArgs {
     /// capf.toml's metrics; default 127.0.0.1:9380). It has no authentication.
     #[arg(long, value_name = "ADDR")]
     pub metrics: Option<String>,
+    /// The web admin's HTTPS address (e.g. 127.0.0.1:8443), or `off` (overrides
+    /// capf.toml's web; off by default; docs/web-admin.md).
+    #[arg(long, value_name = "ADDR")]
+    pub web: Option<String>,
     /// Log format: text or json (overrides capf.toml's log_format).
     #[arg(long)]
     pub log_format: Option<String>,
@@ -65,10 +69,17 @@ pub fn serve(data: &DataDir, args: ServeArgs) -> Result<ExitCode> {
     if let Some(tftp) = &args.tftp {
         settings.tftp = address_or_off("--tftp", tftp)?;
     }
+    if let Some(web) = &args.web {
+        settings.web = address_or_off("--web", web)?;
+    }
     let store = if data.is_initialised() {
         let store = crate::node::open_store(data)?;
         let now = time::OffsetDateTime::now_utc().unix_timestamp();
-        if super::init::upgrade(data, &settings, now)? {
+        let upgraded = super::init::upgrade(data, &settings, now)?;
+        if upgraded.web {
+            tracing::info!("wrote the web admin's HTTPS certificate (certs/web.pem)");
+        }
+        if upgraded.recovery {
             tracing::info!(
                 "added the ITL recovery certificate; the signer keeps signing the ITL while \
                  phones learn it (capf signer show)"

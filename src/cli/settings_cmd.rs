@@ -8,7 +8,7 @@ use crate::settings::{DataDir, Settings};
 
 #[derive(Args, Debug)]
 #[command(
-    after_help = "Settings live in capf-data/capf.toml; `capf serve --listen/--http/--log-format` override them for one run.\n\nExample:\n  capf settings"
+    after_help = "Settings live in capf-data/capf.toml; `capf serve --listen/--http/--web/--log-format` override them for one run.\n\nExample:\n  capf settings"
 )]
 pub struct SettingsArgs {
     #[arg(long)]
@@ -35,6 +35,6 @@ pub fn run(data: &DataDir, args: SettingsArgs) -> Result<ExitCode> {
         };
         println!("{key} = {value}  # {source}");
     }
-    println!("# a listener (http, tftp, legacy_listen) is turned off with \"off\"; a removed line is its default");
+    println!("# a listener (http, tftp, legacy_listen, web) is turned off with \"off\"; a removed line is its default");
     Ok(ExitCode::SUCCESS)
 }

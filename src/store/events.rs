@@ -69,3 +69,18 @@ fn event_wanted(event: &Event, device: Option<&str>, since: Option<UnixTime>) ->
     device.is_none_or(|d| event.device.as_deref() == Some(d))
         && since.is_none_or(|s| event.time >= s)
 }
+
+impl Store {
+    /// Events newest first, starting below id `before` (all when `None`), decoded one
+    /// at a time: the audit page reads a page and stops.
+    pub fn events_newest_first(
+        &self,
+        before: Option<u64>,
+    ) -> impl Iterator<Item = Result<Event, StoreError>> {
+        let end = super::codec::event_key(before.unwrap_or(u64::MAX));
+        self.events.range(..end).rev().map(|kv| {
+            let (k, v) = kv?;
+            decode_event(&k, &v)
+        })
+    }
+}

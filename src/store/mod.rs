@@ -9,6 +9,8 @@
 //! * `lsc_keys`: SHA-256 of a key's identity -> the device whose LSC holds it
 //!   (see `key_index`).
 //! * `meta`:    the next event id.
+//! * `web_accounts`: account name -> `WebAccount`, the web admin's operators (read
+//!   and written in `accounts`).
 //!
 //! Every state change commits together with its audit event (and serial index
 //! entries) in one sled transaction, so a crash can never leave one without the other.
@@ -16,6 +18,7 @@
 //! conflict, so a read-modify-write such as [`Store::update_devices`] never loses a
 //! concurrent edit.
 
+mod accounts;
 mod codec;
 mod events;
 mod key_index;
@@ -24,6 +27,7 @@ mod serials;
 mod tests;
 mod writer;
 
+pub use accounts::WebAccount;
 pub use writer::Writer;
 
 use crate::model::{Commit, DeviceRecord, Event, RevocationReason, SerialRecord};
@@ -65,6 +69,8 @@ pub enum StoreError {
         path.display()
     )]
     Damaged { path: PathBuf, reason: String },
+    #[error("web admin account {0} already exists")]
+    AccountExists(String),
     #[error("store error: {0}")]
     Sled(#[from] sled::Error),
     #[error("store flush did not complete: {0}")]
@@ -92,12 +98,13 @@ pub enum Upsert {
     Unchanged,
 }
 
-/// Tree names. Every transaction spans all five.
+/// Tree names. Every transaction spans all six.
 const DEVICES: &str = "devices";
 const EVENTS: &str = "events";
 const SERIALS: &str = "serials";
 const LSC_KEYS: &str = "lsc_keys";
 const META: &str = "meta";
+const WEB_ACCOUNTS: &str = "web_accounts";
 
 /// Key in `meta` of the id the next event gets. Ids start at 1 (0 means "not stored").
 const NEXT_EVENT_ID: &[u8] = b"next_event_id";
@@ -111,6 +118,7 @@ pub struct Store {
     serials: sled::Tree,
     lsc_keys: sled::Tree,
     meta: sled::Tree,
+    web_accounts: sled::Tree,
     /// Writers share it, a backup takes it alone: sled iterators are not snapshots, so
     /// this is what makes a backup a consistent picture of all trees. Only this process
     /// can write (sled's lock), so an in-process lock is enough.
@@ -121,13 +129,14 @@ pub struct Store {
     dir: Arc<Path>,
 }
 
-/// The transactional view of the five trees.
+/// The transactional view of the six trees.
 struct Txn<'a> {
     devices: &'a TransactionalTree,
     events: &'a TransactionalTree,
     serials: &'a TransactionalTree,
     lsc_keys: &'a TransactionalTree,
     meta: &'a TransactionalTree,
+    web_accounts: &'a TransactionalTree,
 }
 
 type TxnResult<T> = ConflictableTransactionResult<T, StoreError>;
@@ -262,6 +271,7 @@ impl Store {
             serials: db.open_tree(SERIALS)?,
             lsc_keys: db.open_tree(LSC_KEYS)?,
             meta: db.open_tree(META)?,
+            web_accounts: db.open_tree(WEB_ACCOUNTS)?,
             log_file: Arc::new(
                 std::fs::File::open(dir.join(SLED_LOG_FILE)).map_err(StoreError::LogFile)?,
             ),
@@ -318,6 +328,29 @@ impl Store {
             let (k, v) = kv?;
             decode_device(&k, &v)
         })
+    }
+
+    /// Devices whose name starts with `prefix`, in name order, from the first one after
+    /// `after` (or the first with the prefix): a range scan that reads only what the
+    /// caller takes, for a page of a large fleet.
+    pub fn devices_from(
+        &self,
+        prefix: &str,
+        after: Option<&str>,
+    ) -> impl Iterator<Item = Result<DeviceRecord, StoreError>> {
+        use std::ops::Bound;
+        let start = match after {
+            Some(after) if after >= prefix => Bound::Excluded(after.as_bytes().to_vec()),
+            _ => Bound::Included(prefix.as_bytes().to_vec()),
+        };
+        let prefix = prefix.as_bytes().to_vec();
+        self.devices
+            .range::<Vec<u8>, _>((start, Bound::Unbounded))
+            .take_while(move |kv| kv.as_ref().map_or(true, |(k, _)| k.starts_with(&prefix)))
+            .map(|kv| {
+                let (k, v) = kv?;
+                decode_device(&k, &v)
+            })
     }
 
     /// All devices in name order.
@@ -544,6 +577,7 @@ impl Store {
             (SERIALS, &self.serials),
             (LSC_KEYS, &self.lsc_keys),
             (META, &self.meta),
+            (WEB_ACCOUNTS, &self.web_accounts),
         ] {
             let mut batch = sled::Batch::default();
             for kv in from.iter() {
@@ -574,15 +608,17 @@ impl Store {
             &self.serials,
             &self.lsc_keys,
             &self.meta,
+            &self.web_accounts,
         );
         trees
-            .transaction(|(devices, events, serials, lsc_keys, meta)| {
+            .transaction(|(devices, events, serials, lsc_keys, meta, web_accounts)| {
                 f(&Txn {
                     devices,
                     events,
                     serials,
                     lsc_keys,
                     meta,
+                    web_accounts,
                 })
             })
             .map_err(|e| match e {

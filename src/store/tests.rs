@@ -739,3 +739,44 @@ fn the_key_index_names_the_device_that_still_holds_a_key() {
         Some(b.name.clone())
     );
 }
+
+#[test]
+fn a_prefix_range_scan_reads_only_its_page() {
+    let dir = tempdir().unwrap();
+    let store = Store::open(&dir.path().join("db")).unwrap();
+    for name in [
+        "SEP000000000001",
+        "SEP001100000001",
+        "SEP001100000002",
+        "SEP001100000003",
+        "SEP002200000001",
+    ] {
+        store
+            .add_device(&DeviceRecord::new(name), event(name, "device-add", 1))
+            .unwrap();
+    }
+    let names = |prefix: &str, after: Option<&str>| -> Vec<String> {
+        store
+            .devices_from(prefix, after)
+            .map(|d| d.unwrap().name)
+            .collect()
+    };
+    assert_eq!(
+        names("SEP0011", None),
+        ["SEP001100000001", "SEP001100000002", "SEP001100000003"]
+    );
+    assert_eq!(
+        names("SEP0011", Some("SEP001100000001")),
+        ["SEP001100000002", "SEP001100000003"]
+    );
+    // An `after` before the prefix starts at the prefix; one past it finds nothing.
+    assert_eq!(names("SEP0011", Some("SEP0000")).len(), 3);
+    assert!(names("SEP0011", Some("SEP0022")).is_empty());
+    assert_eq!(names("", Some("SEP001100000003")), ["SEP002200000001"]);
+    // Newest events first, from below an id.
+    let ids: Vec<u64> = store
+        .events_newest_first(Some(4))
+        .map(|e| e.unwrap().id)
+        .collect();
+    assert_eq!(ids, [3, 2, 1]);
+}

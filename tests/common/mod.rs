@@ -48,6 +48,8 @@ pub struct TestNode {
     /// The admin listener (`/metrics`, `/healthz`, `/readyz`), when the settings ask
     /// for one (off unless a test turns it on).
     pub metrics_addr: Option<SocketAddr>,
+    /// The web admin, when the settings ask for it.
+    pub web_addr: Option<SocketAddr>,
     pub capf_cert: CertificateDer<'static>,
     pub connector: TlsConnector,
     shutdown: watch::Sender<bool>,
@@ -97,6 +99,7 @@ impl TestNode {
         let http_addr = node.http_addr();
         let tftp_addr = node.tftp_addr();
         let metrics_addr = node.metrics_addr();
+        let web_addr = node.web_addr();
         let (shutdown, rx) = watch::channel(false);
         let tasks = vec![tokio::spawn(node.run(stopped(rx)))];
         let connector = connector(std::slice::from_ref(&capf_cert)).unwrap();
@@ -109,6 +112,7 @@ impl TestNode {
             http_addr,
             tftp_addr,
             metrics_addr,
+            web_addr,
             capf_cert,
             connector,
             shutdown,

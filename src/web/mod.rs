@@ -1,0 +1,709 @@
+//! The web admin (issue #16): the operator's window on HTTPS, off by default
+//! (`web = "127.0.0.1:8443"` in capf.toml, or `capf serve --web ADDR`).
+//!
+//! * `mod.rs`: the listener (TLS with `certs/web.pem`, connection cap, handshake,
+//!   header, body and connection timeouts, size limits), the request dispatch, login,
+//!   logout and the CSRF check, and [`Web::run_command`], through which every change
+//!   goes: the page builds a `capf` command line and runs it with `cli::execute`, the
+//!   very code `capf device …` runs, under the actor `web:<account>`. The web holds
+//!   no state the CLI cannot see.
+//! * `pages.rs`: the pages (dashboard, phones, phone, import, audit trail).
+//! * `session.rs`: sessions and their cookies; `password.rs`: argon2id;
+//!   `html.rs`: escaping and the page frame.
+//!
+//! Server-rendered HTML with no JavaScript; nothing here touches the phone-facing
+//! listeners.
+
+mod html;
+mod pages;
+pub mod password;
+mod session;
+
+use crate::cli::Listening;
+use crate::model::{now, Event, UnixTime};
+use crate::settings::{DataDir, Settings};
+use crate::store::Store;
+use anyhow::{Context, Result};
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Bytes;
+use hyper::body::Incoming;
+use hyper::header::{self, HeaderValue};
+use hyper::{Method, Request, Response, StatusCode};
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+use session::{Session, Sessions};
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+
+/// Connections served at once; past it new ones are closed at once.
+pub const MAX_CONNECTIONS: usize = 64;
+/// Largest request head (request line and headers).
+pub const MAX_HEAD: usize = 16 * 1024;
+/// Largest form body.
+pub const MAX_FORM: usize = 64 * 1024;
+/// Largest import upload (about 500,000 rows of capf's CSV).
+pub const MAX_UPLOAD: usize = 32 * 1024 * 1024;
+/// Time a client has to send a request body.
+pub const BODY_TIMEOUT: Duration = Duration::from_secs(60);
+/// Longest a connection is kept, however busy (keep-alive included).
+pub const CONNECTION_LIFETIME: Duration = Duration::from_secs(300);
+/// Failed logins before an account is locked, and for how long.
+pub const MAX_FAILED_LOGINS: u32 = 5;
+pub const LOGIN_LOCKOUT_SECS: i64 = 15 * 60;
+/// How long the dashboard's figures are reused (one pass over every device).
+const DASHBOARD_FRESH: Duration = Duration::from_secs(30);
+
+type Body = Full<Bytes>;
+
+/// A bound web admin listener, ready to run.
+pub struct WebServer {
+    listener: TcpListener,
+    tls: tokio_rustls::TlsAcceptor,
+    web: Arc<Web>,
+    handshake_timeout: Duration,
+    head_timeout: Duration,
+}
+
+/// What the pages share.
+pub(crate) struct Web {
+    pub(crate) data: DataDir,
+    pub(crate) store: Store,
+    sessions: Sessions,
+    listening: OnceLock<Listening>,
+    dashboard: Mutex<Option<(Instant, Arc<crate::health::Health>)>>,
+    /// Password checks at once: argon2 costs 19 MiB and tens of milliseconds each.
+    logins: Semaphore,
+}
+
+impl WebServer {
+    /// Binds `addr` with the certificate and key in `certs/web.pem|key`.
+    pub async fn bind(
+        addr: SocketAddr,
+        data: &DataDir,
+        store: Store,
+        settings: &Settings,
+    ) -> Result<WebServer> {
+        let tls = tls_acceptor(data)?;
+        let listener = TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("cannot bind the web admin on {addr}"))?;
+        Ok(WebServer {
+            listener,
+            tls,
+            web: Arc::new(Web {
+                data: data.clone(),
+                store,
+                sessions: Sessions::default(),
+                listening: OnceLock::new(),
+                dashboard: Mutex::new(None),
+                logins: Semaphore::new(2),
+            }),
+            handshake_timeout: settings.handshake_timeout(),
+            head_timeout: settings.http_head_timeout(),
+        })
+    }
+
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    /// Serves until `shutdown` completes; open connections are then closed.
+    pub async fn run(
+        self,
+        listening: Listening,
+        shutdown: impl std::future::Future<Output = ()> + Send,
+    ) {
+        let _ = self.web.listening.set(listening);
+        let permits = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+        let mut connections = tokio::task::JoinSet::new();
+        tokio::pin!(shutdown);
+        loop {
+            let accepted = tokio::select! {
+                _ = &mut shutdown => break,
+                accepted = self.listener.accept() => accepted,
+                Some(_) = connections.join_next(), if !connections.is_empty() => continue,
+            };
+            let (tcp, peer) = match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    tracing::warn!("web admin: accept failed: {e}");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            };
+            let Ok(permit) = permits.clone().try_acquire_owned() else {
+                tracing::warn!("web admin: {MAX_CONNECTIONS} connections open; closed {peer}");
+                continue;
+            };
+            let (tls, web) = (self.tls.clone(), self.web.clone());
+            let (handshake, head) = (self.handshake_timeout, self.head_timeout);
+            connections.spawn(async move {
+                let _permit = permit;
+                let stream = match tokio::time::timeout(handshake, tls.accept(tcp)).await {
+                    Ok(Ok(s)) => s,
+                    _ => return,
+                };
+                let service = hyper::service::service_fn(move |req| {
+                    let web = web.clone();
+                    async move { Ok::<_, Infallible>(web.handle(peer, req).await) }
+                });
+                let conn = hyper::server::conn::http1::Builder::new()
+                    .timer(hyper_util::rt::TokioTimer::new())
+                    .header_read_timeout(head)
+                    .max_buf_size(MAX_HEAD)
+                    .serve_connection(hyper_util::rt::TokioIo::new(stream), service);
+                let _ = tokio::time::timeout(CONNECTION_LIFETIME, conn).await;
+            });
+        }
+        connections.shutdown().await;
+    }
+}
+
+fn tls_acceptor(data: &DataDir) -> Result<tokio_rustls::TlsAcceptor> {
+    let (cert, key) = (data.web_cert(), data.web_key());
+    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&cert)
+        .and_then(|certs| certs.collect::<Result<_, _>>())
+        .with_context(|| {
+            format!(
+                "cannot read the web admin certificate {} (`capf init --upgrade` creates it)",
+                cert.display()
+            )
+        })?;
+    let key = PrivateKeyDer::from_pem_file(&key)
+        .with_context(|| format!("cannot read the web admin key {}", key.display()))?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_no_client_auth()
+        .with_single_cert(chain, key)
+        .context("the web admin certificate and key do not match")?;
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(tokio_rustls::TlsAcceptor::from(Arc::new(config)))
+}
+
+/// A request as the pages see it.
+pub(crate) struct Req {
+    pub method: Method,
+    pub path: String,
+    pub query: HashMap<String, String>,
+    pub peer: SocketAddr,
+}
+
+impl Req {
+    pub fn q(&self, name: &str) -> &str {
+        self.query.get(name).map_or("", String::as_str)
+    }
+}
+
+/// A logged-in operator.
+pub(crate) struct Operator {
+    pub token: String,
+    pub session: Session,
+}
+
+impl Operator {
+    pub fn viewer(&self) -> html::Viewer<'_> {
+        html::Viewer {
+            account: &self.session.account,
+            csrf: &self.session.csrf,
+        }
+    }
+}
+
+/// A posted form: urlencoded fields, or a multipart upload's fields and file.
+#[derive(Default)]
+pub(crate) struct Form {
+    pub fields: HashMap<String, String>,
+    pub file: Option<(String, Vec<u8>)>,
+}
+
+impl Form {
+    pub fn get(&self, name: &str) -> &str {
+        self.fields.get(name).map_or("", String::as_str)
+    }
+}
+
+impl Web {
+    async fn handle(self: Arc<Self>, peer: SocketAddr, req: Request<Incoming>) -> Response<Body> {
+        let mut response = self.route(peer, req).await;
+        let headers = response.headers_mut();
+        for (name, value) in [
+            ("content-security-policy", "default-src 'none'; style-src 'unsafe-inline'; img-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"),
+            ("x-frame-options", "DENY"),
+            ("x-content-type-options", "nosniff"),
+            ("referrer-policy", "no-referrer"),
+            ("cache-control", "no-store"),
+            ("strict-transport-security", "max-age=31536000"),
+        ] {
+            headers.insert(name, HeaderValue::from_static(value));
+        }
+        response
+    }
+
+    async fn route(self: Arc<Self>, peer: SocketAddr, req: Request<Incoming>) -> Response<Body> {
+        let (parts, body) = req.into_parts();
+        let r = Req {
+            method: parts.method.clone(),
+            path: parts.uri.path().to_string(),
+            query: parts
+                .uri
+                .query()
+                .map(|q| form_urlencoded::parse(q.as_bytes()).into_owned().collect())
+                .unwrap_or_default(),
+            peer,
+        };
+        let cookies = parts
+            .headers
+            .get(header::COOKIE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("");
+        let is_post = r.method == Method::POST;
+        if r.method != Method::GET && r.method != Method::HEAD && !is_post {
+            return text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed");
+        }
+        let login_cookie = session::cookie(cookies, session::LOGIN_COOKIE);
+        if r.path == "/favicon.ico" {
+            return text(StatusCode::NOT_FOUND, "not found");
+        }
+        if r.path == "/login" {
+            if !is_post {
+                return pages::login_page(login_cookie, None, StatusCode::OK);
+            }
+            let form = match read_form(&parts.headers, body, MAX_FORM).await {
+                Ok(f) => f,
+                Err(e) => return e,
+            };
+            let expected = login_cookie.unwrap_or("");
+            if expected.is_empty() || !session::tokens_equal(expected, form.get("csrf")) {
+                return pages::login_page(
+                    None,
+                    Some("The login form expired: please try again."),
+                    StatusCode::FORBIDDEN,
+                );
+            }
+            return self.login(&r, form, login_cookie).await;
+        }
+        // Everything else needs a session.
+        let operator = session::cookie(cookies, session::COOKIE).and_then(|token| {
+            let session = self.sessions.get(token)?;
+            Some(Operator {
+                token: token.to_string(),
+                session,
+            })
+        });
+        let Some(operator) = operator else {
+            return if is_post {
+                text(StatusCode::FORBIDDEN, "not logged in")
+            } else {
+                redirect("/login")
+            };
+        };
+        // A removed account's sessions end at its next request.
+        match self.store.web_account(&operator.session.account) {
+            Ok(Some(_)) => {}
+            _ => {
+                self.sessions.remove_account(&operator.session.account);
+                return if is_post {
+                    text(StatusCode::FORBIDDEN, "not logged in")
+                } else {
+                    redirect("/login")
+                };
+            }
+        }
+        if !is_post {
+            return self.get(&r, &operator).await;
+        }
+        let limit = if r.path == "/import" {
+            MAX_UPLOAD
+        } else {
+            MAX_FORM
+        };
+        let form = match read_form(&parts.headers, body, limit).await {
+            Ok(f) => f,
+            Err(e) => return e,
+        };
+        if !session::tokens_equal(&operator.session.csrf, form.get("csrf")) {
+            let mut event = self.event(&operator.session.account, "web-request", None);
+            event.result = "refused: bad CSRF token".into();
+            event.details.insert("path".into(), r.path.clone().into());
+            event
+                .details
+                .insert("address".into(), peer.ip().to_string().into());
+            let _ = self.store.record_event(event);
+            return text(
+                StatusCode::FORBIDDEN,
+                "refused: the form's security token does not match this session (reload the page)",
+            );
+        }
+        if r.path == "/logout" {
+            self.sessions.remove(&operator.token);
+            let mut event = self.event(&operator.session.account, "web-logout", None);
+            event.result = "logged out".into();
+            let _ = self.store.record_event(event);
+            let mut response = redirect("/login");
+            set_cookie(
+                &mut response,
+                &session::set_cookie(session::COOKIE, "", Duration::ZERO),
+            );
+            return response;
+        }
+        self.post(&r, &operator, form).await
+    }
+
+    async fn login(self: &Arc<Self>, r: &Req, form: Form, held: Option<&str>) -> Response<Body> {
+        let name = form.get("name").trim().to_string();
+        let password = form.get("password").to_string();
+        let _permit = self.logins.acquire().await;
+        let web = self.clone();
+        let peer = r.peer;
+        let outcome = tokio::task::spawn_blocking(move || web.check_login(&name, &password, peer))
+            .await
+            .unwrap_or_else(|e| Err(anyhow::anyhow!("{e}")));
+        match outcome {
+            Ok(Some(account)) => {
+                let token = self.sessions.create(&account);
+                let mut response = redirect("/");
+                set_cookie(
+                    &mut response,
+                    &session::set_cookie(session::COOKIE, &token, session::LIFETIME),
+                );
+                set_cookie(
+                    &mut response,
+                    &session::set_cookie(session::LOGIN_COOKIE, "", Duration::ZERO),
+                );
+                response
+            }
+            Ok(None) => pages::login_page(
+                held,
+                Some(&format!(
+                    "Wrong account name or password. After {MAX_FAILED_LOGINS} failures in a row \
+                     an account is locked for {} minutes.",
+                    LOGIN_LOCKOUT_SECS / 60
+                )),
+                StatusCode::UNAUTHORIZED,
+            ),
+            Err(e) => {
+                tracing::error!("web admin login: {e:#}");
+                text(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "login failed: see the log",
+                )
+            }
+        }
+    }
+
+    /// Checks a login and records its outcome; the account's name if it succeeded.
+    fn check_login(&self, name: &str, password: &str, peer: SocketAddr) -> Result<Option<String>> {
+        let now = now();
+        let shown: String = name.chars().take(64).collect();
+        let refused = |reason: &str| {
+            let mut event = self.event(&shown, "web-login", None);
+            event.result = format!("refused: {reason}");
+            event
+                .details
+                .insert("address".into(), peer.ip().to_string().into());
+            event
+        };
+        let account = match password::check_account_name(name) {
+            Ok(()) => self.store.web_account(name)?,
+            Err(_) => None,
+        };
+        let Some(account) = account else {
+            password::verify_nothing(password);
+            self.store.record_event(refused("no such account"))?;
+            return Ok(None);
+        };
+        if account.locked_until.is_some_and(|t| t > now) {
+            self.store.record_event(refused("account locked"))?;
+            return Ok(None);
+        }
+        let good = password::verify_password(&account.password_hash, password);
+        let accepted = self.store.update_web_account(name, |a| {
+            if good {
+                a.failed_logins = 0;
+                a.locked_until = None;
+                a.last_login = Some(now);
+                let mut event = self.event(name, "web-login", None);
+                event.result = "logged in".into();
+                event
+                    .details
+                    .insert("address".into(), peer.ip().to_string().into());
+                return (Some(event), true);
+            }
+            a.failed_logins += 1;
+            let mut event = refused("wrong password");
+            if a.failed_logins >= MAX_FAILED_LOGINS {
+                a.failed_logins = 0;
+                a.locked_until = Some(now + LOGIN_LOCKOUT_SECS);
+                event.result = format!(
+                    "refused: wrong password; locked for {} minutes",
+                    LOGIN_LOCKOUT_SECS / 60
+                );
+            }
+            (Some(event), false)
+        })?;
+        self.store.flush()?;
+        Ok((accepted == Some(true)).then(|| name.to_string()))
+    }
+
+    /// An audit event by `web:<account>`.
+    pub(crate) fn event(&self, account: &str, action: &str, device: Option<&str>) -> Event {
+        Event {
+            id: 0,
+            time: now(),
+            actor: format!("web:{account}"),
+            device: device.map(str::to_string),
+            action: action.into(),
+            result: String::new(),
+            details: Default::default(),
+        }
+    }
+
+    /// Runs `capf ARGS…` as `web:<account>` through the CLI's own code; whether it
+    /// succeeded, and what it printed (and its error).
+    pub(crate) async fn run_command(
+        self: &Arc<Self>,
+        account: &str,
+        args: Vec<String>,
+    ) -> (bool, String) {
+        let web = self.clone();
+        let actor = format!("web:{account}");
+        tokio::task::spawn_blocking(move || web.run_command_blocking(actor, &args))
+            .await
+            .unwrap_or_else(|e| (false, format!("error: {e}")))
+    }
+
+    fn run_command_blocking(&self, actor: String, args: &[String]) -> (bool, String) {
+        use clap::Parser;
+        let argv = std::iter::once("capf".to_string()).chain(args.iter().cloned());
+        let cli = match crate::cli::Cli::try_parse_from(argv) {
+            Ok(cli) => cli,
+            Err(e) => return (false, e.to_string()),
+        };
+        let mut out = Vec::new();
+        let result = {
+            let mut ctx = crate::cli::Ctx {
+                data: &self.data,
+                store: &self.store,
+                out: &mut out,
+                actor,
+                cwd: self.data.root().to_path_buf(),
+                now: now(),
+                progress: false,
+                utc_offset: 0,
+                serving: self.listening.get().copied(),
+            };
+            crate::cli::execute(&mut ctx, cli.command)
+        };
+        let result = result.and_then(|code| {
+            self.store.flush()?;
+            Ok(code)
+        });
+        let mut printed = String::from_utf8_lossy(&out).into_owned();
+        match result {
+            Ok(code) => (code == std::process::ExitCode::SUCCESS, printed),
+            Err(e) => {
+                printed.push_str(&format!("error: {e:#}"));
+                (false, printed)
+            }
+        }
+    }
+
+    /// The dashboard's figures, at most [`DASHBOARD_FRESH`] old.
+    pub(crate) async fn health(self: &Arc<Self>) -> Result<Arc<crate::health::Health>> {
+        if let Some((at, health)) = &*self.dashboard.lock().unwrap_or_else(|p| p.into_inner()) {
+            if at.elapsed() < DASHBOARD_FRESH {
+                return Ok(health.clone());
+            }
+        }
+        let web = self.clone();
+        let health = tokio::task::spawn_blocking(move || {
+            crate::health::assess(&web.store, &web.data, now())
+        })
+        .await??;
+        let health = Arc::new(health);
+        *self.dashboard.lock().unwrap_or_else(|p| p.into_inner()) =
+            Some((Instant::now(), health.clone()));
+        Ok(health)
+    }
+
+    pub(crate) fn forget_dashboard(&self) {
+        *self.dashboard.lock().unwrap_or_else(|p| p.into_inner()) = None;
+    }
+}
+
+/// Reads a request body of at most `limit` bytes within [`BODY_TIMEOUT`] and parses
+/// it as a form (urlencoded or multipart).
+async fn read_form(
+    headers: &hyper::HeaderMap,
+    body: Incoming,
+    limit: usize,
+) -> Result<Form, Response<Body>> {
+    let too_large = || {
+        text(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            &format!("the request is larger than {limit} bytes"),
+        )
+    };
+    let announced = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if announced.is_some_and(|n| n > limit as u64) {
+        return Err(too_large());
+    }
+    let bytes = match tokio::time::timeout(BODY_TIMEOUT, Limited::new(body, limit).collect()).await
+    {
+        Ok(Ok(collected)) => collected.to_bytes(),
+        Ok(Err(_)) => return Err(too_large()),
+        Err(_) => {
+            return Err(text(
+                StatusCode::REQUEST_TIMEOUT,
+                "the request body was too slow",
+            ))
+        }
+    };
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    if let Some(boundary) = content_type
+        .strip_prefix("multipart/form-data")
+        .and_then(|rest| {
+            rest.split(';')
+                .find_map(|p| p.trim().strip_prefix("boundary="))
+        })
+    {
+        return parse_multipart(&bytes, boundary.trim_matches('"'))
+            .ok_or_else(|| text(StatusCode::BAD_REQUEST, "malformed multipart form"));
+    }
+    Ok(Form {
+        fields: form_urlencoded::parse(&bytes).into_owned().collect(),
+        file: None,
+    })
+}
+
+fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    if needle.is_empty() || haystack.len() < needle.len() {
+        return None;
+    }
+    let first = needle[0];
+    let mut at = 0;
+    while at + needle.len() <= haystack.len() {
+        let i = at
+            + haystack[at..=haystack.len() - needle.len()]
+                .iter()
+                .position(|&b| b == first)?;
+        if &haystack[i..i + needle.len()] == needle {
+            return Some(i);
+        }
+        at = i + 1;
+    }
+    None
+}
+
+/// A `multipart/form-data` body: its text fields and its one file (the first part with
+/// a file name).
+fn parse_multipart(body: &[u8], boundary: &str) -> Option<Form> {
+    if boundary.is_empty() || boundary.len() > 200 {
+        return None;
+    }
+    let delimiter = format!("--{boundary}");
+    let next_part = format!("\r\n--{boundary}");
+    let mut rest = &body[find(body, delimiter.as_bytes())? + delimiter.len()..];
+    let mut form = Form::default();
+    loop {
+        if rest.starts_with(b"--") {
+            return Some(form);
+        }
+        rest = rest.strip_prefix(b"\r\n")?;
+        let head_end = find(rest, b"\r\n\r\n")?;
+        let head = std::str::from_utf8(&rest[..head_end]).ok()?;
+        let content = &rest[head_end + 4..];
+        let end = find(content, next_part.as_bytes())?;
+        let data = &content[..end];
+        let disposition = head
+            .lines()
+            .find(|l| l.to_ascii_lowercase().starts_with("content-disposition:"))?;
+        let param = |key: &str| {
+            disposition.split(';').find_map(|p| {
+                p.trim()
+                    .strip_prefix(key)
+                    .and_then(|v| v.strip_prefix('='))
+                    .map(|v| v.trim_matches('"').to_string())
+            })
+        };
+        let name = param("name")?;
+        match param("filename") {
+            Some(file_name) if form.file.is_none() => {
+                form.file = Some((file_name, data.to_vec()));
+            }
+            Some(_) => {}
+            None => {
+                form.fields
+                    .insert(name, String::from_utf8_lossy(data).into_owned());
+            }
+        }
+        rest = &content[end + next_part.len()..];
+    }
+}
+
+pub(crate) fn respond(
+    status: StatusCode,
+    content_type: &'static str,
+    body: String,
+) -> Response<Body> {
+    let mut response = Response::new(Full::new(Bytes::from(body)));
+    *response.status_mut() = status;
+    response
+        .headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    response
+}
+
+pub(crate) fn html_response(status: StatusCode, body: String) -> Response<Body> {
+    respond(status, "text/html; charset=utf-8", body)
+}
+
+pub(crate) fn text(status: StatusCode, body: &str) -> Response<Body> {
+    respond(status, "text/plain; charset=utf-8", format!("{body}\n"))
+}
+
+pub(crate) fn redirect(location: &str) -> Response<Body> {
+    let mut response = Response::new(Full::new(Bytes::new()));
+    *response.status_mut() = StatusCode::SEE_OTHER;
+    if let Ok(v) = HeaderValue::from_str(location) {
+        response.headers_mut().insert(header::LOCATION, v);
+    }
+    response
+}
+
+pub(crate) fn set_cookie(response: &mut Response<Body>, value: &str) {
+    if let Ok(v) = HeaderValue::from_str(value) {
+        response.headers_mut().append(header::SET_COOKIE, v);
+    }
+}
+
+/// Days from `now` to `t`, rounded down (negative when past).
+pub(crate) fn days_until(t: UnixTime, now: UnixTime) -> i64 {
+    (t - now).div_euclid(86_400)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn multipart_forms_are_parsed() {
+        let body = b"--XyZ\r\nContent-Disposition: form-data; name=\"csrf\"\r\n\r\nabc\r\n--XyZ\r\nContent-Disposition: form-data; name=\"file\"; filename=\"p.csv\"\r\nContent-Type: text/csv\r\n\r\nname,op\r\nx,y\r\n\r\n--XyZ--\r\n";
+        let form = super::parse_multipart(body, "XyZ").unwrap();
+        assert_eq!(form.get("csrf"), "abc");
+        let (name, data) = form.file.unwrap();
+        assert_eq!(name, "p.csv");
+        assert_eq!(data, b"name,op\r\nx,y\r\n");
+        assert!(super::parse_multipart(b"garbage", "XyZ").is_none());
+    }
+}
