@@ -226,6 +226,14 @@ for SIZE in $STORE_SIZES; do
 "
 done
 
+# -- enrollment core against core (server on core 0, load generator on core 1) --------
+PINNED=""
+if [ "$CPUS" -ge 2 ]; then
+    for i in 1 2 3; do
+        PINNED+="$(N="$N" examples/pinned-enroll.sh)"$'\n\n'
+    done
+fi
+
 LOAD_AFTER=$(cut -d' ' -f1-3 /proc/loadavg)
 {
 cat <<EOF
@@ -238,6 +246,12 @@ so $LIMIT enrollments/s at two private-key operations each.
 | C | phones | failed | enrollments/s | of limit | p50 ms | p95 ms | p99 ms | max ms | server p99 ms | server CPU ms/enr | loadgen CPU ms/enr |
 |---|---|---|---|---|---|---|---|---|---|---|---|
 $ENROLL_ROWS
+### Enrollment core against core (\`examples/pinned-enroll.sh\`, three runs; unpinned above)
+
+\`\`\`
+${PINNED:-(one core only: not measured)}
+\`\`\`
+
 ### Enrollment followed by the signed partial and the encrypted configuration over HTTP
 
 | C | phones | failed | enrollments/s | enroll p99 ms | config p50 ms | config p99 ms |
