@@ -95,6 +95,26 @@ fn chromedriver() -> Option<Driver> {
 
 /// Clicks what `locator` finds and waits until the next page has loaded (WebDriver's
 /// click does not wait for the navigation it starts).
+/// Uploads `csv` on the import page and returns the dry run's preview text.
+async fn import_preview(browser: &fantoccini::Client, base: &str, csv: &Path) -> String {
+    browser.goto(&format!("{base}/import")).await.unwrap();
+    browser
+        .find(Locator::Css("input[type=file]"))
+        .await
+        .unwrap()
+        .send_keys(csv.to_str().unwrap())
+        .await
+        .unwrap();
+    click_through(browser, Locator::Css("form[action='/import'] button")).await;
+    browser
+        .find(Locator::Id("preview"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
+
 async fn click_through(browser: &fantoccini::Client, locator: Locator<'_>) {
     browser
         .execute("window.capfOldPage = true;", vec![])
@@ -307,22 +327,7 @@ async fn an_operator_enrolls_a_phone_and_imports_from_the_browser() {
          SEP0022000000A2,instal,null,,rsa:2048,false,\n",
     )
     .unwrap();
-    browser.goto(&format!("{base}/import")).await.unwrap();
-    browser
-        .find(Locator::Css("input[type=file]"))
-        .await
-        .unwrap()
-        .send_keys(csv.to_str().unwrap())
-        .await
-        .unwrap();
-    click_through(&browser, Locator::Css("form[action='/import'] button")).await;
-    let preview = browser
-        .find(Locator::Id("preview"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let preview = import_preview(&browser, &base, &csv).await;
     assert!(
         preview.contains("1 bad row(s); nothing was imported"),
         "{preview}"
@@ -346,22 +351,7 @@ async fn an_operator_enrolls_a_phone_and_imports_from_the_browser() {
          SEP0022000000A2,install,null,,rsa:2048,false,\n",
     )
     .unwrap();
-    browser.goto(&format!("{base}/import")).await.unwrap();
-    browser
-        .find(Locator::Css("input[type=file]"))
-        .await
-        .unwrap()
-        .send_keys(csv.to_str().unwrap())
-        .await
-        .unwrap();
-    click_through(&browser, Locator::Css("form[action='/import'] button")).await;
-    let preview = browser
-        .find(Locator::Id("preview"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let preview = import_preview(&browser, &base, &csv).await;
     assert!(preview.contains("dry run: 2 to add"), "{preview}");
     assert_eq!(node.store.device_count(), devices);
     click_through(
