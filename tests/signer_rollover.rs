@@ -103,6 +103,16 @@ async fn a_signer_rollover_is_accepted_by_phones_holding_the_last_itl() {
     );
     serving.stop();
 
+    // A recovery key that cannot sign stops the rollover: the new signer would have to
+    // sign the ITL itself.
+    let key = data.join("certs/itl-recovery.key");
+    let saved = std::fs::read(&key).unwrap();
+    std::fs::write(&key, "not a key").unwrap();
+    let err = fails(&capf(&data, &["signer", "rollover"]));
+    assert!(err.contains("recovery identity cannot sign"), "{err}");
+    assert_eq!(pem(&data.join("certs/tftp.pem")), old_signer);
+    std::fs::write(&key, saved).unwrap();
+
     // The signer is replaced, the old one kept under retired/.
     let said = ok(&capf(&data, &["signer", "rollover"]));
     assert!(said.contains("new file signer"), "{said}");

@@ -99,6 +99,23 @@ fn show(ctx: &mut Ctx, json: bool) -> Result<ExitCode> {
 
 fn rollover(ctx: &mut Ctx, force: bool) -> Result<ExitCode> {
     let settings = Settings::load(ctx.data)?;
+    // The ITL naming the new signer must be signed by the recovery key: one that cannot
+    // sign (a lost or mismatched key file) would leave the new signer to sign it, which
+    // no phone accepts.
+    let certs = ctx.data.certs();
+    if certs.join(RECOVERY_CERT_FILE).exists() {
+        crate::phone_config::signer::Signer::load(
+            &certs.join(RECOVERY_CERT_FILE),
+            &certs.join(recovery::RECOVERY_KEY_FILE),
+            settings.config_digest,
+        )
+        .map_err(|e| {
+            anyhow::anyhow!(
+                "the ITL recovery identity cannot sign ({e}); phones would accept no ITL \
+                 naming a new signer. Restore certs/{RECOVERY_CERT_FILE} and its key from a backup"
+            )
+        })?;
+    }
     // The new signer repeats the old one's O and OU when it can be read; a lost or
     // broken signer (what this command is for) falls back to the CAPF certificate's.
     let names_from = super::ca::read(&ctx.data.tftp_cert())
