@@ -20,14 +20,14 @@ const INDEXED: &[u8] = b"lsc_keys_indexed";
 
 /// The index key of `spki_der`; `None` for a key capf cannot parse (it was never
 /// issued a certificate by capf, so there is nothing to protect).
-fn index_key(spki_der: &[u8]) -> Option<[u8; 32]> {
+pub(super) fn index_key(spki_der: &[u8]) -> Option<[u8; 32]> {
     let identity = crate::ca::key_identity(spki_der).ok()?;
     Some(Sha256::digest(identity).into())
 }
 
 /// The certificates of `rec` whose keys capf has certified or will be asked to trust:
 /// the current LSC and the one sent but not yet confirmed.
-fn certified_keys(rec: &DeviceRecord) -> impl Iterator<Item = &EnrolledCert> {
+pub(super) fn certified_keys(rec: &DeviceRecord) -> impl Iterator<Item = &EnrolledCert> {
     rec.lsc.iter().chain(rec.unconfirmed_lsc.iter())
 }
 

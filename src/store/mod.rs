@@ -17,17 +17,27 @@
 //! sled runs transactions one at a time and re-runs a transaction's closure on
 //! conflict, so a read-modify-write such as [`Store::update_devices`] never loses a
 //! concurrent edit.
+//!
+//! The PostgreSQL backend (`pg.rs`, several nodes on one database) implements the
+//! same operations behind [`Backend`] (`backend.rs`); sled stays the default and
+//! unchanged on disk (docs/cluster.md "Store backends").
 
 mod accounts;
+mod backend;
+#[cfg(test)]
+mod backend_tests;
 mod codec;
 mod events;
 mod key_index;
+mod pg;
 mod serials;
 #[cfg(test)]
 mod tests;
 mod writer;
 
 pub use accounts::WebAccount;
+pub use backend::{Backend, DeviceUpdate};
+pub use pg::PgStore;
 pub use writer::Writer;
 
 use crate::model::{Commit, DeviceRecord, Event, RevocationReason, SerialRecord};
@@ -85,6 +95,12 @@ pub enum StoreError {
     WriterStart(std::io::Error),
     #[error("the store writer did not record the change (see the log)")]
     WriterStopped,
+    #[error("PostgreSQL store: {0}")]
+    Postgres(#[from] tokio_postgres::Error),
+    /// Connecting to or setting up the PostgreSQL store failed (bad URL, schema
+    /// migration).
+    #[error("PostgreSQL store: {0}")]
+    PostgresSetup(String),
 }
 
 /// What [`Store::upsert_devices`] did with one device.
@@ -527,7 +543,7 @@ impl Store {
 
     /// Applies `changes` in one transaction, in order (see [`Writer`]). Any error
     /// fails them all and writes nothing.
-    fn apply_changes(&self, changes: &[&Commit]) -> Result<(), StoreError> {
+    pub(super) fn apply_changes(&self, changes: &[&Commit]) -> Result<(), StoreError> {
         self.transact(|t| {
             for change in changes {
                 t.apply_change(change)?;
@@ -633,7 +649,7 @@ impl Store {
 }
 
 /// Encodes a record that is about to be written under its own name.
-fn encode_new_device(rec: &DeviceRecord) -> Result<Vec<u8>, StoreError> {
+pub(super) fn encode_new_device(rec: &DeviceRecord) -> Result<Vec<u8>, StoreError> {
     if rec.name.is_empty() {
         return Err(StoreError::EmptyName);
     }

@@ -16,9 +16,9 @@
 //! after its transaction committed. A change is never reported written before its
 //! transaction has committed.
 
-use super::{Store, StoreError};
+use super::{Backend, Store, StoreError};
 use crate::model::Commit;
-use std::sync::mpsc;
+use std::sync::{mpsc, Arc};
 
 /// At most this many changes share one transaction, so a burst is written in
 /// bounded pieces.
@@ -38,10 +38,16 @@ pub struct Writer {
 impl Writer {
     /// Starts the writer thread for `store`.
     pub fn start(store: Store) -> Result<Writer, StoreError> {
+        Writer::start_on(Arc::new(store))
+    }
+
+    /// Starts the writer thread for any store backend. On PostgreSQL, a batch is one
+    /// transaction and its commit is the flush (`Backend::flush` does nothing there).
+    pub fn start_on(store: Arc<dyn Backend>) -> Result<Writer, StoreError> {
         let (jobs, queue) = mpsc::channel();
         std::thread::Builder::new()
             .name("store-writer".into())
-            .spawn(move || write_all(&store, &queue))
+            .spawn(move || write_all(&*store, &queue))
             .map_err(StoreError::WriterStart)?;
         Ok(Writer { jobs })
     }
@@ -62,7 +68,7 @@ impl Writer {
 }
 
 /// The thread: takes what is queued, writes it, answers, until every handle is gone.
-fn write_all(store: &Store, queue: &mpsc::Receiver<Job>) {
+fn write_all(store: &dyn Backend, queue: &mpsc::Receiver<Job>) {
     while let Ok(first) = queue.recv() {
         let mut batch = vec![first];
         drain(queue, &mut batch);
@@ -100,7 +106,7 @@ fn drain(queue: &mpsc::Receiver<Job>, batch: &mut Vec<Job>) {
 #[cfg(test)]
 const PANIC_FOR_TEST: &str = "panic-for-test";
 
-fn write_batch(store: &Store, batch: Vec<Job>) {
+fn write_batch(store: &dyn Backend, batch: Vec<Job>) {
     #[cfg(test)]
     if batch
         .iter()
