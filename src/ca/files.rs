@@ -17,7 +17,7 @@ use rustls_pki_types::PrivatePkcs8KeyDer;
 use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 /// Mode of private key files: readable by the owner only.
 pub(crate) const KEY_MODE: u32 = 0o600;
@@ -123,4 +123,23 @@ pub fn pem(label: &str, der: &[u8]) -> String {
     }
     out.push_str(&format!("-----END {label}-----\n"));
     out
+}
+
+pub(super) fn rename(from: &Path, to: &Path) -> Result<(), CaError> {
+    std::fs::rename(from, to).map_err(|e| CaError::io(from, e))
+}
+
+pub(super) fn sync_dir(dir: &Path) -> Result<(), CaError> {
+    std::fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| CaError::io(dir, e))
+}
+
+/// `certs/retired/`, created owner-only if missing.
+pub(super) fn retired_dir(certs: &Path) -> Result<PathBuf, CaError> {
+    let dir = certs.join(super::RETIRED_DIR);
+    let mut builder = std::fs::DirBuilder::new();
+    std::os::unix::fs::DirBuilderExt::mode(builder.recursive(true), 0o700);
+    builder.create(&dir).map_err(|e| CaError::io(&dir, e))?;
+    Ok(dir)
 }

@@ -13,10 +13,9 @@
 //! and verify nothing else. ring cannot generate RSA keys, so the rsa crate does.
 
 use super::files::{self, CERT_MODE, KEY_MODE};
-use super::recovery::{RECOVERY_CERT_FILE, RECOVERY_KEY_FILE};
 use super::{
-    random_serial, CaError, CAPF_CERT_FILE, CAPF_KEY_FILE, CLOCK_SKEW_SECS, TFTP_CERT_FILE,
-    TFTP_KEY_FILE,
+    random_serial, CaError, CAPF_CERT_FILE, CAPF_KEY_FILE, CLOCK_SKEW_SECS, INTRODUCED_FILE,
+    RECOVERY_CERT_FILE, RECOVERY_KEY_FILE, TFTP_CERT_FILE, TFTP_KEY_FILE,
 };
 use rcgen::string::Ia5String;
 use rcgen::{
@@ -82,7 +81,7 @@ pub fn init_identities(certs_dir: &Path, opts: &InitOptions) -> Result<(), CaErr
     recovery.write(recovery_cert, recovery_key)?;
     // A re-initialised node's first ITL is accepted by nobody who held the old one
     // anyway: nothing is being introduced.
-    let _ = std::fs::remove_file(certs_dir.join(super::recovery::INTRODUCED_FILE));
+    let _ = std::fs::remove_file(certs_dir.join(INTRODUCED_FILE));
     Ok(())
 }
 

@@ -43,6 +43,14 @@ pub const CAPF_CERT_FILE: &str = "capf.pem";
 pub const CAPF_KEY_FILE: &str = "capf.key";
 pub const TFTP_CERT_FILE: &str = "tftp.pem";
 pub const TFTP_KEY_FILE: &str = "tftp.key";
+/// The ITL recovery identity (`recovery`).
+pub const RECOVERY_CERT_FILE: &str = "itl-recovery.pem";
+pub const RECOVERY_KEY_FILE: &str = "itl-recovery.key";
+/// Present while the recovery certificate is being introduced to phones that knew only
+/// the signer; holds the Unix time it was first listed.
+pub const INTRODUCED_FILE: &str = "itl-recovery.introduced";
+/// Where retired identities are kept, owner only (`rollover`, `recovery`).
+pub const RETIRED_DIR: &str = "retired";
 
 /// LSC lifetimes capf accepts: one to twenty years.
 pub const LSC_VALIDITY_DAYS: std::ops::RangeInclusive<u32> = 365..=7305;

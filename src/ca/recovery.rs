@@ -27,17 +27,13 @@
 //! | introducing | the same and `itl-recovery.introduced` | the same | signer |
 //! | no recovery (unreadable) | `tftp.*` | signer SAST+TFTP | signer |
 
+use super::files::{rename, retired_dir, sync_dir};
 use super::identity::{recovery_identity, tftp_identity, InitOptions};
-use super::rollover::{rename, retired_dir, sync_dir};
 use super::{files, CaError, TFTP_CERT_FILE, TFTP_KEY_FILE};
 use crate::model::UnixTime;
 use std::path::{Path, PathBuf};
 
-pub const RECOVERY_CERT_FILE: &str = "itl-recovery.pem";
-pub const RECOVERY_KEY_FILE: &str = "itl-recovery.key";
-/// Present while the recovery certificate is being introduced to phones that knew only
-/// the signer; holds the Unix time it was first listed.
-pub const INTRODUCED_FILE: &str = "itl-recovery.introduced";
+pub use super::{INTRODUCED_FILE, RECOVERY_CERT_FILE, RECOVERY_KEY_FILE};
 /// How long phones are given to load an ITL listing the recovery certificate before a
 /// signer rollover relies on it. Phones load the ITL at every boot and configuration
 /// reset; a week covers a weekly maintenance reboot.

@@ -17,6 +17,7 @@
 //! and still reach CAPF with their old-CA LSC after the switch, until renewal (or
 //! `capf renew now --issuer previous`) has given them new-CA LSCs.
 
+use super::files::{rename, retired_dir, sync_dir};
 use super::identity::{capf_identity, InitOptions};
 use super::{files, CaError, CAPF_CERT_FILE, CAPF_KEY_FILE};
 use crate::model::UnixTime;
@@ -26,7 +27,7 @@ pub const NEXT_CERT_FILE: &str = "capf-next.pem";
 pub const NEXT_KEY_FILE: &str = "capf-next.key";
 pub const PREVIOUS_CERT_FILE: &str = "capf-previous.pem";
 pub const PREVIOUS_KEY_FILE: &str = "capf-previous.key";
-pub const RETIRED_DIR: &str = "retired";
+pub use super::RETIRED_DIR;
 
 /// Where a rollover stands, from the files present.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
@@ -80,16 +81,6 @@ pub fn stage(certs: &Path, opts: &InitOptions) -> Result<(), CaError> {
     capf_identity(opts)?.write(&certs.join(NEXT_CERT_FILE), &certs.join(NEXT_KEY_FILE))
 }
 
-pub(super) fn rename(from: &Path, to: &Path) -> Result<(), CaError> {
-    std::fs::rename(from, to).map_err(|e| CaError::io(from, e))
-}
-
-pub(super) fn sync_dir(dir: &Path) -> Result<(), CaError> {
-    std::fs::File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(|e| CaError::io(dir, e))
-}
-
 /// `capf ca activate`: the staged certificate becomes the current one; the current one
 /// becomes the previous (still in the ITL, its LSCs still authenticate).
 pub fn activate(certs: &Path) -> Result<(), CaError> {
@@ -105,15 +96,6 @@ pub fn activate(certs: &Path) -> Result<(), CaError> {
     rename(&certs.join(NEXT_KEY_FILE), &certs.join(CAPF_KEY_FILE))?;
     rename(&certs.join(NEXT_CERT_FILE), &certs.join(CAPF_CERT_FILE))?;
     sync_dir(certs)
-}
-
-/// `certs/retired/`, created owner-only if missing.
-pub(super) fn retired_dir(certs: &Path) -> Result<PathBuf, CaError> {
-    let dir = certs.join(RETIRED_DIR);
-    let mut builder = std::fs::DirBuilder::new();
-    std::os::unix::fs::DirBuilderExt::mode(builder.recursive(true), 0o700);
-    builder.create(&dir).map_err(|e| CaError::io(&dir, e))?;
-    Ok(dir)
 }
 
 /// `capf ca retire`: the previous CA leaves the ITL and trust; its files move to

@@ -19,7 +19,6 @@ pub mod server;
 
 use crate::health::Health;
 use crate::model::{AuthMode, Operation, OperationStatus, UnixTime};
-use crate::phone_config::service::{File, Kind};
 use crate::session::{Outcome, Summary, FAILURE_REASONS};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -80,20 +79,6 @@ impl FileKind {
         FileKind::Crl,
         FileKind::Other,
     ];
-
-    pub fn of(file: &File) -> FileKind {
-        FileKind::of_kind(file.kind, file.signed)
-    }
-
-    pub fn of_kind(kind: Kind, signed: bool) -> FileKind {
-        match kind {
-            Kind::Itl => FileKind::Itl,
-            Kind::Encrypted => FileKind::EncSgn,
-            Kind::Partial => FileKind::Partial,
-            Kind::Full if signed => FileKind::Sgn,
-            Kind::Full => FileKind::Other,
-        }
-    }
 
     fn label(self) -> &'static str {
         match self {

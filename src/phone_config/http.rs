@@ -135,7 +135,7 @@ impl Response {
     }
 
     fn file(file: File, metrics: Arc<Metrics>) -> Response {
-        let kind = FileKind::of(&file);
+        let kind = file.counted_as();
         Response {
             written: Some(Box::new(move || metrics.file_served(kind, Transport::Http))),
             status: 200,

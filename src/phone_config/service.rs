@@ -66,6 +66,26 @@ pub struct File {
     pub bytes: Vec<u8>,
 }
 
+impl Kind {
+    /// How `/metrics` counts a file of this kind.
+    pub fn counted_as(self, signed: bool) -> FileKind {
+        match self {
+            Kind::Itl => FileKind::Itl,
+            Kind::Encrypted => FileKind::EncSgn,
+            Kind::Partial => FileKind::Partial,
+            Kind::Full if signed => FileKind::Sgn,
+            Kind::Full => FileKind::Other,
+        }
+    }
+}
+
+impl File {
+    /// How `/metrics` counts this file.
+    pub fn counted_as(&self) -> FileKind {
+        self.kind.counted_as(self.signed)
+    }
+}
+
 /// Why a request got no file.
 #[derive(Debug, thiserror::Error)]
 pub enum Refusal {
@@ -251,7 +271,7 @@ impl ConfigService {
             &mut rand::rng(),
         )?;
         self.metrics
-            .file_built(FileKind::of_kind(kind, signed), started.elapsed());
+            .file_built(kind.counted_as(signed), started.elapsed());
         if let Some(key) = key {
             self.cache.insert(key, Arc::from(bytes.as_slice()));
         }

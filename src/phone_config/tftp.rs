@@ -23,7 +23,7 @@
 //! The requested name, without a leading `/`, must pass [`Request::parse`]; anything
 //! else is error 1, *File not found*, exactly where HTTP answers 404.
 
-use crate::metrics::{FileKind, Transport};
+use crate::metrics::Transport;
 use crate::model::now;
 use crate::net::{loggable, BindError};
 use crate::phone_config::plan::Request;
@@ -399,7 +399,7 @@ async fn transfer(
         Ok(()) => {
             service
                 .metrics()
-                .file_served(FileKind::of(&file), Transport::Tftp);
+                .file_served(file.counted_as(), Transport::Tftp);
             "sent".to_string()
         }
         Err(failure) => failure,

@@ -18,8 +18,7 @@
 
 use anyhow::{anyhow, bail, Result};
 
-use super::bulk::ParsedRow;
-use super::options::{normalise_name, DeviceOptions};
+use super::options::{normalise_name, DeviceOptions, ParsedRow};
 use crate::model::{AuthMode, EcCurve, KeyOrder, Operation, RSA_SIZES};
 use crate::protocol::valid_device_name;
 

@@ -19,7 +19,9 @@ use std::collections::HashSet;
 use std::path::Path;
 use std::process::ExitCode;
 
-use super::options::{admin_event, changes, generate_auth_string, normalise_name, DeviceOptions};
+use super::options::{
+    admin_event, changes, generate_auth_string, normalise_name, DeviceOptions, ParsedRow,
+};
 use crate::cli::{render, Ctx};
 use crate::model::{AuthMode, DeviceRecord, KeyOrder, Operation, UnixTime};
 use crate::store::Upsert;
@@ -267,12 +269,6 @@ fn write_batch(ctx: &Ctx, batch: &[Row]) -> Result<Vec<Upsert>> {
         },
     )?;
     Ok(outcomes)
-}
-
-/// One CSV row with its fields parsed and checked, before the store is consulted.
-pub struct ParsedRow {
-    pub name: String,
-    pub options: DeviceOptions,
 }
 
 /// An import file as read: each row parsed on its own, with the line it starts on.

@@ -9,7 +9,8 @@ mod bulk;
 mod options;
 mod select;
 
-pub use bulk::{parse_import, ParsedRow};
+pub use bulk::parse_import;
+pub use options::ParsedRow;
 pub use options::{normalise_name, DeviceOptions};
 pub(in crate::cli) use options::{parse_duration, parse_time};
 

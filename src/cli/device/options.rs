@@ -10,6 +10,13 @@ use crate::cli::Ctx;
 use crate::model::{AuthMode, DeviceRecord, Event, KeyOrder, Operation, OperationStatus, UnixTime};
 use crate::protocol::valid_device_name;
 
+/// One import row (capf's CSV or a CUCM BAT export) with its fields parsed and
+/// checked, before the store is consulted.
+pub struct ParsedRow {
+    pub name: String,
+    pub options: DeviceOptions,
+}
+
 /// The CAPF settings of CUCM's phone page.
 #[derive(Args, Debug, Default, Clone)]
 pub struct DeviceOptions {
