@@ -7,7 +7,8 @@
 //!   goes: the page builds a `capf` command line and runs it with `cli::execute`, the
 //!   very code `capf device …` runs, under the actor `web:<account>`. The web holds
 //!   no state the CLI cannot see.
-//! * `pages.rs`: the pages (dashboard, phones, phone, import, audit trail).
+//! * `pages/`: the pages: routes and the dashboard (mod.rs), the phone list and phone page
+//!   (phones.rs), bulk import (import.rs), the audit trail (events.rs).
 //! * `session.rs`: sessions and their cookies; `password.rs`: argon2id;
 //!   `html.rs`: escaping and the page frame.
 //!
