@@ -264,18 +264,15 @@ pub fn parse_row(r: &csv::StringRecord, c: &Columns) -> Result<BatRow> {
         v if v.is_empty() || !scheduled => None,
         v => Some(deadline(v).map_err(|e| anyhow!("{}: {e}", cell(&c.deadline, v)))?),
     };
-    let generate = auth == Some(AuthMode::String) && auth_string.is_none();
     let options = DeviceOptions {
         operation,
         auth,
         auth_string,
-        generate_auth_string: generate,
         key,
         deadline,
-        encrypted_config: None,
-        default_deadline: None,
+        ..DeviceOptions::default()
     };
-    Ok(BatRow::Device(ParsedRow { name, options }))
+    Ok(BatRow::Device(ParsedRow::new(name, options)))
 }
 
 /// The capf device name of a row: `SEP` names (or a bare 12-digit MAC in the `MAC

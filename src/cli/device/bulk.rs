@@ -434,18 +434,16 @@ fn parse_row(r: &csv::StringRecord, columns: usize) -> Result<ParsedRow> {
             Some(v.to_string())
         }
     };
-    let generate = auth == Some(AuthMode::String) && auth_string.is_none();
     let options = DeviceOptions {
         operation,
         auth,
         auth_string,
-        generate_auth_string: generate,
         key,
         deadline,
         encrypted_config,
-        default_deadline: None,
+        ..DeviceOptions::default()
     };
-    Ok(ParsedRow { name, options })
+    Ok(ParsedRow::new(name, options))
 }
 
 /// Checks a parsed row against the file (duplicates) and the store; returns the row,

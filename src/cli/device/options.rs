@@ -17,6 +17,16 @@ pub struct ParsedRow {
     pub options: DeviceOptions,
 }
 
+impl ParsedRow {
+    /// A row as read. A device to authenticate by string that the file gives no string
+    /// gets one generated, as `device add` does: the rule both import formats follow.
+    pub fn new(name: String, mut options: DeviceOptions) -> ParsedRow {
+        options.generate_auth_string =
+            options.auth == Some(AuthMode::String) && options.auth_string.is_none();
+        ParsedRow { name, options }
+    }
+}
+
 /// The CAPF settings of CUCM's phone page.
 #[derive(Args, Debug, Default, Clone)]
 pub struct DeviceOptions {
