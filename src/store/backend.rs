@@ -18,6 +18,24 @@ use crate::model::{Commit, DeviceRecord, Event, UnixTime};
 /// A device update as [`Store::update_devices`] takes it, as a trait object.
 pub type DeviceUpdate<'a> = &'a dyn Fn(&mut DeviceRecord) -> Result<Option<Event>, String>;
 
+/// One device of an update, as every backend runs it: the event `f` returns, or `None`
+/// when `f` passes the device over; refused when `f` refuses or renames the device.
+pub(super) fn update_one(
+    name: &str,
+    rec: &mut DeviceRecord,
+    f: DeviceUpdate<'_>,
+) -> Result<Option<Event>, StoreError> {
+    let refused = |reason: String| StoreError::Refused {
+        device: name.to_string(),
+        reason,
+    };
+    let event = f(rec).map_err(refused)?;
+    if event.is_some() && rec.name != name {
+        return Err(refused(format!("it cannot be renamed to {:?}", rec.name)));
+    }
+    Ok(event)
+}
+
 pub trait Backend: Send + Sync {
     /// `sled` or `postgres`, for messages and test names.
     fn kind(&self) -> &'static str;

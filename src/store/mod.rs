@@ -424,19 +424,10 @@ impl Store {
                     updated.push(None);
                     continue;
                 };
-                let refused = |reason: String| {
-                    abort(StoreError::Refused {
-                        device: name.clone(),
-                        reason,
-                    })
-                };
-                let Some(event) = f(&mut rec).map_err(refused)? else {
+                let Some(event) = backend::update_one(name, &mut rec, &f).map_err(abort)? else {
                     updated.push(None);
                     continue;
                 };
-                if rec.name != *name {
-                    return Err(refused(format!("it cannot be renamed to {:?}", rec.name)));
-                }
                 let encoded = encode_device(&rec).map_err(abort)?;
                 t.put_device(&rec, &encoded)?;
                 t.append_event(&event)?;

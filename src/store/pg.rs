@@ -483,17 +483,10 @@ impl Backend for PgStore {
                     updated.push(None);
                     continue;
                 };
-                let refused = |reason: String| StoreError::Refused {
-                    device: name.clone(),
-                    reason,
-                };
-                let Some(event) = f(&mut rec).map_err(refused)? else {
+                let Some(event) = super::backend::update_one(name, &mut rec, f)? else {
                     updated.push(None);
                     continue;
                 };
-                if rec.name != *name {
-                    return Err(refused(format!("it cannot be renamed to {:?}", rec.name)));
-                }
                 let encoded = encode_device(&rec)?;
                 t.put_device(&rec, &encoded)?;
                 t.append_event(&event)?;
