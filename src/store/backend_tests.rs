@@ -9,17 +9,7 @@ use super::*;
 use crate::model::{DeviceChange, OperationStatus};
 use std::sync::atomic::{AtomicU32, Ordering};
 
-fn event(device: &str, action: &str, time: UnixTime) -> Event {
-    Event {
-        id: 0,
-        time,
-        actor: "cli:test".into(),
-        device: Some(device.into()),
-        action: action.into(),
-        result: "ok".into(),
-        details: Default::default(),
-    }
-}
+use super::tests::event;
 
 use crate::model::UnixTime;
 

@@ -6,7 +6,7 @@ use sha2::{Digest, Sha256};
 use std::time::Instant;
 use tempfile::tempdir;
 
-fn event(device: &str, action: &str, time: UnixTime) -> Event {
+pub(super) fn event(device: &str, action: &str, time: UnixTime) -> Event {
     Event {
         id: 0,
         time,
