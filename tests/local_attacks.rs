@@ -24,18 +24,7 @@ use std::process::{Command, Output};
 fn populated(dir: &Path) -> PathBuf {
     let data = init(dir);
     for i in 0..20 {
-        ok(&capf(
-            &data,
-            &[
-                "device",
-                "add",
-                &format!("SEP0011223344{i:02X}"),
-                "--operation",
-                "install",
-                "--auth",
-                "null",
-            ],
-        ));
+        common::cli::add_null_install(&data, &format!("SEP0011223344{i:02X}"));
     }
     data
 }
@@ -207,18 +196,7 @@ async fn a_device_added_without_auth_cannot_be_enrolled_by_name_alone() {
     drop(server);
 
     // Null authentication is still there for whoever asks for it.
-    let out = ok(&capf(
-        &data,
-        &[
-            "device",
-            "add",
-            "SEP001122334477",
-            "--operation",
-            "install",
-            "--auth",
-            "null",
-        ],
-    ));
+    let out = common::cli::add_null_install(&data, "SEP001122334477");
     assert!(!out.contains("authentication string for"), "{out}");
 }
 

@@ -28,18 +28,7 @@ async fn due_lscs_are_renewed_at_the_rate_limit_by_phones_authenticating_with_th
     let serving = Serving::start(&data);
     let mut lscs = Vec::new();
     for name in NAMES {
-        ok(&capf(
-            &data,
-            &[
-                "device",
-                "add",
-                name,
-                "--operation",
-                "install",
-                "--auth",
-                "null",
-            ],
-        ));
+        common::cli::add_null_install(&data, name);
         lscs.push(common::cli::enroll_phone(serving.addr(), &data, &Phone::new(name)).await);
     }
     let plan = capf(&data, &["renew", "plan"]);

@@ -70,18 +70,7 @@ async fn replaced_revoked_and_removed_lscs_are_on_a_crl_openssl_verifies() {
     let addr = serving.addr();
 
     // A phone enrolls, then re-enrolls: its first LSC is replaced.
-    ok(&capf(
-        &data,
-        &[
-            "device",
-            "add",
-            "SEP00000000B001",
-            "--operation",
-            "install",
-            "--auth",
-            "null",
-        ],
-    ));
+    common::cli::add_null_install(&data, "SEP00000000B001");
     let (first, _) = enroll(addr, &data, "SEP00000000B001").await;
     let (_, cert) = x509_parser::parse_x509_certificate(&first).unwrap();
     let points = format!("{:?}", cert.extensions());
@@ -132,18 +121,7 @@ async fn replaced_revoked_and_removed_lscs_are_on_a_crl_openssl_verifies() {
     assert_ne!(outcome.end_reason, Some(Reason::UpdateCertificate));
 
     // Another phone enrolls and its device is removed.
-    ok(&capf(
-        &data,
-        &[
-            "device",
-            "add",
-            "SEP00000000B002",
-            "--operation",
-            "install",
-            "--auth",
-            "null",
-        ],
-    ));
+    common::cli::add_null_install(&data, "SEP00000000B002");
     let (removed, _) = enroll(addr, &data, "SEP00000000B002").await;
     ok(&capf(&data, &["device", "remove", "SEP00000000B002"]));
 

@@ -75,18 +75,7 @@ async fn a_full_rollover_keeps_every_phone_reaching_capf() {
     let serving = start();
     let mut lscs = Vec::new();
     for name in [A, B] {
-        ok(&capf(
-            &data,
-            &[
-                "device",
-                "add",
-                name,
-                "--operation",
-                "install",
-                "--auth",
-                "null",
-            ],
-        ));
+        common::cli::add_null_install(&data, name);
         let outcome = session(
             serving.addr(),
             std::slice::from_ref(&old),

@@ -39,6 +39,23 @@ pub fn json(out: &Output) -> Value {
     serde_json::from_str(&ok(out)).expect("JSON output")
 }
 
+/// `capf device add NAME --operation install --auth null`, which must succeed; its
+/// output.
+pub fn add_null_install(data: &Path, name: &str) -> String {
+    ok(&capf(
+        data,
+        &[
+            "device",
+            "add",
+            name,
+            "--operation",
+            "install",
+            "--auth",
+            "null",
+        ],
+    ))
+}
+
 pub fn init(dir: &Path) -> PathBuf {
     let data = dir.join("capf-data");
     ok(&capf(&data, &["init", "--node-name", "capf.test"]));
