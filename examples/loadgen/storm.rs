@@ -389,46 +389,30 @@ pub async fn storm(
 
     let server_rss_before = args.server_pid.and_then(rss_kib);
     let mut rounds = Vec::new();
-    let mut first_fetch = true;
+    // Every round, in order: HTTP first, then TFTP at each block size.
+    let mut plan = Vec::new();
     if args.http.is_some() {
-        for round in 1..=args.rounds {
-            let r = storm
-                .clone()
-                .round(
-                    Transport::Http,
-                    args.concurrency.max(1),
-                    round,
-                    first_fetch,
-                    args.server_pid,
-                )
-                .await?;
-            first_fetch = false;
-            if !args.json {
-                print_round(&r);
-            }
-            rounds.push(r);
-        }
+        plan.extend(
+            (1..=args.rounds).map(|round| (Transport::Http, args.concurrency.max(1), round)),
+        );
     }
     if args.tftp.is_some() {
         for &size in &args.blksize {
-            for round in 1..=args.tftp_rounds {
-                let r = storm
-                    .clone()
-                    .round(
-                        Transport::Tftp(size),
-                        tftp_concurrency,
-                        round,
-                        first_fetch,
-                        args.server_pid,
-                    )
-                    .await?;
-                first_fetch = false;
-                if !args.json {
-                    print_round(&r);
-                }
-                rounds.push(r);
-            }
+            plan.extend(
+                (1..=args.tftp_rounds)
+                    .map(|round| (Transport::Tftp(size), tftp_concurrency, round)),
+            );
         }
+    }
+    for (i, (transport, concurrency, round)) in plan.into_iter().enumerate() {
+        let r = storm
+            .clone()
+            .round(transport, concurrency, round, i == 0, args.server_pid)
+            .await?;
+        if !args.json {
+            print_round(&r);
+        }
+        rounds.push(r);
     }
 
     let count = storm.phones.len() as f64;
