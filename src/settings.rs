@@ -195,6 +195,10 @@ pub struct Settings {
     /// `"127.0.0.1:8443"`; `None` (`"off"`), the default, runs none.
     #[serde(with = "listener")]
     pub web: Option<SocketAddr>,
+    /// Where the store is: empty (the default) for the embedded sled store in the data
+    /// directory's `db`; `postgres://user@host:port/database` for a PostgreSQL
+    /// database that several nodes share (docs/cluster.md).
+    pub store: String,
 }
 
 impl Default for Settings {
@@ -235,6 +239,7 @@ impl Default for Settings {
             config_cache_mib: 1024,
             metrics: Some(SocketAddr::from(([127, 0, 0, 1], 9380))),
             web: None,
+            store: String::new(),
         }
     }
 }
@@ -347,6 +352,15 @@ impl Settings {
             return Err(format!(
                 "crl_url = {:?} (expected an http:// URL, e.g. http://capf.example.net:6970/capf.crl)",
                 self.crl_url
+            ));
+        }
+        if !self.store.is_empty()
+            && !self.store.starts_with("postgres://")
+            && !self.store.starts_with("postgresql://")
+        {
+            return Err(format!(
+                "store = {:?} (expected empty for the embedded store, or a postgres:// URL)",
+                self.store
             ));
         }
         if self.renew_per_hour == 0 {
