@@ -343,13 +343,13 @@ fn own_keys(data: &DataDir, ca: &Ca) -> Vec<(Vec<u8>, &'static str)> {
 /// Opens the store of an initialised data directory for serving. Every record is read
 /// once before anything is served: a damaged store stops the server here rather than
 /// failing phones and commands one by one.
-pub fn open_store(data: &DataDir) -> Result<Store> {
+pub fn open_store(data: &DataDir, settings: &Settings) -> Result<Store> {
     // A command run a moment earlier (`capf serve &` and then `capf device add` at once)
     // holds the store for as long as it runs: give it time before calling the store
     // taken by another node.
     let until = std::time::Instant::now() + COMMAND_PATIENCE;
     loop {
-        match Store::open(&data.db()) {
+        match Store::open_configured(&data.db(), &settings.store) {
             Ok(s) => {
                 s.check()?;
                 return Ok(s);

@@ -317,7 +317,7 @@ async fn an_operator_enrolls_a_phone_and_imports_from_the_browser() {
     .unwrap();
 
     // An import with one bad row: the dry run names it, and nothing is written.
-    let devices = node.store.device_count();
+    let devices = node.store.device_count().unwrap();
     let dir = tempfile::tempdir().unwrap();
     let csv = dir.path().join("phones.csv");
     std::fs::write(
@@ -340,7 +340,7 @@ async fn an_operator_enrolls_a_phone_and_imports_from_the_browser() {
         .find(Locator::Css("form[action='/import/confirm']"))
         .await
         .is_err());
-    assert_eq!(node.store.device_count(), devices);
+    assert_eq!(node.store.device_count().unwrap(), devices);
     assert!(node.store.get_device("SEP0022000000A1").unwrap().is_none());
 
     // The file put right: the dry run writes nothing, the confirmation imports it.
@@ -353,7 +353,7 @@ async fn an_operator_enrolls_a_phone_and_imports_from_the_browser() {
     .unwrap();
     let preview = import_preview(&browser, &base, &csv).await;
     assert!(preview.contains("dry run: 2 to add"), "{preview}");
-    assert_eq!(node.store.device_count(), devices);
+    assert_eq!(node.store.device_count().unwrap(), devices);
     click_through(
         &browser,
         Locator::Css("form[action='/import/confirm'] button"),
@@ -367,7 +367,7 @@ async fn an_operator_enrolls_a_phone_and_imports_from_the_browser() {
         .await
         .unwrap();
     assert!(outcome.contains("imported 2: 2 added"), "{outcome}");
-    assert_eq!(node.store.device_count(), devices + 2);
+    assert_eq!(node.store.device_count().unwrap(), devices + 2);
 
     // Every change is in the audit trail under the account's name, and the page shows it.
     let events = web_events(&node);

@@ -135,6 +135,12 @@ pub fn initialise(
         crate::model::now(),
     )?;
     settings.save(data)?;
+    if !settings.store.is_empty() {
+        return Ok(crate::store::Store::open_configured(
+            &data.db(),
+            &settings.store,
+        )?);
+    }
     super::private::create_private_dir_if_missing(&data.db())?;
     let store = crate::store::Store::open(&data.db())?;
     store.flush()?;

@@ -365,6 +365,10 @@ fn try_open_store(data: &DataDir) -> Result<Option<Store>> {
 }
 
 pub(crate) fn open_store(data: &DataDir) -> Result<Store> {
+    let settings = crate::settings::Settings::load(data)?;
+    if !settings.store.is_empty() {
+        return Ok(Store::open_configured(&data.db(), &settings.store)?);
+    }
     if !data.db().exists() {
         anyhow::bail!(
             "no capf store in {} (run `capf init` or `capf serve` first, or pass --data)",

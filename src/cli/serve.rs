@@ -34,6 +34,11 @@ pub struct ServeArgs {
     /// Log format: text or json (overrides capf.toml's log_format).
     #[arg(long)]
     pub log_format: Option<String>,
+    /// The store: a `postgres://user@host:port/database` URL shared by several nodes
+    /// (overrides capf.toml's store; docs/cluster.md). Default: the embedded store in
+    /// the data directory.
+    #[arg(long, value_name = "URL")]
+    pub store: Option<String>,
     /// Also listen on ADDR with TLS 1.0–1.3 on OpenSSL, for phones that need TLS 1.0
     /// (overrides capf.toml's legacy_listen; needs the legacy-tls build; see
     /// docs/legacy-tls.md).
@@ -73,7 +78,7 @@ pub fn serve(data: &DataDir, args: ServeArgs) -> Result<ExitCode> {
         settings.web = address_or_off("--web", web)?;
     }
     let store = if data.is_initialised() {
-        let store = crate::node::open_store(data)?;
+        let store = crate::node::open_store(data, &settings)?;
         let now = time::OffsetDateTime::now_utc().unix_timestamp();
         let upgraded = super::init::upgrade(data, &settings, now)?;
         if upgraded.web {

@@ -101,7 +101,7 @@ impl CapfListener {
             settings.address_window_seconds,
         );
         let shared = Arc::new(Shared {
-            writer: Writer::start(store.clone())?,
+            writer: Writer::start(&store)?,
             store,
             ca,
             policy: session_policy(&settings, Some(Arc::new(trust))),

@@ -10,6 +10,7 @@ use crate::model::{DeviceChange, OperationStatus};
 use std::sync::atomic::{AtomicU32, Ordering};
 
 use super::tests::event;
+use crate::model::Commit;
 
 use crate::model::UnixTime;
 
@@ -49,18 +50,17 @@ fn postgres_store(url: &str, test: &str) -> PgStore {
 }
 
 /// Runs `test` against a fresh sled store, then a fresh PostgreSQL store.
-fn each_backend(name: &str, test: impl Fn(&dyn Backend)) {
+pub(super) fn each_backend(name: &str, test: impl Fn(&Store)) {
     let dir = tempfile::tempdir().unwrap();
-    let sled = Store::open(dir.path()).unwrap();
-    test(&sled);
+    test(&Store::open(dir.path()).unwrap());
     if let Some(url) = postgres_url(name) {
         let pg = postgres_store(&url, name);
-        test(&pg);
+        test(&Store::from(pg.clone()));
         pg.drop_schema().unwrap();
     }
 }
 
-fn names(store: &dyn Backend) -> Vec<String> {
+fn names(store: &Store) -> Vec<String> {
     store
         .list_devices()
         .unwrap()
@@ -256,7 +256,7 @@ fn a_batch_of_session_changes_is_applied_in_order_and_a_gone_device_keeps_its_ev
             .add_device(&DeviceRecord::new("SEPA"), event("SEPA", "device-add", 1))
             .unwrap();
         let (a, gone) = (failed_auth("SEPA"), failed_auth("SEPGONE"));
-        store.apply_changes(&[&a, &gone, &a]).unwrap();
+        store.backend().apply_changes(&[&a, &gone, &a]).unwrap();
         store.flush().unwrap();
         assert_eq!(
             store.get_device("SEPA").unwrap().unwrap().failed_auth,
@@ -280,10 +280,10 @@ fn the_writer_lands_concurrent_changes_with_distinct_event_ids() {
         .build()
         .unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let mut backends: Vec<Arc<dyn Backend>> = vec![Arc::new(Store::open(dir.path()).unwrap())];
+    let mut backends = vec![Store::open(dir.path()).unwrap()];
     let postgres = postgres_url("writer").map(|url| postgres_store(&url, "writer"));
     if let Some(pg) = &postgres {
-        backends.push(Arc::new(pg.clone()));
+        backends.push(Store::from(pg.clone()));
     }
     for store in backends {
         let kind = store.kind();
@@ -296,7 +296,7 @@ fn the_writer_lands_concurrent_changes_with_distinct_event_ids() {
                 )
                 .unwrap();
         }
-        let writer = Writer::start_on(store.clone()).unwrap();
+        let writer = Writer::start(&store).unwrap();
         runtime.block_on(async {
             let tasks: Vec<_> = names
                 .iter()
@@ -366,7 +366,8 @@ fn failures_counted_on_two_nodes_at_once_are_all_counted() {
         thread.join().unwrap();
     }
     assert_eq!(node_b.get_device("SEPA").unwrap().unwrap().failed_auth, 240);
-    assert_eq!(node_a.events(Some("SEPA"), None, None).unwrap().len(), 241);
+    let events = Store::from(node_a.clone()).events(Some("SEPA"), None, None);
+    assert_eq!(events.unwrap().len(), 241);
     node_a.drop_schema().unwrap();
 }
 
@@ -382,7 +383,7 @@ fn migrations_run_once() {
         .unwrap();
     let schema = first.schema().unwrap().to_string();
     let again = PgStore::open_in_schema(&url, Some(&schema)).unwrap();
-    assert_eq!(names(&again), ["SEPA"]);
+    assert_eq!(names(&Store::from(again.clone())), ["SEPA"]);
     assert_eq!(again.applied_migrations().unwrap(), [1]);
     again.drop_schema().unwrap();
 }

@@ -1,55 +1,42 @@
-//! The sled store: the only owner of persistent state.
+//! The store: the only owner of persistent state.
 //!
-//! Trees (design.md "Store model"):
-//! * `devices`: device name -> versioned `DeviceRecord`.
-//! * `events`:  big-endian u64 id (monotonic) -> `Event`, append-only audit trail
-//!   (read in `events`).
-//! * `serials`: issued serial (lowercase hex) -> `SerialRecord`, with revocations
-//!   (`serials`).
-//! * `lsc_keys`: SHA-256 of a key's identity -> the device whose LSC holds it
-//!   (see `key_index`).
-//! * `meta`:    the next event id.
-//! * `web_accounts`: account name -> `WebAccount`, the web admin's operators (read
-//!   and written in `accounts`).
+//! Callers hold a [`Store`], a cheap handle to one of two backends behind the
+//! [`Backend`] trait (`backend.rs`):
+//! * sled (`sled_store/`), embedded in the data directory's `db`: the default, one node;
+//! * PostgreSQL (`pg.rs`), shared by several nodes (docs/cluster.md).
 //!
-//! Every state change commits together with its audit event (and serial index
-//! entries) in one sled transaction, so a crash can never leave one without the other.
-//! sled runs transactions one at a time and re-runs a transaction's closure on
-//! conflict, so a read-modify-write such as [`Store::update_devices`] never loses a
-//! concurrent edit.
+//! The records are the same on both (the JSON of `codec.rs`): devices, the audit
+//! trail, the issued-serial index with revocations, the key index, the web admin's
+//! accounts. Every state change commits together with its audit event (and serial
+//! index entries) in one transaction, so a crash can never leave one without the
+//! other; a read-modify-write ([`Store::update_devices`]) reads inside its
+//! transaction and never loses a concurrent edit.
 //!
-//! The PostgreSQL backend (`pg.rs`, several nodes on one database) implements the
-//! same operations behind [`Backend`] (`backend.rs`); sled stays the default and
-//! unchanged on disk (docs/cluster.md "Store backends").
+//! What both backends share is written once, here: iteration over pages, the generic
+//! closures callers pass, the key index check. A backend only implements primitives.
 
 mod accounts;
 mod backend;
 #[cfg(test)]
 mod backend_tests;
 mod codec;
-mod events;
 mod key_index;
 mod pg;
-mod serials;
+mod sled_store;
 #[cfg(test)]
 mod tests;
 mod writer;
 
 pub use accounts::WebAccount;
-pub use backend::{Backend, DeviceUpdate};
+pub use backend::{Backend, EventFilter};
 pub use pg::PgStore;
+pub use sled_store::{damage_reason, SledStore};
 pub use writer::Writer;
 
-use crate::model::{Commit, DeviceRecord, Event, RevocationReason, SerialRecord};
-
-use codec::{decode_device, encode_device, encode_event, encode_serial, event_key, serial_key};
-use sled::transaction::{
-    ConflictableTransactionError, ConflictableTransactionResult, TransactionError,
-    TransactionalTree,
-};
-use sled::Transactional;
+use crate::model::{DeviceRecord, Event, Revocation, RevocationReason, SerialRecord, UnixTime};
+use codec::encode_device;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, RwLock, RwLockReadGuard};
+use std::sync::Arc;
 use thiserror::Error;
 
 #[derive(Debug, Error)]
@@ -101,6 +88,9 @@ pub enum StoreError {
     /// migration).
     #[error("PostgreSQL store: {0}")]
     PostgresSetup(String),
+    /// What the backend in use does not do, and what does it instead.
+    #[error("{0}")]
+    Unsupported(String),
 }
 
 /// What [`Store::upsert_devices`] did with one device.
@@ -114,259 +104,105 @@ pub enum Upsert {
     Unchanged,
 }
 
-/// Tree names. Every transaction spans all six.
-const DEVICES: &str = "devices";
-const EVENTS: &str = "events";
-const SERIALS: &str = "serials";
-const LSC_KEYS: &str = "lsc_keys";
-const META: &str = "meta";
-const WEB_ACCOUNTS: &str = "web_accounts";
+/// Encodes a record that is about to be written under its own name.
+pub(crate) fn encode_new_device(rec: &DeviceRecord) -> Result<Vec<u8>, StoreError> {
+    if rec.name.is_empty() {
+        return Err(StoreError::EmptyName);
+    }
+    encode_device(rec)
+}
 
-/// Key in `meta` of the id the next event gets. Ids start at 1 (0 means "not stored").
-const NEXT_EVENT_ID: &[u8] = b"next_event_id";
+/// How many records a lazy listing reads per round trip.
+const PAGE: usize = 512;
 
-/// Handle to the database. Cheap to clone (sled handles are reference counted).
+/// Handle to the store. Cheap to clone.
 #[derive(Clone)]
 pub struct Store {
-    db: sled::Db,
-    devices: sled::Tree,
-    events: sled::Tree,
-    serials: sled::Tree,
-    lsc_keys: sled::Tree,
-    meta: sled::Tree,
-    web_accounts: sled::Tree,
-    /// Writers share it, a backup takes it alone: sled iterators are not snapshots, so
-    /// this is what makes a backup a consistent picture of all trees. Only this process
-    /// can write (sled's lock), so an in-process lock is enough.
-    write_gate: Arc<RwLock<()>>,
-    /// sled's log file, for `fdatasync` (see [`Store::flush`]).
-    log_file: Arc<std::fs::File>,
-    /// The store's directory, for messages.
-    dir: Arc<Path>,
+    backend: Arc<dyn Backend>,
 }
 
-/// The transactional view of the six trees.
-struct Txn<'a> {
-    devices: &'a TransactionalTree,
-    events: &'a TransactionalTree,
-    serials: &'a TransactionalTree,
-    lsc_keys: &'a TransactionalTree,
-    meta: &'a TransactionalTree,
-    web_accounts: &'a TransactionalTree,
-}
-
-type TxnResult<T> = ConflictableTransactionResult<T, StoreError>;
-
-fn abort(e: StoreError) -> ConflictableTransactionError<StoreError> {
-    ConflictableTransactionError::Abort(e)
-}
-
-impl Txn<'_> {
-    fn device(&self, name: &str) -> TxnResult<Option<DeviceRecord>> {
-        match self.devices.get(name.as_bytes())? {
-            None => Ok(None),
-            Some(v) => decode_device(name.as_bytes(), &v).map(Some).map_err(abort),
+impl From<SledStore> for Store {
+    fn from(store: SledStore) -> Store {
+        Store {
+            backend: Arc::new(store),
         }
-    }
-
-    /// Stores `rec` (already encoded) and indexes its certificates' keys.
-    fn put_device(&self, rec: &DeviceRecord, encoded: &[u8]) -> TxnResult<()> {
-        self.devices.insert(rec.name.as_bytes(), encoded)?;
-        self.index_keys(rec)
-    }
-
-    /// Reserves `count` consecutive event ids and returns the first.
-    fn reserve_event_ids(&self, count: u64) -> TxnResult<u64> {
-        let first = match self.meta.get(NEXT_EVENT_ID)? {
-            None => 1,
-            Some(v) => <[u8; 8]>::try_from(v.as_ref())
-                .map(u64::from_be_bytes)
-                .map_err(|_| {
-                    abort(StoreError::Corrupt {
-                        key: "meta/next_event_id".into(),
-                        reason: format!("{} bytes, not 8", v.len()),
-                    })
-                })?,
-        };
-        self.meta
-            .insert(NEXT_EVENT_ID, &(first + count).to_be_bytes()[..])?;
-        Ok(first)
-    }
-
-    fn append_events(&self, events: &[Event]) -> TxnResult<u64> {
-        let first = self.reserve_event_ids(events.len() as u64)?;
-        for (id, event) in (first..).zip(events) {
-            let mut event = event.clone();
-            event.id = id;
-            let encoded = encode_event(&event).map_err(abort)?;
-            self.events.insert(&event_key(id)[..], encoded)?;
-        }
-        Ok(first)
-    }
-
-    /// The device's update, event and serials; only the event if the device is gone.
-    fn apply_change(&self, change: &Commit) -> TxnResult<()> {
-        if let Some(name) = &change.device {
-            if let Some(mut rec) = self.device(name)? {
-                if let Some(device_change) = &change.change {
-                    device_change.apply(&mut rec);
-                }
-                let encoded = encode_device(&rec).map_err(abort)?;
-                self.put_device(&rec, &encoded)?;
-                self.put_serials(&change.serials)?;
-            }
-        }
-        self.append_event(&change.event)?;
-        Ok(())
-    }
-
-    fn append_event(&self, event: &Event) -> TxnResult<u64> {
-        self.append_events(std::slice::from_ref(event))
-    }
-
-    fn put_serials(&self, serials: &[(String, SerialRecord)]) -> TxnResult<()> {
-        for (serial, rec) in serials {
-            let encoded = encode_serial(rec).map_err(abort)?;
-            self.serials
-                .insert(serial_key(serial).as_bytes(), encoded)?;
-        }
-        Ok(())
     }
 }
 
-/// sled's page cache. Its default (1 GiB) lets a large store take a gigabyte of RAM on
-/// a small appliance; a device record is ~1.6 KiB, so this keeps tens of thousands of
-/// devices hot while point lookups of the rest stay in the microseconds.
-const CACHE_BYTES: u64 = 128 * 1024 * 1024;
-
-/// sled 0.34 keeps its whole log (every tree) in this file of the store directory.
-const SLED_LOG_FILE: &str = "db";
-
-/// How long `Store::open` waits for a lock that may be on its way out.
-const LOCK_PATIENCE: std::time::Duration = std::time::Duration::from_millis(500);
+impl From<PgStore> for Store {
+    fn from(store: PgStore) -> Store {
+        Store {
+            backend: Arc::new(store),
+        }
+    }
+}
 
 impl Store {
-    /// Opens (creating if needed) the database in `dir`. Fails with
-    /// [`StoreError::Locked`] while another process or handle has it open.
-    ///
-    /// sled lets go of its directory lock asynchronously: a handle dropped a moment ago
-    /// (by this process, or by a process that is exiting) can still hold it. A lock is
-    /// therefore retried for up to `LOCK_PATIENCE` before it counts as held.
-    ///
-    /// Damaged files (truncated, corrupted) give [`StoreError::Damaged`], also when
-    /// sled panics on them rather than reporting an error: the panic is caught here
-    /// and its message goes into the error, not onto the terminal.
+    /// Opens (creating if needed) the sled store in `dir`: see [`SledStore::open`].
     pub fn open(dir: &Path) -> Result<Store, StoreError> {
-        match catch_quietly(|| Store::open_unchecked(dir)) {
-            Ok(opened) => opened.map_err(|e| damaged(dir, e)),
-            Err(panic) => Err(StoreError::Damaged {
-                path: dir.to_path_buf(),
-                reason: format!("the store library failed reading it: {panic}"),
-            }),
+        SledStore::open(dir).map(Store::from)
+    }
+
+    /// Opens the store a node is configured with: the PostgreSQL database at `url`
+    /// (`store = "postgres://..."` in capf.toml), or the sled store in `dir` when
+    /// `url` is empty.
+    pub fn open_configured(dir: &Path, url: &str) -> Result<Store, StoreError> {
+        if url.is_empty() {
+            Store::open(dir)
+        } else {
+            PgStore::open(url).map(Store::from)
         }
     }
 
-    fn open_unchecked(dir: &Path) -> Result<Store, StoreError> {
-        let started = std::time::Instant::now();
-        let db = loop {
-            let opened = sled::Config::new()
-                .path(dir)
-                .cache_capacity(CACHE_BYTES)
-                .open()
-                .map_err(|e| open_error(dir, e));
-            match opened {
-                Err(StoreError::Locked(_)) if started.elapsed() < LOCK_PATIENCE => {
-                    std::thread::sleep(std::time::Duration::from_millis(25));
-                }
-                other => break other?,
-            }
-        };
-        let store = Store {
-            devices: db.open_tree(DEVICES)?,
-            events: db.open_tree(EVENTS)?,
-            serials: db.open_tree(SERIALS)?,
-            lsc_keys: db.open_tree(LSC_KEYS)?,
-            meta: db.open_tree(META)?,
-            web_accounts: db.open_tree(WEB_ACCOUNTS)?,
-            log_file: Arc::new(
-                std::fs::File::open(dir.join(SLED_LOG_FILE)).map_err(StoreError::LogFile)?,
-            ),
-            db,
-            write_gate: Arc::new(RwLock::new(())),
-            dir: Arc::from(dir),
-        };
-        store.index_existing_keys()?;
-        Ok(store)
+    /// `sled` or `postgres`.
+    pub fn kind(&self) -> &'static str {
+        self.backend.kind()
     }
 
-    /// Reads every record that serving phones depends on once (devices, serials, the
-    /// event counter), so that damage sled only notices when it reads a page shows
-    /// now, as [`StoreError::Damaged`]: `capf serve` checks before it serves anything.
-    /// The audit trail is not read (it only grows, and phones never read it); damage
-    /// there shows when it is listed. Panics are caught as in [`Store::open`].
+    /// The directory, or the database URL without its password.
+    pub fn location(&self) -> String {
+        self.backend.location()
+    }
+
+    /// See [`Backend::check`].
     pub fn check(&self) -> Result<(), StoreError> {
-        let dir = &*self.dir;
-        let read_all = || -> Result<(), StoreError> {
-            for tree in [&self.devices, &self.serials, &self.lsc_keys, &self.meta] {
-                for kv in tree.iter() {
-                    kv?;
-                }
-            }
-            Ok(())
-        };
-        match catch_quietly(read_all) {
-            Ok(checked) => checked.map_err(|e| damaged(dir, e)),
-            Err(panic) => Err(StoreError::Damaged {
-                path: dir.to_path_buf(),
-                reason: format!("the store library failed reading it: {panic}"),
-            }),
-        }
+        self.backend.check()
+    }
+
+    /// See [`Backend::probe`].
+    pub fn probe(&self) -> Result<(), StoreError> {
+        self.backend.probe()
     }
 
     // -- devices ------------------------------------------------------------------
 
     pub fn get_device(&self, name: &str) -> Result<Option<DeviceRecord>, StoreError> {
-        match self.devices.get(name.as_bytes())? {
-            None => Ok(None),
-            Some(v) => decode_device(name.as_bytes(), &v).map(Some),
-        }
+        self.backend.get_device(name)
     }
 
-    /// Reads one record: whether the store answers at all (`/readyz`).
-    pub fn probe(&self) -> Result<(), StoreError> {
-        self.devices.first()?;
-        Ok(())
-    }
-
-    /// All devices in name order, decoded one at a time (for large stores).
-    pub fn devices(&self) -> impl Iterator<Item = Result<DeviceRecord, StoreError>> {
-        self.devices.iter().map(|kv| {
-            let (k, v) = kv?;
-            decode_device(&k, &v)
-        })
+    /// All devices in name order, read a page at a time (for large stores).
+    pub fn devices(&self) -> impl Iterator<Item = Result<DeviceRecord, StoreError>> + '_ {
+        self.devices_from("", None)
     }
 
     /// Devices whose name starts with `prefix`, in name order, from the first one after
-    /// `after` (or the first with the prefix): a range scan that reads only what the
-    /// caller takes, for a page of a large fleet.
+    /// `after` (or the first with the prefix), read a page at a time: a caller that
+    /// stops early reads only what it took, for a page of a large fleet.
     pub fn devices_from(
         &self,
         prefix: &str,
         after: Option<&str>,
-    ) -> impl Iterator<Item = Result<DeviceRecord, StoreError>> {
-        use std::ops::Bound;
-        let start = match after {
-            Some(after) if after >= prefix => Bound::Excluded(after.as_bytes().to_vec()),
-            _ => Bound::Included(prefix.as_bytes().to_vec()),
-        };
-        let prefix = prefix.as_bytes().to_vec();
-        self.devices
-            .range::<Vec<u8>, _>((start, Bound::Unbounded))
-            .take_while(move |kv| kv.as_ref().map_or(true, |(k, _)| k.starts_with(&prefix)))
-            .map(|kv| {
-                let (k, v) = kv?;
-                decode_device(&k, &v)
-            })
+    ) -> impl Iterator<Item = Result<DeviceRecord, StoreError>> + '_ {
+        let prefix = prefix.to_string();
+        let mut last = after.map(String::from);
+        pages(move || {
+            let page = self.backend.devices_page(&prefix, last.as_deref(), PAGE)?;
+            if let Some((name, _)) = page.last() {
+                last = Some(name.clone());
+            }
+            Ok(page)
+        })
+        .map(|named| named.and_then(|(_, rec)| rec))
     }
 
     /// All devices in name order.
@@ -374,32 +210,19 @@ impl Store {
         self.devices().collect()
     }
 
-    /// Number of devices. O(n): sled counts by iterating.
-    pub fn device_count(&self) -> usize {
-        self.devices.len()
+    /// Number of devices (sled counts by iterating).
+    pub fn device_count(&self) -> Result<usize, StoreError> {
+        self.backend.device_count()
     }
 
     /// Adds a new device; [`StoreError::Exists`] if the name is taken.
     pub fn add_device(&self, rec: &DeviceRecord, event: Event) -> Result<(), StoreError> {
-        let encoded = encode_new_device(rec)?;
-        self.transact(|t| {
-            if t.devices.get(rec.name.as_bytes())?.is_some() {
-                return Err(abort(StoreError::Exists(rec.name.clone())));
-            }
-            t.put_device(rec, &encoded)?;
-            t.append_event(&event)?;
-            Ok(())
-        })
+        self.backend.add_device(rec, event)
     }
 
     /// Inserts or replaces a device.
     pub fn put_device(&self, rec: &DeviceRecord, event: Event) -> Result<(), StoreError> {
-        let encoded = encode_new_device(rec)?;
-        self.transact(|t| {
-            t.put_device(rec, &encoded)?;
-            t.append_event(&event)?;
-            Ok(())
-        })
+        self.backend.put_device(rec, event)
     }
 
     /// Applies `f` to each named device in one transaction and stores the result with
@@ -417,28 +240,11 @@ impl Store {
     where
         F: Fn(&mut DeviceRecord) -> Result<Option<Event>, String>,
     {
-        self.transact(|t| {
-            let mut updated = Vec::with_capacity(names.len());
-            for name in names {
-                let Some(mut rec) = t.device(name)? else {
-                    updated.push(None);
-                    continue;
-                };
-                let Some(event) = backend::update_one(name, &mut rec, &f).map_err(abort)? else {
-                    updated.push(None);
-                    continue;
-                };
-                let encoded = encode_device(&rec).map_err(abort)?;
-                t.put_device(&rec, &encoded)?;
-                t.append_event(&event)?;
-                updated.push(Some(rec));
-            }
-            Ok(updated)
-        })
+        self.backend.update_devices(names, &f)
     }
 
-    /// Removes a device; `false` (and no event) if there was none. Its serial index
-    /// entries stay: they account for certificates that exist.
+    /// Removes a device; `false` (and no event) if there was none. Its LSCs go on the
+    /// CRL; its serial index entries stay: they account for certificates that exist.
     pub fn remove_device(&self, name: &str, event: Event) -> Result<bool, StoreError> {
         self.remove_device_with(name, |_| event.clone())
     }
@@ -451,44 +257,18 @@ impl Store {
         name: &str,
         f: impl Fn(Option<&DeviceRecord>) -> Event,
     ) -> Result<bool, StoreError> {
-        self.transact(|t| {
-            let Some(raw) = t.devices.remove(name.as_bytes())? else {
-                return Ok(false);
-            };
-            let rec = decode_device(name.as_bytes(), &raw).ok();
-            // Its LSCs are no longer anyone's: on the CRL from now on.
-            if let Some(rec) = &rec {
-                let now = crate::model::now();
-                for cert in [rec.lsc.as_ref(), rec.unconfirmed_lsc.as_ref()]
-                    .into_iter()
-                    .flatten()
-                {
-                    t.revoke_serial(
-                        &cert.serial,
-                        name,
-                        cert.not_before,
-                        now,
-                        RevocationReason::CessationOfOperation,
-                    )?;
-                }
-            }
-            t.append_event(&f(rec.as_ref()))?;
-            Ok(true)
-        })
+        self.backend.remove_device_with(name, &f)
     }
 
     /// Sets many devices at once, in one transaction (one batch of the CSV import).
     ///
-    /// For every item, named by `name`, `f` gets the device as it is at commit time (`None` if there is
-    /// none) and returns the record to store with its event. A record equal to the
-    /// current one is not written and its event dropped, so repeating a call changes
-    /// nothing. `f` may refuse: then nothing of this call is written and the reason
-    /// comes back as [`StoreError::Refused`]. It may run more than once (sled re-runs
-    /// a transaction on conflict) and may not rename a device.
-    ///
-    /// The whole call is one transaction, and sled keeps a transaction's writes and
-    /// the tree nodes they replace in memory until it ends: callers keep batches to
-    /// about ten thousand devices.
+    /// For every item, named by `name`, `f` gets the device as it is at commit time
+    /// (`None` if there is none) and returns the record to store with its event. A
+    /// record equal to the current one is not written and its event dropped, so
+    /// repeating a call changes nothing. `f` may refuse: then nothing of this call is
+    /// written and the reason comes back as [`StoreError::Refused`]. It may run more
+    /// than once and may not rename a device. Callers keep batches to about ten
+    /// thousand devices (sled holds a transaction in memory).
     pub fn upsert_devices<T, F>(
         &self,
         items: &[T],
@@ -498,240 +278,230 @@ impl Store {
     where
         F: Fn(&T, Option<&DeviceRecord>) -> Result<(DeviceRecord, Event), String>,
     {
-        self.transact(|t| {
-            let mut outcomes = Vec::with_capacity(items.len());
-            let mut events = Vec::new();
-            for item in items {
-                let name = name(item);
-                let refused = |reason: String| {
-                    abort(StoreError::Refused {
-                        device: name.to_string(),
-                        reason,
-                    })
-                };
-                let current = t.device(name)?;
-                let (rec, event) = f(item, current.as_ref()).map_err(refused)?;
-                if rec.name != name {
-                    return Err(refused(format!("it cannot be renamed to {:?}", rec.name)));
-                }
-                if current.as_ref() == Some(&rec) {
-                    outcomes.push(Upsert::Unchanged);
-                    continue;
-                }
-                let encoded = encode_new_device(&rec).map_err(abort)?;
-                t.put_device(&rec, &encoded)?;
-                events.push(event);
-                outcomes.push(if current.is_some() {
-                    Upsert::Updated(rec)
-                } else {
-                    Upsert::Added(rec)
-                });
+        let names: Vec<&str> = items.iter().map(name).collect();
+        self.backend
+            .upsert_devices(&names, &|index, current| f(&items[index], current))
+    }
+
+    /// Revokes the LSCs `name` holds (installed and unconfirmed), in one transaction
+    /// with the event `f` makes of the device as it was: the device no longer holds
+    /// them (so they neither authenticate nor receive configuration), its
+    /// `revoked_serials` keep them from ever coming back, and the serial index puts
+    /// them on the CRL. Returns the revoked serials; `None` if there is no such device.
+    pub fn revoke_device(
+        &self,
+        name: &str,
+        reason: RevocationReason,
+        now: UnixTime,
+        f: impl Fn(&DeviceRecord, &[String]) -> Event,
+    ) -> Result<Option<Vec<String>>, StoreError> {
+        self.backend.revoke_device(name, reason, now, &f)
+    }
+
+    /// The device whose LSC (current, or sent and unconfirmed) holds the key
+    /// `spki_der`, if any (see `key_index.rs`).
+    pub fn device_holding_key(&self, spki_der: &[u8]) -> Result<Option<String>, StoreError> {
+        let Some(key) = key_index::index_key(spki_der) else {
+            return Ok(None);
+        };
+        let Some(name) = self.backend.indexed_key_holder(&key)? else {
+            return Ok(None);
+        };
+        let holds = self.get_device(&name)?.is_some_and(|rec| {
+            key_index::certified_keys(&rec)
+                .any(|cert| key_index::index_key(&cert.public_key) == Some(key))
+        });
+        Ok(holds.then_some(name))
+    }
+
+    // -- serials ------------------------------------------------------------------
+
+    pub fn serial(&self, serial: &str) -> Result<Option<SerialRecord>, StoreError> {
+        self.backend.serial(serial)
+    }
+
+    /// The whole serial index, in serial order.
+    pub fn serials(&self) -> Result<Vec<(String, SerialRecord)>, StoreError> {
+        self.backend.serials()
+    }
+
+    /// Every revoked serial with its revocation, in serial order: the CRL's content.
+    pub fn revocations(&self) -> Result<Vec<(String, Revocation)>, StoreError> {
+        Ok(self
+            .serials()?
+            .into_iter()
+            .filter_map(|(serial, rec)| Some((serial, rec.revoked?)))
+            .collect())
+    }
+
+    // -- web accounts -------------------------------------------------------------
+
+    pub fn web_account(&self, name: &str) -> Result<Option<WebAccount>, StoreError> {
+        self.backend.web_account(name)
+    }
+
+    /// Every account, in name order.
+    pub fn web_accounts(&self) -> Result<Vec<WebAccount>, StoreError> {
+        self.backend.web_accounts()
+    }
+
+    /// Adds an account with its event; [`StoreError::AccountExists`] if the name is
+    /// taken.
+    pub fn add_web_account(&self, account: &WebAccount, event: Event) -> Result<(), StoreError> {
+        self.backend.add_web_account(account, event)
+    }
+
+    /// Removes an account with its event; `false` (and no event) if there was none.
+    pub fn remove_web_account(&self, name: &str, event: Event) -> Result<bool, StoreError> {
+        self.backend.remove_web_account(name, event)
+    }
+
+    /// Applies `f` to the account as it is inside one transaction and stores it with
+    /// the event `f` returns (if any). `None` if there is no such account. `f` may run
+    /// more than once; what its last run returned comes back.
+    pub fn update_web_account<T>(
+        &self,
+        name: &str,
+        f: impl Fn(&mut WebAccount) -> (Option<Event>, T),
+    ) -> Result<Option<T>, StoreError> {
+        let out = std::cell::RefCell::new(None);
+        let found = self.backend.update_web_account(name, &|account| {
+            let (event, value) = f(account);
+            *out.borrow_mut() = Some(value);
+            event
+        })?;
+        Ok(if found { out.into_inner() } else { None })
+    }
+
+    // -- audit trail --------------------------------------------------------------
+
+    /// Appends an event that changes nothing else (a refused login, a web request
+    /// that was turned away).
+    pub fn record_event(&self, event: Event) -> Result<(), StoreError> {
+        self.backend.record_event(event)
+    }
+
+    /// Events in id order: those about `device` (if given) at or after `since` (if
+    /// given). With `limit`, the most recent `limit` of them.
+    pub fn events(
+        &self,
+        device: Option<&str>,
+        since: Option<UnixTime>,
+        limit: Option<usize>,
+    ) -> Result<Vec<Event>, StoreError> {
+        let filter = EventFilter { device, since };
+        match limit {
+            Some(limit) => {
+                let mut newest = self.backend.events_newest_first(None, filter, limit)?;
+                newest.reverse();
+                Ok(newest)
             }
-            t.append_events(&events)?;
-            Ok(outcomes)
+            None => self
+                .events_in_order(device.map(String::from), since)
+                .collect(),
+        }
+    }
+
+    /// The events at or after `since`, newest first: the cost is what is recent, not
+    /// the whole trail.
+    pub fn events_since(&self, since: UnixTime) -> Result<Vec<Event>, StoreError> {
+        let filter = EventFilter {
+            device: None,
+            since: Some(since),
+        };
+        let mut before = None;
+        pages(move || {
+            let page = self.backend.events_newest_first(before, filter, PAGE)?;
+            before = page.last().map(|e| e.id);
+            Ok(page)
+        })
+        .collect()
+    }
+
+    /// [`Store::events`] without a limit, read a page at a time: for listings of any
+    /// length (a million-row import alone appends a million events).
+    pub fn events_in_order(
+        &self,
+        device: Option<String>,
+        since: Option<UnixTime>,
+    ) -> impl Iterator<Item = Result<Event, StoreError>> + '_ {
+        let mut after = 0;
+        pages(move || {
+            let filter = EventFilter {
+                device: device.as_deref(),
+                since,
+            };
+            let page = self.backend.events_oldest_first(after, filter, PAGE)?;
+            if let Some(last) = page.last() {
+                after = last.id;
+            }
+            Ok(page)
         })
     }
 
-    /// Applies `changes` in one transaction, in order (see [`Writer`]). Any error
-    /// fails them all and writes nothing.
-    pub(super) fn apply_changes(&self, changes: &[&Commit]) -> Result<(), StoreError> {
-        self.transact(|t| {
-            for change in changes {
-                t.apply_change(change)?;
+    /// Events newest first, starting below id `before` (all when `None`), read a page
+    /// at a time: the audit page reads a page and stops.
+    pub fn events_newest_first(
+        &self,
+        before: Option<u64>,
+    ) -> impl Iterator<Item = Result<Event, StoreError>> + '_ {
+        let mut before = before;
+        pages(move || {
+            let page = self
+                .backend
+                .events_newest_first(before, EventFilter::default(), PAGE)?;
+            if let Some(last) = page.last() {
+                before = Some(last.id);
             }
-            Ok(())
+            Ok(page)
         })
     }
 
-    // -- durability -----------------------------------------------------------------
+    // -- the session writer and durability ------------------------------------------
 
-    /// Writes everything committed so far to disk. sled otherwise flushes in the
-    /// background every 500 ms; call this before telling a phone its change is stored.
-    ///
-    /// sled's `flush` ends with `sync_file_range` on Linux, which waits for the pages
-    /// to be written but neither flushes the drive's write cache nor the file's
-    /// metadata: after a power cut the change could still be gone. (Only sled's
-    /// 500 ms background flusher calls `fsync`.) So the log file is `fdatasync`ed
-    /// here as well; any descriptor of the file will do. (sled writes a log item over
-    /// about 128 KiB to a file of its own under `blobs/`, unsynced; capf's records are
-    /// a few KiB, and no store measured here has had a blob.)
+    /// See [`Backend::flush`]: call before telling a phone its change is stored.
     pub fn flush(&self) -> Result<(), StoreError> {
-        self.db.flush()?;
-        self.log_file.sync_data().map_err(StoreError::Sync)?;
-        Ok(())
+        self.backend.flush()
     }
 
-    /// [`Store::flush`] without blocking the runtime. sled's own `flush_async` is not
-    /// used: concurrent calls of it deadlock (spacejam/sled#1308). Sessions do not
-    /// come here; their changes are flushed by the [`Writer`], many at once.
+    /// [`Store::flush`] without blocking the runtime. Sessions do not come here; their
+    /// changes are flushed by the [`Writer`], many at once.
     pub async fn flush_async(&self) -> Result<(), StoreError> {
         let store = self.clone();
         tokio::task::spawn_blocking(move || store.flush()).await?
     }
 
-    /// Copies all trees into a new database in `dir` (which must not hold one yet),
-    /// as they are at one instant: writers wait until the copy is done.
+    /// See [`Backend::backup_to`].
     pub fn backup_to(&self, dir: &Path) -> Result<(), StoreError> {
-        let _alone = self.write_gate.write().unwrap_or_else(|p| p.into_inner());
-        let target = sled::Config::new()
-            .path(dir)
-            .create_new(true)
-            .open()
-            .map_err(|e| open_error(dir, e))?;
-        for (name, from) in [
-            (DEVICES, &self.devices),
-            (EVENTS, &self.events),
-            (SERIALS, &self.serials),
-            (LSC_KEYS, &self.lsc_keys),
-            (META, &self.meta),
-            (WEB_ACCOUNTS, &self.web_accounts),
-        ] {
-            let mut batch = sled::Batch::default();
-            for kv in from.iter() {
-                let (k, v) = kv?;
-                batch.insert(k, v);
+        self.backend.backup_to(dir)
+    }
+
+    /// The backend, for the session writer.
+    pub(crate) fn backend(&self) -> Arc<dyn Backend> {
+        self.backend.clone()
+    }
+}
+
+/// An iterator over the items of pages fetched by `next_page` until one comes back
+/// short (or empty); an error is the last item.
+fn pages<T>(
+    mut next_page: impl FnMut() -> Result<Vec<T>, StoreError>,
+) -> impl Iterator<Item = Result<T, StoreError>> {
+    let mut buffered = std::collections::VecDeque::new();
+    let mut done = false;
+    std::iter::from_fn(move || {
+        if buffered.is_empty() && !done {
+            match next_page() {
+                Ok(page) => {
+                    done = page.len() < PAGE;
+                    buffered.extend(page);
+                }
+                Err(e) => {
+                    done = true;
+                    return Some(Err(e));
+                }
             }
-            target.open_tree(name)?.apply_batch(batch)?;
         }
-        target.flush()?;
-        // As in `flush`: sled's own flush does not reach the drive (nor, for a new
-        // file, its metadata).
-        for synced in [dir.join(SLED_LOG_FILE), dir.join("conf"), dir.to_path_buf()] {
-            std::fs::File::open(synced)
-                .and_then(|f| f.sync_all())
-                .map_err(StoreError::Sync)?;
-        }
-        Ok(())
-    }
-
-    // -----------------------------------------------------------------------------
-
-    /// Runs `f` as one transaction over all trees, mapping sled's errors to ours.
-    fn transact<T>(&self, f: impl Fn(&Txn<'_>) -> TxnResult<T>) -> Result<T, StoreError> {
-        let _shared = self.shared_write();
-        let trees = (
-            &self.devices,
-            &self.events,
-            &self.serials,
-            &self.lsc_keys,
-            &self.meta,
-            &self.web_accounts,
-        );
-        trees
-            .transaction(|(devices, events, serials, lsc_keys, meta, web_accounts)| {
-                f(&Txn {
-                    devices,
-                    events,
-                    serials,
-                    lsc_keys,
-                    meta,
-                    web_accounts,
-                })
-            })
-            .map_err(|e| match e {
-                TransactionError::Abort(e) => e,
-                TransactionError::Storage(e) => StoreError::Sled(e),
-            })
-    }
-
-    fn shared_write(&self) -> RwLockReadGuard<'_, ()> {
-        self.write_gate.read().unwrap_or_else(|p| p.into_inner())
-    }
-}
-
-/// Encodes a record that is about to be written under its own name.
-pub(super) fn encode_new_device(rec: &DeviceRecord) -> Result<Vec<u8>, StoreError> {
-    if rec.name.is_empty() {
-        return Err(StoreError::EmptyName);
-    }
-    encode_device(rec)
-}
-
-/// What is wrong with the store's files, if `e` is sled saying they are damaged.
-pub fn damage_reason(e: &StoreError) -> Option<String> {
-    match e {
-        StoreError::Sled(sled::Error::Corruption { at, .. }) => Some(match at {
-            Some(at) => format!("corrupted data at {at:?}"),
-            None => "corrupted data".to_string(),
-        }),
-        StoreError::Sled(sled::Error::ReportableBug(bug)) => {
-            Some(format!("inconsistent data: {bug}"))
-        }
-        StoreError::Sled(sled::Error::Io(io)) if io.kind() == std::io::ErrorKind::UnexpectedEof => {
-            Some(format!("a file ends early: {io}"))
-        }
-        _ => None,
-    }
-}
-
-/// `e` as [`StoreError::Damaged`] for the store in `dir` if it says the files are
-/// damaged; any other error as it is.
-fn damaged(dir: &Path, e: StoreError) -> StoreError {
-    match damage_reason(&e) {
-        Some(reason) => StoreError::Damaged {
-            path: dir.to_path_buf(),
-            reason,
-        },
-        None => e,
-    }
-}
-
-thread_local! {
-    /// Set while [`catch_quietly`] runs on this thread: panics are caught, not printed.
-    static QUIET: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
-    /// The message of the last panic caught quietly on this thread.
-    static CAUGHT: std::cell::RefCell<Option<String>> = const { std::cell::RefCell::new(None) };
-}
-
-/// Runs `f`, turning a panic into `Err(message)` without the default report on
-/// stderr (a backtrace note means nothing to an operator whose store is damaged).
-/// The panic hook is wrapped once per process and stays silent only on a thread
-/// inside this function; panics anywhere else are reported as before.
-fn catch_quietly<T>(f: impl FnOnce() -> T) -> Result<T, String> {
-    static WRAP_HOOK: std::sync::Once = std::sync::Once::new();
-    WRAP_HOOK.call_once(|| {
-        let previous = std::panic::take_hook();
-        std::panic::set_hook(Box::new(move |info| {
-            if QUIET.with(std::cell::Cell::get) {
-                let message = match (
-                    info.payload().downcast_ref::<&str>(),
-                    info.payload().downcast_ref::<String>(),
-                ) {
-                    (Some(s), _) => (*s).to_string(),
-                    (_, Some(s)) => s.clone(),
-                    _ => "panic".to_string(),
-                };
-                let at = info
-                    .location()
-                    .map(|l| format!(" at {}:{}", l.file(), l.line()))
-                    .unwrap_or_default();
-                CAUGHT.with(|c| *c.borrow_mut() = Some(format!("{message}{at}")));
-            } else {
-                previous(info);
-            }
-        }));
-    });
-    let was_quiet = QUIET.with(|q| q.replace(true));
-    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f));
-    QUIET.with(|q| q.set(was_quiet));
-    result.map_err(|_| {
-        CAUGHT
-            .with(|c| c.borrow_mut().take())
-            .unwrap_or_else(|| "panic".to_string())
+        buffered.pop_front().map(Ok)
     })
-}
-
-/// sled reports a held lock as a plain `io::Error` of kind `Other` whose message starts
-/// with "could not acquire lock on" (sled 0.34 `Config::try_lock`, from fs2's
-/// `try_lock_exclusive`); that message is the only thing that identifies it.
-fn open_error(dir: &Path, e: sled::Error) -> StoreError {
-    match &e {
-        sled::Error::Io(io)
-            if io.kind() == std::io::ErrorKind::Other
-                && io.to_string().starts_with("could not acquire lock on") =>
-        {
-            StoreError::Locked(dir.to_path_buf())
-        }
-        _ => StoreError::Sled(e),
-    }
 }

@@ -20,12 +20,19 @@
 //! re-runs a transaction's closure on conflict. A commit returns once PostgreSQL has
 //! made it durable (`synchronous_commit` on, the default): that is the writer's flush.
 
-use super::backend::{Backend, DeviceUpdate};
-use super::codec::{decode_device, encode_device, encode_event, encode_serial, serial_key};
+use super::accounts::{decode as decode_account, encode as encode_account};
+use super::backend::{
+    self, AccountUpdate, Backend, DeviceUpdate, DeviceUpsert, EventFilter, NamedRecord,
+    RemovalEvent, RevocationEvent,
+};
+use super::codec::{
+    decode_device, decode_serial, encode_device, encode_event, encode_serial, serial_key,
+};
 use super::key_index::{certified_keys, index_key};
-use super::{encode_new_device, StoreError};
-use crate::model::{Commit, DeviceRecord, Event, SerialRecord, UnixTime};
+use super::{encode_new_device, StoreError, Upsert, WebAccount};
+use crate::model::{Commit, DeviceRecord, Event, RevocationReason, SerialRecord, UnixTime};
 use std::future::Future;
+use std::path::Path;
 use std::sync::{Arc, Mutex};
 use tokio_postgres::error::SqlState;
 use tokio_postgres::types::ToSql;
@@ -393,7 +400,29 @@ impl Txn<'_> {
         Ok(())
     }
 
-    /// As `mod.rs`'s `Txn::apply_change`: the device's update, event and serials;
+    /// Marks `serial` revoked, keeping the first revocation if it already has one.
+    fn revoke_serial(
+        &self,
+        serial: &str,
+        device: &str,
+        issued: UnixTime,
+        now: UnixTime,
+        reason: RevocationReason,
+    ) -> Result<(), StoreError> {
+        let key = serial_key(serial);
+        let current = self
+            .query(
+                "SELECT record::text FROM serials WHERE serial = $1 FOR UPDATE",
+                &[&key],
+            )?
+            .first()
+            .map(|row| decode_serial(key.as_bytes(), row.get::<_, &str>(0).as_bytes()))
+            .transpose()?;
+        let rec = backend::revoke(current, device, issued, now, reason);
+        self.put_serials(&[(serial.to_owned(), rec)])
+    }
+
+    /// As `sled_store`'s `Txn::apply_change`: the device's update, event and serials;
     /// only the event if the device is gone.
     fn apply_change(&self, change: &Commit) -> Result<(), StoreError> {
         if let Some(name) = &change.device {
@@ -427,9 +456,62 @@ fn decode_event_row(row: &Row) -> Result<Event, StoreError> {
     Ok(event)
 }
 
+fn decode_device_row(row: &Row) -> Result<DeviceRecord, StoreError> {
+    decode_device(
+        row.get::<_, &str>(0).as_bytes(),
+        row.get::<_, &str>(1).as_bytes(),
+    )
+}
+
+fn decode_account_row(row: &Row) -> Result<WebAccount, StoreError> {
+    decode_account(
+        row.get::<_, &str>(0).as_bytes(),
+        row.get::<_, &str>(1).as_bytes(),
+    )
+}
+
+/// A row count or limit as PostgreSQL's bigint.
+fn bigint(n: usize) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
 impl Backend for PgStore {
     fn kind(&self) -> &'static str {
         "postgres"
+    }
+
+    fn location(&self) -> String {
+        let config = &self.inner.config;
+        let hosts: Vec<String> = config
+            .get_hosts()
+            .iter()
+            .map(|host| match host {
+                tokio_postgres::config::Host::Tcp(name) => name.clone(),
+                tokio_postgres::config::Host::Unix(path) => path.display().to_string(),
+            })
+            .collect();
+        let port = config.get_ports().first().copied().unwrap_or(5432);
+        format!(
+            "postgres://{}@{}:{}/{}",
+            config.get_user().unwrap_or(""),
+            hosts.join(","),
+            port,
+            config.get_dbname().unwrap_or("")
+        )
+    }
+
+    /// The schema is brought up to date when the store is opened; this reads a row of
+    /// each table, so that missing privileges show before a node serves.
+    fn check(&self) -> Result<(), StoreError> {
+        for table in ["devices", "events", "serials", "lsc_keys", "web_accounts"] {
+            self.query(&format!("SELECT 1 FROM {table} LIMIT 1"), &[])?;
+        }
+        Ok(())
+    }
+
+    fn probe(&self) -> Result<(), StoreError> {
+        self.query("SELECT 1", &[])?;
+        Ok(())
     }
 
     fn get_device(&self, name: &str) -> Result<Option<DeviceRecord>, StoreError> {
@@ -439,16 +521,30 @@ impl Backend for PgStore {
             .transpose()
     }
 
-    fn list_devices(&self) -> Result<Vec<DeviceRecord>, StoreError> {
-        self.query("SELECT name, record::text FROM devices ORDER BY name", &[])?
+    fn devices_page(
+        &self,
+        prefix: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<NamedRecord>, StoreError> {
+        // A prefix as a range of the primary key (byte order, COLLATE "C"): names
+        // from `prefix` up to the first name past every name that starts with it.
+        let end = prefix_end(prefix);
+        let rows = self.query(
+            "SELECT name, record::text FROM devices \
+             WHERE name >= $1 AND ($2::text IS NULL OR name < $2) \
+             AND ($3::text IS NULL OR name > $3) ORDER BY name LIMIT $4",
+            &[&prefix, &end, &after, &bigint(limit)],
+        )?;
+        Ok(rows
             .iter()
-            .map(|row| {
-                decode_device(
-                    row.get::<_, &str>(0).as_bytes(),
-                    row.get::<_, &str>(1).as_bytes(),
-                )
-            })
-            .collect()
+            .map(|row| (row.get::<_, String>(0), decode_device_row(row)))
+            .collect())
+    }
+
+    fn device_count(&self) -> Result<usize, StoreError> {
+        let rows = self.query("SELECT count(*) FROM devices", &[])?;
+        Ok(rows[0].get::<_, i64>(0) as usize)
     }
 
     fn add_device(&self, rec: &DeviceRecord, event: Event) -> Result<(), StoreError> {
@@ -483,7 +579,7 @@ impl Backend for PgStore {
                     updated.push(None);
                     continue;
                 };
-                let Some(event) = super::backend::update_one(name, &mut rec, f)? else {
+                let Some(event) = backend::update_one(name, &mut rec, f)? else {
                     updated.push(None);
                     continue;
                 };
@@ -496,29 +592,217 @@ impl Backend for PgStore {
         })
     }
 
+    fn remove_device_with(&self, name: &str, f: RemovalEvent<'_>) -> Result<bool, StoreError> {
+        self.transact(|t| {
+            let rows = t.query(
+                "DELETE FROM devices WHERE name = $1 RETURNING record::text",
+                &[&name],
+            )?;
+            let Some(row) = rows.first() else {
+                return Ok(false);
+            };
+            let rec = decode_device(name.as_bytes(), row.get::<_, &str>(0).as_bytes()).ok();
+            if let Some(rec) = &rec {
+                let now = crate::model::now();
+                for (serial, issued) in backend::removed_lscs(rec) {
+                    t.revoke_serial(
+                        serial,
+                        name,
+                        issued,
+                        now,
+                        RevocationReason::CessationOfOperation,
+                    )?;
+                }
+            }
+            t.append_event(&f(rec.as_ref()))?;
+            Ok(true)
+        })
+    }
+
+    fn upsert_devices(
+        &self,
+        names: &[&str],
+        f: DeviceUpsert<'_>,
+    ) -> Result<Vec<Upsert>, StoreError> {
+        self.transact(|t| {
+            let mut outcomes = Vec::with_capacity(names.len());
+            for (index, name) in names.iter().enumerate() {
+                let current = t.device_for_update(name)?;
+                let Some((rec, event, existed)) = backend::upsert_one(index, name, current, f)?
+                else {
+                    outcomes.push(Upsert::Unchanged);
+                    continue;
+                };
+                let encoded = encode_new_device(&rec)?;
+                t.put_device(&rec, &encoded)?;
+                t.append_event(&event)?;
+                outcomes.push(backend::upserted(rec, existed));
+            }
+            Ok(outcomes)
+        })
+    }
+
+    fn revoke_device(
+        &self,
+        name: &str,
+        reason: RevocationReason,
+        now: UnixTime,
+        f: RevocationEvent<'_>,
+    ) -> Result<Option<Vec<String>>, StoreError> {
+        self.transact(|t| {
+            let Some(mut rec) = t.device_for_update(name)? else {
+                return Ok(None);
+            };
+            let held = backend::take_lscs(&mut rec);
+            for (serial, issued) in &held {
+                t.revoke_serial(serial, name, *issued, now, reason)?;
+            }
+            let serials: Vec<String> = held.into_iter().map(|(s, _)| s).collect();
+            let event = f(&rec, &serials);
+            let encoded = encode_device(&rec)?;
+            t.put_device(&rec, &encoded)?;
+            t.append_event(&event)?;
+            Ok(Some(serials))
+        })
+    }
+
+    fn indexed_key_holder(&self, key: &[u8; 32]) -> Result<Option<String>, StoreError> {
+        let rows = self.query("SELECT device FROM lsc_keys WHERE key = $1", &[&&key[..]])?;
+        Ok(rows.first().map(|row| row.get(0)))
+    }
+
+    fn serial(&self, serial: &str) -> Result<Option<SerialRecord>, StoreError> {
+        let key = serial_key(serial);
+        self.query(
+            "SELECT record::text FROM serials WHERE serial = $1",
+            &[&key],
+        )?
+        .first()
+        .map(|row| decode_serial(key.as_bytes(), row.get::<_, &str>(0).as_bytes()))
+        .transpose()
+    }
+
+    fn serials(&self) -> Result<Vec<(String, SerialRecord)>, StoreError> {
+        self.query(
+            "SELECT serial, record::text FROM serials ORDER BY serial COLLATE \"C\"",
+            &[],
+        )?
+        .iter()
+        .map(|row| {
+            let serial: String = row.get(0);
+            let rec = decode_serial(serial.as_bytes(), row.get::<_, &str>(1).as_bytes())?;
+            Ok((serial, rec))
+        })
+        .collect()
+    }
+
+    fn web_account(&self, name: &str) -> Result<Option<WebAccount>, StoreError> {
+        self.query(
+            "SELECT name, record::text FROM web_accounts WHERE name = $1",
+            &[&name],
+        )?
+        .first()
+        .map(decode_account_row)
+        .transpose()
+    }
+
+    fn web_accounts(&self) -> Result<Vec<WebAccount>, StoreError> {
+        self.query(
+            "SELECT name, record::text FROM web_accounts ORDER BY name COLLATE \"C\"",
+            &[],
+        )?
+        .iter()
+        .map(decode_account_row)
+        .collect()
+    }
+
+    fn add_web_account(&self, account: &WebAccount, event: Event) -> Result<(), StoreError> {
+        let encoded = encode_account(account)?;
+        self.transact(|t| {
+            let inserted = t.execute(
+                "INSERT INTO web_accounts (name, record) VALUES ($1, $2::text::jsonb) \
+                 ON CONFLICT (name) DO NOTHING",
+                &[&account.name, &utf8(&encoded)],
+            )?;
+            if inserted == 0 {
+                return Err(StoreError::AccountExists(account.name.clone()));
+            }
+            t.append_event(&event)?;
+            Ok(())
+        })
+    }
+
+    fn remove_web_account(&self, name: &str, event: Event) -> Result<bool, StoreError> {
+        self.transact(|t| {
+            if t.execute("DELETE FROM web_accounts WHERE name = $1", &[&name])? == 0 {
+                return Ok(false);
+            }
+            t.append_event(&event)?;
+            Ok(true)
+        })
+    }
+
+    fn update_web_account(&self, name: &str, f: AccountUpdate<'_>) -> Result<bool, StoreError> {
+        self.transact(|t| {
+            let rows = t.query(
+                "SELECT name, record::text FROM web_accounts WHERE name = $1 FOR UPDATE",
+                &[&name],
+            )?;
+            let Some(row) = rows.first() else {
+                return Ok(false);
+            };
+            let mut account = decode_account_row(row)?;
+            let event = f(&mut account);
+            let encoded = encode_account(&account)?;
+            t.execute(
+                "UPDATE web_accounts SET record = $2::text::jsonb WHERE name = $1",
+                &[&name, &utf8(&encoded)],
+            )?;
+            if let Some(event) = event {
+                t.append_event(&event)?;
+            }
+            Ok(true)
+        })
+    }
+
     fn record_event(&self, event: Event) -> Result<(), StoreError> {
         self.transact(|t| t.append_event(&event).map(drop))
     }
 
-    fn events(
+    fn events_newest_first(
         &self,
-        device: Option<&str>,
-        since: Option<UnixTime>,
-        limit: Option<usize>,
+        before: Option<u64>,
+        filter: EventFilter<'_>,
+        limit: usize,
     ) -> Result<Vec<Event>, StoreError> {
-        let limit = limit.map(|l| i64::try_from(l).unwrap_or(i64::MAX));
-        let mut events = self
-            .query(
-                "SELECT id, record::text FROM events \
-                 WHERE ($1::text IS NULL OR device = $1) AND ($2::bigint IS NULL OR time >= $2) \
-                 ORDER BY id DESC LIMIT $3",
-                &[&device, &since, &limit],
-            )?
-            .iter()
-            .map(decode_event_row)
-            .collect::<Result<Vec<_>, _>>()?;
-        events.reverse();
-        Ok(events)
+        let before = before.map(|b| i64::try_from(b).unwrap_or(i64::MAX));
+        self.query(
+            "SELECT id, record::text FROM events \
+             WHERE ($1::bigint IS NULL OR id < $1) AND ($2::text IS NULL OR device = $2) \
+             AND ($3::bigint IS NULL OR time >= $3) ORDER BY id DESC LIMIT $4",
+            &[&before, &filter.device, &filter.since, &bigint(limit)],
+        )?
+        .iter()
+        .map(decode_event_row)
+        .collect()
+    }
+
+    fn events_oldest_first(
+        &self,
+        after: u64,
+        filter: EventFilter<'_>,
+        limit: usize,
+    ) -> Result<Vec<Event>, StoreError> {
+        let after = i64::try_from(after).unwrap_or(i64::MAX);
+        self.query(
+            "SELECT id, record::text FROM events \
+             WHERE id > $1 AND ($2::text IS NULL OR device = $2) \
+             AND ($3::bigint IS NULL OR time >= $3) ORDER BY id LIMIT $4",
+            &[&after, &filter.device, &filter.since, &bigint(limit)],
+        )?
+        .iter()
+        .map(decode_event_row)
+        .collect()
     }
 
     fn apply_changes(&self, changes: &[&Commit]) -> Result<(), StoreError> {
@@ -534,4 +818,26 @@ impl Backend for PgStore {
     fn flush(&self) -> Result<(), StoreError> {
         Ok(())
     }
+
+    fn backup_to(&self, _dir: &Path) -> Result<(), StoreError> {
+        Err(StoreError::Unsupported(
+            "`capf backup` copies the embedded store; a PostgreSQL store is backed up with \
+             PostgreSQL's own tools (pg_dump, or base backups with WAL archiving), and \
+             `capf store migrate --to DIR` copies it into an embedded store"
+                .into(),
+        ))
+    }
+}
+
+/// The first string after every string that starts with `prefix` (byte order), or
+/// `None` when there is none (an empty prefix, or one of only U+10FFFF).
+fn prefix_end(prefix: &str) -> Option<String> {
+    let mut chars: Vec<char> = prefix.chars().collect();
+    while let Some(last) = chars.pop() {
+        if let Some(next) = (last as u32 + 1..=char::MAX as u32).find_map(char::from_u32) {
+            chars.push(next);
+            return Some(chars.into_iter().collect());
+        }
+    }
+    None
 }

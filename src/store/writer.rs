@@ -18,7 +18,7 @@
 
 use super::{Backend, Store, StoreError};
 use crate::model::Commit;
-use std::sync::{mpsc, Arc};
+use std::sync::mpsc;
 
 /// At most this many changes share one transaction, so a burst is written in
 /// bounded pieces.
@@ -36,14 +36,10 @@ pub struct Writer {
 }
 
 impl Writer {
-    /// Starts the writer thread for `store`.
-    pub fn start(store: Store) -> Result<Writer, StoreError> {
-        Writer::start_on(Arc::new(store))
-    }
-
-    /// Starts the writer thread for any store backend. On PostgreSQL, a batch is one
+    /// Starts the writer thread for `store`. On PostgreSQL, a batch is one
     /// transaction and its commit is the flush (`Backend::flush` does nothing there).
-    pub fn start_on(store: Arc<dyn Backend>) -> Result<Writer, StoreError> {
+    pub fn start(store: &Store) -> Result<Writer, StoreError> {
+        let store = store.backend();
         let (jobs, queue) = mpsc::channel();
         std::thread::Builder::new()
             .name("store-writer".into())
@@ -196,7 +192,7 @@ mod tests {
         let names: Vec<String> = (0..64).map(|i| format!("SEP{i:012X}")).collect();
         let refs: Vec<&str> = names.iter().map(String::as_str).collect();
         let (_dir, store) = store_with(&refs);
-        let writer = Writer::start(store.clone()).unwrap();
+        let writer = Writer::start(&store).unwrap();
         let tasks: Vec<_> = names
             .iter()
             .enumerate()
@@ -221,7 +217,7 @@ mod tests {
     #[tokio::test]
     async fn a_removed_device_is_not_recreated_but_its_event_is_kept() {
         let (_dir, store) = store_with(&[]);
-        let writer = Writer::start(store.clone()).unwrap();
+        let writer = Writer::start(&store).unwrap();
         writer.write(mark("SEPGONE", true)).await.unwrap();
         assert_eq!(store.get_device("SEPGONE").unwrap(), None);
         let events = store.events(Some("SEPGONE"), None, None).unwrap();
@@ -232,8 +228,15 @@ mod tests {
     /// A batch is one transaction; a corrupt record must fail only its own change.
     #[test]
     fn a_corrupt_record_fails_only_its_own_change_in_a_batch() {
-        let (_dir, store) = store_with(&["SEPGOOD1", "SEPGOOD2"]);
-        store.devices.insert("SEPBAD", &b"{}"[..]).unwrap();
+        let dir = tempdir().unwrap();
+        let raw = crate::store::SledStore::open(dir.path()).unwrap();
+        let store = Store::from(raw.clone());
+        for name in ["SEPGOOD1", "SEPGOOD2"] {
+            store
+                .add_device(&DeviceRecord::new(name), event(name, "device-add"))
+                .unwrap();
+        }
+        raw.insert_raw_device("SEPBAD", b"{}");
         let mut answers = Vec::new();
         let batch = ["SEPGOOD1", "SEPBAD", "SEPGOOD2"]
             .iter()
@@ -246,7 +249,7 @@ mod tests {
                 }
             })
             .collect();
-        write_batch(&store, batch);
+        write_batch(&raw, batch);
 
         let outcomes: Vec<_> = answers
             .into_iter()
@@ -267,7 +270,7 @@ mod tests {
     #[tokio::test]
     async fn a_panic_fails_its_change_and_the_writer_goes_on() {
         let (_dir, store) = store_with(&["SEPA"]);
-        let writer = Writer::start(store.clone()).unwrap();
+        let writer = Writer::start(&store).unwrap();
         let mut bad = mark("SEPA", true);
         bad.event.action = PANIC_FOR_TEST.into();
         assert!(matches!(
@@ -283,7 +286,7 @@ mod tests {
     async fn the_store_can_be_reopened_once_the_writer_is_dropped() {
         let dir = tempdir().unwrap();
         let store = Store::open(dir.path()).unwrap();
-        let writer = Writer::start(store.clone()).unwrap();
+        let writer = Writer::start(&store).unwrap();
         writer.write(mark("SEPX", true)).await.unwrap();
         drop((writer, store));
         // The thread lets go of its handle once it sees the queue closed.

@@ -583,7 +583,7 @@ mod tests {
             err.contains(&format!("line {bad_line}: field encrypted_config")),
             "{err}"
         );
-        assert_eq!(store.device_count(), 0);
+        assert_eq!(store.device_count().unwrap(), 0);
         assert_eq!(store.events(None, None, None).unwrap(), []);
     }
 
@@ -609,7 +609,7 @@ mod tests {
             rows - 1
         );
         assert!(out.contains(&summary), "{out}");
-        assert_eq!(store.device_count(), rows);
+        assert_eq!(store.device_count().unwrap(), rows);
         let listed = store.list_devices().unwrap();
         assert!(listed.iter().all(|d| d.operation == Operation::Install));
         let updated = store.get_device(&existing.name).unwrap().unwrap();
