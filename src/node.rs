@@ -34,8 +34,9 @@ pub struct Node {
     /// For the health watch (`health::watch`) and the renewal scheduler.
     store: Store,
     data: DataDir,
-    /// LSC renewal, when `renew_before_days` turns it on.
-    renewal: Option<crate::renewal::Policy>,
+    /// LSC renewal, when `renew_before_days` turns it on, and this node's name (the
+    /// holder of the renewal lease in a shared store).
+    renewal: Option<(crate::renewal::Policy, String)>,
     capf: CapfListener,
     legacy: Option<CapfListener>,
     http: Option<HttpServer>,
@@ -98,7 +99,8 @@ impl Node {
         };
         let own_keys = own_keys(data, &ca);
         check_open_file_limit(&settings);
-        let renewal = crate::renewal::Policy::of(&settings);
+        let renewal =
+            crate::renewal::Policy::of(&settings).map(|p| (p, settings.node_name.clone()));
         let legacy_listen = settings.legacy_listen;
         let metrics_addr = settings.metrics;
         let head_timeout = settings.http_head_timeout();
@@ -232,12 +234,13 @@ impl Node {
                 stopped(stop_rx.clone()),
             )),
         ));
-        if let Some(policy) = self.renewal {
+        if let Some((policy, node_name)) = self.renewal {
             tasks.push((
                 "renewal",
                 tokio::spawn(crate::renewal::run(
                     self.store.clone(),
                     policy,
+                    node_name,
                     crate::renewal::CHECK_EVERY,
                     stopped(stop_rx.clone()),
                 )),

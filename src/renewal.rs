@@ -268,11 +268,19 @@ pub const CHECK_EVERY: std::time::Duration = std::time::Duration::from_secs(60);
 /// LSC falls due `renew_before_days` ahead of its expiry, so an hour late is nothing.
 pub const IDLE_CHECK_EVERY: std::time::Duration = std::time::Duration::from_secs(3600);
 
+/// The lease in a shared store that lets one node at a time schedule renewals
+/// (docs/cluster.md): its holder renews it with every pass, and another node takes
+/// over once it expires.
+const RENEWAL_LEASE: &str = "renewal";
+
 /// The node's scheduler: at start and then every `every`, schedules what the rate
-/// allows, and logs what it did.
+/// allows, and logs what it did. With a store other nodes share, only the node that
+/// holds the renewal lease schedules (the rate is the cluster's, counted from the one
+/// audit trail).
 pub async fn run(
     store: Store,
     policy: Policy,
+    node: String,
     every: std::time::Duration,
     shutdown: impl std::future::Future<Output = ()>,
 ) {
@@ -286,8 +294,16 @@ pub async fn run(
     );
     loop {
         let store2 = store.clone();
+        let node2 = node.clone();
         let pass = tokio::task::spawn_blocking(move || {
             let now = crate::model::now();
+            if let Some(cluster) = store2.cluster() {
+                let lease = every.max(IDLE_CHECK_EVERY) + every;
+                if !cluster.try_lease(RENEWAL_LEASE, &node2, lease)? {
+                    // Another node schedules.
+                    return Ok(None);
+                }
+            }
             match budget(&store2, &policy, now)? {
                 // The hour's rate is used up: devices are waiting for it.
                 0 => Ok(None),

@@ -9,7 +9,12 @@
 //! patient attacker. An honest phone is never refused for the attempts in flight of
 //! others: it waits for a slot (evaluating one takes milliseconds), so a thousand phones
 //! behind one NAT address all enroll.
+//!
+//! Nodes that share a store (docs/cluster.md) keep both counts there instead
+//! ([`FailureLimiter::across_nodes`]), in one transaction per reservation, so that a
+//! burst split across nodes gets no more guesses evaluated than one node would.
 
+use crate::store::{AddressLimit, Reservation, Store};
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::Mutex;
@@ -28,7 +33,12 @@ pub struct FailureLimiter {
     in_flight: Mutex<HashMap<IpAddr, u32>>,
     /// Woken whenever an attempt finishes, for the sessions waiting for a slot.
     released: tokio::sync::Notify,
+    /// With a shared store: the counts every node keeps there, and this node's name.
+    shared: Option<(Store, AddressLimit, String)>,
 }
+
+/// How often a session waiting for a slot asks a shared store again.
+const SHARED_RETRY: Duration = Duration::from_millis(20);
 
 /// Why [`FailureLimiter::reserve`] gave no slot.
 #[derive(Debug, PartialEq, Eq)]
@@ -44,6 +54,8 @@ pub enum Refusal {
 pub struct AttemptSlot<'a> {
     limiter: &'a FailureLimiter,
     addr: IpAddr,
+    /// The reservation's holder in a shared store; `None` once it is settled.
+    holder: Option<String>,
 }
 
 impl FailureLimiter {
@@ -54,6 +66,55 @@ impl FailureLimiter {
             failures: Mutex::new(HashMap::new()),
             in_flight: Mutex::new(HashMap::new()),
             released: tokio::sync::Notify::new(),
+            shared: None,
+        }
+    }
+
+    /// The same limit kept in `store` when other nodes share it (a reserved attempt
+    /// left unfinished stops counting after `attempt_ttl`: its node died).
+    pub fn across_nodes(mut self, store: &Store, node: &str, attempt_ttl: Duration) -> Self {
+        if store.cluster().is_some() {
+            let limit = AddressLimit {
+                max_failures: self.max_failures,
+                window: self.window,
+                attempt_ttl,
+            };
+            self.shared = Some((store.clone(), limit, node.to_string()));
+        }
+        self
+    }
+
+    /// [`FailureLimiter::reserve`] in a shared store. A store that does not answer
+    /// gives no slot: nothing is evaluated that could not be counted.
+    async fn reserve_shared(
+        &self,
+        addr: IpAddr,
+        until: tokio::time::Instant,
+    ) -> Result<AttemptSlot<'_>, Refusal> {
+        let (store, limit, node) = self.shared.as_ref().expect("a shared store");
+        let cluster = store.cluster().expect("a shared store");
+        let holder = crate::store::holder(node);
+        let address = addr.to_string();
+        loop {
+            match cluster.reserve_attempt(&address, &holder, *limit) {
+                Ok(Reservation::Reserved) => {
+                    return Ok(AttemptSlot {
+                        limiter: self,
+                        addr,
+                        holder: Some(holder),
+                    })
+                }
+                Ok(Reservation::TooManyFailures) => return Err(Refusal::TooManyFailures),
+                Ok(Reservation::Busy) => {}
+                Err(e) => {
+                    tracing::warn!(%addr, "cannot reserve an authentication attempt: {e}");
+                    return Err(Refusal::Busy);
+                }
+            }
+            if tokio::time::Instant::now() + SHARED_RETRY > until {
+                return Err(Refusal::Busy);
+            }
+            tokio::time::sleep(SHARED_RETRY).await;
         }
     }
 
@@ -62,6 +123,9 @@ impl FailureLimiter {
     /// address has no failures left in its window.
     pub async fn reserve(&self, addr: IpAddr, wait: Duration) -> Result<AttemptSlot<'_>, Refusal> {
         let until = tokio::time::Instant::now() + wait;
+        if self.shared.is_some() {
+            return self.reserve_shared(addr, until).await;
+        }
         loop {
             // Registered before the check, so a release between the check and the wait
             // is not missed.
@@ -84,6 +148,7 @@ impl FailureLimiter {
                     return Ok(AttemptSlot {
                         limiter: self,
                         addr,
+                        holder: None,
                     });
                 }
             }
@@ -113,8 +178,15 @@ impl FailureLimiter {
         self.released.notify_waiters();
     }
 
-    /// Whether `addr` may open a session now.
+    /// Whether `addr` may open a session now. A shared store that does not answer
+    /// lets the session in: its authentication is then refused at the reservation.
     pub fn allows(&self, addr: IpAddr, now: Instant) -> bool {
+        if let Some((store, limit, _)) = &self.shared {
+            let cluster = store.cluster().expect("a shared store");
+            return cluster
+                .address_allows(&addr.to_string(), *limit)
+                .unwrap_or(true);
+        }
         let failures = self.failures.lock().unwrap_or_else(|p| p.into_inner());
         match failures.get(&addr) {
             Some((start, count)) => {
@@ -126,6 +198,14 @@ impl FailureLimiter {
 
     /// Counts a failed session from `addr`.
     pub fn record_failure(&self, addr: IpAddr, now: Instant) {
+        if let Some((store, limit, node)) = &self.shared {
+            let cluster = store.cluster().expect("a shared store");
+            let holder = crate::store::holder(node);
+            if let Err(e) = cluster.attempt_failed(&addr.to_string(), &holder, *limit) {
+                tracing::warn!(%addr, "cannot count a failed session: {e}");
+            }
+            return;
+        }
         let mut failures = self.failures.lock().unwrap_or_else(|p| p.into_inner());
         if failures.len() >= MAX_TRACKED && !failures.contains_key(&addr) {
             failures.retain(|_, (start, _)| now.duration_since(*start) < self.window);
@@ -143,7 +223,16 @@ impl FailureLimiter {
 
 impl AttemptSlot<'_> {
     /// The attempt failed: it counts against the address (the slot is released).
-    pub fn failed(self) {
+    pub fn failed(mut self) {
+        if let (Some(holder), Some((store, limit, _))) = (self.holder.take(), &self.limiter.shared)
+        {
+            let cluster = store.cluster().expect("a shared store");
+            // Counted and released in one transaction.
+            if let Err(e) = cluster.attempt_failed(&self.addr.to_string(), &holder, *limit) {
+                tracing::warn!(addr = %self.addr, "cannot count a failed attempt: {e}");
+            }
+            return;
+        }
         // Counted before the slot is released, so no waiter sees a free slot in between.
         self.limiter.record_failure(self.addr, Instant::now());
     }
@@ -151,7 +240,17 @@ impl AttemptSlot<'_> {
 
 impl Drop for AttemptSlot<'_> {
     fn drop(&mut self) {
-        self.limiter.release(self.addr);
+        match (self.holder.take(), &self.limiter.shared) {
+            (Some(holder), Some((store, _, _))) => {
+                let cluster = store.cluster().expect("a shared store");
+                if let Err(e) = cluster.release_attempt(&self.addr.to_string(), &holder) {
+                    // It stops counting when it expires.
+                    tracing::warn!(addr = %self.addr, "cannot release an attempt: {e}");
+                }
+            }
+            (None, Some(_)) => {}
+            _ => self.limiter.release(self.addr),
+        }
     }
 }
 

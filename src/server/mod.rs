@@ -100,20 +100,24 @@ impl CapfListener {
             settings.max_failures_per_address,
             settings.address_window_seconds,
         );
+        // Longer than an authentication can take (a message each way); shorter only
+        // matters for a node that died holding a turn.
+        let attempt_ttl = settings.message_timeout() * 3;
         let shared = Arc::new(Shared {
             writer: Writer::start(&store)?,
+            turns: turns::DeviceTurns::new(&store, &settings.node_name, attempt_ttl),
+            failures: FailureLimiter::new(
+                settings_failures.0,
+                Duration::from_secs(settings_failures.1),
+            )
+            .across_nodes(&store, &settings.node_name, attempt_ttl),
             store,
             ca,
             policy: session_policy(&settings, Some(Arc::new(trust))),
             settings,
             ids: SessionIds::default(),
-            turns: turns::DeviceTurns::default(),
             own_keys,
             metrics,
-            failures: FailureLimiter::new(
-                settings_failures.0,
-                Duration::from_secs(settings_failures.1),
-            ),
         });
         Ok(CapfListener {
             listener,

@@ -9,16 +9,28 @@
 //! earlier attempt, and is refused without evaluation once the device is locked.
 //!
 //! Sessions for other devices never wait on each other.
+//!
+//! Nodes that share a store (docs/cluster.md) each keep their own turns, and a turn
+//! taken here is then also a lease in the store (`device:NAME`), so that one session
+//! in the whole cluster authenticates a device at a time. The lease expires on its
+//! own should the node die holding it.
 
+use crate::store::Store;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 use tokio::sync::OwnedMutexGuard;
+
+/// How often a session waiting for a device's turn held by another node asks again.
+const LEASE_RETRY: Duration = Duration::from_millis(20);
 
 /// The turns of every device with a session waiting or authenticating.
 #[derive(Default)]
 pub struct DeviceTurns {
     /// Entries exist only while some session holds or waits for the device's turn.
     turns: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    /// With a shared store: it, this node's name, and how long a lease lasts.
+    shared: Option<(Store, String, Duration)>,
 }
 
 /// A device's turn: authentication of that device by other sessions waits until this
@@ -28,19 +40,51 @@ pub struct DeviceTurn<'a> {
     device: String,
     lock: Arc<tokio::sync::Mutex<()>>,
     guard: Option<OwnedMutexGuard<()>>,
+    /// The store's lease, with a shared store: its key and holder.
+    lease: Option<(String, String)>,
 }
 
 impl DeviceTurns {
-    /// Waits for `device`'s turn.
+    /// Turns that are also leases in `store` when other nodes share it; a lease lasts
+    /// `lease` (longer than an authentication can take: it ends early only for a node
+    /// that died holding it).
+    pub fn new(store: &Store, node: &str, lease: Duration) -> DeviceTurns {
+        DeviceTurns {
+            turns: Mutex::default(),
+            shared: store
+                .cluster()
+                .is_some()
+                .then(|| (store.clone(), node.to_string(), lease)),
+        }
+    }
+
+    /// Waits for `device`'s turn (callers bound the wait). A store that does not
+    /// answer is waited for like a turn held elsewhere.
     pub async fn take(&self, device: &str) -> DeviceTurn<'_> {
         let lock = self.table().entry(device.to_string()).or_default().clone();
         let guard = lock.clone().lock_owned().await;
-        DeviceTurn {
+        let mut turn = DeviceTurn {
             turns: self,
             device: device.to_string(),
             lock,
             guard: Some(guard),
+            lease: None,
+        };
+        if let Some((store, node, ttl)) = &self.shared {
+            let key = format!("device:{device}");
+            let holder = crate::store::holder(node);
+            let cluster = store.cluster().expect("a shared store");
+            loop {
+                match cluster.try_lease(&key, &holder, *ttl) {
+                    Ok(true) => break,
+                    Ok(false) => {}
+                    Err(e) => tracing::warn!(device, "cannot take the device's turn: {e}"),
+                }
+                tokio::time::sleep(LEASE_RETRY).await;
+            }
+            turn.lease = Some((key, holder));
         }
+        turn
     }
 
     /// Devices with a session waiting or authenticating.
@@ -56,6 +100,12 @@ impl DeviceTurns {
 
 impl Drop for DeviceTurn<'_> {
     fn drop(&mut self) {
+        if let (Some((key, holder)), Some((store, _, _))) = (&self.lease, &self.turns.shared) {
+            if let Some(Err(e)) = store.cluster().map(|c| c.release_lease(key, holder)) {
+                // It expires on its own; until then the device's next session waits.
+                tracing::warn!(device = %self.device, "cannot give the device's turn back: {e}");
+            }
+        }
         drop(self.guard.take());
         let mut table = self.turns.table();
         // The table's handle and ours: nobody else waits, so the entry can go.

@@ -280,6 +280,12 @@ pub trait Backend: Send + Sync {
     /// durable (PostgreSQL with `synchronous_commit` on).
     fn flush(&self) -> Result<(), StoreError>;
 
+    /// What nodes sharing this store agree on besides records; `None` for a store one
+    /// process owns (sled).
+    fn cluster(&self) -> Option<&dyn super::Cluster> {
+        None
+    }
+
     /// A consistent copy of everything into a new store in `dir` (sled); PostgreSQL
     /// refuses: its own tools (`pg_dump`, base backups) do it.
     fn backup_to(&self, dir: &Path) -> Result<(), StoreError>;

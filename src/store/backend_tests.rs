@@ -384,6 +384,101 @@ fn migrations_run_once() {
     let schema = first.schema().unwrap().to_string();
     let again = PgStore::open_in_schema(&url, Some(&schema)).unwrap();
     assert_eq!(names(&Store::from(again.clone())), ["SEPA"]);
-    assert_eq!(again.applied_migrations().unwrap(), [1]);
+    assert_eq!(again.applied_migrations().unwrap(), [1, 2]);
     again.drop_schema().unwrap();
+}
+
+/// Leases: one holder at a time across nodes, renewed by its holder, taken over
+/// once expired, given back.
+#[test]
+fn a_lease_has_one_holder_across_nodes_until_it_expires() {
+    let Some(url) = postgres_url("leases") else {
+        return;
+    };
+    let node_a = postgres_store(&url, "leases");
+    let schema = node_a.schema().unwrap().to_string();
+    let node_b = PgStore::open_in_schema(&url, Some(&schema)).unwrap();
+    let long = std::time::Duration::from_secs(60);
+    let short = std::time::Duration::from_millis(200);
+    assert!(node_a.try_lease("device:SEPA", "a", long).unwrap());
+    assert!(!node_b.try_lease("device:SEPA", "b", long).unwrap());
+    assert!(
+        node_b.try_lease("device:SEPB", "b", long).unwrap(),
+        "another key"
+    );
+    assert!(
+        node_a.try_lease("device:SEPA", "a", short).unwrap(),
+        "renewed"
+    );
+    std::thread::sleep(short * 2);
+    assert!(
+        node_b.try_lease("device:SEPA", "b", long).unwrap(),
+        "expired"
+    );
+    node_a.release_lease("device:SEPA", "a").unwrap();
+    assert!(
+        !node_a.try_lease("device:SEPA", "a", long).unwrap(),
+        "not a's to give"
+    );
+    node_b.release_lease("device:SEPA", "b").unwrap();
+    assert!(node_a.try_lease("device:SEPA", "a", long).unwrap());
+    node_a.drop_schema().unwrap();
+}
+
+/// The per-address limit across nodes: reservations on two nodes at once never
+/// exceed it, failures count wherever they happen, and a window ends.
+#[test]
+fn attempts_of_one_address_on_two_nodes_never_exceed_the_limit() {
+    let Some(url) = postgres_url("address_limit") else {
+        return;
+    };
+    let node_a = postgres_store(&url, "address_limit");
+    let schema = node_a.schema().unwrap().to_string();
+    let node_b = PgStore::open_in_schema(&url, Some(&schema)).unwrap();
+    let limit = AddressLimit {
+        max_failures: 3,
+        window: std::time::Duration::from_secs(1),
+        attempt_ttl: std::time::Duration::from_secs(60),
+    };
+    let addr = "192.0.2.7";
+    // Twelve sessions on two nodes at once: three slots.
+    let reserved: Vec<(PgStore, String)> = std::thread::scope(|s| {
+        let tries: Vec<_> = (0..12)
+            .map(|i| {
+                let node = if i % 2 == 0 { &node_a } else { &node_b };
+                s.spawn(move || {
+                    let holder = format!("s{i}");
+                    let got = node.reserve_attempt(addr, &holder, limit).unwrap();
+                    (got == Reservation::Reserved).then(|| (node.clone(), holder))
+                })
+            })
+            .collect();
+        tries
+            .into_iter()
+            .filter_map(|t| t.join().unwrap())
+            .collect()
+    });
+    assert_eq!(reserved.len(), 3);
+    assert_eq!(
+        node_a.reserve_attempt(addr, "late", limit).unwrap(),
+        Reservation::Busy
+    );
+    // All three fail: the address is out of guesses on every node.
+    for (node, holder) in &reserved {
+        node.attempt_failed(addr, holder, limit).unwrap();
+    }
+    assert_eq!(
+        node_b.reserve_attempt(addr, "late", limit).unwrap(),
+        Reservation::TooManyFailures
+    );
+    assert!(!node_a.address_allows(addr, limit).unwrap());
+    assert!(node_a.address_allows("192.0.2.8", limit).unwrap());
+    std::thread::sleep(limit.window + std::time::Duration::from_millis(100));
+    assert!(node_b.address_allows(addr, limit).unwrap(), "a new window");
+    assert_eq!(
+        node_b.reserve_attempt(addr, "next", limit).unwrap(),
+        Reservation::Reserved
+    );
+    node_b.release_attempt(addr, "next").unwrap();
+    node_a.drop_schema().unwrap();
 }

@@ -19,6 +19,7 @@ mod accounts;
 mod backend;
 #[cfg(test)]
 mod backend_tests;
+mod cluster;
 mod codec;
 mod key_index;
 mod pg;
@@ -29,6 +30,7 @@ mod writer;
 
 pub use accounts::WebAccount;
 pub use backend::{Backend, EventFilter};
+pub use cluster::{holder, AddressLimit, Cluster, Reservation};
 pub use pg::PgStore;
 pub use sled_store::{damage_reason, SledStore};
 pub use writer::Writer;
@@ -474,6 +476,12 @@ impl Store {
     /// See [`Backend::backup_to`].
     pub fn backup_to(&self, dir: &Path) -> Result<(), StoreError> {
         self.backend.backup_to(dir)
+    }
+
+    /// What nodes sharing this store agree on besides records (leases, the per-address
+    /// limit); `None` when one process owns the store (sled).
+    pub fn cluster(&self) -> Option<&dyn Cluster> {
+        self.backend.cluster()
     }
 
     /// The backend, for the session writer.

@@ -25,6 +25,7 @@ use super::backend::{
     self, AccountUpdate, Backend, DeviceUpdate, DeviceUpsert, EventFilter, NamedRecord,
     RemovalEvent, RevocationEvent,
 };
+use super::cluster::{AddressLimit, Cluster, Reservation};
 use super::codec::{
     decode_device, decode_serial, encode_device, encode_event, encode_serial, serial_key,
 };
@@ -34,6 +35,7 @@ use crate::model::{Commit, DeviceRecord, Event, RevocationReason, SerialRecord, 
 use std::future::Future;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 use tokio_postgres::error::SqlState;
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{Client, NoTls, Row};
@@ -819,6 +821,10 @@ impl Backend for PgStore {
         Ok(())
     }
 
+    fn cluster(&self) -> Option<&dyn Cluster> {
+        Some(self)
+    }
+
     fn backup_to(&self, _dir: &Path) -> Result<(), StoreError> {
         Err(StoreError::Unsupported(
             "`capf backup` copies the embedded store; a PostgreSQL store is backed up with \
@@ -840,4 +846,148 @@ fn prefix_end(prefix: &str) -> Option<String> {
         }
     }
     None
+}
+
+/// The database's clock, in epoch seconds: every node compares times with it.
+const NOW: &str = "extract(epoch from clock_timestamp())::double precision";
+
+impl Cluster for PgStore {
+    fn try_lease(&self, key: &str, holder: &str, ttl: Duration) -> Result<bool, StoreError> {
+        let rows = self.query(
+            &format!(
+                "INSERT INTO leases (key, holder, expires) VALUES ($1, $2, {NOW} + $3::float8) \
+                 ON CONFLICT (key) DO UPDATE SET holder = EXCLUDED.holder, \
+                 expires = EXCLUDED.expires \
+                 WHERE leases.expires <= {NOW} OR leases.holder = EXCLUDED.holder \
+                 RETURNING key"
+            ),
+            &[&key, &holder, &ttl.as_secs_f64()],
+        )?;
+        Ok(!rows.is_empty())
+    }
+
+    fn release_lease(&self, key: &str, holder: &str) -> Result<(), StoreError> {
+        self.query(
+            "DELETE FROM leases WHERE key = $1 AND holder = $2",
+            &[&key, &holder],
+        )?;
+        Ok(())
+    }
+
+    fn reserve_attempt(
+        &self,
+        address: &str,
+        holder: &str,
+        limit: AddressLimit,
+    ) -> Result<Reservation, StoreError> {
+        self.transact(|t| {
+            // Every node's reservations of one address, one at a time.
+            t.execute(
+                "SELECT pg_advisory_xact_lock(hashtext('capf-address:' || $1))",
+                &[&address],
+            )?;
+            let failures = t.failures_in_window(address, limit)?;
+            if failures >= i64::from(limit.max_failures) {
+                return Ok(Reservation::TooManyFailures);
+            }
+            let in_flight: i64 = t.query(
+                &format!(
+                    "SELECT count(*) FROM address_attempts WHERE address = $1 AND expires > {NOW}"
+                ),
+                &[&address],
+            )?[0]
+                .get(0);
+            if failures + in_flight >= i64::from(limit.max_failures) {
+                return Ok(Reservation::Busy);
+            }
+            t.execute(
+                &format!(
+                    "INSERT INTO address_attempts (address, holder, expires) \
+                     VALUES ($1, $2, {NOW} + $3::float8) ON CONFLICT (address, holder) \
+                     DO UPDATE SET expires = EXCLUDED.expires"
+                ),
+                &[&address, &holder, &limit.attempt_ttl.as_secs_f64()],
+            )?;
+            Ok(Reservation::Reserved)
+        })
+    }
+
+    fn attempt_failed(
+        &self,
+        address: &str,
+        holder: &str,
+        limit: AddressLimit,
+    ) -> Result<(), StoreError> {
+        let window = limit.window.as_secs_f64();
+        self.transact(|t| {
+            t.execute(
+                "SELECT pg_advisory_xact_lock(hashtext('capf-address:' || $1))",
+                &[&address],
+            )?;
+            // Counted before the attempt is released, in one transaction: no node sees
+            // a free slot in between.
+            t.execute(
+                &format!(
+                    "INSERT INTO address_failures (address, window_start, failures) \
+                     VALUES ($1, {NOW}, 1) ON CONFLICT (address) DO UPDATE SET \
+                     failures = CASE WHEN address_failures.window_start <= {NOW} - $2::float8 \
+                         THEN 1 ELSE address_failures.failures + 1 END, \
+                     window_start = CASE WHEN address_failures.window_start <= {NOW} - $2::float8 \
+                         THEN {NOW} ELSE address_failures.window_start END"
+                ),
+                &[&address, &window],
+            )?;
+            t.execute(
+                "DELETE FROM address_attempts WHERE address = $1 AND holder = $2",
+                &[&address, &holder],
+            )?;
+            // Windows long over are forgotten, so the table holds only recent failures.
+            t.execute(
+                &format!(
+                    "DELETE FROM address_failures WHERE window_start <= {NOW} - 2 * $1::float8"
+                ),
+                &[&window],
+            )?;
+            Ok(())
+        })
+    }
+
+    fn release_attempt(&self, address: &str, holder: &str) -> Result<(), StoreError> {
+        self.query(
+            &format!(
+                "DELETE FROM address_attempts WHERE (address = $1 AND holder = $2) \
+                 OR expires <= {NOW}"
+            ),
+            &[&address, &holder],
+        )?;
+        Ok(())
+    }
+
+    fn address_allows(&self, address: &str, limit: AddressLimit) -> Result<bool, StoreError> {
+        let rows = self.query(
+            &format!(
+                "SELECT failures FROM address_failures \
+                 WHERE address = $1 AND window_start > {NOW} - $2::float8"
+            ),
+            &[&address, &limit.window.as_secs_f64()],
+        )?;
+        let failures = rows.first().map_or(0, |row| row.get::<_, i32>(0));
+        Ok(i64::from(failures) < i64::from(limit.max_failures))
+    }
+}
+
+impl Txn<'_> {
+    /// The failures of `address` in its current window.
+    fn failures_in_window(&self, address: &str, limit: AddressLimit) -> Result<i64, StoreError> {
+        let rows = self.query(
+            &format!(
+                "SELECT failures FROM address_failures \
+                 WHERE address = $1 AND window_start > {NOW} - $2::float8"
+            ),
+            &[&address, &limit.window.as_secs_f64()],
+        )?;
+        Ok(rows
+            .first()
+            .map_or(0, |row| i64::from(row.get::<_, i32>(0))))
+    }
 }

@@ -1,0 +1,67 @@
+//! What nodes that share one store agree on besides records: who holds a lease (a
+//! device's authentication turn, the renewal scheduler) and how many authentication
+//! attempts an address has left (docs/cluster.md "Across nodes").
+//!
+//! Only a shared store has this ([`Store::cluster`](super::Store::cluster)): with sled,
+//! one process owns the store, and the in-process turns and limiter are the whole
+//! truth. Times are the database's clock, so nodes whose clocks differ agree.
+
+use super::StoreError;
+use std::time::Duration;
+
+/// The per-address limit (settings `max_failures_per_address`,
+/// `address_window_seconds`) and how long a reserved attempt may stay unfinished
+/// before it no longer counts (a node that died mid-attempt).
+#[derive(Clone, Copy, Debug)]
+pub struct AddressLimit {
+    pub max_failures: u32,
+    pub window: Duration,
+    pub attempt_ttl: Duration,
+}
+
+/// What [`Cluster::reserve_attempt`] found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Reservation {
+    Reserved,
+    /// The address has used up its failures for this window.
+    TooManyFailures,
+    /// Failures plus attempts in flight reach the limit: try again shortly.
+    Busy,
+}
+
+pub trait Cluster: Send + Sync {
+    /// Takes the lease `key` for `holder` until `ttl` from now, unless someone else
+    /// holds it unexpired. `holder` taking it again renews it.
+    fn try_lease(&self, key: &str, holder: &str, ttl: Duration) -> Result<bool, StoreError>;
+
+    /// Gives the lease up, if `holder` still holds it.
+    fn release_lease(&self, key: &str, holder: &str) -> Result<(), StoreError>;
+
+    /// Reserves one authentication attempt of `address` for `holder`, in one
+    /// transaction with every node's failures and attempts of that address.
+    fn reserve_attempt(
+        &self,
+        address: &str,
+        holder: &str,
+        limit: AddressLimit,
+    ) -> Result<Reservation, StoreError>;
+
+    /// The attempt failed: counted against the address, and no longer in flight.
+    fn attempt_failed(
+        &self,
+        address: &str,
+        holder: &str,
+        limit: AddressLimit,
+    ) -> Result<(), StoreError>;
+
+    /// The attempt ended without failing.
+    fn release_attempt(&self, address: &str, holder: &str) -> Result<(), StoreError>;
+
+    /// Whether `address` has failures left in its window.
+    fn address_allows(&self, address: &str, limit: AddressLimit) -> Result<bool, StoreError>;
+}
+
+/// A holder name no other node or session uses: the node's name and a random token.
+pub fn holder(node: &str) -> String {
+    format!("{node}/{:016x}", rand::random::<u64>())
+}
