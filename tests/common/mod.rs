@@ -91,6 +91,40 @@ impl TestNode {
         )
         .unwrap();
         prepare(&data);
+        Self::bind_in(dir, data, settings, store).await
+    }
+
+    /// Another node of this one's cluster: a copy of its data directory (the same CA,
+    /// signer and documents, as `capf node join` sets up), serving from the same
+    /// store, which must be a shared one (`settings.store`).
+    pub async fn another_node(&self, adjust: impl FnOnce(&mut Settings)) -> TestNode {
+        let dir = tempfile::tempdir().unwrap();
+        let status = std::process::Command::new("cp")
+            .arg("-a")
+            .arg(self.data.root())
+            .arg(dir.path())
+            .status()
+            .unwrap();
+        assert!(status.success());
+        let data = DataDir::new(dir.path().join("capf-data"));
+        let mut settings = Settings::load(&data).unwrap();
+        settings.node_name = "capf-b.test".into();
+        settings.listen = "127.0.0.1:0".parse().unwrap();
+        adjust(&mut settings);
+        assert!(
+            !settings.store.is_empty(),
+            "another node needs a shared store"
+        );
+        let store = Store::open_configured(&data.db(), &settings.store).unwrap();
+        Self::bind_in(dir, data, settings, store).await
+    }
+
+    async fn bind_in(
+        dir: tempfile::TempDir,
+        data: DataDir,
+        settings: Settings,
+        store: Store,
+    ) -> TestNode {
         let ca = Ca::load(&data.certs(), settings.lsc_validity_days).unwrap();
         let capf_cert = CertificateDer::from(ca.certificate_der().to_vec());
         let node = Node::bind(&data, settings, store.clone()).await.unwrap();

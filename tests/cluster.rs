@@ -1,0 +1,174 @@
+//! Two capf nodes on one PostgreSQL store (issue #17), talked to like phones over
+//! real sockets: a phone enrolls through node A and fetches its encrypted
+//! configuration from node B; a burst of wrong strings split across both nodes gets
+//! no more guesses evaluated than `max_auth_failures`; and a node that is killed mid-
+//! enrollment (`cluster_kill.rs` does it with a real `kill -9`) loses nothing.
+//!
+//! The database is the one `.ci/postgres.sh` starts (`CAPF_TEST_POSTGRES`); each test
+//! creates a database of its own in it. Without it the tests say SKIPPED, except
+//! under CI, where they fail.
+
+mod common;
+
+use capf::model::{AuthMode, KeyOrder};
+use capf::phone::{http_request, Phone, PhoneKey};
+use capf::phone_config::format::enc;
+use capf::protocol::Reason;
+use common::{TestNode, DOC};
+use std::net::SocketAddr;
+
+/// A new database in the test cluster, as a `store =` URL; `None` (SKIPPED) outside CI.
+pub async fn new_database(test: &str) -> Option<String> {
+    let Ok(url) = std::env::var("CAPF_TEST_POSTGRES") else {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CAPF_TEST_POSTGRES is not set under CI: .ci/run starts a cluster with .ci/postgres.sh"
+        );
+        eprintln!("SKIPPED: {test} (set CAPF_TEST_POSTGRES, see .ci/postgres.sh)");
+        return None;
+    };
+    let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos();
+    let name = format!("capf_{test}_{}_{nanos}", std::process::id());
+    client
+        .batch_execute(&format!("CREATE DATABASE {name}"))
+        .await
+        .unwrap();
+    let (base, _) = url.rsplit_once('/').unwrap();
+    Some(format!("{base}/{name}"))
+}
+
+fn local() -> Option<SocketAddr> {
+    Some("127.0.0.1:0".parse().unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_phone_enrolled_on_one_node_gets_its_encrypted_configuration_from_another() {
+    const NAME: &str = "SEP00000000C001";
+    let Some(url) = new_database("enc_across").await else {
+        return;
+    };
+    let a = TestNode::start_with(|s| {
+        s.store = url.clone();
+        s.http = local();
+    })
+    .await;
+    let mut rec = common::install(NAME, AuthMode::String, KeyOrder::Rsa { bits: 2048 });
+    rec.encrypted_config = true;
+    a.add(rec);
+    // Every node serves the same base documents (docs/cluster.md).
+    a.document(NAME, DOC.as_bytes());
+    let b = a.another_node(|s| s.http = local()).await;
+    let b_http = b.http_addr.unwrap().to_string();
+    let path = format!("/{NAME}.cnf.xml.enc.sgn");
+
+    // Before: B knows the device and has no key to encrypt to.
+    assert_eq!(
+        http_request(&b_http, "GET", &path).await.unwrap().status,
+        404
+    );
+
+    let mut phone = Phone::new(NAME);
+    phone.password = Some("123456".into());
+    let outcome = a.run(&phone).await;
+    assert_eq!(outcome.end_reason, Some(Reason::UpdateCertificate));
+    let (der, key) = outcome.issued.expect("an LSC");
+    assert_eq!(b.device(NAME).lsc.expect("B reads A's enrollment").der, der);
+
+    let encrypted = http_request(&b_http, "GET", &path).await.unwrap();
+    assert_eq!(encrypted.status, 200);
+    let PhoneKey::Rsa(key) = key else {
+        panic!("an RSA key was ordered")
+    };
+    assert_eq!(
+        enc::decrypt(&encrypted.body, &key).unwrap(),
+        common::served_as(DOC, "capf-b.test", 0).as_bytes()
+    );
+
+    // Both nodes write one audit trail.
+    let actions: Vec<String> = b
+        .store
+        .events(Some(NAME), None, None)
+        .unwrap()
+        .into_iter()
+        .map(|e| e.action)
+        .collect();
+    assert!(actions.iter().any(|a| a == "lsc-issued"), "{actions:?}");
+    a.stop().await;
+    b.stop().await;
+}
+
+/// Wrong strings from many sessions at once, half to each node: the device's lockout
+/// and its one-authentication-at-a-time hold across nodes, so no more strings are
+/// evaluated than `max_auth_failures`, and the device ends locked on both.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_of_wrong_strings_split_across_nodes_is_evaluated_at_most_the_limit() {
+    const NAME: &str = "SEP00000000C002";
+    const MAX: u32 = 3;
+    let Some(url) = new_database("burst_across").await else {
+        return;
+    };
+    let a = TestNode::start_with(|s| {
+        s.store = url.clone();
+        s.max_auth_failures = MAX;
+        s.max_failures_per_address = 1000;
+    })
+    .await;
+    a.add(common::install(
+        NAME,
+        AuthMode::String,
+        KeyOrder::Rsa { bits: 2048 },
+    ));
+    let b = a.another_node(|_| {}).await;
+
+    let sessions: Vec<_> = (0..16)
+        .map(|i| {
+            let mut phone = Phone::new(NAME);
+            phone.password = Some(format!("{:06}", 900_000 + i));
+            let node = if i % 2 == 0 { &a } else { &b };
+            let (addr, connector) = (node.addr, node.connector.clone());
+            tokio::spawn(async move { phone.run(addr, &connector).await })
+        })
+        .collect();
+    for session in sessions {
+        let outcome = session.await.unwrap().expect("a clean session");
+        assert_ne!(outcome.end_reason, Some(Reason::UpdateCertificate));
+    }
+    // What each session came to, from the one audit trail: a string evaluated and
+    // wrong, or refused unseen because the device was locked.
+    let results: Vec<String> = b
+        .store
+        .events(Some(NAME), None, None)
+        .unwrap()
+        .into_iter()
+        .filter(|e| e.action == "session")
+        .map(|e| e.result)
+        .collect();
+    let evaluated = results
+        .iter()
+        .filter(|r| r.contains("Invalid Authentication String"))
+        .count();
+    assert_eq!(evaluated, MAX as usize, "{results:#?}");
+    let locked = results.iter().filter(|r| r.contains("Locked Out")).count();
+    assert_eq!(evaluated + locked, 16, "{results:#?}");
+    let device = b.device(NAME);
+    assert!(device.locked_until.is_some(), "locked");
+    let mut right = Phone::new(NAME);
+    right.password = Some("123456".into());
+    for node in [&a, &b] {
+        let outcome = node.run(&right).await;
+        assert_ne!(
+            outcome.end_reason,
+            Some(Reason::UpdateCertificate),
+            "the right string is refused while locked, on either node"
+        );
+    }
+    a.stop().await;
+    b.stop().await;
+}
