@@ -227,13 +227,22 @@ fn blocks_are_found_and_transcripts_are_not_commands() {
     );
 }
 
+#[test]
+fn the_cluster_guide_runs_on_a_serving_node() {
+    // The operator chose the passphrase of the node identity file and keeps it in a
+    // file only they can read (the guide's scripted variant of the prompt).
+    let passphrase = "(umask 077; printf '%s\\n' 'a passphrase for the guide' > node-passphrase)\n";
+    run_blocks("docs/cluster.md", &format!("{SERVING}{passphrase}"), false);
+}
+
 /// The documents the tests above run; a new document with command blocks must join.
-const RUN: [&str; 5] = [
+const RUN: [&str; 6] = [
     "README.md",
     "docs/migrating-from-cucm.md",
     "docs/operations.md",
     "docs/encrypted-config.md",
     "docs/lifecycle.md",
+    "docs/cluster.md",
 ];
 
 #[test]

@@ -72,7 +72,13 @@ pub(crate) fn write_atomically(path: &Path, contents: &[u8], mode: u32) -> Resul
 /// The DER certificate in the first CERTIFICATE block of the PEM file at `path`.
 pub(crate) fn read_certificate(path: &Path) -> Result<Vec<u8>, CaError> {
     let text = std::fs::read(path).map_err(|e| CaError::io(path, e))?;
-    for section in <(SectionKind, Vec<u8>)>::pem_slice_iter(&text) {
+    parse_certificate(path, &text)
+}
+
+/// The DER certificate in the first CERTIFICATE block of `text`, the contents of the
+/// file `path` (named in errors).
+pub(crate) fn parse_certificate(path: &Path, text: &[u8]) -> Result<Vec<u8>, CaError> {
+    for section in <(SectionKind, Vec<u8>)>::pem_slice_iter(text) {
         match section {
             Ok((SectionKind::Certificate, der)) => return Ok(der),
             Ok(_) => continue,
@@ -87,7 +93,16 @@ pub(crate) fn read_certificate(path: &Path) -> Result<Vec<u8>, CaError> {
 /// only loads PKCS#8.
 pub(crate) fn read_private_key(path: &Path) -> Result<PrivatePkcs8KeyDer<'static>, CaError> {
     let text = std::fs::read(path).map_err(|e| CaError::io(path, e))?;
-    for section in <(SectionKind, Vec<u8>)>::pem_slice_iter(&text) {
+    parse_private_key(path, &text)
+}
+
+/// The private key in `text`, the contents of the PEM file `path` (named in errors), as
+/// PKCS#8 DER (see [`read_private_key`]).
+pub(crate) fn parse_private_key(
+    path: &Path,
+    text: &[u8],
+) -> Result<PrivatePkcs8KeyDer<'static>, CaError> {
+    for section in <(SectionKind, Vec<u8>)>::pem_slice_iter(text) {
         match section {
             Ok((SectionKind::PrivateKey, der)) => return Ok(PrivatePkcs8KeyDer::from(der)),
             Ok((SectionKind::RsaPrivateKey, der)) => {

@@ -24,7 +24,7 @@ pub mod web;
 mod tests;
 
 pub use files::{certificate_pem, pem};
-pub(crate) use files::{open_new, replace};
+pub(crate) use files::{open_new, parse_certificate, replace};
 pub use identity::{init_identities, InitOptions};
 pub use info::cert_info;
 pub use keys::{check_public_key, key_identity, KeyError};
@@ -228,6 +228,31 @@ impl Ca {
     pub fn subject(&self) -> String {
         self.subject.clone()
     }
+}
+
+/// Checks that `key_pem` (PEM, PKCS#8 or PKCS#1) is the private key of the certificate
+/// in `cert_pem`, as [`Ca::load`] checks the files it loads; `cert_path` and `key_path`
+/// name the two in errors. For identities that are not files yet or no longer
+/// (`capf node export` and `join` check what they carry).
+pub fn check_key_pair(
+    cert_path: &Path,
+    cert_pem: &[u8],
+    key_path: &Path,
+    key_pem: &[u8],
+) -> Result<(), CaError> {
+    let cert_der = files::parse_certificate(cert_path, cert_pem)?;
+    let key_der = files::parse_private_key(key_path, key_pem)?;
+    let (_, cert) = parse_x509_certificate(&cert_der)
+        .map_err(|e| CaError::pem(cert_path, format!("bad certificate: {e}")))?;
+    let key = KeyPair::try_from(&key_der)
+        .map_err(|e| CaError::pem(key_path, format!("unusable private key: {e}")))?;
+    if key.subject_public_key_info() != cert.public_key().raw {
+        return Err(CaError::KeyMismatch(
+            key_path.to_path_buf(),
+            cert_path.to_path_buf(),
+        ));
+    }
+    Ok(())
 }
 
 /// A random positive serial number of at most 16 bytes: 128 bits of randomness with

@@ -423,6 +423,22 @@ fn load_refuses_mismatched_or_non_ca_identities() {
     assert!(matches!(err, CaError::Io { .. }), "{err}");
 }
 
+#[test]
+fn key_pairs_are_checked_from_their_bytes() {
+    let src = shared_certs_dir();
+    let read = |name: &str| std::fs::read(src.join(name)).unwrap();
+    let (cert, key) = (Path::new("certs/capf.pem"), Path::new("certs/capf.key"));
+    check_key_pair(cert, &read("capf.pem"), key, &read("capf.key")).unwrap();
+    check_key_pair(cert, &read("tftp.pem"), key, &read("tftp.key")).unwrap();
+    let err = check_key_pair(cert, &read("capf.pem"), key, &read("tftp.key")).unwrap_err();
+    assert!(matches!(err, CaError::KeyMismatch(..)), "{err}");
+    assert!(err.to_string().contains("certs/capf.key"), "{err}");
+    let err = check_key_pair(cert, b"not PEM", key, &read("capf.key")).unwrap_err();
+    assert!(matches!(err, CaError::Pem { .. }), "{err}");
+    let err = check_key_pair(cert, &read("capf.pem"), key, &read("capf.pem")).unwrap_err();
+    assert!(matches!(err, CaError::Pem { .. }), "{err}");
+}
+
 // ---------------------------------------------------------------------------
 // LSC issuance
 

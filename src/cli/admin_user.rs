@@ -5,12 +5,11 @@
 //! the hash travels, as the hidden `--password-hash`, over the admin socket or to the
 //! local store. The store keeps the hash alone.
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 use clap::Subcommand;
-use std::io::{BufRead, IsTerminal, Write};
 use std::process::ExitCode;
 
-use super::{render, Ctx};
+use super::{render, secret, Ctx};
 use crate::model::Event;
 use crate::store::WebAccount;
 use crate::web::password;
@@ -56,52 +55,20 @@ pub fn prepare(cmd: &mut AdminUserCommand) -> Result<Option<String>> {
         return Ok(None);
     }
     password::check_account_name(name)?;
-    let password = if *password_stdin {
-        let mut line = String::new();
-        std::io::stdin()
-            .lock()
-            .read_line(&mut line)
-            .context("reading the password from standard input")?;
-        line.trim_end_matches(['\n', '\r']).to_string()
-    } else if std::io::stdin().is_terminal() {
-        let first = prompt(&format!("password for {name}: "))?;
-        password::check_password(&first)?;
-        let again = prompt("again: ")?;
-        if first != again {
-            bail!("the passwords differ; nothing was changed");
-        }
-        first
+    let source = if *password_stdin {
+        secret::Source::Stdin
     } else {
-        bail!("standard input is not a terminal: give the password with --password-stdin");
+        secret::Source::Prompt
     };
+    let secret = secret::Secret {
+        word: "password",
+        prompt: &format!("password for {name}"),
+        options: "--password-stdin",
+    };
+    let password = secret::read_new(source, &secret, password::check_password)?;
     let hash = password::hash_password(&password)?;
     *password_hash = Some(hash.clone());
     Ok(Some(format!("--password-hash={hash}")))
-}
-
-/// Reads one line from the terminal without echoing it.
-fn prompt(text: &str) -> Result<String> {
-    eprint!("{text}");
-    std::io::stderr().flush()?;
-    let fd = libc::STDIN_FILENO;
-    // SAFETY: termios is plain data; tcgetattr fills it for a terminal descriptor.
-    let mut saved: libc::termios = unsafe { std::mem::zeroed() };
-    let is_tty = unsafe { libc::tcgetattr(fd, &mut saved) } == 0;
-    if is_tty {
-        let mut quiet = saved;
-        quiet.c_lflag &= !libc::ECHO;
-        quiet.c_lflag |= libc::ECHONL;
-        // SAFETY: `quiet` is a valid termios read from this descriptor.
-        unsafe { libc::tcsetattr(fd, libc::TCSANOW, &quiet) };
-    }
-    let mut line = String::new();
-    let read = std::io::stdin().lock().read_line(&mut line);
-    if is_tty {
-        // SAFETY: restores the settings read above.
-        unsafe { libc::tcsetattr(fd, libc::TCSANOW, &saved) };
-    }
-    read.context("reading the password")?;
-    Ok(line.trim_end_matches(['\n', '\r']).to_string())
 }
 
 pub fn run(ctx: &mut Ctx, cmd: AdminUserCommand) -> Result<ExitCode> {

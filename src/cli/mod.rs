@@ -16,9 +16,11 @@ mod events;
 mod init;
 mod inspect;
 mod keys;
+mod node_identity;
 mod private;
 mod render;
 mod renew;
+mod secret;
 mod serve;
 mod settings_cmd;
 mod signer;
@@ -27,6 +29,8 @@ mod status;
 pub(crate) use device::normalise_name;
 pub use device::{parse_import, ParsedRow};
 pub use init::initialise;
+/// The node identity file (`capf node export|join`), for tests and tools.
+pub use node_identity::sealed as node_identity_file;
 pub(crate) use render::{status_text, time as show_time};
 
 use anyhow::Result;
@@ -112,6 +116,11 @@ pub enum Command {
     /// The web admin's accounts (docs/web-admin.md).
     #[command(subcommand)]
     AdminUser(admin_user::AdminUserCommand),
+    /// Node identity for a cluster: export the CAPF CA, the signer and the shared
+    /// settings as one file sealed with a passphrase, and set a new node up from it
+    /// (docs/cluster.md).
+    #[command(subcommand)]
+    Node(node_identity::NodeCommand),
 }
 
 /// Everything a store-backed command needs. The same command runs either in the CLI
@@ -225,6 +234,7 @@ pub fn run(mut cli: Cli, mut argv: Vec<OsString>) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Inspect(args) => inspect::inspect(&data, args),
+        Command::Node(cmd) => node_identity::run(&data, cmd),
         store_command => {
             if let Some(code) = admin::forward(&data, &argv)? {
                 return Ok(code);
@@ -287,6 +297,7 @@ pub fn execute(ctx: &mut Ctx, command: Command) -> Result<ExitCode> {
         | Command::Cert(_)
         | Command::Inspect(_)
         | Command::Settings(_)
+        | Command::Node(_)
         | Command::Completions { .. } => {
             anyhow::bail!("this command does not run over the admin socket")
         }
