@@ -172,3 +172,128 @@ async fn a_burst_of_wrong_strings_split_across_nodes_is_evaluated_at_most_the_li
     a.stop().await;
     b.stop().await;
 }
+
+/// Node A, a real `capf serve`, is killed with SIGKILL while phones enroll through it;
+/// node B, serving from the same database, carries on: every record still decodes,
+/// every phone told it has its LSC finds exactly that LSC stored, and the phones A
+/// left unfinished enroll through B.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_killed_mid_enrollment_loses_nothing_and_the_other_carries_on() {
+    use common::cli::{capf as run_capf, init, ok, Serving};
+    const PHONES: usize = 12;
+    let Some(url) = new_database("kill_across").await else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let data_a = init(dir.path());
+    let settings_file = data_a.join("capf.toml");
+    let toml = std::fs::read_to_string(&settings_file)
+        .unwrap()
+        .replace("store = \"\"", &format!("store = {url:?}"));
+    std::fs::write(&settings_file, toml).unwrap();
+    let data_b = dir.path().join("node-b");
+    assert!(std::process::Command::new("cp")
+        .arg("-a")
+        .arg(&data_a)
+        .arg(&data_b)
+        .status()
+        .unwrap()
+        .success());
+    let names: Vec<String> = (0..PHONES)
+        .map(|i| format!("SEP00000000D{i:03X}"))
+        .collect();
+    for name in &names {
+        ok(&run_capf(
+            &data_a,
+            &[
+                "device",
+                "add",
+                name,
+                "--operation",
+                "install",
+                "--auth",
+                "null",
+            ],
+        ));
+    }
+    let a = Serving::start(&data_a);
+    let b = Serving::start(&data_b);
+
+    use rustls::pki_types::pem::PemObject;
+    let capf_pem =
+        rustls::pki_types::CertificateDer::from_pem_file(data_a.join("certs/capf.pem")).unwrap();
+    let connector = capf::phone::connector(&[capf_pem]).unwrap();
+    // Phones enroll through A; A dies partway.
+    let enrolling: Vec<_> = names
+        .iter()
+        .map(|name| {
+            let (addr, connector, name) = (a.addr(), connector.clone(), name.clone());
+            tokio::spawn(async move {
+                let outcome = Phone::new(&name).run(addr, &connector).await;
+                (
+                    name,
+                    outcome.ok().and_then(|o| o.issued).map(|(der, _)| der),
+                )
+            })
+        })
+        .collect();
+    tokio::time::sleep(std::time::Duration::from_millis(150)).await;
+    let killed = std::process::Command::new("kill")
+        .args(["-9", &a.pid().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let mut told = std::collections::HashMap::new();
+    for task in enrolling {
+        // A phone whose connection died with A gets an error: not told anything.
+        if let Ok((name, Some(der))) = task.await {
+            told.insert(name, der);
+        }
+    }
+
+    eprintln!(
+        "{} of {PHONES} phones were told of their LSC before A died",
+        told.len()
+    );
+    // Every record decodes, and every phone that was told has its LSC stored.
+    let store =
+        capf::store::Store::open_configured(std::path::Path::new("/nonexistent"), &url).unwrap();
+    let devices = store.list_devices().expect("every record decodes");
+    assert_eq!(devices.len(), PHONES);
+    for (name, der) in &told {
+        let rec = store.get_device(name).unwrap().unwrap();
+        let stored = rec.lsc.as_ref().or(rec.unconfirmed_lsc.as_ref());
+        assert_eq!(stored.map(|c| &c.der), Some(der), "{name}");
+    }
+
+    // B carries on: the phones A left unfinished enroll through B. One whose
+    // authentication A held when it died waits for A's turn on it to expire (three
+    // message timeouts), retrying as phones do.
+    for name in names.iter().filter(|n| !told.contains_key(*n)) {
+        let rec = store.get_device(name).unwrap().unwrap();
+        if rec.lsc.is_some() {
+            continue;
+        }
+        let until = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        loop {
+            let outcome = Phone::new(name).run(b.addr(), &connector).await;
+            if outcome.is_ok_and(|o| o.end_reason == Some(Reason::UpdateCertificate)) {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < until,
+                "{name} never enrolled on B"
+            );
+            tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+        }
+    }
+    let enrolled = store
+        .list_devices()
+        .unwrap()
+        .iter()
+        .filter(|d| d.lsc.is_some() || d.unconfirmed_lsc.is_some())
+        .count();
+    assert_eq!(enrolled, PHONES, "every phone enrolled on A or B");
+    drop(a);
+    b.stop();
+}

@@ -125,7 +125,7 @@ fn an_update_refused_for_one_device_writes_nothing() {
                 .unwrap();
         }
         let all = vec!["SEPA".to_string(), "SEPB".to_string()];
-        let refused = store.update_devices(&all, &|rec: &mut DeviceRecord| {
+        let refused = store.update_devices(&all, |rec: &mut DeviceRecord| {
             if rec.name == "SEPB" {
                 return Err("no".into());
             }
@@ -143,7 +143,7 @@ fn an_update_refused_for_one_device_writes_nothing() {
         );
         assert_eq!(store.events(None, None, None).unwrap().len(), 2, "{kind}");
 
-        let renamed = store.update_devices(&all[..1], &|rec: &mut DeviceRecord| {
+        let renamed = store.update_devices(&all[..1], |rec: &mut DeviceRecord| {
             rec.name = "SEPZ".into();
             Ok(Some(event("SEPZ", "device-set", 2)))
         });
@@ -163,7 +163,7 @@ fn an_update_passes_over_missing_and_unselected_devices() {
         }
         let asked = ["SEPA", "SEPGONE", "SEPB"].map(String::from);
         let updated = store
-            .update_devices(&asked, &|rec: &mut DeviceRecord| {
+            .update_devices(&asked, |rec: &mut DeviceRecord| {
                 if rec.name == "SEPB" {
                     return Ok(None);
                 }
