@@ -179,7 +179,7 @@ async fn a_burst_of_wrong_strings_split_across_nodes_is_evaluated_at_most_the_li
 /// left unfinished enroll through B.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_killed_mid_enrollment_loses_nothing_and_the_other_carries_on() {
-    use common::cli::{capf as run_capf, init, ok, Serving};
+    use common::cli::{add_null_install, init, Serving};
     const PHONES: usize = 12;
     let Some(url) = new_database("kill_across").await else {
         return;
@@ -203,18 +203,7 @@ async fn a_node_killed_mid_enrollment_loses_nothing_and_the_other_carries_on() {
         .map(|i| format!("SEP00000000D{i:03X}"))
         .collect();
     for name in &names {
-        ok(&run_capf(
-            &data_a,
-            &[
-                "device",
-                "add",
-                name,
-                "--operation",
-                "install",
-                "--auth",
-                "null",
-            ],
-        ));
+        add_null_install(&data_a, name);
     }
     let a = Serving::start(&data_a);
     let b = Serving::start(&data_b);
