@@ -26,6 +26,7 @@ mod pg;
 mod sled_store;
 #[cfg(test)]
 mod tests;
+mod txn;
 mod writer;
 
 pub use accounts::WebAccount;

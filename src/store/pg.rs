@@ -22,14 +22,13 @@
 
 use super::accounts::{decode as decode_account, encode as encode_account};
 use super::backend::{
-    self, AccountUpdate, Backend, DeviceUpdate, DeviceUpsert, EventFilter, NamedRecord,
-    RemovalEvent, RevocationEvent,
+    AccountUpdate, Backend, DeviceUpdate, DeviceUpsert, EventFilter, NamedRecord, RemovalEvent,
+    RevocationEvent,
 };
 use super::cluster::{AddressLimit, Cluster, Reservation};
-use super::codec::{
-    decode_device, decode_serial, encode_device, encode_event, encode_serial, serial_key,
-};
+use super::codec::{decode_device, decode_serial, encode_event, encode_serial, serial_key};
 use super::key_index::{certified_keys, index_key};
+use super::txn::{self, DeviceTxn};
 use super::{encode_new_device, StoreError, Upsert, WebAccount};
 use crate::model::{Commit, DeviceRecord, Event, RevocationReason, SerialRecord, UnixTime};
 use std::future::Future;
@@ -328,41 +327,6 @@ impl Txn<'_> {
         Ok(block_on(self.txn.execute(sql, params))?)
     }
 
-    /// The device, its row locked until the transaction ends.
-    fn device_for_update(&self, name: &str) -> Result<Option<DeviceRecord>, StoreError> {
-        let rows = self.query(
-            "SELECT record::text FROM devices WHERE name = $1 FOR UPDATE",
-            &[&name],
-        )?;
-        rows.first()
-            .map(|row| decode_device(name.as_bytes(), row.get::<_, &str>(0).as_bytes()))
-            .transpose()
-    }
-
-    /// Stores `rec` (already encoded) and indexes its certificates' keys.
-    fn put_device(&self, rec: &DeviceRecord, encoded: &[u8]) -> Result<(), StoreError> {
-        self.execute(
-            "INSERT INTO devices (name, record) VALUES ($1, $2::text::jsonb) \
-             ON CONFLICT (name) DO UPDATE SET record = EXCLUDED.record, \
-             version = devices.version + 1",
-            &[&rec.name, &utf8(encoded)],
-        )?;
-        self.index_keys(rec)
-    }
-
-    /// Inserts a new device; `false` (nothing written) if the name is taken.
-    fn insert_device(&self, rec: &DeviceRecord, encoded: &[u8]) -> Result<bool, StoreError> {
-        let inserted = self.execute(
-            "INSERT INTO devices (name, record) VALUES ($1, $2::text::jsonb) \
-             ON CONFLICT (name) DO NOTHING",
-            &[&rec.name, &utf8(encoded)],
-        )?;
-        if inserted == 1 {
-            self.index_keys(rec)?;
-        }
-        Ok(inserted == 1)
-    }
-
     fn index_keys(&self, rec: &DeviceRecord) -> Result<(), StoreError> {
         for cert in certified_keys(rec) {
             let Some(key) = index_key(&cert.public_key) else {
@@ -376,18 +340,64 @@ impl Txn<'_> {
         }
         Ok(())
     }
+}
 
-    fn append_event(&self, event: &Event) -> Result<u64, StoreError> {
-        let mut event = event.clone();
-        // The id is the row's; the record's own is not read back.
-        event.id = 0;
-        let encoded = encode_event(&event)?;
+/// The primitives of `store/txn.rs` over tables; rows read for a change are locked
+/// (`FOR UPDATE`), so a device or serial is changed by one node at a time.
+impl DeviceTxn for Txn<'_> {
+    type Error = StoreError;
+
+    fn device(&self, name: &str) -> Result<Option<DeviceRecord>, StoreError> {
         let rows = self.query(
-            "INSERT INTO events (time, device, record) VALUES ($1, $2, $3::text::jsonb) \
-             RETURNING id",
-            &[&event.time, &event.device, &utf8(&encoded)],
+            "SELECT record::text FROM devices WHERE name = $1 FOR UPDATE",
+            &[&name],
         )?;
-        Ok(rows[0].get::<_, i64>(0) as u64)
+        rows.first()
+            .map(|row| decode_device(name.as_bytes(), row.get::<_, &str>(0).as_bytes()))
+            .transpose()
+    }
+
+    fn insert_device(&self, rec: &DeviceRecord, encoded: &[u8]) -> Result<bool, StoreError> {
+        let inserted = self.execute(
+            "INSERT INTO devices (name, record) VALUES ($1, $2::text::jsonb) \
+             ON CONFLICT (name) DO NOTHING",
+            &[&rec.name, &utf8(encoded)],
+        )?;
+        if inserted == 1 {
+            self.index_keys(rec)?;
+        }
+        Ok(inserted == 1)
+    }
+
+    fn put_device(&self, rec: &DeviceRecord, encoded: &[u8]) -> Result<(), StoreError> {
+        self.execute(
+            "INSERT INTO devices (name, record) VALUES ($1, $2::text::jsonb) \
+             ON CONFLICT (name) DO UPDATE SET record = EXCLUDED.record, \
+             version = devices.version + 1",
+            &[&rec.name, &utf8(encoded)],
+        )?;
+        self.index_keys(rec)
+    }
+
+    fn remove_device(&self, name: &str) -> Result<Option<Option<DeviceRecord>>, StoreError> {
+        let rows = self.query(
+            "DELETE FROM devices WHERE name = $1 RETURNING record::text",
+            &[&name],
+        )?;
+        Ok(rows
+            .first()
+            .map(|row| decode_device(name.as_bytes(), row.get::<_, &str>(0).as_bytes()).ok()))
+    }
+
+    fn serial(&self, serial: &str) -> Result<Option<SerialRecord>, StoreError> {
+        let key = serial_key(serial);
+        self.query(
+            "SELECT record::text FROM serials WHERE serial = $1 FOR UPDATE",
+            &[&key],
+        )?
+        .first()
+        .map(|row| decode_serial(key.as_bytes(), row.get::<_, &str>(0).as_bytes()))
+        .transpose()
     }
 
     fn put_serials(&self, serials: &[(String, SerialRecord)]) -> Result<(), StoreError> {
@@ -402,42 +412,15 @@ impl Txn<'_> {
         Ok(())
     }
 
-    /// Marks `serial` revoked, keeping the first revocation if it already has one.
-    fn revoke_serial(
-        &self,
-        serial: &str,
-        device: &str,
-        issued: UnixTime,
-        now: UnixTime,
-        reason: RevocationReason,
-    ) -> Result<(), StoreError> {
-        let key = serial_key(serial);
-        let current = self
-            .query(
-                "SELECT record::text FROM serials WHERE serial = $1 FOR UPDATE",
-                &[&key],
-            )?
-            .first()
-            .map(|row| decode_serial(key.as_bytes(), row.get::<_, &str>(0).as_bytes()))
-            .transpose()?;
-        let rec = backend::revoke(current, device, issued, now, reason);
-        self.put_serials(&[(serial.to_owned(), rec)])
-    }
-
-    /// As `sled_store`'s `Txn::apply_change`: the device's update, event and serials;
-    /// only the event if the device is gone.
-    fn apply_change(&self, change: &Commit) -> Result<(), StoreError> {
-        if let Some(name) = &change.device {
-            if let Some(mut rec) = self.device_for_update(name)? {
-                if let Some(device_change) = &change.change {
-                    device_change.apply(&mut rec);
-                }
-                let encoded = encode_device(&rec)?;
-                self.put_device(&rec, &encoded)?;
-                self.put_serials(&change.serials)?;
-            }
-        }
-        self.append_event(&change.event)?;
+    fn append_event(&self, event: &Event) -> Result<(), StoreError> {
+        let mut event = event.clone();
+        // The id is the row's; the record's own is not stored.
+        event.id = 0;
+        let encoded = encode_event(&event)?;
+        self.execute(
+            "INSERT INTO events (time, device, record) VALUES ($1, $2, $3::text::jsonb)",
+            &[&event.time, &event.device, &utf8(&encoded)],
+        )?;
         Ok(())
     }
 }
@@ -551,22 +534,12 @@ impl Backend for PgStore {
 
     fn add_device(&self, rec: &DeviceRecord, event: Event) -> Result<(), StoreError> {
         let encoded = encode_new_device(rec)?;
-        self.transact(|t| {
-            if !t.insert_device(rec, &encoded)? {
-                return Err(StoreError::Exists(rec.name.clone()));
-            }
-            t.append_event(&event)?;
-            Ok(())
-        })
+        self.transact(|t| txn::add_device(t, rec, &encoded, &event))
     }
 
     fn put_device(&self, rec: &DeviceRecord, event: Event) -> Result<(), StoreError> {
         let encoded = encode_new_device(rec)?;
-        self.transact(|t| {
-            t.put_device(rec, &encoded)?;
-            t.append_event(&event)?;
-            Ok(())
-        })
+        self.transact(|t| txn::put_device(t, rec, &encoded, &event))
     }
 
     fn update_devices(
@@ -574,51 +547,11 @@ impl Backend for PgStore {
         names: &[String],
         f: DeviceUpdate<'_>,
     ) -> Result<Vec<Option<DeviceRecord>>, StoreError> {
-        self.transact(|t| {
-            let mut updated = Vec::with_capacity(names.len());
-            for name in names {
-                let Some(mut rec) = t.device_for_update(name)? else {
-                    updated.push(None);
-                    continue;
-                };
-                let Some(event) = backend::update_one(name, &mut rec, f)? else {
-                    updated.push(None);
-                    continue;
-                };
-                let encoded = encode_device(&rec)?;
-                t.put_device(&rec, &encoded)?;
-                t.append_event(&event)?;
-                updated.push(Some(rec));
-            }
-            Ok(updated)
-        })
+        self.transact(|t| txn::update_devices(t, names, f))
     }
 
     fn remove_device_with(&self, name: &str, f: RemovalEvent<'_>) -> Result<bool, StoreError> {
-        self.transact(|t| {
-            let rows = t.query(
-                "DELETE FROM devices WHERE name = $1 RETURNING record::text",
-                &[&name],
-            )?;
-            let Some(row) = rows.first() else {
-                return Ok(false);
-            };
-            let rec = decode_device(name.as_bytes(), row.get::<_, &str>(0).as_bytes()).ok();
-            if let Some(rec) = &rec {
-                let now = crate::model::now();
-                for (serial, issued) in backend::removed_lscs(rec) {
-                    t.revoke_serial(
-                        serial,
-                        name,
-                        issued,
-                        now,
-                        RevocationReason::CessationOfOperation,
-                    )?;
-                }
-            }
-            t.append_event(&f(rec.as_ref()))?;
-            Ok(true)
-        })
+        self.transact(|t| txn::remove_device(t, name, f))
     }
 
     fn upsert_devices(
@@ -626,22 +559,7 @@ impl Backend for PgStore {
         names: &[&str],
         f: DeviceUpsert<'_>,
     ) -> Result<Vec<Upsert>, StoreError> {
-        self.transact(|t| {
-            let mut outcomes = Vec::with_capacity(names.len());
-            for (index, name) in names.iter().enumerate() {
-                let current = t.device_for_update(name)?;
-                let Some((rec, event, existed)) = backend::upsert_one(index, name, current, f)?
-                else {
-                    outcomes.push(Upsert::Unchanged);
-                    continue;
-                };
-                let encoded = encode_new_device(&rec)?;
-                t.put_device(&rec, &encoded)?;
-                t.append_event(&event)?;
-                outcomes.push(backend::upserted(rec, existed));
-            }
-            Ok(outcomes)
-        })
+        self.transact(|t| txn::upsert_devices(t, names, f))
     }
 
     fn revoke_device(
@@ -651,21 +569,7 @@ impl Backend for PgStore {
         now: UnixTime,
         f: RevocationEvent<'_>,
     ) -> Result<Option<Vec<String>>, StoreError> {
-        self.transact(|t| {
-            let Some(mut rec) = t.device_for_update(name)? else {
-                return Ok(None);
-            };
-            let held = backend::take_lscs(&mut rec);
-            for (serial, issued) in &held {
-                t.revoke_serial(serial, name, *issued, now, reason)?;
-            }
-            let serials: Vec<String> = held.into_iter().map(|(s, _)| s).collect();
-            let event = f(&rec, &serials);
-            let encoded = encode_device(&rec)?;
-            t.put_device(&rec, &encoded)?;
-            t.append_event(&event)?;
-            Ok(Some(serials))
-        })
+        self.transact(|t| txn::revoke_device(t, name, reason, now, f))
     }
 
     fn indexed_key_holder(&self, key: &[u8; 32]) -> Result<Option<String>, StoreError> {
@@ -768,7 +672,7 @@ impl Backend for PgStore {
     }
 
     fn record_event(&self, event: Event) -> Result<(), StoreError> {
-        self.transact(|t| t.append_event(&event).map(drop))
+        self.transact(|t| t.append_event(&event))
     }
 
     fn events_newest_first(
@@ -808,12 +712,7 @@ impl Backend for PgStore {
     }
 
     fn apply_changes(&self, changes: &[&Commit]) -> Result<(), StoreError> {
-        self.transact(|t| {
-            for change in changes {
-                t.apply_change(change)?;
-            }
-            Ok(())
-        })
+        self.transact(|t| txn::apply_changes(t, changes))
     }
 
     /// A committed transaction is already durable.

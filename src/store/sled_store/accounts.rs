@@ -4,6 +4,7 @@ use super::{abort, SledStore, StoreError};
 use crate::model::Event;
 use crate::store::accounts::{decode, encode};
 use crate::store::backend::AccountUpdate;
+use crate::store::txn::DeviceTxn;
 use crate::store::WebAccount;
 
 impl SledStore {

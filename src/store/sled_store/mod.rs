@@ -26,12 +26,13 @@ mod serials;
 mod tests;
 
 use super::backend::{
-    self, AccountUpdate, Backend, DeviceUpdate, DeviceUpsert, EventFilter, NamedRecord,
-    RemovalEvent, RevocationEvent,
+    AccountUpdate, Backend, DeviceUpdate, DeviceUpsert, EventFilter, NamedRecord, RemovalEvent,
+    RevocationEvent,
 };
 use super::codec::{
-    decode_device, encode_device, encode_event, encode_serial, event_key, serial_key,
+    decode_device, decode_serial, encode_event, encode_serial, event_key, serial_key,
 };
+use super::txn::{self, DeviceTxn};
 use super::{encode_new_device, StoreError, Upsert, WebAccount};
 use crate::model::{Commit, DeviceRecord, Event, RevocationReason, SerialRecord, UnixTime};
 use sled::transaction::{
@@ -89,20 +90,15 @@ fn abort(e: StoreError) -> ConflictableTransactionError<StoreError> {
     ConflictableTransactionError::Abort(e)
 }
 
+/// A [`StoreError`] inside a transaction aborts it (`?` in the shared writes of
+/// `store/txn.rs`).
+impl From<StoreError> for ConflictableTransactionError<StoreError> {
+    fn from(e: StoreError) -> Self {
+        ConflictableTransactionError::Abort(e)
+    }
+}
+
 impl Txn<'_> {
-    fn device(&self, name: &str) -> TxnResult<Option<DeviceRecord>> {
-        match self.devices.get(name.as_bytes())? {
-            None => Ok(None),
-            Some(v) => decode_device(name.as_bytes(), &v).map(Some).map_err(abort),
-        }
-    }
-
-    /// Stores `rec` (already encoded) and indexes its certificates' keys.
-    fn put_device(&self, rec: &DeviceRecord, encoded: &[u8]) -> TxnResult<()> {
-        self.devices.insert(rec.name.as_bytes(), encoded)?;
-        self.index_keys(rec)
-    }
-
     /// Reserves `count` consecutive event ids and returns the first.
     fn reserve_event_ids(&self, count: u64) -> TxnResult<u64> {
         let first = match self.meta.get(NEXT_EVENT_ID)? {
@@ -120,44 +116,61 @@ impl Txn<'_> {
             .insert(NEXT_EVENT_ID, &(first + count).to_be_bytes()[..])?;
         Ok(first)
     }
+}
 
-    fn append_events(&self, events: &[Event]) -> TxnResult<u64> {
-        let first = self.reserve_event_ids(events.len() as u64)?;
-        for (id, event) in (first..).zip(events) {
-            let mut event = event.clone();
-            event.id = id;
-            let encoded = encode_event(&event).map_err(abort)?;
-            self.events.insert(&event_key(id)[..], encoded)?;
+impl DeviceTxn for Txn<'_> {
+    type Error = ConflictableTransactionError<StoreError>;
+
+    fn device(&self, name: &str) -> TxnResult<Option<DeviceRecord>> {
+        match self.devices.get(name.as_bytes())? {
+            None => Ok(None),
+            Some(v) => Ok(Some(decode_device(name.as_bytes(), &v)?)),
         }
-        Ok(first)
     }
 
-    /// The device's update, event and serials; only the event if the device is gone.
-    fn apply_change(&self, change: &Commit) -> TxnResult<()> {
-        if let Some(name) = &change.device {
-            if let Some(mut rec) = self.device(name)? {
-                if let Some(device_change) = &change.change {
-                    device_change.apply(&mut rec);
-                }
-                let encoded = encode_device(&rec).map_err(abort)?;
-                self.put_device(&rec, &encoded)?;
-                self.put_serials(&change.serials)?;
-            }
+    fn insert_device(&self, rec: &DeviceRecord, encoded: &[u8]) -> TxnResult<bool> {
+        if self.devices.get(rec.name.as_bytes())?.is_some() {
+            return Ok(false);
         }
-        self.append_event(&change.event)?;
-        Ok(())
+        self.put_device(rec, encoded)?;
+        Ok(true)
     }
 
-    fn append_event(&self, event: &Event) -> TxnResult<u64> {
-        self.append_events(std::slice::from_ref(event))
+    fn put_device(&self, rec: &DeviceRecord, encoded: &[u8]) -> TxnResult<()> {
+        self.devices.insert(rec.name.as_bytes(), encoded)?;
+        self.index_keys(rec)
+    }
+
+    fn remove_device(&self, name: &str) -> TxnResult<Option<Option<DeviceRecord>>> {
+        Ok(self
+            .devices
+            .remove(name.as_bytes())?
+            .map(|raw| decode_device(name.as_bytes(), &raw).ok()))
+    }
+
+    fn serial(&self, serial: &str) -> TxnResult<Option<SerialRecord>> {
+        let key = serial_key(serial);
+        match self.serials.get(key.as_bytes())? {
+            None => Ok(None),
+            Some(v) => Ok(Some(decode_serial(key.as_bytes(), &v)?)),
+        }
     }
 
     fn put_serials(&self, serials: &[(String, SerialRecord)]) -> TxnResult<()> {
         for (serial, rec) in serials {
-            let encoded = encode_serial(rec).map_err(abort)?;
+            let encoded = encode_serial(rec)?;
             self.serials
                 .insert(serial_key(serial).as_bytes(), encoded)?;
         }
+        Ok(())
+    }
+
+    fn append_event(&self, event: &Event) -> TxnResult<()> {
+        let id = self.reserve_event_ids(1)?;
+        let mut event = event.clone();
+        event.id = id;
+        self.events
+            .insert(&event_key(id)[..], encode_event(&event)?)?;
         Ok(())
     }
 }
@@ -349,23 +362,12 @@ impl Backend for SledStore {
 
     fn add_device(&self, rec: &DeviceRecord, event: Event) -> Result<(), StoreError> {
         let encoded = encode_new_device(rec)?;
-        self.transact(|t| {
-            if t.devices.get(rec.name.as_bytes())?.is_some() {
-                return Err(abort(StoreError::Exists(rec.name.clone())));
-            }
-            t.put_device(rec, &encoded)?;
-            t.append_event(&event)?;
-            Ok(())
-        })
+        self.transact(|t| txn::add_device(t, rec, &encoded, &event))
     }
 
     fn put_device(&self, rec: &DeviceRecord, event: Event) -> Result<(), StoreError> {
         let encoded = encode_new_device(rec)?;
-        self.transact(|t| {
-            t.put_device(rec, &encoded)?;
-            t.append_event(&event)?;
-            Ok(())
-        })
+        self.transact(|t| txn::put_device(t, rec, &encoded, &event))
     }
 
     fn update_devices(
@@ -373,47 +375,11 @@ impl Backend for SledStore {
         names: &[String],
         f: DeviceUpdate<'_>,
     ) -> Result<Vec<Option<DeviceRecord>>, StoreError> {
-        self.transact(|t| {
-            let mut updated = Vec::with_capacity(names.len());
-            for name in names {
-                let Some(mut rec) = t.device(name)? else {
-                    updated.push(None);
-                    continue;
-                };
-                let Some(event) = backend::update_one(name, &mut rec, f).map_err(abort)? else {
-                    updated.push(None);
-                    continue;
-                };
-                let encoded = encode_device(&rec).map_err(abort)?;
-                t.put_device(&rec, &encoded)?;
-                t.append_event(&event)?;
-                updated.push(Some(rec));
-            }
-            Ok(updated)
-        })
+        self.transact(|t| txn::update_devices(t, names, f))
     }
 
     fn remove_device_with(&self, name: &str, f: RemovalEvent<'_>) -> Result<bool, StoreError> {
-        self.transact(|t| {
-            let Some(raw) = t.devices.remove(name.as_bytes())? else {
-                return Ok(false);
-            };
-            let rec = decode_device(name.as_bytes(), &raw).ok();
-            if let Some(rec) = &rec {
-                let now = crate::model::now();
-                for (serial, issued) in backend::removed_lscs(rec) {
-                    t.revoke_serial(
-                        serial,
-                        name,
-                        issued,
-                        now,
-                        RevocationReason::CessationOfOperation,
-                    )?;
-                }
-            }
-            t.append_event(&f(rec.as_ref()))?;
-            Ok(true)
-        })
+        self.transact(|t| txn::remove_device(t, name, f))
     }
 
     /// The whole call is one transaction, and sled keeps a transaction's writes and
@@ -424,25 +390,7 @@ impl Backend for SledStore {
         names: &[&str],
         f: DeviceUpsert<'_>,
     ) -> Result<Vec<Upsert>, StoreError> {
-        self.transact(|t| {
-            let mut outcomes = Vec::with_capacity(names.len());
-            let mut events = Vec::new();
-            for (index, name) in names.iter().enumerate() {
-                let current = t.device(name)?;
-                let Some((rec, event, existed)) =
-                    backend::upsert_one(index, name, current, f).map_err(abort)?
-                else {
-                    outcomes.push(Upsert::Unchanged);
-                    continue;
-                };
-                let encoded = encode_new_device(&rec).map_err(abort)?;
-                t.put_device(&rec, &encoded)?;
-                events.push(event);
-                outcomes.push(backend::upserted(rec, existed));
-            }
-            t.append_events(&events)?;
-            Ok(outcomes)
-        })
+        self.transact(|t| txn::upsert_devices(t, names, f))
     }
 
     fn revoke_device(
@@ -452,21 +400,7 @@ impl Backend for SledStore {
         now: UnixTime,
         f: RevocationEvent<'_>,
     ) -> Result<Option<Vec<String>>, StoreError> {
-        self.transact(|t| {
-            let Some(mut rec) = t.device(name)? else {
-                return Ok(None);
-            };
-            let held = backend::take_lscs(&mut rec);
-            for (serial, issued) in &held {
-                t.revoke_serial(serial, name, *issued, now, reason)?;
-            }
-            let serials: Vec<String> = held.into_iter().map(|(s, _)| s).collect();
-            let event = f(&rec, &serials);
-            let encoded = encode_device(&rec).map_err(abort)?;
-            t.put_device(&rec, &encoded)?;
-            t.append_event(&event)?;
-            Ok(Some(serials))
-        })
+        self.transact(|t| txn::revoke_device(t, name, reason, now, f))
     }
 
     fn indexed_key_holder(&self, key: &[u8; 32]) -> Result<Option<String>, StoreError> {
@@ -524,12 +458,7 @@ impl Backend for SledStore {
     }
 
     fn apply_changes(&self, changes: &[&Commit]) -> Result<(), StoreError> {
-        self.transact(|t| {
-            for change in changes {
-                t.apply_change(change)?;
-            }
-            Ok(())
-        })
+        self.transact(|t| txn::apply_changes(t, changes))
     }
 
     /// Writes everything committed so far to disk. sled otherwise flushes in the

@@ -2,31 +2,9 @@
 //! accounted for in the `serials` tree, and a revoked one carries its time and reason
 //! there, which is what the CRL lists.
 
-use super::{abort, SledStore, StoreError, Txn, TxnResult};
-use crate::model::{RevocationReason, SerialRecord, UnixTime};
-use crate::store::backend;
+use super::{SledStore, StoreError};
+use crate::model::SerialRecord;
 use crate::store::codec::{decode_serial, serial_key};
-
-impl Txn<'_> {
-    /// Marks `serial` revoked (creating its index entry if it has none), keeping the
-    /// first revocation if it already has one.
-    pub(super) fn revoke_serial(
-        &self,
-        serial: &str,
-        device: &str,
-        issued: UnixTime,
-        now: UnixTime,
-        reason: RevocationReason,
-    ) -> TxnResult<()> {
-        let key = serial_key(serial);
-        let current = match self.serials.get(key.as_bytes())? {
-            Some(v) => Some(decode_serial(key.as_bytes(), &v).map_err(abort)?),
-            None => None,
-        };
-        let rec = backend::revoke(current, device, issued, now, reason);
-        self.put_serials(&[(serial.to_owned(), rec)])
-    }
-}
 
 impl SledStore {
     pub(super) fn serial(&self, serial: &str) -> Result<Option<SerialRecord>, StoreError> {

@@ -4,6 +4,7 @@
 
 use super::*;
 use crate::model::*;
+use crate::store::codec::encode_device;
 use crate::store::tests::{apply, enrolled, event, full_record, serial_entry};
 use crate::store::Store;
 use tempfile::tempdir;
