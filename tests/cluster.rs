@@ -1,8 +1,8 @@
 //! Two capf nodes on one PostgreSQL store (issue #17), talked to like phones over
 //! real sockets: a phone enrolls through node A and fetches its encrypted
 //! configuration from node B; a burst of wrong strings split across both nodes gets
-//! no more guesses evaluated than `max_auth_failures`; and a node that is killed mid-
-//! enrollment (`cluster_kill.rs` does it with a real `kill -9`) loses nothing.
+//! no more guesses evaluated than `max_auth_failures`; and a node killed with a real
+//! `kill -9` mid-enrollment loses nothing while the other carries on.
 //!
 //! The database is the one `.ci/postgres.sh` starts (`CAPF_TEST_POSTGRES`); each test
 //! creates a database of its own in it. Without it the tests say SKIPPED, except
@@ -18,7 +18,7 @@ use common::{TestNode, DOC};
 use std::net::SocketAddr;
 
 /// A new database in the test cluster, as a `store =` URL; `None` (SKIPPED) outside CI.
-pub async fn new_database(test: &str) -> Option<String> {
+async fn new_database(test: &str) -> Option<String> {
     let Ok(url) = std::env::var("CAPF_TEST_POSTGRES") else {
         assert!(
             std::env::var_os("CI").is_none(),
@@ -104,9 +104,11 @@ async fn a_phone_enrolled_on_one_node_gets_its_encrypted_configuration_from_anot
     b.stop().await;
 }
 
-/// Wrong strings from many sessions at once, half to each node: the device's lockout
-/// and its one-authentication-at-a-time hold across nodes, so no more strings are
-/// evaluated than `max_auth_failures`, and the device ends locked on both.
+/// Wrong strings from many sessions at once, half to each node: no more strings are
+/// evaluated than `max_auth_failures`, and the device ends locked on both. End to end
+/// this rarely meets the race it guards against (two nodes reading the record at
+/// once); the mechanism, a device's turn held across nodes, is tested on its own in
+/// `server::turns` (`a_turn_holds_across_nodes_sharing_a_store`).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_burst_of_wrong_strings_split_across_nodes_is_evaluated_at_most_the_limit() {
     const NAME: &str = "SEP00000000C002";
@@ -180,7 +182,7 @@ async fn a_burst_of_wrong_strings_split_across_nodes_is_evaluated_at_most_the_li
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_killed_mid_enrollment_loses_nothing_and_the_other_carries_on() {
     use common::cli::{add_null_install, init, Serving};
-    const PHONES: usize = 12;
+    const PHONES: usize = 32;
     let Some(url) = new_database("kill_across").await else {
         return;
     };
@@ -226,7 +228,19 @@ async fn a_node_killed_mid_enrollment_loses_nothing_and_the_other_carries_on() {
             })
         })
         .collect();
-    tokio::time::sleep(std::time::Duration::from_millis(150)).await;
+    // Killed as soon as the first LSC is in the database: the rest are mid-way.
+    let store =
+        capf::store::Store::open_configured(std::path::Path::new("/nonexistent"), &url).unwrap();
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while !store
+        .list_devices()
+        .unwrap()
+        .iter()
+        .any(|d| d.lsc.is_some() || d.unconfirmed_lsc.is_some())
+    {
+        assert!(std::time::Instant::now() < until, "no phone enrolled on A");
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
     let killed = std::process::Command::new("kill")
         .args(["-9", &a.pid().to_string()])
         .status()

@@ -178,15 +178,11 @@ impl FailureLimiter {
         self.released.notify_waiters();
     }
 
-    /// Whether `addr` may open a session now. A shared store that does not answer
-    /// lets the session in: its authentication is then refused at the reservation.
+    /// Whether `addr` may open a session now, by the failures this node has seen: the
+    /// check at accept stays a memory read. With a shared store, failures on other
+    /// nodes count at the reservation ([`FailureLimiter::reserve`]), which refuses
+    /// before anything is evaluated.
     pub fn allows(&self, addr: IpAddr, now: Instant) -> bool {
-        if let Some((store, limit, _)) = &self.shared {
-            let cluster = store.cluster().expect("a shared store");
-            return cluster
-                .address_allows(&addr.to_string(), *limit)
-                .unwrap_or(true);
-        }
         let failures = self.failures.lock().unwrap_or_else(|p| p.into_inner());
         match failures.get(&addr) {
             Some((start, count)) => {
@@ -204,8 +200,12 @@ impl FailureLimiter {
             if let Err(e) = cluster.attempt_failed(&addr.to_string(), &holder, *limit) {
                 tracing::warn!(%addr, "cannot count a failed session: {e}");
             }
-            return;
         }
+        self.count_failure(addr, now);
+    }
+
+    /// Counts a failure in this node's memory (what [`FailureLimiter::allows`] reads).
+    fn count_failure(&self, addr: IpAddr, now: Instant) {
         let mut failures = self.failures.lock().unwrap_or_else(|p| p.into_inner());
         if failures.len() >= MAX_TRACKED && !failures.contains_key(&addr) {
             failures.retain(|_, (start, _)| now.duration_since(*start) < self.window);
@@ -231,6 +231,7 @@ impl AttemptSlot<'_> {
             if let Err(e) = cluster.attempt_failed(&self.addr.to_string(), &holder, *limit) {
                 tracing::warn!(addr = %self.addr, "cannot count a failed attempt: {e}");
             }
+            self.limiter.count_failure(self.addr, Instant::now());
             return;
         }
         // Counted before the slot is released, so no waiter sees a free slot in between.

@@ -74,11 +74,17 @@ impl DeviceTurns {
             let key = format!("device:{device}");
             let holder = crate::store::holder(node);
             let cluster = store.cluster().expect("a shared store");
+            let mut warned = false;
             loop {
                 match cluster.try_lease(&key, &holder, *ttl) {
                     Ok(true) => break,
                     Ok(false) => {}
-                    Err(e) => tracing::warn!(device, "cannot take the device's turn: {e}"),
+                    // Once per session, not at every retry.
+                    Err(e) if !warned => {
+                        warned = true;
+                        tracing::warn!(device, "cannot take the device's turn: {e}");
+                    }
+                    Err(_) => {}
                 }
                 tokio::time::sleep(LEASE_RETRY).await;
             }
@@ -140,5 +146,49 @@ mod tests {
             .unwrap();
         drop(_other_device);
         assert_eq!(turns.len(), 0);
+    }
+
+    /// Two nodes on one shared store: a turn taken on one makes the other's session
+    /// for that device wait until it is given back, and a turn left by a node that
+    /// died (never given back) ends when its lease expires.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_turn_holds_across_nodes_sharing_a_store() {
+        use crate::store::backend_tests::{postgres_store, postgres_url};
+        let Some(url) = postgres_url("turns") else {
+            return;
+        };
+        let pg = postgres_store(&url, "turns");
+        let schema = pg.schema().unwrap().to_string();
+        let node_a = Store::from(pg.clone());
+        let node_b =
+            Store::from(crate::store::PgStore::open_in_schema(&url, Some(&schema)).unwrap());
+        let lease = Duration::from_millis(600);
+        let a = Arc::new(DeviceTurns::new(&node_a, "a", lease));
+        let b = Arc::new(DeviceTurns::new(&node_b, "b", lease));
+
+        let on_a = a.take("SEPA").await;
+        let _other_device = b.take("SEPB").await;
+        let waiting = {
+            let b = b.clone();
+            tokio::spawn(async move {
+                let _turn = b.take("SEPA").await;
+            })
+        };
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert!(!waiting.is_finished(), "B waits for A's turn on SEPA");
+        drop(on_a);
+        tokio::time::timeout(Duration::from_secs(5), waiting)
+            .await
+            .unwrap()
+            .unwrap();
+
+        // A dies holding a turn: its lease is never released, and ends on its own.
+        std::mem::forget(a.take("SEPC").await);
+        let started = std::time::Instant::now();
+        let _on_b = tokio::time::timeout(Duration::from_secs(5), b.take("SEPC"))
+            .await
+            .expect("the lease expired");
+        assert!(started.elapsed() >= Duration::from_millis(300), "B waited");
+        pg.drop_schema().unwrap();
     }
 }

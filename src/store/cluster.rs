@@ -56,9 +56,6 @@ pub trait Cluster: Send + Sync {
 
     /// The attempt ended without failing.
     fn release_attempt(&self, address: &str, holder: &str) -> Result<(), StoreError>;
-
-    /// Whether `address` has failures left in its window.
-    fn address_allows(&self, address: &str, limit: AddressLimit) -> Result<bool, StoreError>;
 }
 
 /// A holder name no other node or session uses: the node's name and a random token.

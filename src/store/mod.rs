@@ -18,7 +18,7 @@
 mod accounts;
 mod backend;
 #[cfg(test)]
-mod backend_tests;
+pub(crate) mod backend_tests;
 mod cluster;
 mod codec;
 mod key_index;

@@ -126,7 +126,7 @@ impl PgStore {
 
     /// Drops the store's schema with everything in it (tests clean up after themselves).
     #[cfg(test)]
-    pub(super) fn drop_schema(&self) -> Result<(), StoreError> {
+    pub(crate) fn drop_schema(&self) -> Result<(), StoreError> {
         let schema = self.inner.schema.as_deref().expect("a store in a schema");
         let conn = self.conn()?;
         let client = conn.client.as_ref().expect("held until dropped");
@@ -860,18 +860,6 @@ impl Cluster for PgStore {
             &[&address, &holder],
         )?;
         Ok(())
-    }
-
-    fn address_allows(&self, address: &str, limit: AddressLimit) -> Result<bool, StoreError> {
-        let rows = self.query(
-            &format!(
-                "SELECT failures FROM address_failures \
-                 WHERE address = $1 AND window_start > {NOW} - $2::float8"
-            ),
-            &[&address, &limit.window.as_secs_f64()],
-        )?;
-        let failures = rows.first().map_or(0, |row| row.get::<_, i32>(0));
-        Ok(i64::from(failures) < i64::from(limit.max_failures))
     }
 }
 
