@@ -108,7 +108,7 @@ pub enum Upsert {
 }
 
 /// Encodes a record that is about to be written under its own name.
-pub(crate) fn encode_new_device(rec: &DeviceRecord) -> Result<Vec<u8>, StoreError> {
+fn encode_new_device(rec: &DeviceRecord) -> Result<Vec<u8>, StoreError> {
     if rec.name.is_empty() {
         return Err(StoreError::EmptyName);
     }
