@@ -37,6 +37,8 @@ pub struct Node {
     /// LSC renewal, when `renew_before_days` turns it on, and this node's name (the
     /// holder of the renewal lease in a shared store).
     renewal: Option<(crate::renewal::Policy, String)>,
+    /// This node's `node_name`: its presence in a shared store.
+    node_name: String,
     capf: CapfListener,
     legacy: Option<CapfListener>,
     http: Option<HttpServer>,
@@ -101,6 +103,7 @@ impl Node {
         check_open_file_limit(&settings);
         let renewal =
             crate::renewal::Policy::of(&settings).map(|p| (p, settings.node_name.clone()));
+        let node_name = settings.node_name.clone();
         let legacy_listen = settings.legacy_listen;
         let metrics_addr = settings.metrics;
         let head_timeout = settings.http_head_timeout();
@@ -143,6 +146,7 @@ impl Node {
             store,
             data: data.clone(),
             renewal,
+            node_name,
             capf,
             legacy,
             http,
@@ -234,6 +238,16 @@ impl Node {
                 stopped(stop_rx.clone()),
             )),
         ));
+        if self.store.cluster().is_some() {
+            tasks.push((
+                "presence",
+                tokio::spawn(crate::store::presence::announce(
+                    self.store.clone(),
+                    self.node_name.clone(),
+                    stopped(stop_rx.clone()),
+                )),
+            ));
+        }
         if let Some((policy, node_name)) = self.renewal {
             tasks.push((
                 "renewal",

@@ -25,6 +25,7 @@ mod serve;
 mod settings_cmd;
 mod signer;
 mod status;
+mod store_cmd;
 
 pub(crate) use device::normalise_name;
 pub use device::{parse_import, ParsedRow};
@@ -121,6 +122,10 @@ pub enum Command {
     /// (docs/cluster.md).
     #[command(subcommand)]
     Node(node_identity::NodeCommand),
+    /// The store itself: move it between the embedded sled store and PostgreSQL
+    /// (docs/cluster.md).
+    #[command(subcommand)]
+    Store(store_cmd::StoreCommand),
 }
 
 /// Everything a store-backed command needs. The same command runs either in the CLI
@@ -235,6 +240,7 @@ pub fn run(mut cli: Cli, mut argv: Vec<OsString>) -> Result<ExitCode> {
         }
         Command::Inspect(args) => inspect::inspect(&data, args),
         Command::Node(cmd) => node_identity::run(&data, cmd),
+        Command::Store(cmd) => store_cmd::run(&data, cmd),
         store_command => {
             if let Some(code) = admin::forward(&data, &argv)? {
                 return Ok(code);
@@ -298,6 +304,7 @@ pub fn execute(ctx: &mut Ctx, command: Command) -> Result<ExitCode> {
         | Command::Inspect(_)
         | Command::Settings(_)
         | Command::Node(_)
+        | Command::Store(_)
         | Command::Completions { .. } => {
             anyhow::bail!("this command does not run over the admin socket")
         }

@@ -14,6 +14,7 @@
 //! Closures are `&dyn Fn` (a trait object must be object-safe) and may run more than
 //! once: both databases run a transaction again when it conflicts with another.
 
+use super::migrate::Record;
 use super::{StoreError, Upsert, WebAccount};
 use crate::model::{Commit, DeviceRecord, Event, RevocationReason, SerialRecord, UnixTime};
 use std::path::Path;
@@ -127,6 +128,9 @@ pub trait Backend: Send + Sync {
     /// may no longer hold it.
     fn indexed_key_holder(&self, key: &[u8; 32]) -> Result<Option<String>, StoreError>;
 
+    /// The whole key index, in key order (what `capf store migrate` copies).
+    fn lsc_keys(&self) -> Result<Vec<([u8; 32], String)>, StoreError>;
+
     // -- serials --------------------------------------------------------------------
 
     fn serial(&self, serial: &str) -> Result<Option<SerialRecord>, StoreError>;
@@ -183,6 +187,11 @@ pub trait Backend: Send + Sync {
     /// Makes everything committed so far durable. A no-op where a commit is already
     /// durable (PostgreSQL with `synchronous_commit` on).
     fn flush(&self) -> Result<(), StoreError>;
+
+    /// Stores `records` as they are, in one transaction: events keep their ids (and
+    /// later events get higher ones), devices their key index as given. For filling an
+    /// empty store (`capf store migrate`); a record already there is replaced.
+    fn load(&self, records: &[Record]) -> Result<(), StoreError>;
 
     /// What nodes sharing this store agree on besides records; `None` for a store one
     /// process owns (sled).

@@ -56,6 +56,10 @@ pub trait Cluster: Send + Sync {
 
     /// The attempt ended without failing.
     fn release_attempt(&self, address: &str, holder: &str) -> Result<(), StoreError>;
+
+    /// The names of the nodes serving from this store now (see `presence.rs`), in
+    /// name order.
+    fn live_nodes(&self) -> Result<Vec<String>, StoreError>;
 }
 
 /// A holder name no other node or session uses: the node's name and a random token.

@@ -22,7 +22,9 @@ pub(crate) mod backend_tests;
 mod cluster;
 mod codec;
 mod key_index;
+pub mod migrate;
 mod pg;
+pub mod presence;
 mod sled_store;
 #[cfg(test)]
 mod tests;

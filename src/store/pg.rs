@@ -28,6 +28,7 @@ use super::backend::{
 use super::cluster::{AddressLimit, Cluster, Reservation};
 use super::codec::{decode_device, decode_serial, encode_event, encode_serial, serial_key};
 use super::key_index::{certified_keys, index_key};
+use super::migrate::Record;
 use super::txn::{self, DeviceTxn};
 use super::{encode_new_device, StoreError, Upsert, WebAccount};
 use crate::model::{Commit, DeviceRecord, Event, RevocationReason, SerialRecord, UnixTime};
@@ -572,6 +573,20 @@ impl Backend for PgStore {
         self.transact(|t| txn::revoke_device(t, name, reason, now, f))
     }
 
+    fn lsc_keys(&self) -> Result<Vec<([u8; 32], String)>, StoreError> {
+        self.query("SELECT key, device FROM lsc_keys ORDER BY key", &[])?
+            .iter()
+            .map(|row| {
+                let key: &[u8] = row.get(0);
+                let key = <[u8; 32]>::try_from(key).map_err(|_| StoreError::Corrupt {
+                    key: format!("lsc_keys/{}", hex::encode(key)),
+                    reason: format!("index key is {} bytes, not 32", key.len()),
+                })?;
+                Ok((key, row.get(1)))
+            })
+            .collect()
+    }
+
     fn indexed_key_holder(&self, key: &[u8; 32]) -> Result<Option<String>, StoreError> {
         let rows = self.query("SELECT device FROM lsc_keys WHERE key = $1", &[&&key[..]])?;
         Ok(rows.first().map(|row| row.get(0)))
@@ -716,6 +731,92 @@ impl Backend for PgStore {
     }
 
     /// A committed transaction is already durable.
+    /// One statement per kind of record, each with arrays of all of its rows.
+    fn load(&self, records: &[Record]) -> Result<(), StoreError> {
+        let mut devices = (Vec::new(), Vec::new());
+        let mut events = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        let mut serials = (Vec::new(), Vec::new());
+        let mut keys = (Vec::new(), Vec::new());
+        let mut accounts = (Vec::new(), Vec::new());
+        let text = |encoded: Vec<u8>| String::from_utf8(encoded).expect("serde_json writes UTF-8");
+        for record in records {
+            match record {
+                Record::Device(rec) => {
+                    devices.0.push(rec.name.clone());
+                    devices.1.push(text(encode_new_device(rec)?));
+                }
+                Record::Event(event) => {
+                    let id = i64::try_from(event.id).map_err(|_| StoreError::Corrupt {
+                        key: format!("events/{}", event.id),
+                        reason: "id beyond PostgreSQL's bigint".into(),
+                    })?;
+                    let mut stored = event.clone();
+                    stored.id = 0;
+                    events.0.push(id);
+                    events.1.push(event.time);
+                    events.2.push(event.device.clone());
+                    events.3.push(text(encode_event(&stored)?));
+                }
+                Record::Serial(serial, rec) => {
+                    serials.0.push(serial_key(serial));
+                    serials.1.push(text(encode_serial(rec)?));
+                }
+                Record::LscKey(key, device) => {
+                    keys.0.push(key.to_vec());
+                    keys.1.push(device.clone());
+                }
+                Record::WebAccount(account) => {
+                    accounts.0.push(account.name.clone());
+                    accounts.1.push(text(encode_account(account)?));
+                }
+            }
+        }
+        self.transact(|t| {
+            t.execute(
+                "INSERT INTO devices (name, record) \
+                 SELECT n, r::jsonb FROM unnest($1::text[], $2::text[]) AS u(n, r) \
+                 ON CONFLICT (name) DO UPDATE SET record = EXCLUDED.record, \
+                 version = devices.version + 1",
+                &[&devices.0, &devices.1],
+            )?;
+            t.execute(
+                "INSERT INTO events (id, time, device, record) OVERRIDING SYSTEM VALUE \
+                 SELECT i, t, d, r::jsonb \
+                 FROM unnest($1::bigint[], $2::bigint[], $3::text[], $4::text[]) AS u(i, t, d, r) \
+                 ON CONFLICT (id) DO UPDATE SET time = EXCLUDED.time, \
+                 device = EXCLUDED.device, record = EXCLUDED.record",
+                &[&events.0, &events.1, &events.2, &events.3],
+            )?;
+            if !events.0.is_empty() {
+                // Later events get higher ids than every one loaded.
+                t.execute(
+                    "SELECT setval(pg_get_serial_sequence('events', 'id'), \
+                     (SELECT max(id) FROM events))",
+                    &[],
+                )?;
+            }
+            t.execute(
+                "INSERT INTO serials (serial, record) \
+                 SELECT s, r::jsonb FROM unnest($1::text[], $2::text[]) AS u(s, r) \
+                 ON CONFLICT (serial) DO UPDATE SET record = EXCLUDED.record",
+                &[&serials.0, &serials.1],
+            )?;
+            t.execute(
+                "INSERT INTO lsc_keys (key, device) \
+                 SELECT k, d FROM unnest($1::bytea[], $2::text[]) AS u(k, d) \
+                 ON CONFLICT (key) DO UPDATE SET device = EXCLUDED.device",
+                &[&keys.0, &keys.1],
+            )?;
+            t.execute(
+                "INSERT INTO web_accounts (name, record) \
+                 SELECT n, r::jsonb FROM unnest($1::text[], $2::text[]) AS u(n, r) \
+                 ON CONFLICT (name) DO UPDATE SET record = EXCLUDED.record",
+                &[&accounts.0, &accounts.1],
+            )?;
+            Ok(())
+        })
+    }
+
     fn flush(&self) -> Result<(), StoreError> {
         Ok(())
     }
@@ -851,6 +952,10 @@ impl Cluster for PgStore {
         })
     }
 
+    fn live_nodes(&self) -> Result<Vec<String>, StoreError> {
+        self.live_node_names()
+    }
+
     fn release_attempt(&self, address: &str, holder: &str) -> Result<(), StoreError> {
         self.query(
             &format!(
@@ -860,6 +965,22 @@ impl Cluster for PgStore {
             &[&address, &holder],
         )?;
         Ok(())
+    }
+}
+
+impl PgStore {
+    fn live_node_names(&self) -> Result<Vec<String>, StoreError> {
+        Ok(self
+            .query(
+                &format!(
+                    "SELECT substr(key, length($1) + 1) FROM leases \
+                     WHERE starts_with(key, $1) AND expires > {NOW} ORDER BY key COLLATE \"C\""
+                ),
+                &[&super::presence::LEASE_PREFIX],
+            )?
+            .iter()
+            .map(|row| row.get(0))
+            .collect())
     }
 }
 

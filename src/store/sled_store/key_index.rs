@@ -33,6 +33,20 @@ impl SledStore {
             .map(|name| String::from_utf8_lossy(&name).into_owned()))
     }
 
+    pub(super) fn lsc_keys(&self) -> Result<Vec<([u8; 32], String)>, StoreError> {
+        self.lsc_keys
+            .iter()
+            .map(|kv| {
+                let (k, v) = kv?;
+                let key = <[u8; 32]>::try_from(k.as_ref()).map_err(|_| StoreError::Corrupt {
+                    key: format!("lsc_keys/{}", hex::encode(&k)),
+                    reason: format!("index key is {} bytes, not 32", k.len()),
+                })?;
+                Ok((key, String::from_utf8_lossy(&v).into_owned()))
+            })
+            .collect()
+    }
+
     /// Adds every device to the index once, for a store written before it existed.
     pub(super) fn index_existing_keys(&self) -> Result<(), StoreError> {
         if self.meta.get(INDEXED)?.is_some() {

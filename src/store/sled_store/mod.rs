@@ -25,6 +25,7 @@ mod serials;
 #[cfg(test)]
 mod tests;
 
+use super::accounts::encode as encode_account;
 use super::backend::{
     AccountUpdate, Backend, DeviceUpdate, DeviceUpsert, EventFilter, NamedRecord, RemovalEvent,
     RevocationEvent,
@@ -32,6 +33,7 @@ use super::backend::{
 use super::codec::{
     decode_device, decode_serial, encode_event, encode_serial, event_key, serial_key,
 };
+use super::migrate::Record;
 use super::txn::{self, DeviceTxn};
 use super::{encode_new_device, StoreError, Upsert, WebAccount};
 use crate::model::{Commit, DeviceRecord, Event, RevocationReason, SerialRecord, UnixTime};
@@ -407,6 +409,10 @@ impl Backend for SledStore {
         SledStore::indexed_key_holder(self, key)
     }
 
+    fn lsc_keys(&self) -> Result<Vec<([u8; 32], String)>, StoreError> {
+        SledStore::lsc_keys(self)
+    }
+
     fn serial(&self, serial: &str) -> Result<Option<SerialRecord>, StoreError> {
         SledStore::serial(self, serial)
     }
@@ -459,6 +465,43 @@ impl Backend for SledStore {
 
     fn apply_changes(&self, changes: &[&Commit]) -> Result<(), StoreError> {
         self.transact(|t| txn::apply_changes(t, changes))
+    }
+
+    fn load(&self, records: &[Record]) -> Result<(), StoreError> {
+        self.transact(|t| {
+            let mut next_event_id = None;
+            for record in records {
+                match record {
+                    Record::Device(rec) => {
+                        t.devices
+                            .insert(rec.name.as_bytes(), encode_new_device(rec)?)?;
+                    }
+                    Record::Event(event) => {
+                        t.events
+                            .insert(&event_key(event.id)[..], encode_event(event)?)?;
+                        next_event_id = next_event_id.max(Some(event.id + 1));
+                    }
+                    Record::Serial(serial, rec) => {
+                        t.serials
+                            .insert(serial_key(serial).as_bytes(), encode_serial(rec)?)?;
+                    }
+                    Record::LscKey(key, device) => {
+                        t.lsc_keys.insert(&key[..], device.as_bytes())?;
+                    }
+                    Record::WebAccount(account) => {
+                        t.web_accounts
+                            .insert(account.name.as_bytes(), encode_account(account)?)?;
+                    }
+                }
+            }
+            if let Some(next) = next_event_id {
+                let first_free = t.reserve_event_ids(0)?;
+                if next > first_free {
+                    t.meta.insert(NEXT_EVENT_ID, &next.to_be_bytes()[..])?;
+                }
+            }
+            Ok(())
+        })
     }
 
     /// Writes everything committed so far to disk. sled otherwise flushes in the

@@ -1,0 +1,259 @@
+//! `capf store migrate --to TARGET`: moves a node's store between the embedded sled
+//! store and PostgreSQL (docs/cluster.md "Moving between stores").
+//!
+//! The source is the store the data directory is configured with (`store` in
+//! capf.toml: empty for its sled store, or a PostgreSQL URL). Nothing may serve from it
+//! meanwhile: sled's own lock says so for sled, the nodes' presence leases for
+//! PostgreSQL. The copy is then verified record by record: both sides' counts and
+//! digests must agree (`store/migrate.rs`), and a source that changed on the way is
+//! reported, not passed over.
+
+use anyhow::{bail, Context, Result};
+use clap::{Args, Subcommand};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use super::private;
+use crate::settings::{DataDir, Settings};
+use crate::store::migrate::{self, Inventory};
+use crate::store::{Store, StoreError};
+
+#[derive(Subcommand, Debug)]
+pub enum StoreCommand {
+    /// Copy every record of this node's store into another store (sled to
+    /// PostgreSQL, or back), verified by counts and a digest of every record.
+    Migrate(MigrateArgs),
+}
+
+#[derive(Args, Debug)]
+#[command(
+    after_help = "Examples:\n  capf store migrate --to postgres://capf@db.example.net/capf\n  capf store migrate --to capf-data/db.sled     # from PostgreSQL back to sled\n\nStop `capf serve` on every node that uses the source first. The destination must be\nempty: a PostgreSQL database without capf records, or a directory that does not\nexist yet. Then set `store` in capf.toml to the destination (empty for the data\ndirectory's own db) and start the nodes again."
+)]
+pub struct MigrateArgs {
+    /// Where to copy the records: a postgres:// URL, or a directory for a new sled
+    /// store.
+    #[arg(long, value_name = "URL|DIR")]
+    pub to: String,
+    /// Print the result as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub fn run(data: &DataDir, cmd: StoreCommand) -> Result<ExitCode> {
+    match cmd {
+        StoreCommand::Migrate(args) => migrate_store(data, args),
+    }
+}
+
+fn is_postgres_url(target: &str) -> bool {
+    target.starts_with("postgres://") || target.starts_with("postgresql://")
+}
+
+fn migrate_store(data: &DataDir, args: MigrateArgs) -> Result<ExitCode> {
+    let settings = Settings::load(data)?;
+    let source = open_source(data, &settings)?;
+    let destination = open_destination(data, &settings, &args.to)?;
+    refuse_if_served(&destination, "destination")?;
+
+    let progress = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let copied = migrate::copy(&source, &destination, |n| {
+        if progress {
+            eprint!("\rcopied {n} records");
+        }
+    })
+    .context("copying the records")?;
+    if progress {
+        eprintln!();
+    }
+    let written = migrate::inventory(&destination).context("reading the destination back")?;
+    if written != copied {
+        bail!(
+            "the destination does not hold what was read from the source \
+             (source {}, destination {}): do not use it; empty it and run the migration again",
+            summary(&copied),
+            summary(&written)
+        );
+    }
+    // sled's lock kept the source as it was; a PostgreSQL source is read once more,
+    // so that a node started meanwhile cannot have changed it unnoticed.
+    if source.cluster().is_some() {
+        refuse_if_served(&source, "source")?;
+        let now = migrate::inventory(&source).context("reading the source again")?;
+        if now != copied {
+            bail!(
+                "the source changed while it was copied (a node served from it?): \
+                 empty the destination and run the migration again with every node stopped"
+            );
+        }
+    }
+
+    let mut out = std::io::stdout().lock();
+    if args.json {
+        let report = serde_json::json!({
+            "source": { "kind": source.kind(), "location": source.location() },
+            "destination": { "kind": destination.kind(), "location": destination.location() },
+            "records": copied,
+            "verified": true,
+        });
+        writeln!(out, "{}", serde_json::to_string_pretty(&report)?)?;
+    } else {
+        writeln!(
+            out,
+            "copied {} records from {} {} to {} {}",
+            copied.records(),
+            source.kind(),
+            source.location(),
+            destination.kind(),
+            destination.location()
+        )?;
+        for (kind, count) in migrate::KINDS.iter().zip(counts(&copied)) {
+            writeln!(out, "  {kind:<13} {count}")?;
+        }
+        writeln!(
+            out,
+            "verified: the destination holds the same records (sha256 {})",
+            copied.sha256
+        )?;
+        let store_setting = if destination.kind() == "sled" {
+            format!("empty (and move {} to {})", args.to, data.db().display())
+        } else {
+            format!("\"{}\" (with its password)", destination.location())
+        };
+        writeln!(
+            out,
+            "next: set store in {} to {store_setting}, then start capf serve",
+            data.settings_file().display()
+        )?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn counts(inventory: &Inventory) -> [u64; 5] {
+    [
+        inventory.devices,
+        inventory.events,
+        inventory.serials,
+        inventory.lsc_keys,
+        inventory.web_accounts,
+    ]
+}
+
+fn summary(inventory: &Inventory) -> String {
+    let counts = counts(inventory)
+        .iter()
+        .zip(migrate::KINDS)
+        .map(|(n, kind)| format!("{n} {kind}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    format!("{counts}, sha256 {}", &inventory.sha256[..16])
+}
+
+/// The store this data directory is configured with, as long as no node serves from it.
+fn open_source(data: &DataDir, settings: &Settings) -> Result<Store> {
+    if settings.store.is_empty() && !data.db().exists() {
+        bail!(
+            "no capf store in {} (nothing to migrate; pass --data for another data directory)",
+            data.root().display()
+        );
+    }
+    let source = match Store::open_configured(&data.db(), &settings.store) {
+        Err(StoreError::Locked(_)) => bail!(
+            "a node serves from {} (capf serve holds the store): stop it first, the \
+             migration needs a store that does not change while it is copied",
+            data.db().display()
+        ),
+        other => other.context("opening the source store")?,
+    };
+    refuse_if_served(&source, "source")?;
+    Ok(source)
+}
+
+/// The empty store to copy into.
+fn open_destination(data: &DataDir, settings: &Settings, target: &str) -> Result<Store> {
+    if is_postgres_url(target) {
+        if target == settings.store {
+            bail!("the destination is the store this node already uses");
+        }
+        let store = Store::open_configured(Path::new(""), target)
+            .with_context(|| format!("opening the destination {}", redact(target)))?;
+        return Ok(store);
+    }
+    if target.contains("://") {
+        bail!("--to takes a postgres:// URL or a directory for a sled store, not {target:?}");
+    }
+    let dir = PathBuf::from(target);
+    if settings.store.is_empty() && same_path(&dir, &data.db()) {
+        bail!("the destination is the store this node already uses");
+    }
+    if std::fs::symlink_metadata(&dir).is_ok() {
+        bail!(
+            "{} already exists: the destination of a migration to sled is a new \
+             directory (move the old one aside)",
+            dir.display()
+        );
+    }
+    let parent = match dir.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    std::fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
+    private::check_ancestors(parent)?;
+    private::create_private_dir(&dir)?;
+    let store = Store::open(&dir).context("creating the destination store")?;
+    // sled creates its files with the default mode; they hold authentication strings.
+    private::restrict_tree(&dir)?;
+    Ok(store)
+}
+
+fn same_path(a: &Path, b: &Path) -> bool {
+    match (a.canonicalize(), b.canonicalize()) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => a == b,
+    }
+}
+
+/// Refuses a shared store that some node serves from now.
+fn refuse_if_served(store: &Store, which: &str) -> Result<()> {
+    let Some(cluster) = store.cluster() else {
+        return Ok(());
+    };
+    let nodes = cluster.live_nodes()?;
+    if !nodes.is_empty() {
+        bail!(
+            "nodes serve from the {which} store {} now ({}): stop capf serve on every one \
+             of them first (a node that died counts for 30 s)",
+            store.location(),
+            nodes.join(", ")
+        );
+    }
+    Ok(())
+}
+
+/// A URL for messages: without its password.
+fn redact(url: &str) -> String {
+    match url.split_once("://") {
+        Some((scheme, rest)) => match rest.split_once('@') {
+            Some((userinfo, host)) => {
+                let user = userinfo.split(':').next().unwrap_or("");
+                format!("{scheme}://{user}@{host}")
+            }
+            None => url.to_string(),
+        },
+        None => url.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::redact;
+
+    #[test]
+    fn a_url_in_a_message_has_no_password() {
+        assert_eq!(
+            redact("postgres://capf:s3cret@db:5432/capf"),
+            "postgres://capf@db:5432/capf"
+        );
+        assert_eq!(redact("postgres://db/capf"), "postgres://db/capf");
+    }
+}
