@@ -40,6 +40,16 @@ free_port() {
         || shuf -i 20000-60000 -n 1
 }
 
+# Starts the server of the cluster in $2 on port $3.
+run_server() {
+    local bin=$1 dir=$2 port=$3
+    # fsync stays on: the store's tests check that a commit is what makes a change
+    # durable, and nothing here is slow enough to be worth lying about.
+    as_owner "$bin/pg_ctl" -D "$dir/data" -l "$dir/server.log" -w -t 30 \
+        -o "-c listen_addresses=127.0.0.1 -p $port -k $dir/socket -c max_connections=200" \
+        start >&2 || { cat "$dir/server.log" >&2; exit 1; }
+}
+
 start() {
     local bin dir port
     bin=$(pg_bin)
@@ -53,11 +63,7 @@ start() {
     as_owner "$bin/initdb" -D "$dir/data" -U capf --auth=trust --encoding=UTF8 --locale=C.UTF-8 \
         >"$dir/initdb.log" 2>&1 || { cat "$dir/initdb.log" >&2; exit 1; }
     port=$(free_port)
-    # fsync stays on: the store's tests check that a commit is what makes a change
-    # durable, and nothing here is slow enough to be worth lying about.
-    as_owner "$bin/pg_ctl" -D "$dir/data" -l "$dir/server.log" -w -t 30 \
-        -o "-c listen_addresses=127.0.0.1 -p $port -k $dir/socket -c max_connections=200" \
-        start >&2 || { cat "$dir/server.log" >&2; exit 1; }
+    run_server "$bin" "$dir" "$port"
     as_owner "$bin/createdb" -h "$dir/socket" -p "$port" -U capf capf_test >&2
     echo "$port" >"$dir/port"
     echo "export CAPF_TEST_POSTGRES='postgres://capf@127.0.0.1:$port/capf_test'"
@@ -72,8 +78,25 @@ stop() {
     rm -rf "$dir"
 }
 
+# The database going away and coming back, as a restart or failover does to its
+# clients (tests/cluster.rs): `pause DIR` stops the server, `resume DIR` starts it
+# again on the same port with the same data.
+pause() {
+    local dir=${1:-}
+    [ -n "$dir" ] && [ -f "$dir/port" ] || { echo "usage: $0 pause DIR" >&2; exit 1; }
+    as_owner "$(pg_bin)/pg_ctl" -D "$dir/data" -m fast -w stop >&2
+}
+
+resume() {
+    local dir=${1:-}
+    [ -n "$dir" ] && [ -f "$dir/port" ] || { echo "usage: $0 resume DIR" >&2; exit 1; }
+    run_server "$(pg_bin)" "$dir" "$(cat "$dir/port")"
+}
+
 case "${1:-}" in
 start) start ;;
 stop) stop "${2:-}" ;;
-*) echo "usage: $0 start | stop DIR" >&2; exit 1 ;;
+pause) pause "${2:-}" ;;
+resume) resume "${2:-}" ;;
+*) echo "usage: $0 start | stop DIR | pause DIR | resume DIR" >&2; exit 1 ;;
 esac

@@ -301,3 +301,181 @@ async fn a_node_killed_mid_enrollment_loses_nothing_and_the_other_carries_on() {
     drop(a);
     b.stop();
 }
+
+/// A PostgreSQL cluster of the test's own (`.ci/postgres.sh start`), so that it can be
+/// stopped and started again without disturbing the tests that share the other one.
+struct OwnDatabase {
+    dir: String,
+    url: String,
+}
+
+impl OwnDatabase {
+    fn script() -> std::path::PathBuf {
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(".ci/postgres.sh")
+    }
+
+    /// `None` (SKIPPED) where the tests have no PostgreSQL, except under CI.
+    fn start(test: &str) -> Option<OwnDatabase> {
+        if std::env::var("CAPF_TEST_POSTGRES").is_err() {
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "CAPF_TEST_POSTGRES is not set under CI: .ci/run starts a cluster with .ci/postgres.sh"
+            );
+            eprintln!("SKIPPED: {test} (set CAPF_TEST_POSTGRES, see .ci/postgres.sh)");
+            return None;
+        }
+        let out = std::process::Command::new(Self::script())
+            .arg("start")
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let exports = String::from_utf8(out.stdout).unwrap();
+        let value = |name: &str| {
+            exports
+                .lines()
+                .find_map(|l| l.strip_prefix(&format!("export {name}='")))
+                .and_then(|v| v.strip_suffix('\''))
+                .unwrap_or_else(|| panic!("{name} in {exports}"))
+                .to_string()
+        };
+        Some(OwnDatabase {
+            dir: value("CAPF_TEST_POSTGRES_DIR"),
+            url: value("CAPF_TEST_POSTGRES"),
+        })
+    }
+
+    fn run(&self, action: &str) {
+        let out = std::process::Command::new(Self::script())
+            .args([action, &self.dir])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{action}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+impl Drop for OwnDatabase {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new(Self::script())
+            .args(["stop", &self.dir])
+            .output();
+    }
+}
+
+/// `/readyz` of `node`: its status and body.
+async fn readyz(node: &TestNode) -> (u16, String) {
+    let reply = http_request(&node.metrics_addr.unwrap().to_string(), "GET", "/readyz")
+        .await
+        .unwrap();
+    (
+        reply.status,
+        String::from_utf8_lossy(&reply.body).into_owned(),
+    )
+}
+
+/// The database stops under enrollments and starts again (a restart, a failover):
+/// sessions that needed it end cleanly and promptly, `/readyz` names the store, and
+/// once the database is back the node recovers by itself, with every record whole.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_database_restart_fails_sessions_cleanly_and_the_node_recovers_by_itself() {
+    let Some(db) = OwnDatabase::start("db_restart") else {
+        return;
+    };
+    let node = TestNode::start_with(|s| {
+        s.store = db.url.clone();
+        s.metrics = local();
+        s.http = local();
+    })
+    .await;
+    let names: Vec<String> = (0..6).map(|i| format!("SEP00000000F{i:03X}")).collect();
+    for name in &names {
+        node.add(common::install(name, AuthMode::Null, common::P256));
+        node.document(name, DOC.as_bytes());
+    }
+    let http = node.http_addr.unwrap().to_string();
+    let config = format!("/{}.cnf.xml.sgn", names[1]);
+    let served = http_request(&http, "GET", &config).await.unwrap();
+    assert_eq!(served.status, 200);
+    let first = node.run(&Phone::new(&names[0])).await;
+    assert_eq!(first.end_reason, Some(Reason::UpdateCertificate));
+    assert_eq!(readyz(&node).await.0, 200);
+
+    db.run("pause");
+    let (status, body) = readyz(&node).await;
+    assert_eq!(status, 503, "{body}");
+    assert!(
+        body.contains("the postgres store postgres://capf@127.0.0.1:")
+            && body.contains("does not answer"),
+        "{body}"
+    );
+    // No configuration is built without the record it depends on.
+    let unserved = http_request(&http, "GET", &config).await.unwrap();
+    assert_eq!(
+        unserved.status,
+        503,
+        "{}",
+        String::from_utf8_lossy(&unserved.body)
+    );
+    // Phones that come while the database is away get no LSC and a clean END_SESSION
+    // from the node, not a connection that goes quiet until the phone gives up.
+    let started = std::time::Instant::now();
+    let attempts: Vec<_> = names[1..]
+        .iter()
+        .map(|name| {
+            let (addr, connector, name) = (node.addr, node.connector.clone(), name.clone());
+            tokio::spawn(async move { Phone::new(&name).run(addr, &connector).await })
+        })
+        .collect();
+    for attempt in attempts {
+        let outcome = tokio::time::timeout(std::time::Duration::from_secs(60), attempt)
+            .await
+            .expect("a session ends while the database is down")
+            .unwrap()
+            .expect("the node ends the session, the phone does not time out");
+        assert!(outcome.issued.is_none());
+        assert_eq!(outcome.end_reason, Some(Reason::InvalidElement));
+    }
+    eprintln!(
+        "sessions without a database ended after {:?}",
+        started.elapsed()
+    );
+
+    db.run("resume");
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let (status, body) = readyz(&node).await;
+        if status == 200 {
+            break;
+        }
+        assert!(std::time::Instant::now() < until, "not ready again: {body}");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    // The node reconnected by itself: files are served, and every phone enrolls now.
+    let served_again = http_request(&http, "GET", &config).await.unwrap();
+    assert_eq!(served_again.status, 200);
+    for name in &names[1..] {
+        let outcome = node.run(&Phone::new(name)).await;
+        assert_eq!(
+            outcome.end_reason,
+            Some(Reason::UpdateCertificate),
+            "{name}"
+        );
+    }
+    for name in &names {
+        let rec = node.device(name);
+        assert!(rec.lsc.is_some(), "{name}: {rec:?}");
+    }
+    assert_eq!(
+        node.device(&names[0]).lsc.unwrap().der,
+        first.issued.unwrap().0,
+        "the LSC stored before the restart is the one the phone holds"
+    );
+    node.stop().await;
+}

@@ -165,7 +165,7 @@ impl Answer for Admin {
                 }
             }
             "/healthz" => Response::text(200, "ok\n"),
-            "/readyz" => match self.ready() {
+            "/readyz" => match self.ready().await {
                 Ok(()) => Response::text(200, "ready\n"),
                 Err(why) => Response::text(503, format!("not ready: {why}\n")),
             },
@@ -200,13 +200,24 @@ impl Admin {
         }
     }
 
-    /// Whether the node can serve phones now, or the first reason it cannot.
-    fn ready(&self) -> Result<(), String> {
+    /// Whether the node can serve phones now, or the first reason it cannot. The
+    /// store's answer is waited for off the reactor: a database that is down answers
+    /// only when the store's own timeouts end the wait.
+    async fn ready(&self) -> Result<(), String> {
         self.node.serving.state()?;
-        self.node
-            .store
-            .probe()
-            .map_err(|e| format!("store unreadable: {e}"))?;
+        let store = self.node.store.clone();
+        let probed = tokio::task::spawn_blocking(move || store.probe())
+            .await
+            .map_err(|e| e.to_string())
+            .and_then(|probed| probed.map_err(|e| e.to_string()));
+        if let Err(e) = probed {
+            let store = &self.node.store;
+            return Err(format!(
+                "the {} store {} does not answer: {e}",
+                store.kind(),
+                store.location()
+            ));
+        }
         if let Some(dates) = &self.signer_dates {
             let (not_before, not_after) = dates.clone()?;
             let now = crate::model::now();

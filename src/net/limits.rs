@@ -92,11 +92,19 @@ impl FailureLimiter {
         until: tokio::time::Instant,
     ) -> Result<AttemptSlot<'_>, Refusal> {
         let (store, limit, node) = self.shared.as_ref().expect("a shared store");
-        let cluster = store.cluster().expect("a shared store");
         let holder = crate::store::holder(node);
         let address = addr.to_string();
         loop {
-            match cluster.reserve_attempt(&address, &holder, *limit) {
+            // Off the runtime's workers: a database round trip can take seconds.
+            let (store2, address2, holder2, limit2) =
+                (store.clone(), address.clone(), holder.clone(), *limit);
+            let reserved = tokio::task::spawn_blocking(move || {
+                let cluster = store2.cluster().expect("a shared store");
+                cluster.reserve_attempt(&address2, &holder2, limit2)
+            })
+            .await
+            .unwrap_or_else(|e| Err(e.into()));
+            match reserved {
                 Ok(Reservation::Reserved) => {
                     return Ok(AttemptSlot {
                         limiter: self,

@@ -279,9 +279,11 @@ async fn answer(files: &Files, method: &str, target: &str) -> Response {
     let built = tokio::task::spawn_blocking(move || service.fetch(&request, now())).await;
     match built {
         Ok(Ok(file)) => Response::file(file, metrics),
+        // A fault of the node (its store or `tftp/` unreadable), which the phone can
+        // try again later or at another node.
         Ok(Err(Refusal::Unavailable(why))) => {
             tracing::error!("configuration service: {why}");
-            Response::error(500, why)
+            Response::error(503, why)
         }
         Ok(Err(refusal)) => Response::error(404, refusal.to_string()),
         Err(e) => Response::error(500, format!("build task failed: {e}")),

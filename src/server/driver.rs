@@ -115,15 +115,24 @@ pub async fn run_session<S>(
                 let wait = shared.settings.message_timeout();
                 let turn = tokio::time::timeout(wait, shared.turns.take(&name)).await;
                 let attempt = match turn {
-                    Ok(turn) => shared
+                    Ok(Ok(turn)) => shared
                         .failures
                         .reserve(peer.ip(), wait)
                         .await
-                        .map(|attempt| (turn, attempt)),
+                        .map(|attempt| Some((turn, attempt))),
+                    Ok(Err(e)) => {
+                        tracing::error!(session = session_id, %peer, device = %name, "store error: {e}");
+                        Ok(None)
+                    }
                     Err(_) => Err(Refusal::Busy),
                 };
                 match attempt {
-                    Ok(held) => {
+                    Ok(None) => {
+                        // Nothing was evaluated: nothing counts against the address.
+                        failure_counted = true;
+                        session.abort("store error")
+                    }
+                    Ok(Some(held)) => {
                         authenticating = Some(held);
                         match shared.store.get_device(&name) {
                             Ok(record) => session.on_device(record, now()),

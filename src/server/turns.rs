@@ -15,14 +15,17 @@
 //! in the whole cluster authenticates a device at a time. The lease expires on its
 //! own should the node die holding it.
 
-use crate::store::Store;
+use crate::store::{Store, StoreError};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::sync::OwnedMutexGuard;
 
 /// How often a session waiting for a device's turn held by another node asks again.
 const LEASE_RETRY: Duration = Duration::from_millis(20);
+
+/// How long a session waits for a store that does not answer before it ends.
+const STORE_GRACE: Duration = Duration::from_secs(2);
 
 /// The turns of every device with a session waiting or authenticating.
 #[derive(Default)]
@@ -59,8 +62,10 @@ impl DeviceTurns {
     }
 
     /// Waits for `device`'s turn (callers bound the wait). A store that does not
-    /// answer is waited for like a turn held elsewhere.
-    pub async fn take(&self, device: &str) -> DeviceTurn<'_> {
+    /// answer is waited for like a turn held elsewhere for [`STORE_GRACE`] (a failover
+    /// that short goes unnoticed), then its error comes back: the session ends at once
+    /// instead of when the phone gives up.
+    pub async fn take(&self, device: &str) -> Result<DeviceTurn<'_>, StoreError> {
         let lock = self.table().entry(device.to_string()).or_default().clone();
         let guard = lock.clone().lock_owned().await;
         let mut turn = DeviceTurn {
@@ -73,24 +78,31 @@ impl DeviceTurns {
         if let Some((store, node, ttl)) = &self.shared {
             let key = format!("device:{device}");
             let holder = crate::store::holder(node);
-            let cluster = store.cluster().expect("a shared store");
-            let mut warned = false;
+            let mut failing_since = None;
             loop {
-                match cluster.try_lease(&key, &holder, *ttl) {
+                // Off the runtime's workers: a database round trip can take seconds.
+                let (store2, key2, holder2, ttl2) =
+                    (store.clone(), key.clone(), holder.clone(), *ttl);
+                let taken = tokio::task::spawn_blocking(move || {
+                    let cluster = store2.cluster().expect("a shared store");
+                    cluster.try_lease(&key2, &holder2, ttl2)
+                })
+                .await?;
+                match taken {
                     Ok(true) => break,
-                    Ok(false) => {}
-                    // Once per session, not at every retry.
-                    Err(e) if !warned => {
-                        warned = true;
-                        tracing::warn!(device, "cannot take the device's turn: {e}");
+                    Ok(false) => failing_since = None,
+                    Err(e) => {
+                        let since = *failing_since.get_or_insert_with(Instant::now);
+                        if since.elapsed() >= STORE_GRACE {
+                            return Err(e);
+                        }
                     }
-                    Err(_) => {}
                 }
                 tokio::time::sleep(LEASE_RETRY).await;
             }
             turn.lease = Some((key, holder));
         }
-        turn
+        Ok(turn)
     }
 
     /// Devices with a session waiting or authenticating.
@@ -129,12 +141,12 @@ mod tests {
     #[tokio::test]
     async fn one_turn_per_device_and_none_left_behind() {
         let turns = Arc::new(DeviceTurns::default());
-        let first = turns.take("SEPA").await;
-        let _other_device = turns.take("SEPB").await;
+        let first = turns.take("SEPA").await.unwrap();
+        let _other_device = turns.take("SEPB").await.unwrap();
         let waiting = {
             let turns = turns.clone();
             tokio::spawn(async move {
-                let _turn = turns.take("SEPA").await;
+                let _turn = turns.take("SEPA").await.unwrap();
             })
         };
         tokio::time::sleep(Duration::from_millis(20)).await;
@@ -166,12 +178,12 @@ mod tests {
         let a = Arc::new(DeviceTurns::new(&node_a, "a", lease));
         let b = Arc::new(DeviceTurns::new(&node_b, "b", lease));
 
-        let on_a = a.take("SEPA").await;
-        let _other_device = b.take("SEPB").await;
+        let on_a = a.take("SEPA").await.unwrap();
+        let _other_device = b.take("SEPB").await.unwrap();
         let waiting = {
             let b = b.clone();
             tokio::spawn(async move {
-                let _turn = b.take("SEPA").await;
+                let _turn = b.take("SEPA").await.unwrap();
             })
         };
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -183,7 +195,7 @@ mod tests {
             .unwrap();
 
         // A dies holding a turn: its lease is never released, and ends on its own.
-        std::mem::forget(a.take("SEPC").await);
+        std::mem::forget(a.take("SEPC").await.unwrap());
         let started = std::time::Instant::now();
         let _on_b = tokio::time::timeout(Duration::from_secs(5), b.take("SEPC"))
             .await

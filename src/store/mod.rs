@@ -75,7 +75,7 @@ pub enum StoreError {
     AccountExists(String),
     #[error("store error: {0}")]
     Sled(#[from] sled::Error),
-    #[error("store flush did not complete: {0}")]
+    #[error("a store task did not complete: {0}")]
     FlushTask(#[from] tokio::task::JoinError),
     #[error("store flush failed: {0}")]
     FlushFailed(String),
@@ -89,6 +89,9 @@ pub enum StoreError {
     WriterStopped,
     #[error("PostgreSQL store: {0}")]
     Postgres(#[from] tokio_postgres::Error),
+    /// The database did not answer in time (down, unreachable or overloaded).
+    #[error("PostgreSQL store: no answer within {} s", .0.as_secs())]
+    PostgresTimeout(std::time::Duration),
     /// Connecting to or setting up the PostgreSQL store failed (bad URL, schema
     /// migration).
     #[error("PostgreSQL store: {0}")]

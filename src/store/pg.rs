@@ -44,6 +44,30 @@ mod embedded {
     refinery::embed_migrations!("src/store/pg_migrations");
 }
 
+/// Bounds every wait on the database that the URL leaves unbounded: connecting, a
+/// statement (and the locks it waits for), and a connection whose peer went away
+/// without a word (TCP keepalives every few seconds, and unacknowledged data given up
+/// after [`ANSWER_WITHIN`]): a failover or a cut network then shows as errors within
+/// seconds, and the next call connects again.
+fn bound_waits(config: &mut tokio_postgres::Config) {
+    if config.get_connect_timeout().is_none() {
+        config.connect_timeout(CONNECT_TIMEOUT);
+    }
+    if config.get_tcp_user_timeout().is_none() {
+        config.tcp_user_timeout(ANSWER_WITHIN);
+    }
+    config
+        .keepalives(true)
+        .keepalives_idle(Duration::from_secs(5))
+        .keepalives_interval(Duration::from_secs(2))
+        .keepalives_retries(3);
+    let options = config.get_options().unwrap_or("").to_string();
+    if !options.contains("statement_timeout") {
+        let timeout = format!("-c statement_timeout={}", STATEMENT_TIMEOUT.as_millis());
+        config.options(format!("{options} {timeout}").trim());
+    }
+}
+
 /// Key of the advisory lock held while migrations run ("capf" in ASCII).
 const MIGRATION_LOCK: i64 = 0x6361_7066;
 
@@ -80,9 +104,10 @@ impl PgStore {
     /// [`PgStore::open`] with every table in `schema` (created if needed), e.g. one
     /// schema per test in a shared database. Schema names are `[a-z0-9_]+`.
     pub fn open_in_schema(url: &str, schema: Option<&str>) -> Result<PgStore, StoreError> {
-        let config: tokio_postgres::Config = url
+        let mut config: tokio_postgres::Config = url
             .parse()
             .map_err(|e| StoreError::PostgresSetup(format!("bad PostgreSQL URL: {e}")))?;
+        bound_waits(&mut config);
         if let Some(schema) = schema {
             let valid = !schema.is_empty()
                 && schema
@@ -131,7 +156,7 @@ impl PgStore {
         let schema = self.inner.schema.as_deref().expect("a store in a schema");
         let conn = self.conn()?;
         let client = conn.client.as_ref().expect("held until dropped");
-        block_on(client.batch_execute(&format!("DROP SCHEMA {schema} CASCADE")))?;
+        block_on(client.batch_execute(&format!("DROP SCHEMA {schema} CASCADE")))??;
         Ok(())
     }
 
@@ -158,7 +183,8 @@ impl PgStore {
                 .await?;
             report.map(|_| client)
         });
-        let client = block_on(task).map_err(|e| StoreError::PostgresSetup(e.to_string()))??;
+        let client = wait(task, MIGRATIONS_WITHIN)?
+            .map_err(|e| StoreError::PostgresSetup(e.to_string()))??;
         self.inner
             .idle
             .lock()
@@ -185,11 +211,12 @@ impl PgStore {
             }
             Ok::<_, StoreError>(client)
         });
-        block_on(task).map_err(|e| StoreError::PostgresSetup(e.to_string()))?
+        block_on(task)?.map_err(|e| StoreError::PostgresSetup(e.to_string()))?
     }
 
     /// An idle connection, or a new one; it goes back to the pool when dropped.
     fn conn(&self) -> Result<Conn<'_>, StoreError> {
+        ABANDONED.set(false);
         let idle = {
             let mut idle = self.inner.idle.lock().unwrap_or_else(|p| p.into_inner());
             std::iter::from_fn(|| idle.pop()).find(|c| !c.is_closed())
@@ -212,10 +239,10 @@ impl PgStore {
             let client = conn.client.as_mut().expect("held until dropped");
             let result = (|| {
                 let t = Txn {
-                    txn: block_on(client.transaction())?,
+                    txn: block_on(client.transaction())??,
                 };
                 let out = f(&t)?;
-                block_on(t.txn.commit())?;
+                block_on(t.txn.commit())??;
                 Ok(out)
             })();
             match result {
@@ -230,7 +257,7 @@ impl PgStore {
     fn query(&self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<Vec<Row>, StoreError> {
         let conn = self.conn()?;
         let client = conn.client.as_ref().expect("held until dropped");
-        Ok(block_on(client.query(sql, params))?)
+        Ok(block_on(client.query(sql, params))??)
     }
 }
 
@@ -242,7 +269,8 @@ struct Conn<'a> {
 
 impl Drop for Conn<'_> {
     fn drop(&mut self) {
-        if let Some(client) = self.client.take().filter(|c| !c.is_closed()) {
+        let abandoned = ABANDONED.replace(false);
+        if let Some(client) = self.client.take().filter(|c| !c.is_closed() && !abandoned) {
             let mut idle = self
                 .store
                 .inner
@@ -290,10 +318,39 @@ fn start_runtime() -> Result<(tokio::runtime::Handle, tokio::sync::oneshot::Send
     Ok((handle, stop))
 }
 
-/// Waits for `future` on this thread, parking it in between. The futures waited on
-/// here only exchange messages with connections driven by the store's runtime, so
-/// they need no runtime of their own.
-fn block_on<F: Future>(future: F) -> F::Output {
+/// How long the store waits for one answer of the database (a statement, a commit, a
+/// new connection) before the call fails: a database that is down, partitioned away or
+/// frozen fails the session that needed it instead of holding it (and the runtime
+/// thread it blocks) without end. More than [`STATEMENT_TIMEOUT`], so that a slow
+/// statement normally ends with the server's own error on a connection still usable.
+const ANSWER_WITHIN: Duration = Duration::from_secs(15);
+
+/// What the server allows one statement, lock waits included (`statement_timeout`,
+/// unless the URL's `options` set it).
+const STATEMENT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How long connecting may take (`connect_timeout`, unless the URL sets it).
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How long the schema migrations of [`PgStore::open`] may take.
+const MIGRATIONS_WITHIN: Duration = Duration::from_secs(120);
+
+std::thread_local! {
+    /// Set when this thread gave up waiting for an answer: the connection it was
+    /// using may still deliver that answer later, so it is not used again
+    /// ([`Conn`]'s drop closes it instead of pooling it).
+    static ABANDONED: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// [`wait`] for one answer of the database, within [`ANSWER_WITHIN`].
+fn block_on<F: Future>(future: F) -> Result<F::Output, StoreError> {
+    wait(future, ANSWER_WITHIN)
+}
+
+/// Waits for `future` on this thread, parking it in between, for at most `within`.
+/// The futures waited on here only exchange messages with connections driven by the
+/// store's runtime, so they need no runtime of their own.
+fn wait<F: Future>(future: F, within: Duration) -> Result<F::Output, StoreError> {
     struct Unpark(std::thread::Thread);
     impl std::task::Wake for Unpark {
         fn wake(self: Arc<Self>) {
@@ -303,14 +360,21 @@ fn block_on<F: Future>(future: F) -> F::Output {
             self.0.unpark();
         }
     }
+    let deadline = std::time::Instant::now() + within;
     let waker = std::task::Waker::from(Arc::new(Unpark(std::thread::current())));
     let mut cx = std::task::Context::from_waker(&waker);
     let mut future = std::pin::pin!(future);
     loop {
-        match future.as_mut().poll(&mut cx) {
-            std::task::Poll::Ready(out) => return out,
-            std::task::Poll::Pending => std::thread::park(),
+        if let std::task::Poll::Ready(out) = future.as_mut().poll(&mut cx) {
+            return Ok(out);
         }
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        if left.is_zero() {
+            ABANDONED.set(true);
+            return Err(StoreError::PostgresTimeout(within));
+        }
+        // Woken by the waker, or at the deadline (or spuriously: polled again).
+        std::thread::park_timeout(left);
     }
 }
 
@@ -321,11 +385,11 @@ struct Txn<'a> {
 
 impl Txn<'_> {
     fn query(&self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<Vec<Row>, StoreError> {
-        Ok(block_on(self.txn.query(sql, params))?)
+        Ok(block_on(self.txn.query(sql, params))??)
     }
 
     fn execute(&self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<u64, StoreError> {
-        Ok(block_on(self.txn.execute(sql, params))?)
+        Ok(block_on(self.txn.execute(sql, params))??)
     }
 
     fn index_keys(&self, rec: &DeviceRecord) -> Result<(), StoreError> {
@@ -997,5 +1061,40 @@ impl Txn<'_> {
         Ok(rows
             .first()
             .map_or(0, |row| i64::from(row.get::<_, i32>(0))))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_wait_for_an_answer_that_never_comes_ends_and_abandons_the_connection() {
+        ABANDONED.set(false);
+        let waited = wait(std::future::pending::<()>(), Duration::from_millis(50));
+        assert!(
+            matches!(waited, Err(StoreError::PostgresTimeout(d)) if d == Duration::from_millis(50))
+        );
+        assert!(ABANDONED.get(), "the connection is not pooled again");
+        ABANDONED.set(false);
+        assert_eq!(wait(async { 7 }, Duration::from_millis(50)).unwrap(), 7);
+        assert!(!ABANDONED.get());
+    }
+
+    #[test]
+    fn every_wait_the_url_leaves_open_is_bounded_and_the_url_wins() {
+        let mut config: tokio_postgres::Config = "postgres://capf@db/capf".parse().unwrap();
+        bound_waits(&mut config);
+        assert_eq!(config.get_connect_timeout(), Some(&CONNECT_TIMEOUT));
+        assert_eq!(config.get_tcp_user_timeout(), Some(&ANSWER_WITHIN));
+        assert_eq!(config.get_options(), Some("-c statement_timeout=10000"));
+
+        let mut config: tokio_postgres::Config =
+            "postgres://capf@db/capf?connect_timeout=2&options=-c%20statement_timeout%3D500"
+                .parse()
+                .unwrap();
+        bound_waits(&mut config);
+        assert_eq!(config.get_connect_timeout(), Some(&Duration::from_secs(2)));
+        assert_eq!(config.get_options(), Some("-c statement_timeout=500"));
     }
 }
