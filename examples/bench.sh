@@ -23,6 +23,10 @@ STORM_TFTP_C=${STORM_TFTP_C:-64}      # ... over TFTP (at most 128)
 STORM_ROUNDS=${STORM_ROUNDS:-6}       # HTTP rounds: the first fetch, then unchanged files
 STORM_TFTP_ROUNDS=${STORM_TFTP_ROUNDS:-3}  # TFTP rounds per block size
 STORM_BLKSIZE=${STORM_BLKSIZE:-1428,512}
+BACKEND_N=${BACKEND_N:-2000}          # store backends: enrollments, then phones in a storm
+BACKEND_STORM_N=${BACKEND_STORM_N:-2000}
+# Which parts run (all by default): enroll idle builds storm scale pinned backends
+SECTIONS=${SECTIONS:-"enroll idle builds storm scale pinned backends"}
 PORT=${PORT:-23804}
 HTTP_PORT=${HTTP_PORT:-26970}
 TFTP_PORT=${TFTP_PORT:-26969}
@@ -42,7 +46,13 @@ stop_server() {
         SERVER=
     fi
 }
-cleanup() { stop_server; rm -rf "$WORK"; }
+PG_DIR=
+cleanup() {
+    stop_server
+    [ -n "$PG_DIR" ] && .ci/postgres.sh stop "$PG_DIR" >/dev/null 2>&1
+    rm -rf "$WORK"
+}
+runs() { [[ " $SECTIONS " == *" $1 "* ]]; }
 trap cleanup EXIT
 
 # A node whose limits let one host act as thousands of phones.
@@ -104,9 +114,9 @@ SPEEDN=$(openssl speed -seconds 5 -multi "$CPUS" rsa2048 2>/dev/null | awk '/^rs
 LIMIT=$(python3 -c "print(round($SPEEDN / 2))")
 
 # -- enrollment ---------------------------------------------------------------------
+if runs enroll; then
 new_node
 start_server
-IDLE_RSS=$(rss_kib "$SERVER")
 FIRST=0
 ENROLL_ROWS=""
 for C in $LEVELS; do
@@ -131,8 +141,10 @@ CONFIG_ROW="| 32 | $CONFIG_N | $(json "$R" "d['failed']") | $(json "$R" "round(d
 | $(json "$R" "round(d['enroll_latency']['p99_ms'],1)") | $(json "$R" "round(d['config_latency']['p50_ms'],1)") \
 | $(json "$R" "round(d['config_latency']['p99_ms'],1)") |"
 stop_server
+fi
 
 # -- idle connections, on a fresh node ----------------------------------------------
+if runs idle; then
 new_node
 start_server
 sleep 1
@@ -141,8 +153,10 @@ IDLE_FRESH=$(json "$OUT/idle.json" "d['rss_before_kib']")
 IDLE_WITH=$(json "$OUT/idle.json" "d['rss_with_connections_kib']")
 IDLE_OPENED=$(json "$OUT/idle.json" "d['opened']")
 stop_server
+fi
 
 # -- configuration builds -----------------------------------------------------------
+if runs builds; then
 "$BIN/examples/confbench" --seconds "$CONF_SECONDS" --json > "$OUT/confbench.json"
 CONF_ROWS=$(python3 - "$OUT/confbench.json" "$SPEED1" <<'EOF'
 import json, sys
@@ -153,8 +167,10 @@ for c in cases:
     print(f"| {c['name']} | {c['threads']} | {c['per_second']:.0f} | {per_core:.0f} | {per_core / one:.0%} |")
 EOF
 )
+fi
 
 # -- boot storm, on a fresh node ----------------------------------------------------
+if runs storm; then
 # The phones enroll with encrypted configuration, then fetch ITL, .sgn and .enc.sgn:
 # over HTTP (the first fetch, then unchanged files), then over TFTP from 127.0.1.x.
 new_node
@@ -196,8 +212,10 @@ print(f"Files: ITL {f['itl']} bytes (one for all), .sgn {f['partial_sgn']:.0f} b
       f"first fetch, {after / 1024:.0f} MiB after it: {(after - before) * 1024 / n:.0f} bytes per phone.")
 EOF
 )
+fi
 
 # -- store scale --------------------------------------------------------------------
+if runs scale; then
 STORE_ROWS=""
 for SIZE in $STORE_SIZES; do
     new_node
@@ -225,13 +243,97 @@ for SIZE in $STORE_SIZES; do
 | $(json "$S" "round(d['open_seconds'],1)") |
 "
 done
+fi
 
 # -- enrollment core against core (server on core 0, load generator on core 1) --------
+if runs pinned; then
 PINNED=""
 if [ "$CPUS" -ge 2 ]; then
     for i in 1 2 3; do
         PINNED+="$(N="$N" examples/pinned-enroll.sh)"$'\n\n'
     done
+fi
+fi
+
+# -- store backends: sled against PostgreSQL, same run --------------------------------
+# The same node twice, once on its embedded sled store and once on a PostgreSQL
+# database of its own (a throwaway cluster started by .ci/postgres.sh on 127.0.0.1,
+# sharing the machine's cores): enrollment at C=32, then a boot storm. PostgreSQL's
+# CPU (the postmaster, its backends and the backends already gone) is reported apart
+# from capf's.
+pg_cpu_ms() {
+    [ -n "$PG_DIR" ] || { echo 0; return; }
+    local master
+    master=$(head -1 "$PG_DIR/data/postmaster.pid")
+    python3 - "$master" <<'PY'
+import os, sys
+tick = os.sysconf("SC_CLK_TCK")
+def fields(pid):
+    with open(f"/proc/{pid}/stat") as f:
+        return f.read().rsplit(")", 1)[1].split()
+master = sys.argv[1]
+f = fields(master)
+total = sum(int(x) for x in f[11:15])  # utime stime cutime cstime
+for pid in os.listdir("/proc"):
+    if pid.isdigit():
+        try:
+            g = fields(pid)
+        except OSError:
+            continue
+        if g[1] == master:
+            total += int(g[11]) + int(g[12])
+print(total * 1000 / tick)
+PY
+}
+
+if runs backends; then
+BACKEND_ROWS=""
+for BACKEND in sled postgres; do
+    new_node
+    if [ "$BACKEND" = postgres ]; then
+        if ! compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null && ! command -v initdb >/dev/null; then
+            BACKEND_ROWS+="| postgres | (not installed: apt-get install postgresql) | | | | | | |
+"
+            continue
+        fi
+        PG_ENV=$(.ci/postgres.sh start)
+        PG_URL=$(sed -n "s/^export CAPF_TEST_POSTGRES='\(.*\)'$/\1/p" <<<"$PG_ENV")
+        PG_DIR=$(sed -n "s/^export CAPF_TEST_POSTGRES_DIR='\(.*\)'$/\1/p" <<<"$PG_ENV")
+        echo "store = \"$PG_URL\"" >> "$WORK/node/capf.toml"
+    fi
+    start_server
+    loadgen setup -n "$BACKEND_N" --first 0 >/dev/null
+    PG0=$(pg_cpu_ms)
+    loadgen enroll -n "$BACKEND_N" --first 0 -c 32 --server-pid "$SERVER" --json > "$OUT/backend-$BACKEND-enroll.json"
+    PG1=$(pg_cpu_ms)
+    loadgen setup -n "$BACKEND_STORM_N" --first "$BACKEND_N" --encrypted-config >/dev/null
+    PG2=$(pg_cpu_ms)
+    loadgen storm -n "$BACKEND_STORM_N" --first "$BACKEND_N" -c "$STORM_C" --tftp-concurrency "$STORM_TFTP_C" \
+        --http "http://127.0.0.1:$HTTP_PORT" --tftp "127.0.0.1:$TFTP_PORT" --blksize 1428 \
+        --rounds 3 --tftp-rounds 2 --server-pid "$SERVER" --json > "$OUT/backend-$BACKEND-storm.json"
+    PG3=$(pg_cpu_ms)
+    stop_server
+    BACKEND_ROWS+=$(python3 - "$BACKEND" "$OUT/backend-$BACKEND-enroll.json" "$OUT/backend-$BACKEND-storm.json" "$BACKEND_N" "$PG0" "$PG1" "$PG2" "$PG3" <<'PY'
+import json, sys
+backend, enroll, storm = sys.argv[1], json.load(open(sys.argv[2])), json.load(open(sys.argv[3]))
+n = int(sys.argv[4])
+pg0, pg1, pg2, pg3 = map(float, sys.argv[5:9])
+def pg_per(ms, count):
+    return f"{ms / count:.3f}" if count and backend == "postgres" else "-"
+first = next(r for r in storm["rounds"] if r["first_fetch"] and r["protocol"] == "http")
+http = next(u for u in storm["unchanged"] if u["protocol"] == "http")
+tftp = next(u for u in storm["unchanged"] if u["protocol"] == "tftp")
+files = sum(r["files"] for r in storm["rounds"])
+failed = sum(r["failed"] for r in storm["rounds"])
+print(f"| {backend} | {enroll['enrollments_per_second']:.0f} | {enroll['failed']} "
+      f"| {enroll['enroll_latency']['p99_ms']:.1f} | {enroll['server_cpu_ms_per_enrollment']:.2f} "
+      f"| {pg_per(pg1 - pg0, n)} | {first['files_per_second']:.0f} | {http['files_per_second']:.0f} "
+      f"| {tftp['transfers_per_second']:.0f} | {failed} | {pg_per(pg3 - pg2, files)} |")
+PY
+)$'\n'
+done
+[ -n "$PG_DIR" ] && .ci/postgres.sh stop "$PG_DIR" >/dev/null 2>&1
+PG_DIR=
 fi
 
 LOAD_AFTER=$(cut -d' ' -f1-3 /proc/loadavg)
@@ -240,37 +342,46 @@ cat <<EOF
 Machine: $CPUS × $MODEL; $(openssl version | cut -d' ' -f1-2); load average before $LOAD_BEFORE, after $LOAD_AFTER.
 Limit: \`openssl speed -seconds 5 rsa2048\` = $SPEED1 signs/s on one core; \`-multi $CPUS\` = $SPEEDN signs/s,
 so $LIMIT enrollments/s at two private-key operations each.
+EOF
+runs enroll && cat <<EOF
 
 ### Enrollment (a distinct RSA-2048 key per phone, null string, loadgen on the same host)
 
 | C | phones | failed | enrollments/s | of limit | p50 ms | p95 ms | p99 ms | max ms | server p99 ms | server CPU ms/enr | loadgen CPU ms/enr |
 |---|---|---|---|---|---|---|---|---|---|---|---|
 $ENROLL_ROWS
-### Enrollment core against core (\`examples/pinned-enroll.sh\`, three runs; unpinned above)
-
-\`\`\`
-${PINNED:-(one core only: not measured)}
-\`\`\`
-
 ### Enrollment followed by the signed partial and the encrypted configuration over HTTP
 
 | C | phones | failed | enrollments/s | enroll p99 ms | config p50 ms | config p99 ms |
 |---|---|---|---|---|---|---|
 $CONFIG_ROW
+EOF
+runs pinned && cat <<EOF
+
+### Enrollment core against core (\`examples/pinned-enroll.sh\`, three runs)
+
+\`\`\`
+${PINNED:-(one core only: not measured)}
+\`\`\`
+EOF
+runs builds && cat <<EOF
 
 ### Configuration builds (\`ConfigService::fetch\` in-process)
 
 | file | threads | files/s | per core | of one core's RSA-2048 signs/s |
 |---|---|---|---|---|
 $CONF_ROWS
+EOF
+runs idle && cat <<EOF
 
 ### Memory
 
 | | RSS |
 |---|---|
-| \`capf serve\`, idle, empty store | $((IDLE_RSS / 1024)) MiB |
 | fresh \`capf serve\` before the connections | $((IDLE_FRESH / 1024)) MiB |
 | with $IDLE_OPENED of $IDLE connections idle after AUTH_REQUEST | $((IDLE_WITH / 1024)) MiB |
+EOF
+runs storm && cat <<EOF
 
 ### Boot storm ($STORM_N phones enrolled with encrypted configuration; ITL, .sgn and .enc.sgn each)
 
@@ -279,6 +390,8 @@ $CONF_ROWS
 $STORM_ROWS
 
 $STORM_MEMORY
+EOF
+runs scale && cat <<EOF
 
 ### Store scale (devices imported with \`capf device import\` through the admin socket)
 
@@ -286,4 +399,13 @@ $STORM_MEMORY
 |---|---|---|---|---|---|---|---|
 $STORE_ROWS
 EOF
+runs backends && cat <<EOF
+
+### Store backends, same run ($BACKEND_N enrollments at C=32, then a boot storm of $BACKEND_STORM_N phones: HTTP C=$STORM_C, TFTP C=$STORM_TFTP_C, blksize 1428)
+
+| store | enrollments/s | failed | enroll p99 ms | capf CPU ms/enr | PostgreSQL CPU ms/enr | HTTP first fetch files/s | HTTP unchanged files/s | TFTP unchanged transfers/s | storm failed | PostgreSQL CPU ms/file |
+|---|---|---|---|---|---|---|---|---|---|---|
+$BACKEND_ROWS
+EOF
+true
 } | tee "$OUT/results.md"
