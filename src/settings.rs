@@ -454,9 +454,57 @@ fn default_node_name() -> String {
         .unwrap_or_else(|| "localhost".into())
 }
 
+/// A store URL as it may be shown: without the password of `user:password@` or of a
+/// `password=` parameter.
+pub fn redact_store_url(url: &str) -> String {
+    let (base, query) = match url.split_once('?') {
+        Some((base, query)) => (base, Some(query)),
+        None => (url, None),
+    };
+    let mut shown = match base.split_once("://") {
+        Some((scheme, rest)) => match rest.rsplit_once('@') {
+            Some((userinfo, host)) => match userinfo.split_once(':') {
+                Some((user, _)) => format!("{scheme}://{user}:***@{host}"),
+                None => base.to_owned(),
+            },
+            None => base.to_owned(),
+        },
+        None => base.to_owned(),
+    };
+    if let Some(query) = query {
+        let params: Vec<String> = query
+            .split('&')
+            .map(|p| match p.split_once('=') {
+                Some((name, _)) if name.eq_ignore_ascii_case("password") => format!("{name}=***"),
+                _ => p.to_owned(),
+            })
+            .collect();
+        shown.push('?');
+        shown.push_str(&params.join("&"));
+    }
+    shown
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn store_passwords_are_not_shown() {
+        assert_eq!(
+            redact_store_url("postgres://capf:s3cret@db.example.net:5432/capf?sslmode=x"),
+            "postgres://capf:***@db.example.net:5432/capf?sslmode=x"
+        );
+        assert_eq!(
+            redact_store_url("postgres://capf@db.example.net/capf"),
+            "postgres://capf@db.example.net/capf"
+        );
+        assert_eq!(redact_store_url("postgres://db/capf"), "postgres://db/capf");
+        assert_eq!(
+            redact_store_url("postgres://u:pa/ss@db/capf?password=x&sslmode=y"),
+            "postgres://u:***@db/capf?password=***&sslmode=y"
+        );
+    }
 
     #[test]
     fn the_default_payload_cap_is_the_protocol_default() {

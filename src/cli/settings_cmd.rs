@@ -21,7 +21,11 @@ pub fn run(data: &DataDir, args: SettingsArgs) -> Result<ExitCode> {
         Ok(text) => text.parse().unwrap_or_default(),
         Err(_) => toml::Table::new(),
     };
-    let effective = toml::Table::try_from(&settings)?;
+    let mut effective = toml::Table::try_from(&settings)?;
+    // The store URL may carry the database password: it stays in capf.toml.
+    if let Some(toml::Value::String(url)) = effective.get_mut("store") {
+        *url = crate::settings::redact_store_url(url);
+    }
     if args.json {
         println!("{}", serde_json::to_string_pretty(&effective)?);
         return Ok(ExitCode::SUCCESS);

@@ -175,8 +175,12 @@ fn open_destination(data: &DataDir, settings: &Settings, target: &str) -> Result
         if target == settings.store {
             bail!("the destination is the store this node already uses");
         }
-        let store = Store::open_configured(Path::new(""), target)
-            .with_context(|| format!("opening the destination {}", redact(target)))?;
+        let store = Store::open_configured(Path::new(""), target).with_context(|| {
+            format!(
+                "opening the destination {}",
+                crate::settings::redact_store_url(target)
+            )
+        })?;
         return Ok(store);
     }
     if target.contains("://") {
@@ -228,32 +232,4 @@ fn refuse_if_served(store: &Store, which: &str) -> Result<()> {
         );
     }
     Ok(())
-}
-
-/// A URL for messages: without its password.
-fn redact(url: &str) -> String {
-    match url.split_once("://") {
-        Some((scheme, rest)) => match rest.split_once('@') {
-            Some((userinfo, host)) => {
-                let user = userinfo.split(':').next().unwrap_or("");
-                format!("{scheme}://{user}@{host}")
-            }
-            None => url.to_string(),
-        },
-        None => url.to_string(),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::redact;
-
-    #[test]
-    fn a_url_in_a_message_has_no_password() {
-        assert_eq!(
-            redact("postgres://capf:s3cret@db:5432/capf"),
-            "postgres://capf@db:5432/capf"
-        );
-        assert_eq!(redact("postgres://db/capf"), "postgres://db/capf");
-    }
 }

@@ -384,7 +384,7 @@ fn migrations_run_once() {
     let schema = first.schema().unwrap().to_string();
     let again = PgStore::open_in_schema(&url, Some(&schema)).unwrap();
     assert_eq!(names(&Store::from(again.clone())), ["SEPA"]);
-    assert_eq!(again.applied_migrations().unwrap(), [1, 2]);
+    assert_eq!(again.applied_migrations().unwrap(), [1, 2, 3]);
     again.drop_schema().unwrap();
 }
 

@@ -32,13 +32,14 @@ use super::migrate::Record;
 use super::txn::{self, DeviceTxn};
 use super::{encode_new_device, StoreError, Upsert, WebAccount};
 use crate::model::{Commit, DeviceRecord, Event, RevocationReason, SerialRecord, UnixTime};
+use std::collections::HashMap;
 use std::future::Future;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio_postgres::error::SqlState;
 use tokio_postgres::types::ToSql;
-use tokio_postgres::{Client, NoTls, Row};
+use tokio_postgres::{Client, NoTls, Row, Statement};
 
 mod embedded {
     refinery::embed_migrations!("src/store/pg_migrations");
@@ -88,7 +89,7 @@ struct Inner {
     /// The runtime that drives the connections.
     runtime: tokio::runtime::Handle,
     /// Idle connections, reused by the next call.
-    idle: Mutex<Vec<Client>>,
+    idle: Mutex<Vec<Connection>>,
     /// Dropped with the last handle: the runtime thread then ends (and drops its
     /// runtime on its own thread, which may not happen on a runtime worker).
     _stop: tokio::sync::oneshot::Sender<()>,
@@ -155,7 +156,7 @@ impl PgStore {
     pub(crate) fn drop_schema(&self) -> Result<(), StoreError> {
         let schema = self.inner.schema.as_deref().expect("a store in a schema");
         let conn = self.conn()?;
-        let client = conn.client.as_ref().expect("held until dropped");
+        let client = &conn.held().client;
         block_on(client.batch_execute(&format!("DROP SCHEMA {schema} CASCADE")))??;
         Ok(())
     }
@@ -189,7 +190,7 @@ impl PgStore {
             .idle
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .push(client);
+            .push(Connection::new(client));
         Ok(())
     }
 
@@ -219,15 +220,15 @@ impl PgStore {
         ABANDONED.set(false);
         let idle = {
             let mut idle = self.inner.idle.lock().unwrap_or_else(|p| p.into_inner());
-            std::iter::from_fn(|| idle.pop()).find(|c| !c.is_closed())
+            std::iter::from_fn(|| idle.pop()).find(|c| !c.client.is_closed())
         };
-        let client = match idle {
-            Some(client) => client,
-            None => self.connect()?,
+        let connection = match idle {
+            Some(connection) => connection,
+            None => Connection::new(self.connect()?),
         };
         Ok(Conn {
             store: self,
-            client: Some(client),
+            connection: Some(connection),
         })
     }
 
@@ -236,10 +237,11 @@ impl PgStore {
         let mut conn = self.conn()?;
         let mut attempt = 0;
         loop {
-            let client = conn.client.as_mut().expect("held until dropped");
+            let Connection { client, statements } = conn.held_mut();
             let result = (|| {
                 let t = Txn {
                     txn: block_on(client.transaction())??,
+                    statements,
                 };
                 let out = f(&t)?;
                 block_on(t.txn.commit())??;
@@ -256,28 +258,82 @@ impl PgStore {
 
     fn query(&self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<Vec<Row>, StoreError> {
         let conn = self.conn()?;
-        let client = conn.client.as_ref().expect("held until dropped");
-        Ok(block_on(client.query(sql, params))??)
+        let connection = conn.held();
+        let statement = prepared(&connection.statements, sql, || {
+            connection.client.prepare(sql)
+        })?;
+        Ok(block_on(connection.client.query(&statement, params))??)
     }
+}
+
+/// A connection and the statements prepared on it.
+struct Connection {
+    client: Client,
+    /// By SQL text: each statement is parsed and planned by the server once per
+    /// connection, and every later run of it is one round trip instead of two (a
+    /// statement given as text is prepared, then run).
+    statements: std::cell::RefCell<HashMap<String, Statement>>,
+}
+
+impl Connection {
+    fn new(client: Client) -> Connection {
+        Connection {
+            client,
+            statements: Default::default(),
+        }
+    }
+}
+
+/// More distinct statements than capf has mean something is off: start over.
+const MAX_PREPARED: usize = 256;
+
+/// The statement prepared for `sql` on this connection, prepared now by `prepare` if
+/// it was not yet.
+fn prepared<F: Future<Output = Result<Statement, tokio_postgres::Error>>>(
+    statements: &std::cell::RefCell<HashMap<String, Statement>>,
+    sql: &str,
+    prepare: impl FnOnce() -> F,
+) -> Result<Statement, StoreError> {
+    if let Some(statement) = statements.borrow().get(sql) {
+        return Ok(statement.clone());
+    }
+    let statement = block_on(prepare())??;
+    let mut statements = statements.borrow_mut();
+    if statements.len() >= MAX_PREPARED {
+        statements.clear();
+    }
+    statements.insert(sql.to_string(), statement.clone());
+    Ok(statement)
 }
 
 /// A pooled connection.
 struct Conn<'a> {
     store: &'a PgStore,
-    client: Option<Client>,
+    connection: Option<Connection>,
+}
+
+impl Conn<'_> {
+    fn held(&self) -> &Connection {
+        self.connection.as_ref().expect("held until dropped")
+    }
+
+    fn held_mut(&mut self) -> &mut Connection {
+        self.connection.as_mut().expect("held until dropped")
+    }
 }
 
 impl Drop for Conn<'_> {
     fn drop(&mut self) {
         let abandoned = ABANDONED.replace(false);
-        if let Some(client) = self.client.take().filter(|c| !c.is_closed() && !abandoned) {
+        let reusable = |c: &Connection| !c.client.is_closed() && !abandoned;
+        if let Some(connection) = self.connection.take().filter(reusable) {
             let mut idle = self
                 .store
                 .inner
                 .idle
                 .lock()
                 .unwrap_or_else(|p| p.into_inner());
-            idle.push(client);
+            idle.push(connection);
         }
     }
 }
@@ -381,15 +437,22 @@ fn wait<F: Future>(future: F, within: Duration) -> Result<F::Output, StoreError>
 /// The transactional view, with the operations of `mod.rs`'s `Txn` over tables.
 struct Txn<'a> {
     txn: tokio_postgres::Transaction<'a>,
+    statements: &'a std::cell::RefCell<HashMap<String, Statement>>,
 }
 
 impl Txn<'_> {
+    fn statement(&self, sql: &str) -> Result<Statement, StoreError> {
+        prepared(self.statements, sql, || self.txn.prepare(sql))
+    }
+
     fn query(&self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<Vec<Row>, StoreError> {
-        Ok(block_on(self.txn.query(sql, params))??)
+        let statement = self.statement(sql)?;
+        Ok(block_on(self.txn.query(&statement, params))??)
     }
 
     fn execute(&self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<u64, StoreError> {
-        Ok(block_on(self.txn.execute(sql, params))??)
+        let statement = self.statement(sql)?;
+        Ok(block_on(self.txn.execute(&statement, params))??)
     }
 
     fn index_keys(&self, rec: &DeviceRecord) -> Result<(), StoreError> {

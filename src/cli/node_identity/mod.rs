@@ -391,7 +391,7 @@ fn join(data: &DataDir, args: JoinArgs) -> Result<ExitCode> {
     let written = write(data, &payload, &settings)?;
 
     let signer = identity(&payload, ca::TFTP_CERT_FILE);
-    let store = redact_password(&settings.store);
+    let store = crate::settings::redact_store_url(&settings.store);
     if args.json {
         let out = serde_json::json!({
             "data": data.root(),
@@ -573,57 +573,9 @@ fn commit(data: &DataDir, staging: &DataDir) -> Result<()> {
         .with_context(|| format!("syncing {}", data.root().display()))
 }
 
-/// A store URL as it may be shown: without the password of `user:password@` or of a
-/// `password=` parameter.
-fn redact_password(url: &str) -> String {
-    let (base, query) = match url.split_once('?') {
-        Some((base, query)) => (base, Some(query)),
-        None => (url, None),
-    };
-    let mut shown = match base.split_once("://") {
-        Some((scheme, rest)) => match rest.rsplit_once('@') {
-            Some((userinfo, host)) => match userinfo.split_once(':') {
-                Some((user, _)) => format!("{scheme}://{user}:***@{host}"),
-                None => base.to_owned(),
-            },
-            None => base.to_owned(),
-        },
-        None => base.to_owned(),
-    };
-    if let Some(query) = query {
-        let params: Vec<String> = query
-            .split('&')
-            .map(|p| match p.split_once('=') {
-                Some((name, _)) if name.eq_ignore_ascii_case("password") => format!("{name}=***"),
-                _ => p.to_owned(),
-            })
-            .collect();
-        shown.push('?');
-        shown.push_str(&params.join("&"));
-    }
-    shown
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn store_passwords_are_not_shown() {
-        assert_eq!(
-            redact_password("postgres://capf:s3cret@db.example.net:5432/capf?sslmode=x"),
-            "postgres://capf:***@db.example.net:5432/capf?sslmode=x"
-        );
-        assert_eq!(
-            redact_password("postgres://capf@db.example.net/capf"),
-            "postgres://capf@db.example.net/capf"
-        );
-        assert_eq!(redact_password("postgres://db/capf"), "postgres://db/capf");
-        assert_eq!(
-            redact_password("postgres://u:pa/ss@db/capf?password=x&sslmode=y"),
-            "postgres://u:***@db/capf?password=***&sslmode=y"
-        );
-    }
 
     #[test]
     fn keys_are_owner_only_and_nothing_is_writable_by_others() {
