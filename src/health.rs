@@ -113,6 +113,24 @@ pub fn assess(store: &Store, data: &DataDir, now: UnixTime) -> Result<Health, St
             .push(own_certificate("ITL recovery", &recovery));
     }
     health.findings = findings(&health, now);
+    if let Some(cluster) = store.cluster() {
+        let nodes = cluster.live_nodes()?;
+        // Unreadable certificates are a finding of their own (above).
+        let identity = crate::ca::identity_digest(&data.certs()).unwrap_or_default();
+        for node in crate::store::presence::differing(&nodes, &identity) {
+            health.findings.push(Finding {
+                level: Level::Critical,
+                message: format!(
+                    "node {} presents other certificates than these ({}): phones moving \
+                     between nodes may stop trusting their files; bring every node to the \
+                     same certs/ (`capf node export` where the rollover was made, `capf node \
+                     sync` on the others, then restart them)",
+                    node.name,
+                    data.certs().display()
+                ),
+            });
+        }
+    }
     if !has_recovery {
         // A node initialised by an older capf: it works, but its signer cannot be
         // replaced without resetting every phone by hand.

@@ -37,8 +37,10 @@ pub struct Node {
     /// LSC renewal, when `renew_before_days` turns it on, and this node's name (the
     /// holder of the renewal lease in a shared store).
     renewal: Option<(crate::renewal::Policy, String)>,
-    /// This node's `node_name`: its presence in a shared store.
+    /// This node's `node_name` and the digest of its certificates: its presence in a
+    /// shared store.
     node_name: String,
+    identity: String,
     capf: CapfListener,
     legacy: Option<CapfListener>,
     http: Option<HttpServer>,
@@ -104,6 +106,7 @@ impl Node {
         let renewal =
             crate::renewal::Policy::of(&settings).map(|p| (p, settings.node_name.clone()));
         let node_name = settings.node_name.clone();
+        let identity = crate::ca::identity_digest(&data.certs())?;
         let legacy_listen = settings.legacy_listen;
         let metrics_addr = settings.metrics;
         let head_timeout = settings.http_head_timeout();
@@ -147,6 +150,7 @@ impl Node {
             data: data.clone(),
             renewal,
             node_name,
+            identity,
             capf,
             legacy,
             http,
@@ -244,6 +248,7 @@ impl Node {
                 tokio::spawn(crate::store::presence::announce(
                     self.store.clone(),
                     self.node_name.clone(),
+                    self.identity.clone(),
                     stopped(stop_rx.clone()),
                 )),
             ));

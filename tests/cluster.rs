@@ -479,3 +479,57 @@ async fn a_database_restart_fails_sessions_cleanly_and_the_node_recovers_by_itse
     );
     node.stop().await;
 }
+
+/// Every serving node announces itself with the digest of its certificates, and each
+/// node's health names a node whose certificates differ from its own (one left
+/// behind by a rollover), as critical.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_with_other_certificates_is_reported_by_the_others() {
+    let Some(url) = new_database("identity").await else {
+        return;
+    };
+    let a = TestNode::start_with(|s| s.store = url.clone()).await;
+    let b = a.another_node(|_| {}).await;
+    let cluster = a.store.cluster().unwrap();
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while cluster.live_nodes().unwrap().len() < 2 {
+        assert!(
+            std::time::Instant::now() < until,
+            "both nodes announce themselves"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let names: Vec<String> = cluster
+        .live_nodes()
+        .unwrap()
+        .into_iter()
+        .map(|n| n.name)
+        .collect();
+    assert_eq!(names, ["capf-b.test", "capf.test"]);
+    let about_nodes = |data: &capf::settings::DataDir| {
+        capf::health::assess(&a.store, data, capf::model::now())
+            .unwrap()
+            .findings
+            .into_iter()
+            .filter(|f| f.message.contains("presents other certificates"))
+            .collect::<Vec<_>>()
+    };
+    assert!(about_nodes(&a.data).is_empty(), "the same certs/");
+
+    // A rollover step made on A's files alone: B (and A as it runs) differ from them.
+    std::fs::copy(
+        a.data.certs().join("capf.pem"),
+        a.data.certs().join("capf-next.pem"),
+    )
+    .unwrap();
+    let found = about_nodes(&a.data);
+    assert!(
+        found
+            .iter()
+            .any(|f| f.level == capf::health::Level::Critical
+                && f.message.contains("node capf-b.test")),
+        "{found:?}"
+    );
+    b.stop().await;
+    a.stop().await;
+}

@@ -406,3 +406,99 @@ fn export_refuses_a_short_passphrase_an_existing_file_and_an_empty_node() {
     ));
     assert!(err.contains("no CAPF certificate"), "{err}");
 }
+
+/// The files under `dir` and their bytes (modes aside: `join` and `sync` tighten them).
+fn contents(dir: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
+    tree(dir)
+        .into_iter()
+        .filter_map(|(path, (data, _))| Some((path, data?)))
+        .collect()
+}
+
+fn export_to(data: &Path, file: &Path) {
+    ok(&capf_in(
+        data,
+        &[
+            "node",
+            "export",
+            "--out",
+            file.to_str().unwrap(),
+            "--force",
+            "--passphrase-stdin",
+        ],
+        &format!("{PASSPHRASE}\n"),
+    ));
+}
+
+fn sync(data: &Path, file: &Path) -> Output {
+    capf_in(
+        data,
+        &["node", "sync", file.to_str().unwrap(), "--passphrase-stdin"],
+        &format!("{PASSPHRASE}\n"),
+    )
+}
+
+/// A CAPF CA rollover made on node A reaches node B through `export` and `sync`, step
+/// by step; B's own settings stay; and a file that is behind B, or of another
+/// cluster, changes nothing.
+#[test]
+fn a_node_left_behind_by_a_rollover_is_synced_forward_and_never_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, joined) = exported(dir.path());
+    std::fs::remove_file(a.join("certs/.capf.key.0123456789ab.tmp")).unwrap();
+    let b = dir.path().join("node-b");
+    ok(&join(
+        &b,
+        &joined,
+        PASSPHRASE,
+        &["--node-name", "capf-b.test"],
+    ));
+    let settings_b = std::fs::read(b.join("capf.toml")).unwrap();
+
+    // A stages a new CAPF CA; B follows.
+    ok(&capf(&a, &["ca", "rollover"]));
+    let staged = dir.path().join("staged.enc");
+    export_to(&a, &staged);
+    let out = ok(&sync(&b, &staged));
+    assert!(out.contains("added capf-next.pem"), "{out}");
+    assert!(
+        contents(&b.join("certs")) == contents(&a.join("certs")),
+        "B's certs/ are A's"
+    );
+    assert_eq!(std::fs::read(b.join("capf.toml")).unwrap(), settings_b);
+    assert!(ok(&sync(&b, &staged)).contains("nothing to do"));
+    let leftovers: Vec<_> = std::fs::read_dir(&b)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with('.'))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+
+    // The file from before the rollover is behind B now.
+    let before = tree(&b);
+    let refused = fails(&sync(&b, &joined));
+    assert!(refused.contains("behind this node"), "{refused}");
+    assert!(tree(&b) == before, "nothing changed");
+
+    // A activates the new CA; B follows, and presents it.
+    ok(&capf(&a, &["ca", "activate"]));
+    let activated = dir.path().join("activated.enc");
+    export_to(&a, &activated);
+    ok(&sync(&b, &activated));
+    assert_eq!(
+        ok(&capf(&b, &["cert", "--pem"])),
+        ok(&capf(&a, &["cert", "--pem"]))
+    );
+    assert!(contents(&b.join("certs")) == contents(&a.join("certs")));
+    // Staged only: behind B now.
+    let refused = fails(&sync(&b, &staged));
+    assert!(refused.contains("behind this node"), "{refused}");
+
+    // Another cluster's file.
+    let other_dir = tempfile::tempdir().unwrap();
+    let (_, other) = exported(other_dir.path());
+    let before = tree(&b);
+    let refused = fails(&sync(&b, &other));
+    assert!(refused.contains("another cluster"), "{refused}");
+    assert!(tree(&b) == before, "nothing changed");
+}

@@ -268,3 +268,34 @@ pub(crate) fn random_serial() -> [u8; 16] {
         }
     }
 }
+
+/// The certificates of `certs` that phones see and trust (the CAPF CA with a staged
+/// or previous one, the file signer, the ITL recovery certificate), as one digest:
+/// nodes of a cluster present the same ones, and a node whose digest differs from
+/// another's was left behind by a rollover (docs/cluster.md "Node identity").
+pub fn identity_digest(certs: &std::path::Path) -> std::io::Result<String> {
+    use sha2::{Digest, Sha256};
+    let mut digest = Sha256::new();
+    for name in [
+        CAPF_CERT_FILE,
+        rollover::NEXT_CERT_FILE,
+        rollover::PREVIOUS_CERT_FILE,
+        TFTP_CERT_FILE,
+        RECOVERY_CERT_FILE,
+    ] {
+        let pem = match std::fs::read(certs.join(name)) {
+            Ok(pem) => Some(pem),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+            Err(e) => return Err(e),
+        };
+        digest.update(name.as_bytes());
+        match pem {
+            Some(pem) => {
+                digest.update([1]);
+                digest.update(Sha256::digest(&pem));
+            }
+            None => digest.update([0]),
+        }
+    }
+    Ok(hex::encode(digest.finalize()))
+}

@@ -222,7 +222,7 @@ fn refuse_if_served(store: &Store, which: &str) -> Result<()> {
     let Some(cluster) = store.cluster() else {
         return Ok(());
     };
-    let nodes = cluster.live_nodes()?;
+    let nodes: Vec<String> = cluster.live_nodes()?.into_iter().map(|n| n.name).collect();
     if !nodes.is_empty() {
         bail!(
             "nodes serve from the {which} store {} now ({}): stop capf serve on every one \

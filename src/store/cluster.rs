@@ -29,6 +29,14 @@ pub enum Reservation {
     Busy,
 }
 
+/// A node serving from a shared store, as it announced itself.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LiveNode {
+    pub name: String,
+    /// The digest of the certificates it presents ([`crate::ca::identity_digest`]).
+    pub identity: String,
+}
+
 pub trait Cluster: Send + Sync {
     /// Takes the lease `key` for `holder` until `ttl` from now, unless someone else
     /// holds it unexpired. `holder` taking it again renews it.
@@ -57,9 +65,23 @@ pub trait Cluster: Send + Sync {
     /// The attempt ended without failing.
     fn release_attempt(&self, address: &str, holder: &str) -> Result<(), StoreError>;
 
-    /// The names of the nodes serving from this store now (see `presence.rs`), in
-    /// name order.
-    fn live_nodes(&self) -> Result<Vec<String>, StoreError>;
+    /// Records that `node` serves from this store until `ttl` from now, presenting the
+    /// certificates of `identity` ([`crate::ca::identity_digest`]); renewed by calling
+    /// again. `false` when another holder has the name and has not expired: two
+    /// running nodes were given one `node_name`.
+    fn announce(
+        &self,
+        node: &str,
+        holder: &str,
+        identity: &str,
+        ttl: Duration,
+    ) -> Result<bool, StoreError>;
+
+    /// `node` stops serving (if `holder` still holds its name).
+    fn withdraw(&self, node: &str, holder: &str) -> Result<(), StoreError>;
+
+    /// The nodes serving from this store now, in name order.
+    fn live_nodes(&self) -> Result<Vec<LiveNode>, StoreError>;
 }
 
 /// A holder name no other node or session uses: the node's name and a random token.

@@ -33,7 +33,7 @@ mod writer;
 
 pub use accounts::WebAccount;
 pub use backend::{Backend, EventFilter};
-pub use cluster::{holder, AddressLimit, Cluster, Reservation};
+pub use cluster::{holder, AddressLimit, Cluster, LiveNode, Reservation};
 pub use pg::PgStore;
 pub use sled_store::{damage_reason, SledStore};
 pub use writer::Writer;

@@ -25,7 +25,7 @@ use super::backend::{
     AccountUpdate, Backend, DeviceUpdate, DeviceUpsert, EventFilter, NamedRecord, RemovalEvent,
     RevocationEvent,
 };
-use super::cluster::{AddressLimit, Cluster, Reservation};
+use super::cluster::{AddressLimit, Cluster, LiveNode, Reservation};
 use super::codec::{decode_device, decode_serial, encode_event, encode_serial, serial_key};
 use super::key_index::{certified_keys, index_key};
 use super::migrate::Record;
@@ -1079,8 +1079,50 @@ impl Cluster for PgStore {
         })
     }
 
-    fn live_nodes(&self) -> Result<Vec<String>, StoreError> {
-        self.live_node_names()
+    fn announce(
+        &self,
+        node: &str,
+        holder: &str,
+        identity: &str,
+        ttl: Duration,
+    ) -> Result<bool, StoreError> {
+        let rows = self.query(
+            &format!(
+                "INSERT INTO nodes (name, holder, identity, expires) \
+                 VALUES ($1, $2, $3, {NOW} + $4::float8) \
+                 ON CONFLICT (name) DO UPDATE SET holder = EXCLUDED.holder, \
+                 identity = EXCLUDED.identity, expires = EXCLUDED.expires \
+                 WHERE nodes.expires <= {NOW} OR nodes.holder = EXCLUDED.holder \
+                 RETURNING name"
+            ),
+            &[&node, &holder, &identity, &ttl.as_secs_f64()],
+        )?;
+        Ok(!rows.is_empty())
+    }
+
+    fn withdraw(&self, node: &str, holder: &str) -> Result<(), StoreError> {
+        self.query(
+            "DELETE FROM nodes WHERE name = $1 AND holder = $2",
+            &[&node, &holder],
+        )?;
+        Ok(())
+    }
+
+    fn live_nodes(&self) -> Result<Vec<LiveNode>, StoreError> {
+        Ok(self
+            .query(
+                &format!(
+                    "SELECT name, identity FROM nodes WHERE expires > {NOW} \
+                     ORDER BY name COLLATE \"C\""
+                ),
+                &[],
+            )?
+            .iter()
+            .map(|row| LiveNode {
+                name: row.get(0),
+                identity: row.get(1),
+            })
+            .collect())
     }
 
     fn release_attempt(&self, address: &str, holder: &str) -> Result<(), StoreError> {
@@ -1092,22 +1134,6 @@ impl Cluster for PgStore {
             &[&address, &holder],
         )?;
         Ok(())
-    }
-}
-
-impl PgStore {
-    fn live_node_names(&self) -> Result<Vec<String>, StoreError> {
-        Ok(self
-            .query(
-                &format!(
-                    "SELECT substr(key, length($1) + 1) FROM leases \
-                     WHERE starts_with(key, $1) AND expires > {NOW} ORDER BY key COLLATE \"C\""
-                ),
-                &[&super::presence::LEASE_PREFIX],
-            )?
-            .iter()
-            .map(|row| row.get(0))
-            .collect())
     }
 }
 

@@ -1,52 +1,90 @@
-//! A node's presence in a shared store: while it serves, each node holds the lease
-//! `node:<node_name>` and renews it well before it expires. What needs to know that no
-//! node serves from a store (`capf store migrate`, which must read a store that does
-//! not change under it) reads [`Cluster::live_nodes`](super::Cluster::live_nodes).
+//! A node's presence in a shared store: while it serves, each node keeps a row of
+//! the `nodes` table with its `node_name` and the digest of the certificates it
+//! presents ([`crate::ca::identity_digest`]), renewed well before it expires.
 //!
-//! A node that stops releases its lease; one that dies is gone from the list once its
-//! lease expires (`TTL`).
+//! Two things read it: what must know that no node serves from a store (`capf store
+//! migrate`, which needs a store that does not change under it), and the health
+//! check, which reports a node whose certificates differ from this one's: a node
+//! left behind by a CA or signer rollover would hand phones an ITL or files they do
+//! not trust (docs/cluster.md "Node identity").
+//!
+//! A node that stops removes its row; one that dies is gone once its row expires
+//! ([`TTL`]).
 
-use super::Store;
+use super::{LiveNode, Store};
 use std::future::Future;
 use std::time::Duration;
 
-/// Leases of nodes are this prefix and the node's name.
-pub const LEASE_PREFIX: &str = "node:";
-
 /// How long a node counts as present after it last renewed.
-const TTL: Duration = Duration::from_secs(30);
+pub const TTL: Duration = Duration::from_secs(30);
 
 /// How often a node renews: three times per `TTL`, so a slow database round trip
 /// does not make a serving node look gone.
 const RENEW_EVERY: Duration = Duration::from_secs(10);
 
-/// Holds this node's presence lease until `shutdown`, then releases it.
-pub async fn announce(store: Store, node_name: String, shutdown: impl Future<Output = ()>) {
-    let key = format!("{LEASE_PREFIX}{node_name}");
-    // The lease's holder is this process, so a second node that was given the same
-    // name by mistake is noticed rather than sharing the lease.
+/// The live nodes whose certificates differ from `identity`.
+pub fn differing<'a>(nodes: &'a [LiveNode], identity: &str) -> Vec<&'a LiveNode> {
+    nodes.iter().filter(|n| n.identity != identity).collect()
+}
+
+/// Keeps this node's presence, with the digest of its certificates `identity`, until
+/// `shutdown`, then removes it. Logs once when another node presents other
+/// certificates, and when another running node has this node's name.
+pub async fn announce(
+    store: Store,
+    node_name: String,
+    identity: String,
+    shutdown: impl Future<Output = ()>,
+) {
+    // The row's holder is this process, so a second node that was given the same
+    // name by mistake is noticed rather than sharing the row.
     let holder = super::holder(&node_name);
     tokio::pin!(shutdown);
-    let mut warned = false;
+    let mut warned_name = false;
+    let mut warned_store = false;
+    let mut reported: Vec<LiveNode> = Vec::new();
     loop {
-        let (store2, key2, holder2) = (store.clone(), key.clone(), holder.clone());
+        let (store2, name2, holder2, identity2) = (
+            store.clone(),
+            node_name.clone(),
+            holder.clone(),
+            identity.clone(),
+        );
         let renewed = tokio::task::spawn_blocking(move || {
-            store2
-                .cluster()
-                .map_or(Ok(true), |cluster| cluster.try_lease(&key2, &holder2, TTL))
+            let Some(cluster) = store2.cluster() else {
+                return Ok((true, Vec::new()));
+            };
+            let announced = cluster.announce(&name2, &holder2, &identity2, TTL)?;
+            Ok::<_, super::StoreError>((announced, cluster.live_nodes()?))
         })
         .await;
         match renewed {
-            Ok(Ok(true)) => warned = false,
-            Ok(Ok(false)) if !warned => {
-                warned = true;
-                tracing::error!(
-                    "another running node has the node_name {node_name:?}: give every \
-                     node of a cluster a name of its own (node_name in capf.toml)"
-                );
+            Ok(Ok((announced, nodes))) => {
+                warned_store = false;
+                if !announced && !warned_name {
+                    tracing::error!(
+                        "another running node has the node_name {node_name:?}: give every \
+                         node of a cluster a name of its own (node_name in capf.toml)"
+                    );
+                }
+                warned_name = !announced;
+                let differ: Vec<LiveNode> =
+                    differing(&nodes, &identity).into_iter().cloned().collect();
+                for node in differ.iter().filter(|n| !reported.contains(n)) {
+                    tracing::error!(
+                        node = %node.name,
+                        "node {} presents other certificates than this node ({}): phones \
+                         moving between them may stop trusting their files. Bring every node \
+                         to the same certs/ (`capf node export` on the node that was rolled \
+                         over, `capf node sync` on the others, then restart them)",
+                        node.name,
+                        node_name
+                    );
+                }
+                reported = differ;
             }
-            Ok(Err(e)) if !warned => {
-                warned = true;
+            Ok(Err(e)) if !warned_store => {
+                warned_store = true;
                 tracing::warn!("cannot renew this node's presence in the store: {e}");
             }
             _ => {}
@@ -59,7 +97,7 @@ pub async fn announce(store: Store, node_name: String, shutdown: impl Future<Out
     let _ = tokio::task::spawn_blocking(move || {
         store
             .cluster()
-            .map(|cluster| cluster.release_lease(&key, &holder))
+            .map(|cluster| cluster.withdraw(&node_name, &holder))
     })
     .await;
 }

@@ -9,3 +9,15 @@
 ALTER TABLE leases SET UNLOGGED;
 ALTER TABLE address_failures SET UNLOGGED;
 ALTER TABLE address_attempts SET UNLOGGED;
+
+-- `nodes`: the nodes serving now (src/store/presence.rs). Each renews its row while
+-- it serves and removes it when it stops; a row whose `expires` has passed is a node
+-- that died. `identity` is a digest of the certificates the node presents and signs
+-- with (its certs/), so that a node left behind after a rollover shows in
+-- `capf status` on every node. Unlogged for the same reason as the tables above.
+CREATE UNLOGGED TABLE nodes (
+    name     text PRIMARY KEY,
+    holder   text NOT NULL,
+    identity text NOT NULL,
+    expires  double precision NOT NULL
+);
