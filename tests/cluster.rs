@@ -1,8 +1,10 @@
 //! Two capf nodes on one PostgreSQL store (issue #17), talked to like phones over
 //! real sockets: a phone enrolls through node A and fetches its encrypted
 //! configuration from node B; a burst of wrong strings split across both nodes gets
-//! no more guesses evaluated than `max_auth_failures`; and a node killed with a real
-//! `kill -9` mid-enrollment loses nothing while the other carries on.
+//! no more guesses evaluated than `max_auth_failures`; a node killed with a real
+//! `kill -9` mid-enrollment loses nothing while the other carries on; the database
+//! stopped and started again under a node (a cluster of the test's own); and a node
+//! with other certificates reported by the others.
 //!
 //! The database is the one `.ci/postgres.sh` starts (`CAPF_TEST_POSTGRES`); each test
 //! creates a database of its own in it. Without it the tests say SKIPPED, except
@@ -17,33 +19,6 @@ use capf::protocol::Reason;
 use common::{TestNode, DOC};
 use std::net::SocketAddr;
 
-/// A new database in the test cluster, as a `store =` URL; `None` (SKIPPED) outside CI.
-async fn new_database(test: &str) -> Option<String> {
-    let Ok(url) = std::env::var("CAPF_TEST_POSTGRES") else {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "CAPF_TEST_POSTGRES is not set under CI: .ci/run starts a cluster with .ci/postgres.sh"
-        );
-        eprintln!("SKIPPED: {test} (set CAPF_TEST_POSTGRES, see .ci/postgres.sh)");
-        return None;
-    };
-    let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
-        .await
-        .unwrap();
-    tokio::spawn(connection);
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .subsec_nanos();
-    let name = format!("capf_{test}_{}_{nanos}", std::process::id());
-    client
-        .batch_execute(&format!("CREATE DATABASE {name}"))
-        .await
-        .unwrap();
-    let (base, _) = url.rsplit_once('/').unwrap();
-    Some(format!("{base}/{name}"))
-}
-
 fn local() -> Option<SocketAddr> {
     Some("127.0.0.1:0".parse().unwrap())
 }
@@ -51,7 +26,7 @@ fn local() -> Option<SocketAddr> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_phone_enrolled_on_one_node_gets_its_encrypted_configuration_from_another() {
     const NAME: &str = "SEP00000000C001";
-    let Some(url) = new_database("enc_across").await else {
+    let Some(url) = common::new_database("enc_across").await else {
         return;
     };
     let a = TestNode::start_with(|s| {
@@ -113,7 +88,7 @@ async fn a_phone_enrolled_on_one_node_gets_its_encrypted_configuration_from_anot
 async fn a_burst_of_wrong_strings_split_across_nodes_is_evaluated_at_most_the_limit() {
     const NAME: &str = "SEP00000000C002";
     const MAX: u32 = 3;
-    let Some(url) = new_database("burst_across").await else {
+    let Some(url) = common::new_database("burst_across").await else {
         return;
     };
     let a = TestNode::start_with(|s| {
@@ -183,7 +158,7 @@ async fn a_burst_of_wrong_strings_split_across_nodes_is_evaluated_at_most_the_li
 async fn a_node_killed_mid_enrollment_loses_nothing_and_the_other_carries_on() {
     use common::cli::{add_null_install, init, Serving};
     const PHONES: usize = 32;
-    let Some(url) = new_database("kill_across").await else {
+    let Some(url) = common::new_database("kill_across").await else {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
@@ -485,7 +460,7 @@ async fn a_database_restart_fails_sessions_cleanly_and_the_node_recovers_by_itse
 /// behind by a rollover), as critical.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_with_other_certificates_is_reported_by_the_others() {
-    let Some(url) = new_database("identity").await else {
+    let Some(url) = common::new_database("identity").await else {
         return;
     };
     let a = TestNode::start_with(|s| s.store = url.clone()).await;

@@ -46,6 +46,15 @@ fn join(data: &Path, file: &Path, passphrase: &str, extra: &[&str]) -> Output {
     capf_in(data, &args, &format!("{passphrase}\n"))
 }
 
+/// The names in `dir` that start with a dot (what a staging directory leaves behind).
+fn hidden_entries(dir: &Path) -> Vec<String> {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with('.'))
+        .collect()
+}
+
 /// Every file under `dir`, by path relative to it: bytes and permission bits; and
 /// every directory's permission bits.
 fn tree(dir: &Path) -> BTreeMap<PathBuf, (Option<Vec<u8>>, u32)> {
@@ -152,12 +161,11 @@ fn a_joined_node_holds_the_same_identity_and_its_own_name_and_store() {
     assert_eq!(root_mode, 0o700);
     assert!(b.join("tftp").is_dir());
     assert!(!b.join("db").exists(), "the store is the cluster's");
-    let leftovers: Vec<_> = std::fs::read_dir(&b)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .filter(|n| n.starts_with('.'))
-        .collect();
-    assert!(leftovers.is_empty(), "{leftovers:?}");
+    assert_eq!(
+        hidden_entries(&b),
+        Vec::<String>::new(),
+        "no staging left behind"
+    );
 
     // The settings: A's, with B's name and the cluster's store.
     let settings_a = capf::settings::Settings::load(&capf::settings::DataDir::new(&a)).unwrap();
@@ -467,12 +475,11 @@ fn a_node_left_behind_by_a_rollover_is_synced_forward_and_never_back() {
     );
     assert_eq!(std::fs::read(b.join("capf.toml")).unwrap(), settings_b);
     assert!(ok(&sync(&b, &staged)).contains("nothing to do"));
-    let leftovers: Vec<_> = std::fs::read_dir(&b)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .filter(|n| n.starts_with('.'))
-        .collect();
-    assert!(leftovers.is_empty(), "{leftovers:?}");
+    assert_eq!(
+        hidden_entries(&b),
+        Vec::<String>::new(),
+        "no staging left behind"
+    );
 
     // The file from before the rollover is behind B now.
     let before = tree(&b);

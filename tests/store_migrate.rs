@@ -15,33 +15,6 @@ use common::cli::{add_null_install, capf, enroll_phone, fails, init, json, ok, S
 use serde_json::Value;
 use std::path::Path;
 
-/// A new database in the test cluster, as a `store =` URL; `None` (SKIPPED) outside CI.
-async fn new_database(test: &str) -> Option<String> {
-    let Ok(url) = std::env::var("CAPF_TEST_POSTGRES") else {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "CAPF_TEST_POSTGRES is not set under CI: .ci/run starts a cluster with .ci/postgres.sh"
-        );
-        eprintln!("SKIPPED: {test} (set CAPF_TEST_POSTGRES, see .ci/postgres.sh)");
-        return None;
-    };
-    let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
-        .await
-        .unwrap();
-    tokio::spawn(connection);
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .subsec_nanos();
-    let name = format!("capf_{test}_{}_{nanos}", std::process::id());
-    client
-        .batch_execute(&format!("CREATE DATABASE {name}"))
-        .await
-        .unwrap();
-    let (base, _) = url.rsplit_once('/').unwrap();
-    Some(format!("{base}/{name}"))
-}
-
 fn set_store(data: &Path, url: &str) {
     let file = data.join("capf.toml");
     let toml = std::fs::read_to_string(&file).unwrap();
@@ -87,7 +60,7 @@ fn last_event_id(events: &Value) -> u64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_store_moves_to_postgresql_and_back_and_nodes_carry_on() {
-    let Some(url) = new_database("migrate").await else {
+    let Some(url) = common::new_database("migrate").await else {
         return;
     };
     let dir = tempfile::tempdir().unwrap();

@@ -1,6 +1,6 @@
 //! `capf backup DIR`: a consistent copy of the data directory, taken while serving.
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use clap::Args;
 use std::path::Path;
 use std::process::ExitCode;
@@ -24,20 +24,7 @@ pub struct BackupArgs {
 /// and readable by its owner alone.
 pub fn run(ctx: &mut Ctx, args: BackupArgs) -> Result<ExitCode> {
     let target = DataDir::new(ctx.path(&args.dir));
-    let root = target.root();
-    if std::fs::symlink_metadata(root).is_ok() {
-        bail!(
-            "{} already exists: capf backup creates the backup directory itself (name one that does not exist)",
-            root.display()
-        );
-    }
-    let parent = match root.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p,
-        _ => Path::new("."),
-    };
-    std::fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
-    private::check_ancestors(parent)?;
-    private::create_private_dir(root)?;
+    private::create_new_private_dir(target.root(), "the backup")?;
     // The store first: a consistent snapshot of every tree. sled creates its files
     // with the default mode; they hold the authentication strings.
     private::create_private_dir(&target.db())?;

@@ -65,6 +65,26 @@ pub(crate) fn create_private_dir(dir: &Path) -> Result<()> {
         .with_context(|| format!("restricting {}", dir.display()))
 }
 
+/// Creates `dir` 0700 where nothing is yet, with its missing parents, under parents
+/// only root and this user can change: a directory for secrets (a backup, a new
+/// store). `what` says in the refusal what the directory is for.
+pub(crate) fn create_new_private_dir(dir: &Path, what: &str) -> Result<()> {
+    if std::fs::symlink_metadata(dir).is_ok() {
+        anyhow::bail!(
+            "{} already exists: {what} is a new directory that capf creates itself (name \
+             one that does not exist, or move the old one aside)",
+            dir.display()
+        );
+    }
+    let parent = match dir.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    std::fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
+    check_ancestors(parent)?;
+    create_private_dir(dir)
+}
+
 /// Creates `dir` 0700, or checks that the existing one is a directory of this user
 /// that no other user can write to, and makes it 0700. Another user's directory, or
 /// one others could write to, is refused: what is in it may have been planted.

@@ -190,20 +190,7 @@ fn open_destination(data: &DataDir, settings: &Settings, target: &str) -> Result
     if settings.store.is_empty() && same_path(&dir, &data.db()) {
         bail!("the destination is the store this node already uses");
     }
-    if std::fs::symlink_metadata(&dir).is_ok() {
-        bail!(
-            "{} already exists: the destination of a migration to sled is a new \
-             directory (move the old one aside)",
-            dir.display()
-        );
-    }
-    let parent = match dir.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p,
-        _ => Path::new("."),
-    };
-    std::fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
-    private::check_ancestors(parent)?;
-    private::create_private_dir(&dir)?;
+    private::create_new_private_dir(&dir, "the destination of a migration to sled")?;
     let store = Store::open(&dir).context("creating the destination store")?;
     // sled creates its files with the default mode; they hold authentication strings.
     private::restrict_tree(&dir)?;

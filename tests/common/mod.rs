@@ -266,3 +266,30 @@ pub fn phone_with_lsc(name: &str, der: &[u8], key: &capf::phone::PhoneKey) -> Ph
     ));
     phone
 }
+
+/// A new database in the PostgreSQL cluster `.ci/postgres.sh` starts for the tests, as a `store =` URL; `None` (SKIPPED) outside CI.
+pub async fn new_database(test: &str) -> Option<String> {
+    let Ok(url) = std::env::var("CAPF_TEST_POSTGRES") else {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CAPF_TEST_POSTGRES is not set under CI: .ci/run starts a cluster with .ci/postgres.sh"
+        );
+        eprintln!("SKIPPED: {test} (set CAPF_TEST_POSTGRES, see .ci/postgres.sh)");
+        return None;
+    };
+    let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos();
+    let name = format!("capf_{test}_{}_{nanos}", std::process::id());
+    client
+        .batch_execute(&format!("CREATE DATABASE {name}"))
+        .await
+        .unwrap();
+    let (base, _) = url.rsplit_once('/').unwrap();
+    Some(format!("{base}/{name}"))
+}
