@@ -167,3 +167,37 @@ async fn a_store_moves_to_postgresql_and_back_and_nodes_carry_on() {
     let node = Serving::start(&data);
     assert!(node.stop().success());
 }
+
+/// A record that does not decode is not carried into another store: the copy stops,
+/// names it, and the directory it made for the copy is gone again. Needs no
+/// PostgreSQL (sled to sled).
+#[test]
+fn a_record_that_does_not_decode_stops_the_copy_and_leaves_nothing_behind() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = init(dir.path());
+    add_null_install(&data, "SEP00000000E101");
+    {
+        let db = sled::open(data.join("db")).unwrap();
+        db.open_tree("devices")
+            .unwrap()
+            .insert("SEP00000000E102", &b"{\"v\":1,\"device\":"[..])
+            .unwrap();
+        db.flush().unwrap();
+    }
+    let target = dir.path().join("copy");
+    let err = fails(&capf(
+        &data,
+        &["store", "migrate", "--to", target.to_str().unwrap()],
+    ));
+    assert!(err.contains("devices/SEP00000000E102"), "{err}");
+    assert!(err.contains("was removed again"), "{err}");
+    assert!(!target.exists(), "no half-filled store is left");
+    // Once the record is gone, the same copy goes through.
+    ok(&capf(&data, &["device", "remove", "SEP00000000E102"]));
+    let out = ok(&capf(
+        &data,
+        &["store", "migrate", "--to", target.to_str().unwrap()],
+    ));
+    assert!(out.contains("verified"), "{out}");
+    assert!(out.contains("devices       1"), "{out}");
+}

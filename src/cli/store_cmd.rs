@@ -53,11 +53,31 @@ fn is_postgres_url(target: &str) -> bool {
 fn migrate_store(data: &DataDir, args: MigrateArgs) -> Result<ExitCode> {
     let settings = Settings::load(data)?;
     let source = open_source(data, &settings)?;
-    let destination = open_destination(data, &settings, &args.to)?;
-    refuse_if_served(&destination, "destination")?;
+    let (destination, created) = open_destination(data, &settings, &args.to)?;
+    let copied = copy_verified(&source, &destination);
+    let copied = match (copied, created) {
+        (Ok(copied), _) => copied,
+        // A sled directory made for this copy and left half-filled is of no use to
+        // anyone, and holds authentication strings: it goes.
+        (Err(e), Some(dir)) => {
+            drop(destination);
+            return Err(match std::fs::remove_dir_all(&dir) {
+                Ok(()) => e.context(format!("{} was removed again", dir.display())),
+                Err(rm) => e.context(format!("remove {} by hand ({rm})", dir.display())),
+            });
+        }
+        (Err(e), None) => return Err(e),
+    };
+    print_report(data, &source, &destination, &args, &copied)
+}
+
+/// Copies `source` into `destination` and checks the copy (and, for a shared source,
+/// that the source did not change meanwhile). Returns what was copied.
+fn copy_verified(source: &Store, destination: &Store) -> Result<Inventory> {
+    refuse_if_served(destination, "destination")?;
 
     let progress = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    let copied = migrate::copy(&source, &destination, |n| {
+    let copied = migrate::copy(source, destination, |n| {
         if progress {
             eprint!("\rcopied {n} records");
         }
@@ -66,7 +86,7 @@ fn migrate_store(data: &DataDir, args: MigrateArgs) -> Result<ExitCode> {
     if progress {
         eprintln!();
     }
-    let written = migrate::inventory(&destination).context("reading the destination back")?;
+    let written = migrate::inventory(destination).context("reading the destination back")?;
     if written != copied {
         bail!(
             "the destination does not hold what was read from the source \
@@ -78,8 +98,8 @@ fn migrate_store(data: &DataDir, args: MigrateArgs) -> Result<ExitCode> {
     // sled's lock kept the source as it was; a PostgreSQL source is read once more,
     // so that a node started meanwhile cannot have changed it unnoticed.
     if source.cluster().is_some() {
-        refuse_if_served(&source, "source")?;
-        let now = migrate::inventory(&source).context("reading the source again")?;
+        refuse_if_served(source, "source")?;
+        let now = migrate::inventory(source).context("reading the source again")?;
         if now != copied {
             bail!(
                 "the source changed while it was copied (a node served from it?): \
@@ -87,7 +107,16 @@ fn migrate_store(data: &DataDir, args: MigrateArgs) -> Result<ExitCode> {
             );
         }
     }
+    Ok(copied)
+}
 
+fn print_report(
+    data: &DataDir,
+    source: &Store,
+    destination: &Store,
+    args: &MigrateArgs,
+    copied: &Inventory,
+) -> Result<ExitCode> {
     let mut out = std::io::stdout().lock();
     if args.json {
         let report = serde_json::json!({
@@ -107,7 +136,7 @@ fn migrate_store(data: &DataDir, args: MigrateArgs) -> Result<ExitCode> {
             destination.kind(),
             destination.location()
         )?;
-        for (kind, count) in migrate::KINDS.iter().zip(counts(&copied)) {
+        for (kind, count) in migrate::KINDS.iter().zip(counts(copied)) {
             writeln!(out, "  {kind:<13} {count}")?;
         }
         writeln!(
@@ -169,8 +198,12 @@ fn open_source(data: &DataDir, settings: &Settings) -> Result<Store> {
     Ok(source)
 }
 
-/// The empty store to copy into.
-fn open_destination(data: &DataDir, settings: &Settings, target: &str) -> Result<Store> {
+/// The empty store to copy into, and the directory made for it (sled).
+fn open_destination(
+    data: &DataDir,
+    settings: &Settings,
+    target: &str,
+) -> Result<(Store, Option<PathBuf>)> {
     if is_postgres_url(target) {
         if target == settings.store {
             bail!("the destination is the store this node already uses");
@@ -181,7 +214,7 @@ fn open_destination(data: &DataDir, settings: &Settings, target: &str) -> Result
                 crate::settings::redact_store_url(target)
             )
         })?;
-        return Ok(store);
+        return Ok((store, None));
     }
     if target.contains("://") {
         bail!("--to takes a postgres:// URL or a directory for a sled store, not {target:?}");
@@ -194,7 +227,7 @@ fn open_destination(data: &DataDir, settings: &Settings, target: &str) -> Result
     let store = Store::open(&dir).context("creating the destination store")?;
     // sled creates its files with the default mode; they hold authentication strings.
     private::restrict_tree(&dir)?;
-    Ok(store)
+    Ok((store, Some(dir)))
 }
 
 fn same_path(a: &Path, b: &Path) -> bool {

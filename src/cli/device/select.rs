@@ -288,17 +288,35 @@ pub fn remove(
 ) -> Result<ExitCode> {
     let single = name.is_some();
     let mut preview = Vec::new();
-    let names = selection.scan(ctx, name.as_deref(), |rec| {
-        if dry_run {
-            preview.push(format!(
-                "would remove {} ({}; LSC {})",
-                rec.name,
-                rec.status,
-                rec.lsc.as_ref().map_or("-", |c| c.serial.as_str())
-            ));
+    let named = name.as_deref().map(normalise_name).transpose()?;
+    let undecodable = named.as_ref().filter(|n| {
+        matches!(
+            ctx.store.get_device(n),
+            Err(crate::store::StoreError::Corrupt { .. })
+        )
+    });
+    let names = match undecodable {
+        // A record that no longer decodes can still be removed: that is how an
+        // operator clears it (the store names it wherever it stops a listing or a
+        // `store migrate`).
+        Some(name) => {
+            if dry_run {
+                preview.push(format!("would remove {name} (its record does not decode)"));
+            }
+            vec![name.clone()]
         }
-        Ok(())
-    })?;
+        None => selection.scan(ctx, name.as_deref(), |rec| {
+            if dry_run {
+                preview.push(format!(
+                    "would remove {} ({}; LSC {})",
+                    rec.name,
+                    rec.status,
+                    rec.lsc.as_ref().map_or("-", |c| c.serial.as_str())
+                ));
+            }
+            Ok(())
+        })?,
+    };
     if dry_run {
         for line in preview {
             writeln!(ctx.out, "{line}")?;
