@@ -58,6 +58,7 @@ impl Node {
     /// Loads the CA and trust anchors of `data` and binds every listener `settings`
     /// names. Nothing is served until [`Node::run`].
     pub async fn bind(data: &DataDir, settings: Settings, store: Store) -> Result<Node> {
+        refuse_during_migration(&store).await?;
         let ca =
             Ca::load(&data.certs(), settings.lsc_validity_days)?.with_crl_url(&settings.crl_url);
         let trust = load_trust(data, &ca)?;
@@ -285,6 +286,26 @@ impl Node {
             }
         }
     }
+}
+
+/// A shared store that `capf store migrate` is copying (from or into) is not served:
+/// a node would read a half-copied store, or change one that is being copied.
+async fn refuse_during_migration(store: &Store) -> Result<()> {
+    if store.cluster().is_none() {
+        return Ok(());
+    }
+    let store = store.clone();
+    let nodes = tokio::task::spawn_blocking(move || {
+        store.cluster().map_or(Ok(Vec::new()), |c| c.live_nodes())
+    })
+    .await??;
+    if crate::store::presence::migration(&nodes).is_some() {
+        anyhow::bail!(
+            "`capf store migrate` is copying this store now: start the node once it has \
+             finished (and, for its destination, once capf.toml names it)"
+        );
+    }
+    Ok(())
 }
 
 /// Warns when the process may not open as many sockets as the connection caps allow.

@@ -48,6 +48,41 @@ fn listings(data: &Path) -> (Value, Value, Vec<String>) {
     )
 }
 
+/// `capf serve` that must refuse to start: its standard error, once it has exited.
+fn serve_exits(data: &Path) -> String {
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_capf"))
+        .arg("--data")
+        .arg(data)
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--http",
+            "off",
+            "--metrics",
+            "off",
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            assert!(!status.success(), "serve refuses");
+            break;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("serve did not refuse to start");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
+    stderr
+}
+
 fn last_event_id(events: &Value) -> u64 {
     events
         .as_array()
@@ -129,6 +164,20 @@ async fn a_store_moves_to_postgresql_and_back_and_nodes_carry_on() {
 
     set_store(&data, &url);
     assert_eq!(listings(&data), on_sled, "PostgreSQL reads as sled did");
+
+    // No node starts on a store that a migration is copying.
+    {
+        use capf::store::presence::MIGRATION;
+        let store = capf::store::Store::from(capf::store::PgStore::open(&url).unwrap());
+        let cluster = store.cluster().unwrap();
+        let ttl = std::time::Duration::from_secs(30);
+        assert!(cluster
+            .announce(MIGRATION, "test/1", MIGRATION, ttl)
+            .unwrap());
+        let refused = serve_exits(&data);
+        assert!(refused.contains("is copying this store"), "{refused}");
+        cluster.withdraw(MIGRATION, "test/1").unwrap();
+    }
 
     // A node on PostgreSQL enrolls the third phone; its events follow the copied ones.
     let node = Serving::start(&data);

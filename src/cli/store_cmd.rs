@@ -17,6 +17,7 @@ use std::process::ExitCode;
 use super::private;
 use crate::settings::{DataDir, Settings};
 use crate::store::migrate::{self, Inventory};
+use crate::store::presence;
 use crate::store::{Store, StoreError};
 
 #[derive(Subcommand, Debug)]
@@ -75,9 +76,17 @@ fn migrate_store(data: &DataDir, args: MigrateArgs) -> Result<ExitCode> {
 /// that the source did not change meanwhile). Returns what was copied.
 fn copy_verified(source: &Store, destination: &Store) -> Result<Inventory> {
     refuse_if_served(destination, "destination")?;
+    // From here no node starts on either store (`node::refuse_during_migration`).
+    let mut marks = [
+        MigrationMark::place(source)?,
+        MigrationMark::place(destination)?,
+    ];
 
     let progress = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let copied = migrate::copy(source, destination, |n| {
+        for mark in marks.iter_mut().flatten() {
+            mark.renew();
+        }
         if progress {
             eprint!("\rcopied {n} records");
         }
@@ -98,6 +107,9 @@ fn copy_verified(source: &Store, destination: &Store) -> Result<Inventory> {
     // sled's lock kept the source as it was; a PostgreSQL source is read once more,
     // so that a node started meanwhile cannot have changed it unnoticed.
     if source.cluster().is_some() {
+        for mark in marks.iter_mut().flatten() {
+            mark.renew();
+        }
         refuse_if_served(source, "source")?;
         let now = migrate::inventory(source).context("reading the source again")?;
         if now != copied {
@@ -237,12 +249,72 @@ fn same_path(a: &Path, b: &Path) -> bool {
     }
 }
 
-/// Refuses a shared store that some node serves from now.
+/// A migration's row in a shared store's `nodes` (`store/presence.rs`), kept while it
+/// copies and removed when it ends, whatever the outcome.
+struct MigrationMark<'a> {
+    store: &'a Store,
+    holder: String,
+    renewed: std::time::Instant,
+}
+
+impl<'a> MigrationMark<'a> {
+    /// Marks `store` if it is shared; `None` for sled, which its lock guards.
+    fn place(store: &'a Store) -> Result<Option<MigrationMark<'a>>> {
+        let Some(cluster) = store.cluster() else {
+            return Ok(None);
+        };
+        let holder = crate::store::holder(presence::MIGRATION);
+        let ttl = presence::TTL;
+        if !cluster.announce(presence::MIGRATION, &holder, presence::MIGRATION, ttl)? {
+            bail!(
+                "another `capf store migrate` is copying {} now",
+                store.location()
+            );
+        }
+        Ok(Some(MigrationMark {
+            store,
+            holder,
+            renewed: std::time::Instant::now(),
+        }))
+    }
+
+    /// Renews the row when a third of its lifetime has passed.
+    fn renew(&mut self) {
+        if self.renewed.elapsed() < presence::TTL / 3 {
+            return;
+        }
+        if let Some(cluster) = self.store.cluster() {
+            let _ = cluster.announce(
+                presence::MIGRATION,
+                &self.holder,
+                presence::MIGRATION,
+                presence::TTL,
+            );
+        }
+        self.renewed = std::time::Instant::now();
+    }
+}
+
+impl Drop for MigrationMark<'_> {
+    fn drop(&mut self) {
+        if let Some(cluster) = self.store.cluster() {
+            let _ = cluster.withdraw(presence::MIGRATION, &self.holder);
+        }
+    }
+}
+
+/// Refuses a shared store that some node serves from now (this migration's own row
+/// aside).
 fn refuse_if_served(store: &Store, which: &str) -> Result<()> {
     let Some(cluster) = store.cluster() else {
         return Ok(());
     };
-    let nodes: Vec<String> = cluster.live_nodes()?.into_iter().map(|n| n.name).collect();
+    let nodes: Vec<String> = cluster
+        .live_nodes()?
+        .into_iter()
+        .filter(|n| n.identity != presence::MIGRATION)
+        .map(|n| n.name)
+        .collect();
     if !nodes.is_empty() {
         bail!(
             "nodes serve from the {which} store {} now ({}): stop capf serve on every one \

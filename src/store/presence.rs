@@ -22,9 +22,23 @@ pub const TTL: Duration = Duration::from_secs(30);
 /// does not make a serving node look gone.
 const RENEW_EVERY: Duration = Duration::from_secs(10);
 
-/// The live nodes whose certificates differ from `identity`.
+/// The name and identity under which `capf store migrate` marks a shared store it is
+/// copying from or into: no node starts on it meanwhile, and the migration refuses a
+/// store that has any row (a node, or another migration).
+pub const MIGRATION: &str = "capf store migrate";
+
+/// The row of a migration running on the store, if any.
+pub fn migration(nodes: &[LiveNode]) -> Option<&LiveNode> {
+    nodes.iter().find(|n| n.identity == MIGRATION)
+}
+
+/// The live nodes whose certificates differ from `identity` (a migration's row is
+/// not a node).
 pub fn differing<'a>(nodes: &'a [LiveNode], identity: &str) -> Vec<&'a LiveNode> {
-    nodes.iter().filter(|n| n.identity != identity).collect()
+    nodes
+        .iter()
+        .filter(|n| n.identity != identity && n.identity != MIGRATION)
+        .collect()
 }
 
 /// Keeps this node's presence, with the digest of its certificates `identity`, until
