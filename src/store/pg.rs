@@ -57,11 +57,14 @@ fn bound_waits(config: &mut tokio_postgres::Config) {
     if config.get_tcp_user_timeout().is_none() {
         config.tcp_user_timeout(ANSWER_WITHIN);
     }
-    config
-        .keepalives(true)
-        .keepalives_idle(Duration::from_secs(5))
-        .keepalives_interval(Duration::from_secs(2))
-        .keepalives_retries(3);
+    // tokio-postgres's own idle time is two hours; a URL that chose another, or
+    // turned keepalives off, keeps its choice.
+    if config.get_keepalives() && config.get_keepalives_idle() == Duration::from_secs(7200) {
+        config
+            .keepalives_idle(Duration::from_secs(5))
+            .keepalives_interval(Duration::from_secs(2))
+            .keepalives_retries(3);
+    }
     let options = config.get_options().unwrap_or("").to_string();
     if !options.contains("statement_timeout") {
         let timeout = format!("-c statement_timeout={}", STATEMENT_TIMEOUT.as_millis());
@@ -1177,13 +1180,15 @@ mod tests {
         assert_eq!(config.get_connect_timeout(), Some(&CONNECT_TIMEOUT));
         assert_eq!(config.get_tcp_user_timeout(), Some(&ANSWER_WITHIN));
         assert_eq!(config.get_options(), Some("-c statement_timeout=10000"));
+        assert_eq!(config.get_keepalives_idle(), Duration::from_secs(5));
 
         let mut config: tokio_postgres::Config =
-            "postgres://capf@db/capf?connect_timeout=2&options=-c%20statement_timeout%3D500"
+            "postgres://capf@db/capf?connect_timeout=2&options=-c%20statement_timeout%3D500&keepalives_idle=60"
                 .parse()
                 .unwrap();
         bound_waits(&mut config);
         assert_eq!(config.get_connect_timeout(), Some(&Duration::from_secs(2)));
+        assert_eq!(config.get_keepalives_idle(), Duration::from_secs(60));
         assert_eq!(config.get_options(), Some("-c statement_timeout=500"));
     }
 }
