@@ -77,7 +77,18 @@ pub struct Health {
     /// it is built and signed for each request (`phone_config::crl`).
     pub crl_revoked: usize,
     pub last_revocation: Option<UnixTime>,
+    /// With a shared store: the nodes serving from it now, and whether each presents
+    /// the certificates of this data directory. Empty for sled.
+    pub nodes: Vec<NodeHealth>,
     pub findings: Vec<Finding>,
+}
+
+/// A node serving from the shared store.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NodeHealth {
+    pub name: String,
+    /// It presents the certificates of this data directory's `certs/`.
+    pub same_certificates: bool,
 }
 
 impl Health {
@@ -117,6 +128,14 @@ pub fn assess(store: &Store, data: &DataDir, now: UnixTime) -> Result<Health, St
         let nodes = cluster.live_nodes()?;
         // Unreadable certificates are a finding of their own (above).
         let identity = crate::ca::identity_digest(&data.certs()).unwrap_or_default();
+        health.nodes = nodes
+            .iter()
+            .filter(|n| n.identity != crate::store::presence::MIGRATION)
+            .map(|n| NodeHealth {
+                name: n.name.clone(),
+                same_certificates: n.identity == identity,
+            })
+            .collect();
         for node in crate::store::presence::differing(&nodes, &identity) {
             health.findings.push(Finding {
                 level: Level::Critical,

@@ -490,6 +490,18 @@ async fn a_node_with_other_certificates_is_reported_by_the_others() {
             .collect::<Vec<_>>()
     };
     assert!(about_nodes(&a.data).is_empty(), "the same certs/");
+    let listed = |data: &capf::settings::DataDir| {
+        capf::health::assess(&a.store, data, capf::model::now())
+            .unwrap()
+            .nodes
+            .into_iter()
+            .map(|n| (n.name, n.same_certificates))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        listed(&a.data),
+        [("capf-b.test".into(), true), ("capf.test".into(), true)]
+    );
 
     // A rollover step made on A's files alone: B (and A as it runs) differ from them.
     std::fs::copy(
@@ -504,6 +516,10 @@ async fn a_node_with_other_certificates_is_reported_by_the_others() {
             .any(|f| f.level == capf::health::Level::Critical
                 && f.message.contains("node capf-b.test")),
         "{found:?}"
+    );
+    assert_eq!(
+        listed(&a.data),
+        [("capf-b.test".into(), false), ("capf.test".into(), false)]
     );
     b.stop().await;
     a.stop().await;

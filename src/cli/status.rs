@@ -54,6 +54,10 @@ fn json(h: &Health) -> serde_json::Value {
             "not_before": time(c.not_before),
             "not_after": time(c.not_after),
         })).collect::<Vec<_>>(),
+        "nodes": h.nodes.iter().map(|n| serde_json::json!({
+            "name": n.name,
+            "same_certificates": n.same_certificates,
+        })).collect::<Vec<_>>(),
         "findings": h.findings.iter().map(|f| serde_json::json!({
             "level": f.level.as_str(),
             "message": f.message,
@@ -100,6 +104,21 @@ fn text(h: &Health) -> String {
             crate::ca::CRL_VALIDITY_SECS / 86_400
         ),
     );
+    if !h.nodes.is_empty() {
+        let nodes: Vec<String> = h
+            .nodes
+            .iter()
+            .map(|n| {
+                let differs = if n.same_certificates {
+                    ""
+                } else {
+                    " (other certificates)"
+                };
+                format!("{}{differs}", n.name)
+            })
+            .collect();
+        line("nodes serving:", nodes.join(", "));
+    }
     for f in &h.findings {
         out.push_str(&format!(
             "{:<8} {}\n",
