@@ -1004,82 +1004,48 @@ impl Cluster for PgStore {
         Ok(())
     }
 
+    /// One round trip: `capf_reserve_attempt` (V3) does the reservation's
+    /// transaction inside the database.
     fn reserve_attempt(
         &self,
         address: &str,
         holder: &str,
         limit: AddressLimit,
     ) -> Result<Reservation, StoreError> {
-        self.transact(|t| {
-            // Every node's reservations of one address, one at a time.
-            t.execute(
-                "SELECT pg_advisory_xact_lock(hashtext('capf-address:' || $1))",
-                &[&address],
-            )?;
-            let failures = t.failures_in_window(address, limit)?;
-            if failures >= i64::from(limit.max_failures) {
-                return Ok(Reservation::TooManyFailures);
-            }
-            let in_flight: i64 = t.query(
-                &format!(
-                    "SELECT count(*) FROM address_attempts WHERE address = $1 AND expires > {NOW}"
-                ),
-                &[&address],
-            )?[0]
-                .get(0);
-            if failures + in_flight >= i64::from(limit.max_failures) {
-                return Ok(Reservation::Busy);
-            }
-            t.execute(
-                &format!(
-                    "INSERT INTO address_attempts (address, holder, expires) \
-                     VALUES ($1, $2, {NOW} + $3::float8) ON CONFLICT (address, holder) \
-                     DO UPDATE SET expires = EXCLUDED.expires"
-                ),
-                &[&address, &holder, &limit.attempt_ttl.as_secs_f64()],
-            )?;
-            Ok(Reservation::Reserved)
-        })
+        let max = i32::try_from(limit.max_failures).unwrap_or(i32::MAX);
+        let rows = self.query(
+            "SELECT capf_reserve_attempt($1, $2, $3, $4, $5)",
+            &[
+                &address,
+                &holder,
+                &max,
+                &limit.window.as_secs_f64(),
+                &limit.attempt_ttl.as_secs_f64(),
+            ],
+        )?;
+        let answer: &str = rows.first().map(|row| row.get(0)).unwrap_or_default();
+        match answer {
+            "reserved" => Ok(Reservation::Reserved),
+            "busy" => Ok(Reservation::Busy),
+            "too_many_failures" => Ok(Reservation::TooManyFailures),
+            other => Err(StoreError::PostgresSetup(format!(
+                "capf_reserve_attempt answered {other:?}"
+            ))),
+        }
     }
 
+    /// One round trip: `capf_attempt_failed` (V3).
     fn attempt_failed(
         &self,
         address: &str,
         holder: &str,
         limit: AddressLimit,
     ) -> Result<(), StoreError> {
-        let window = limit.window.as_secs_f64();
-        self.transact(|t| {
-            t.execute(
-                "SELECT pg_advisory_xact_lock(hashtext('capf-address:' || $1))",
-                &[&address],
-            )?;
-            // Counted before the attempt is released, in one transaction: no node sees
-            // a free slot in between.
-            t.execute(
-                &format!(
-                    "INSERT INTO address_failures (address, window_start, failures) \
-                     VALUES ($1, {NOW}, 1) ON CONFLICT (address) DO UPDATE SET \
-                     failures = CASE WHEN address_failures.window_start <= {NOW} - $2::float8 \
-                         THEN 1 ELSE address_failures.failures + 1 END, \
-                     window_start = CASE WHEN address_failures.window_start <= {NOW} - $2::float8 \
-                         THEN {NOW} ELSE address_failures.window_start END"
-                ),
-                &[&address, &window],
-            )?;
-            t.execute(
-                "DELETE FROM address_attempts WHERE address = $1 AND holder = $2",
-                &[&address, &holder],
-            )?;
-            // Windows long over are forgotten, so the table holds only recent failures.
-            t.execute(
-                &format!(
-                    "DELETE FROM address_failures WHERE window_start <= {NOW} - 2 * $1::float8"
-                ),
-                &[&window],
-            )?;
-            Ok(())
-        })
+        self.query(
+            "SELECT capf_attempt_failed($1, $2, $3)",
+            &[&address, &holder, &limit.window.as_secs_f64()],
+        )?;
+        Ok(())
     }
 
     fn announce(
@@ -1137,22 +1103,6 @@ impl Cluster for PgStore {
             &[&address, &holder],
         )?;
         Ok(())
-    }
-}
-
-impl Txn<'_> {
-    /// The failures of `address` in its current window.
-    fn failures_in_window(&self, address: &str, limit: AddressLimit) -> Result<i64, StoreError> {
-        let rows = self.query(
-            &format!(
-                "SELECT failures FROM address_failures \
-                 WHERE address = $1 AND window_start > {NOW} - $2::float8"
-            ),
-            &[&address, &limit.window.as_secs_f64()],
-        )?;
-        Ok(rows
-            .first()
-            .map_or(0, |row| i64::from(row.get::<_, i32>(0))))
     }
 }
 
