@@ -4,8 +4,9 @@
 //!
 //! Callers never hold a backend: they hold a [`Store`](super::Store), which puts the
 //! conveniences both share (paged iteration, generic closures, the key index check)
-//! on top of this trait once. A backend implements the primitives: each write is one
-//! transaction that commits its audit event with it, each read a bounded page.
+//! on top of this trait once. A backend implements the primitives: a transaction
+//! ([`Backend::transact`], in which `txn.rs` writes every device change once for
+//! both, each with its audit event), and reads of bounded pages.
 //!
 //! Every method blocks until the database has answered. On PostgreSQL that is a
 //! network round trip: callers on the async runtime use `spawn_blocking` or the
@@ -15,8 +16,9 @@
 //! once: both databases run a transaction again when it conflicts with another.
 
 use super::migrate::Record;
-use super::{StoreError, Upsert, WebAccount};
-use crate::model::{Commit, DeviceRecord, Event, RevocationReason, SerialRecord, UnixTime};
+use super::txn::DeviceTxn;
+use super::{StoreError, WebAccount};
+use crate::model::{DeviceRecord, Event, SerialRecord, UnixTime};
 use std::path::Path;
 
 /// A device of a page, by name, or why its record does not decode.
@@ -90,39 +92,15 @@ pub trait Backend: Send + Sync {
 
     fn device_count(&self) -> Result<usize, StoreError>;
 
-    /// Adds a new device with its event; [`StoreError::Exists`] if the name is taken.
-    fn add_device(&self, rec: &DeviceRecord, event: Event) -> Result<(), StoreError>;
-
-    /// Inserts or replaces a device, with its event.
-    fn put_device(&self, rec: &DeviceRecord, event: Event) -> Result<(), StoreError>;
-
-    /// See [`Store::update_devices`](super::Store::update_devices).
-    fn update_devices(
+    /// Runs `f` as one transaction over the backend's primitive reads and writes, in
+    /// which the store's writes are written once (`txn.rs`), and commits it. `f` runs
+    /// again when the transaction conflicts with another (sled: a concurrent
+    /// transaction; PostgreSQL: a deadlock or serialization failure), so it may run
+    /// more than once.
+    fn transact(
         &self,
-        names: &[String],
-        f: DeviceUpdate<'_>,
-    ) -> Result<Vec<Option<DeviceRecord>>, StoreError>;
-
-    /// Removes a device and revokes its LSCs, with the event `f` makes; `false` (and
-    /// no event) if there was none.
-    fn remove_device_with(&self, name: &str, f: RemovalEvent<'_>) -> Result<bool, StoreError>;
-
-    /// See [`Store::upsert_devices`](super::Store::upsert_devices); `names` are the
-    /// items' device names, `f` gets an item's index.
-    fn upsert_devices(
-        &self,
-        names: &[&str],
-        f: DeviceUpsert<'_>,
-    ) -> Result<Vec<Upsert>, StoreError>;
-
-    /// See [`Store::revoke_device`](super::Store::revoke_device).
-    fn revoke_device(
-        &self,
-        name: &str,
-        reason: RevocationReason,
-        now: UnixTime,
-        f: RevocationEvent<'_>,
-    ) -> Result<Option<Vec<String>>, StoreError>;
+        f: &dyn Fn(&dyn DeviceTxn) -> Result<(), StoreError>,
+    ) -> Result<(), StoreError>;
 
     /// The device the key index names for `key` (an index key of `key_index`), which
     /// may no longer hold it.
@@ -179,10 +157,6 @@ pub trait Backend: Send + Sync {
     ) -> Result<Vec<Event>, StoreError>;
 
     // -- the session writer and durability -------------------------------------------
-
-    /// The session writer's batch: all of `changes` in one transaction, in order, or
-    /// none of them.
-    fn apply_changes(&self, changes: &[&Commit]) -> Result<(), StoreError>;
 
     /// Makes everything committed so far durable. A no-op where a commit is already
     /// durable (PostgreSQL with `synchronous_commit` on).

@@ -256,7 +256,7 @@ fn a_batch_of_session_changes_is_applied_in_order_and_a_gone_device_keeps_its_ev
             .add_device(&DeviceRecord::new("SEPA"), event("SEPA", "device-add", 1))
             .unwrap();
         let (a, gone) = (failed_auth("SEPA"), failed_auth("SEPGONE"));
-        store.backend().apply_changes(&[&a, &gone, &a]).unwrap();
+        store.apply_changes(&[&a, &gone, &a]).unwrap();
         store.flush().unwrap();
         assert_eq!(
             store.get_device("SEPA").unwrap().unwrap().failed_auth,
@@ -342,7 +342,7 @@ fn failures_counted_on_two_nodes_at_once_are_all_counted() {
         return;
     };
     let node_a = postgres_store(&url, "two_nodes");
-    node_a
+    Store::from(node_a.clone())
         .add_device(&DeviceRecord::new("SEPA"), event("SEPA", "device-add", 1))
         .unwrap();
     let schema = node_a.schema().unwrap().to_string();
@@ -357,7 +357,9 @@ fn failures_counted_on_two_nodes_at_once_are_all_counted() {
             std::thread::spawn(move || {
                 let change = failed_auth("SEPA");
                 for _ in 0..20 {
-                    node.apply_changes(&[&change, &change]).unwrap();
+                    Store::from(node.clone())
+                        .apply_changes(&[&change, &change])
+                        .unwrap();
                 }
             })
         })
@@ -378,7 +380,7 @@ fn migrations_run_once() {
         return;
     };
     let first = postgres_store(&url, "migrations");
-    first
+    Store::from(first.clone())
         .add_device(&DeviceRecord::new("SEPA"), event("SEPA", "device-add", 1))
         .unwrap();
     let schema = first.schema().unwrap().to_string();

@@ -38,11 +38,14 @@ pub use pg::PgStore;
 pub use sled_store::{damage_reason, SledStore};
 pub use writer::Writer;
 
-use crate::model::{DeviceRecord, Event, Revocation, RevocationReason, SerialRecord, UnixTime};
+use crate::model::{
+    Commit, DeviceRecord, Event, Revocation, RevocationReason, SerialRecord, UnixTime,
+};
 use codec::encode_device;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use thiserror::Error;
+use txn::DeviceTxn;
 
 #[derive(Debug, Error)]
 pub enum StoreError {
@@ -96,6 +99,9 @@ pub enum StoreError {
     /// migration).
     #[error("PostgreSQL store: {0}")]
     PostgresSetup(String),
+    /// A transaction met another and must run again (sled); never leaves the store.
+    #[error("a store transaction conflicted with another")]
+    TxnConflict,
     /// What the backend in use does not do, and what does it instead.
     #[error("{0}")]
     Unsupported(String),
@@ -225,12 +231,14 @@ impl Store {
 
     /// Adds a new device; [`StoreError::Exists`] if the name is taken.
     pub fn add_device(&self, rec: &DeviceRecord, event: Event) -> Result<(), StoreError> {
-        self.backend.add_device(rec, event)
+        let encoded = encode_new_device(rec)?;
+        self.write(|t| txn::add_device(t, rec, &encoded, &event))
     }
 
     /// Inserts or replaces a device.
     pub fn put_device(&self, rec: &DeviceRecord, event: Event) -> Result<(), StoreError> {
-        self.backend.put_device(rec, event)
+        let encoded = encode_new_device(rec)?;
+        self.write(|t| txn::put_device(t, rec, &encoded, &event))
     }
 
     /// Applies `f` to each named device in one transaction and stores the result with
@@ -248,7 +256,7 @@ impl Store {
     where
         F: Fn(&mut DeviceRecord) -> Result<Option<Event>, String>,
     {
-        self.backend.update_devices(names, &f)
+        self.write(|t| txn::update_devices(t, names, &f))
     }
 
     /// Removes a device; `false` (and no event) if there was none. Its LSCs go on the
@@ -265,7 +273,7 @@ impl Store {
         name: &str,
         f: impl Fn(Option<&DeviceRecord>) -> Event,
     ) -> Result<bool, StoreError> {
-        self.backend.remove_device_with(name, &f)
+        self.write(|t| txn::remove_device(t, name, &f))
     }
 
     /// Sets many devices at once, in one transaction (one batch of the CSV import).
@@ -287,8 +295,8 @@ impl Store {
         F: Fn(&T, Option<&DeviceRecord>) -> Result<(DeviceRecord, Event), String>,
     {
         let names: Vec<&str> = items.iter().map(name).collect();
-        self.backend
-            .upsert_devices(&names, &|index, current| f(&items[index], current))
+        let f = |index: usize, current: Option<&DeviceRecord>| f(&items[index], current);
+        self.write(|t| txn::upsert_devices(t, &names, &f))
     }
 
     /// Revokes the LSCs `name` holds (installed and unconfirmed), in one transaction
@@ -303,7 +311,7 @@ impl Store {
         now: UnixTime,
         f: impl Fn(&DeviceRecord, &[String]) -> Event,
     ) -> Result<Option<Vec<String>>, StoreError> {
-        self.backend.revoke_device(name, reason, now, &f)
+        self.write(|t| txn::revoke_device(t, name, reason, now, &f))
     }
 
     /// The device whose LSC (current, or sent and unconfirmed) holds the key
@@ -490,9 +498,26 @@ impl Store {
         self.backend.cluster()
     }
 
-    /// The backend, for the session writer.
-    pub(crate) fn backend(&self) -> Arc<dyn Backend> {
-        self.backend.clone()
+    /// The session writer's batch: all of `changes` in one transaction, in order, or
+    /// none of them.
+    pub(crate) fn apply_changes(&self, changes: &[&Commit]) -> Result<(), StoreError> {
+        self.write(|t| txn::apply_changes(t, changes))
+    }
+
+    /// Runs `f` as one transaction of the backend (`txn.rs` holds the writes) and
+    /// returns what its last run, the one committed, returned.
+    fn write<T>(
+        &self,
+        f: impl Fn(&dyn DeviceTxn) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        let out = std::cell::RefCell::new(None);
+        self.backend.transact(&|t| {
+            *out.borrow_mut() = Some(f(t)?);
+            Ok(())
+        })?;
+        Ok(out
+            .into_inner()
+            .expect("a committed transaction ran its body"))
     }
 }
 

@@ -21,17 +21,14 @@
 //! made it durable (`synchronous_commit` on, the default): that is the writer's flush.
 
 use super::accounts::{decode as decode_account, encode as encode_account};
-use super::backend::{
-    AccountUpdate, Backend, DeviceUpdate, DeviceUpsert, EventFilter, NamedRecord, RemovalEvent,
-    RevocationEvent,
-};
+use super::backend::{AccountUpdate, Backend, EventFilter, NamedRecord};
 use super::cluster::{AddressLimit, Cluster, LiveNode, Reservation};
 use super::codec::{decode_device, decode_serial, encode_event, encode_serial, serial_key};
 use super::key_index::{certified_keys, index_key};
 use super::migrate::Record;
-use super::txn::{self, DeviceTxn};
-use super::{encode_new_device, StoreError, Upsert, WebAccount};
-use crate::model::{Commit, DeviceRecord, Event, RevocationReason, SerialRecord, UnixTime};
+use super::txn::DeviceTxn;
+use super::{encode_new_device, StoreError, WebAccount};
+use crate::model::{DeviceRecord, Event, SerialRecord};
 use std::collections::HashMap;
 use std::future::Future;
 use std::path::Path;
@@ -476,8 +473,6 @@ impl Txn<'_> {
 /// The primitives of `store/txn.rs` over tables; rows read for a change are locked
 /// (`FOR UPDATE`), so a device or serial is changed by one node at a time.
 impl DeviceTxn for Txn<'_> {
-    type Error = StoreError;
-
     fn device(&self, name: &str) -> Result<Option<DeviceRecord>, StoreError> {
         let rows = self.query(
             "SELECT record::text FROM devices WHERE name = $1 FOR UPDATE",
@@ -663,46 +658,6 @@ impl Backend for PgStore {
         Ok(rows[0].get::<_, i64>(0) as usize)
     }
 
-    fn add_device(&self, rec: &DeviceRecord, event: Event) -> Result<(), StoreError> {
-        let encoded = encode_new_device(rec)?;
-        self.transact(|t| txn::add_device(t, rec, &encoded, &event))
-    }
-
-    fn put_device(&self, rec: &DeviceRecord, event: Event) -> Result<(), StoreError> {
-        let encoded = encode_new_device(rec)?;
-        self.transact(|t| txn::put_device(t, rec, &encoded, &event))
-    }
-
-    fn update_devices(
-        &self,
-        names: &[String],
-        f: DeviceUpdate<'_>,
-    ) -> Result<Vec<Option<DeviceRecord>>, StoreError> {
-        self.transact(|t| txn::update_devices(t, names, f))
-    }
-
-    fn remove_device_with(&self, name: &str, f: RemovalEvent<'_>) -> Result<bool, StoreError> {
-        self.transact(|t| txn::remove_device(t, name, f))
-    }
-
-    fn upsert_devices(
-        &self,
-        names: &[&str],
-        f: DeviceUpsert<'_>,
-    ) -> Result<Vec<Upsert>, StoreError> {
-        self.transact(|t| txn::upsert_devices(t, names, f))
-    }
-
-    fn revoke_device(
-        &self,
-        name: &str,
-        reason: RevocationReason,
-        now: UnixTime,
-        f: RevocationEvent<'_>,
-    ) -> Result<Option<Vec<String>>, StoreError> {
-        self.transact(|t| txn::revoke_device(t, name, reason, now, f))
-    }
-
     fn lsc_keys(&self) -> Result<Vec<([u8; 32], String)>, StoreError> {
         self.query("SELECT key, device FROM lsc_keys ORDER BY key", &[])?
             .iter()
@@ -856,11 +811,13 @@ impl Backend for PgStore {
         .collect()
     }
 
-    fn apply_changes(&self, changes: &[&Commit]) -> Result<(), StoreError> {
-        self.transact(|t| txn::apply_changes(t, changes))
+    fn transact(
+        &self,
+        f: &dyn Fn(&dyn DeviceTxn) -> Result<(), StoreError>,
+    ) -> Result<(), StoreError> {
+        PgStore::transact(self, |t| f(t))
     }
 
-    /// A committed transaction is already durable.
     /// One statement per kind of record, each with arrays of all of its rows.
     fn load(&self, records: &[Record]) -> Result<(), StoreError> {
         let mut devices = (Vec::new(), Vec::new());

@@ -33,7 +33,7 @@ pub(super) fn apply(
         serials: serials.to_vec(),
         durable: false,
     };
-    store.backend().apply_changes(&[&commit])
+    store.apply_changes(&[&commit])
 }
 
 /// An authentication failure that never locks: the count goes up by one.

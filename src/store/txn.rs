@@ -9,62 +9,61 @@ use super::codec::encode_device;
 use super::{encode_new_device, StoreError, Upsert};
 use crate::model::{Commit, DeviceRecord, Event, RevocationReason, SerialRecord, UnixTime};
 
-/// One transaction of a backend. Its error is the backend's, which a [`StoreError`]
-/// becomes by aborting the transaction.
-pub(super) trait DeviceTxn {
-    type Error: From<StoreError>;
-
+/// One transaction of a backend, as [`Backend::transact`](super::Backend::transact)
+/// hands it out. An error aborts the transaction ([`StoreError::TxnConflict`] has it
+/// run again).
+pub trait DeviceTxn {
     /// The device, locked until the transaction ends where the database locks rows.
-    fn device(&self, name: &str) -> Result<Option<DeviceRecord>, Self::Error>;
+    fn device(&self, name: &str) -> Result<Option<DeviceRecord>, StoreError>;
 
     /// Inserts a new device (already encoded) and indexes its keys; `false`, writing
     /// nothing, if the name is taken.
-    fn insert_device(&self, rec: &DeviceRecord, encoded: &[u8]) -> Result<bool, Self::Error>;
+    fn insert_device(&self, rec: &DeviceRecord, encoded: &[u8]) -> Result<bool, StoreError>;
 
     /// Inserts or replaces a device (already encoded) and indexes its keys.
-    fn put_device(&self, rec: &DeviceRecord, encoded: &[u8]) -> Result<(), Self::Error>;
+    fn put_device(&self, rec: &DeviceRecord, encoded: &[u8]) -> Result<(), StoreError>;
 
     /// Removes a device: `None` if there was none, `Some(None)` for a record that no
     /// longer decodes (it can still be removed).
-    fn remove_device(&self, name: &str) -> Result<Option<Option<DeviceRecord>>, Self::Error>;
+    fn remove_device(&self, name: &str) -> Result<Option<Option<DeviceRecord>>, StoreError>;
 
     /// The serial's index entry, locked where the database locks rows.
-    fn serial(&self, serial: &str) -> Result<Option<SerialRecord>, Self::Error>;
+    fn serial(&self, serial: &str) -> Result<Option<SerialRecord>, StoreError>;
 
-    fn put_serials(&self, serials: &[(String, SerialRecord)]) -> Result<(), Self::Error>;
+    fn put_serials(&self, serials: &[(String, SerialRecord)]) -> Result<(), StoreError>;
 
     /// Appends an event; its id is the backend's.
-    fn append_event(&self, event: &Event) -> Result<(), Self::Error>;
+    fn append_event(&self, event: &Event) -> Result<(), StoreError>;
 }
 
-pub(super) fn add_device<T: DeviceTxn>(
-    t: &T,
+pub(super) fn add_device(
+    t: &dyn DeviceTxn,
     rec: &DeviceRecord,
     encoded: &[u8],
     event: &Event,
-) -> Result<(), T::Error> {
+) -> Result<(), StoreError> {
     if !t.insert_device(rec, encoded)? {
-        return Err(StoreError::Exists(rec.name.clone()).into());
+        return Err(StoreError::Exists(rec.name.clone()));
     }
     t.append_event(event)
 }
 
-pub(super) fn put_device<T: DeviceTxn>(
-    t: &T,
+pub(super) fn put_device(
+    t: &dyn DeviceTxn,
     rec: &DeviceRecord,
     encoded: &[u8],
     event: &Event,
-) -> Result<(), T::Error> {
+) -> Result<(), StoreError> {
     t.put_device(rec, encoded)?;
     t.append_event(event)
 }
 
 /// See [`Store::update_devices`](super::Store::update_devices).
-pub(super) fn update_devices<T: DeviceTxn>(
-    t: &T,
+pub(super) fn update_devices(
+    t: &dyn DeviceTxn,
     names: &[String],
     f: DeviceUpdate<'_>,
-) -> Result<Vec<Option<DeviceRecord>>, T::Error> {
+) -> Result<Vec<Option<DeviceRecord>>, StoreError> {
     let mut updated = Vec::with_capacity(names.len());
     for name in names {
         let Some(mut rec) = t.device(name)? else {
@@ -83,11 +82,11 @@ pub(super) fn update_devices<T: DeviceTxn>(
 }
 
 /// Removes a device; its LSCs are no longer anyone's, so they go on the CRL.
-pub(super) fn remove_device<T: DeviceTxn>(
-    t: &T,
+pub(super) fn remove_device(
+    t: &dyn DeviceTxn,
     name: &str,
     f: RemovalEvent<'_>,
-) -> Result<bool, T::Error> {
+) -> Result<bool, StoreError> {
     let Some(rec) = t.remove_device(name)? else {
         return Ok(false);
     };
@@ -103,11 +102,11 @@ pub(super) fn remove_device<T: DeviceTxn>(
 }
 
 /// See [`Store::upsert_devices`](super::Store::upsert_devices).
-pub(super) fn upsert_devices<T: DeviceTxn>(
-    t: &T,
+pub(super) fn upsert_devices(
+    t: &dyn DeviceTxn,
     names: &[&str],
     f: DeviceUpsert<'_>,
-) -> Result<Vec<Upsert>, T::Error> {
+) -> Result<Vec<Upsert>, StoreError> {
     let mut outcomes = Vec::with_capacity(names.len());
     for (index, name) in names.iter().enumerate() {
         let current = t.device(name)?;
@@ -123,13 +122,13 @@ pub(super) fn upsert_devices<T: DeviceTxn>(
 }
 
 /// See [`Store::revoke_device`](super::Store::revoke_device).
-pub(super) fn revoke_device<T: DeviceTxn>(
-    t: &T,
+pub(super) fn revoke_device(
+    t: &dyn DeviceTxn,
     name: &str,
     reason: RevocationReason,
     now: UnixTime,
     f: RevocationEvent<'_>,
-) -> Result<Option<Vec<String>>, T::Error> {
+) -> Result<Option<Vec<String>>, StoreError> {
     let Some(mut rec) = t.device(name)? else {
         return Ok(None);
     };
@@ -146,21 +145,21 @@ pub(super) fn revoke_device<T: DeviceTxn>(
 
 /// Marks `serial` revoked (creating its index entry if it has none), keeping the
 /// first revocation if it already has one.
-fn revoke_serial<T: DeviceTxn>(
-    t: &T,
+fn revoke_serial(
+    t: &dyn DeviceTxn,
     serial: &str,
     device: &str,
     issued: UnixTime,
     now: UnixTime,
     reason: RevocationReason,
-) -> Result<(), T::Error> {
+) -> Result<(), StoreError> {
     let rec = revoke(t.serial(serial)?, device, issued, now, reason);
     t.put_serials(&[(serial.to_owned(), rec)])
 }
 
 /// The session writer's batch (see [`Writer`](super::Writer)): for each change, the
 /// device's update, event and serials; only the event if the device is gone.
-pub(super) fn apply_changes<T: DeviceTxn>(t: &T, changes: &[&Commit]) -> Result<(), T::Error> {
+pub(super) fn apply_changes(t: &dyn DeviceTxn, changes: &[&Commit]) -> Result<(), StoreError> {
     for change in changes {
         if let Some(name) = &change.device {
             if let Some(mut rec) = t.device(name)? {

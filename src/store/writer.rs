@@ -16,7 +16,7 @@
 //! after its transaction committed. A change is never reported written before its
 //! transaction has committed.
 
-use super::{Backend, Store, StoreError};
+use super::{Store, StoreError};
 use crate::model::Commit;
 use std::sync::mpsc;
 
@@ -39,11 +39,11 @@ impl Writer {
     /// Starts the writer thread for `store`. On PostgreSQL, a batch is one
     /// transaction and its commit is the flush (`Backend::flush` does nothing there).
     pub fn start(store: &Store) -> Result<Writer, StoreError> {
-        let store = store.backend();
+        let store = store.clone();
         let (jobs, queue) = mpsc::channel();
         std::thread::Builder::new()
             .name("store-writer".into())
-            .spawn(move || write_all(&*store, &queue))
+            .spawn(move || write_all(&store, &queue))
             .map_err(StoreError::WriterStart)?;
         Ok(Writer { jobs })
     }
@@ -64,7 +64,7 @@ impl Writer {
 }
 
 /// The thread: takes what is queued, writes it, answers, until every handle is gone.
-fn write_all(store: &dyn Backend, queue: &mpsc::Receiver<Job>) {
+fn write_all(store: &Store, queue: &mpsc::Receiver<Job>) {
     while let Ok(first) = queue.recv() {
         let mut batch = vec![first];
         drain(queue, &mut batch);
@@ -102,7 +102,7 @@ fn drain(queue: &mpsc::Receiver<Job>, batch: &mut Vec<Job>) {
 #[cfg(test)]
 const PANIC_FOR_TEST: &str = "panic-for-test";
 
-fn write_batch(store: &dyn Backend, batch: Vec<Job>) {
+fn write_batch(store: &Store, batch: Vec<Job>) {
     #[cfg(test)]
     if batch
         .iter()
@@ -249,7 +249,7 @@ mod tests {
                 }
             })
             .collect();
-        write_batch(&raw, batch);
+        write_batch(&store, batch);
 
         let outcomes: Vec<_> = answers
             .into_iter()

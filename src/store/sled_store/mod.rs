@@ -26,17 +26,14 @@ mod serials;
 mod tests;
 
 use super::accounts::encode as encode_account;
-use super::backend::{
-    AccountUpdate, Backend, DeviceUpdate, DeviceUpsert, EventFilter, NamedRecord, RemovalEvent,
-    RevocationEvent,
-};
+use super::backend::{AccountUpdate, Backend, EventFilter, NamedRecord};
 use super::codec::{
     decode_device, decode_serial, encode_event, encode_serial, event_key, serial_key,
 };
 use super::migrate::Record;
-use super::txn::{self, DeviceTxn};
-use super::{encode_new_device, StoreError, Upsert, WebAccount};
-use crate::model::{Commit, DeviceRecord, Event, RevocationReason, SerialRecord, UnixTime};
+use super::txn::DeviceTxn;
+use super::{encode_new_device, StoreError, WebAccount};
+use crate::model::{DeviceRecord, Event, SerialRecord};
 use sled::transaction::{
     ConflictableTransactionError, ConflictableTransactionResult, TransactionError,
     TransactionalTree,
@@ -92,11 +89,30 @@ fn abort(e: StoreError) -> ConflictableTransactionError<StoreError> {
     ConflictableTransactionError::Abort(e)
 }
 
-/// A [`StoreError`] inside a transaction aborts it (`?` in the shared writes of
-/// `store/txn.rs`).
+/// A [`StoreError`] inside a transaction aborts it.
 impl From<StoreError> for ConflictableTransactionError<StoreError> {
     fn from(e: StoreError) -> Self {
         ConflictableTransactionError::Abort(e)
+    }
+}
+
+/// The other way, for the primitives of [`DeviceTxn`], whose errors are
+/// [`StoreError`]s: a conflict travels as [`StoreError::TxnConflict`] through the
+/// shared writes of `store/txn.rs`, and [`Backend::transact`] turns it back into one,
+/// so sled runs the transaction again.
+impl From<ConflictableTransactionError<StoreError>> for StoreError {
+    fn from(e: ConflictableTransactionError<StoreError>) -> Self {
+        match e {
+            ConflictableTransactionError::Abort(e) => e,
+            ConflictableTransactionError::Storage(e) => StoreError::Sled(e),
+            ConflictableTransactionError::Conflict => StoreError::TxnConflict,
+        }
+    }
+}
+
+impl From<sled::transaction::UnabortableTransactionError> for StoreError {
+    fn from(e: sled::transaction::UnabortableTransactionError) -> Self {
+        ConflictableTransactionError::from(e).into()
     }
 }
 
@@ -121,16 +137,14 @@ impl Txn<'_> {
 }
 
 impl DeviceTxn for Txn<'_> {
-    type Error = ConflictableTransactionError<StoreError>;
-
-    fn device(&self, name: &str) -> TxnResult<Option<DeviceRecord>> {
+    fn device(&self, name: &str) -> Result<Option<DeviceRecord>, StoreError> {
         match self.devices.get(name.as_bytes())? {
             None => Ok(None),
             Some(v) => Ok(Some(decode_device(name.as_bytes(), &v)?)),
         }
     }
 
-    fn insert_device(&self, rec: &DeviceRecord, encoded: &[u8]) -> TxnResult<bool> {
+    fn insert_device(&self, rec: &DeviceRecord, encoded: &[u8]) -> Result<bool, StoreError> {
         if self.devices.get(rec.name.as_bytes())?.is_some() {
             return Ok(false);
         }
@@ -138,19 +152,19 @@ impl DeviceTxn for Txn<'_> {
         Ok(true)
     }
 
-    fn put_device(&self, rec: &DeviceRecord, encoded: &[u8]) -> TxnResult<()> {
+    fn put_device(&self, rec: &DeviceRecord, encoded: &[u8]) -> Result<(), StoreError> {
         self.devices.insert(rec.name.as_bytes(), encoded)?;
-        self.index_keys(rec)
+        Ok(self.index_keys(rec)?)
     }
 
-    fn remove_device(&self, name: &str) -> TxnResult<Option<Option<DeviceRecord>>> {
+    fn remove_device(&self, name: &str) -> Result<Option<Option<DeviceRecord>>, StoreError> {
         Ok(self
             .devices
             .remove(name.as_bytes())?
             .map(|raw| decode_device(name.as_bytes(), &raw).ok()))
     }
 
-    fn serial(&self, serial: &str) -> TxnResult<Option<SerialRecord>> {
+    fn serial(&self, serial: &str) -> Result<Option<SerialRecord>, StoreError> {
         let key = serial_key(serial);
         match self.serials.get(key.as_bytes())? {
             None => Ok(None),
@@ -158,7 +172,7 @@ impl DeviceTxn for Txn<'_> {
         }
     }
 
-    fn put_serials(&self, serials: &[(String, SerialRecord)]) -> TxnResult<()> {
+    fn put_serials(&self, serials: &[(String, SerialRecord)]) -> Result<(), StoreError> {
         for (serial, rec) in serials {
             let encoded = encode_serial(rec)?;
             self.serials
@@ -167,7 +181,7 @@ impl DeviceTxn for Txn<'_> {
         Ok(())
     }
 
-    fn append_event(&self, event: &Event) -> TxnResult<()> {
+    fn append_event(&self, event: &Event) -> Result<(), StoreError> {
         let id = self.reserve_event_ids(1)?;
         let mut event = event.clone();
         event.id = id;
@@ -362,49 +376,6 @@ impl Backend for SledStore {
         Ok(self.devices.len())
     }
 
-    fn add_device(&self, rec: &DeviceRecord, event: Event) -> Result<(), StoreError> {
-        let encoded = encode_new_device(rec)?;
-        self.transact(|t| txn::add_device(t, rec, &encoded, &event))
-    }
-
-    fn put_device(&self, rec: &DeviceRecord, event: Event) -> Result<(), StoreError> {
-        let encoded = encode_new_device(rec)?;
-        self.transact(|t| txn::put_device(t, rec, &encoded, &event))
-    }
-
-    fn update_devices(
-        &self,
-        names: &[String],
-        f: DeviceUpdate<'_>,
-    ) -> Result<Vec<Option<DeviceRecord>>, StoreError> {
-        self.transact(|t| txn::update_devices(t, names, f))
-    }
-
-    fn remove_device_with(&self, name: &str, f: RemovalEvent<'_>) -> Result<bool, StoreError> {
-        self.transact(|t| txn::remove_device(t, name, f))
-    }
-
-    /// The whole call is one transaction, and sled keeps a transaction's writes and
-    /// the tree nodes they replace in memory until it ends: callers keep batches to
-    /// about ten thousand devices.
-    fn upsert_devices(
-        &self,
-        names: &[&str],
-        f: DeviceUpsert<'_>,
-    ) -> Result<Vec<Upsert>, StoreError> {
-        self.transact(|t| txn::upsert_devices(t, names, f))
-    }
-
-    fn revoke_device(
-        &self,
-        name: &str,
-        reason: RevocationReason,
-        now: UnixTime,
-        f: RevocationEvent<'_>,
-    ) -> Result<Option<Vec<String>>, StoreError> {
-        self.transact(|t| txn::revoke_device(t, name, reason, now, f))
-    }
-
     fn indexed_key_holder(&self, key: &[u8; 32]) -> Result<Option<String>, StoreError> {
         SledStore::indexed_key_holder(self, key)
     }
@@ -463,8 +434,16 @@ impl Backend for SledStore {
         SledStore::events_oldest_first(self, after, filter, limit)
     }
 
-    fn apply_changes(&self, changes: &[&Commit]) -> Result<(), StoreError> {
-        self.transact(|t| txn::apply_changes(t, changes))
+    fn transact(
+        &self,
+        f: &dyn Fn(&dyn DeviceTxn) -> Result<(), StoreError>,
+    ) -> Result<(), StoreError> {
+        SledStore::transact(self, |t| {
+            f(t).map_err(|e| match e {
+                StoreError::TxnConflict => ConflictableTransactionError::Conflict,
+                e => ConflictableTransactionError::Abort(e),
+            })
+        })
     }
 
     fn load(&self, records: &[Record]) -> Result<(), StoreError> {
