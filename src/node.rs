@@ -291,15 +291,8 @@ impl Node {
 /// A shared store that `capf store migrate` is copying (from or into) is not served:
 /// a node would read a half-copied store, or change one that is being copied.
 async fn refuse_during_migration(store: &Store) -> Result<()> {
-    if store.cluster().is_none() {
-        return Ok(());
-    }
-    let store = store.clone();
-    let nodes = tokio::task::spawn_blocking(move || {
-        store.cluster().map_or(Ok(Vec::new()), |c| c.live_nodes())
-    })
-    .await??;
-    if crate::store::presence::migration(&nodes).is_some() {
+    let nodes = store.in_cluster(|cluster| cluster.live_nodes()).await?;
+    if nodes.is_some_and(|nodes| crate::store::presence::migration(&nodes).is_some()) {
         anyhow::bail!(
             "`capf store migrate` is copying this store now: start the node once it has \
              finished (and, for its destination, once capf.toml names it)"

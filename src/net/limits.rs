@@ -95,15 +95,11 @@ impl FailureLimiter {
         let holder = crate::store::holder(node);
         let address = addr.to_string();
         loop {
-            // Off the runtime's workers: a database round trip can take seconds.
-            let (store2, address2, holder2, limit2) =
-                (store.clone(), address.clone(), holder.clone(), *limit);
-            let reserved = tokio::task::spawn_blocking(move || {
-                let cluster = store2.cluster().expect("a shared store");
-                cluster.reserve_attempt(&address2, &holder2, limit2)
-            })
-            .await
-            .unwrap_or_else(|e| Err(e.into()));
+            let (address2, holder2, limit2) = (address.clone(), holder.clone(), *limit);
+            let reserved = store
+                .in_cluster(move |cluster| cluster.reserve_attempt(&address2, &holder2, limit2))
+                .await
+                .map(|r| r.unwrap_or(Reservation::Busy));
             match reserved {
                 Ok(Reservation::Reserved) => {
                     return Ok(AttemptSlot {

@@ -80,17 +80,14 @@ impl DeviceTurns {
             let holder = crate::store::holder(node);
             let mut failing_since = None;
             loop {
-                // Off the runtime's workers: a database round trip can take seconds.
-                let (store2, key2, holder2, ttl2) =
-                    (store.clone(), key.clone(), holder.clone(), *ttl);
-                let taken = tokio::task::spawn_blocking(move || {
-                    let cluster = store2.cluster().expect("a shared store");
-                    cluster.try_lease(&key2, &holder2, ttl2)
-                })
-                .await?;
+                let (key2, holder2, ttl2) = (key.clone(), holder.clone(), *ttl);
+                let taken = store
+                    .in_cluster(move |cluster| cluster.try_lease(&key2, &holder2, ttl2))
+                    .await;
                 match taken {
-                    Ok(true) => break,
-                    Ok(false) => failing_since = None,
+                    // (`None`: no cluster after all, so no lease to wait for.)
+                    Ok(Some(true) | None) => break,
+                    Ok(Some(false)) => failing_since = None,
                     Err(e) => {
                         let since = *failing_since.get_or_insert_with(Instant::now);
                         if since.elapsed() >= STORE_GRACE {

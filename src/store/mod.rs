@@ -498,6 +498,20 @@ impl Store {
         self.backend.cluster()
     }
 
+    /// Runs `f` on [`Store::cluster`] from the async runtime, off its workers (each
+    /// call is a database round trip, which can take seconds); `Ok(None)` for a store
+    /// one process owns.
+    pub async fn in_cluster<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&dyn Cluster) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<Option<T>, StoreError> {
+        if self.cluster().is_none() {
+            return Ok(None);
+        }
+        let store = self.clone();
+        tokio::task::spawn_blocking(move || store.cluster().map(f).transpose()).await?
+    }
+
     /// The session writer's batch: all of `changes` in one transaction, in order, or
     /// none of them.
     pub(crate) fn apply_changes(&self, changes: &[&Commit]) -> Result<(), StoreError> {

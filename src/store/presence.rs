@@ -58,22 +58,16 @@ pub async fn announce(
     let mut warned_store = false;
     let mut reported: Vec<LiveNode> = Vec::new();
     loop {
-        let (store2, name2, holder2, identity2) = (
-            store.clone(),
-            node_name.clone(),
-            holder.clone(),
-            identity.clone(),
-        );
-        let renewed = tokio::task::spawn_blocking(move || {
-            let Some(cluster) = store2.cluster() else {
-                return Ok((true, Vec::new()));
-            };
-            let announced = cluster.announce(&name2, &holder2, &identity2, TTL)?;
-            Ok::<_, super::StoreError>((announced, cluster.live_nodes()?))
-        })
-        .await;
+        let (name2, holder2, identity2) = (node_name.clone(), holder.clone(), identity.clone());
+        let renewed = store
+            .in_cluster(move |cluster| {
+                let announced = cluster.announce(&name2, &holder2, &identity2, TTL)?;
+                Ok((announced, cluster.live_nodes()?))
+            })
+            .await;
         match renewed {
-            Ok(Ok((announced, nodes))) => {
+            Ok(None) => break,
+            Ok(Some((announced, nodes))) => {
                 warned_store = false;
                 if !announced && !warned_name {
                     tracing::error!(
@@ -97,7 +91,7 @@ pub async fn announce(
                 }
                 reported = differ;
             }
-            Ok(Err(e)) if !warned_store => {
+            Err(e) if !warned_store => {
                 warned_store = true;
                 tracing::warn!("cannot renew this node's presence in the store: {e}");
             }
@@ -108,10 +102,7 @@ pub async fn announce(
             _ = tokio::time::sleep(RENEW_EVERY) => {}
         }
     }
-    let _ = tokio::task::spawn_blocking(move || {
-        store
-            .cluster()
-            .map(|cluster| cluster.withdraw(&node_name, &holder))
-    })
-    .await;
+    let _ = store
+        .in_cluster(move |cluster| cluster.withdraw(&node_name, &holder))
+        .await;
 }
