@@ -273,20 +273,16 @@ async fn answer(files: &Files, method: &str, target: &str) -> Response {
     let Some(request) = target.strip_prefix('/').and_then(Request::parse) else {
         return Response::error(404, "not a served name");
     };
-    let service = service.clone();
     let metrics = service.metrics().clone();
-    // Signing and RSA wrapping are CPU work: keep them off the reactor.
-    let built = tokio::task::spawn_blocking(move || service.fetch(&request, now())).await;
-    match built {
-        Ok(Ok(file)) => Response::file(file, metrics),
+    match service.fetch_async(request).await {
+        Ok(file) => Response::file(file, metrics),
         // A fault of the node (its store or `tftp/` unreadable), which the phone can
         // try again later or at another node.
-        Ok(Err(Refusal::Unavailable(why))) => {
+        Err(Refusal::Unavailable(why)) => {
             tracing::error!("configuration service: {why}");
             Response::error(503, why)
         }
-        Ok(Err(refusal)) => Response::error(404, refusal.to_string()),
-        Err(e) => Response::error(500, format!("build task failed: {e}")),
+        Err(refusal) => Response::error(404, refusal.to_string()),
     }
 }
 

@@ -13,7 +13,7 @@
 //! never served after anything it was built from changed.
 
 use crate::metrics::{FileKind, Metrics};
-use crate::model::UnixTime;
+use crate::model::{now, UnixTime};
 use crate::phone_config::cache::FileCache;
 use crate::phone_config::error::Error;
 use crate::phone_config::format::itl;
@@ -105,6 +105,14 @@ impl From<StoreError> for Refusal {
     fn from(e: StoreError) -> Self {
         Refusal::Unavailable(format!("store: {e}"))
     }
+}
+
+/// Whether a lookup may build a file that needs a signature.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Build {
+    Always,
+    /// Only what costs no signature: unsigned files are built, signed ones only found.
+    UnlessSigned,
 }
 
 /// Everything a build needs that does not change per request.
@@ -212,6 +220,34 @@ impl ConfigService {
     /// when signed). A kept file carries the timestamp of its build, and a kept
     /// `.enc.sgn` the AES key of its build.
     pub fn fetch(&self, request: &Request, now: UnixTime) -> Result<File, Refusal> {
+        self.lookup(request, now, Build::Always)
+            .map(|file| file.expect("a fetch that may build always answers"))
+    }
+
+    /// [`ConfigService::fetch`] from the async runtime. A file that needs no signature
+    /// (kept from an earlier build, or unsigned) is answered on the calling task: in a
+    /// boot storm nearly every request is one, and handing each to the blocking pool
+    /// and back cost more than the lookup itself (two thread wake-ups per file). The
+    /// lookup reads the device record and the base document on the calling task; on a
+    /// serving node both come from memory (sled's cache, the page cache). Only a build
+    /// that signs goes to the blocking pool.
+    pub async fn fetch_async(self: &Arc<Self>, request: Request) -> Result<File, Refusal> {
+        if let Some(file) = self.lookup(&request, now(), Build::UnlessSigned)? {
+            return Ok(file);
+        }
+        let service = self.clone();
+        tokio::task::spawn_blocking(move || service.fetch(&request, now()))
+            .await
+            .map_err(|e| Refusal::Unavailable(format!("build task failed: {e}")))?
+    }
+
+    /// The file for `request`, or `None` when `build` says not to sign one here.
+    fn lookup(
+        &self,
+        request: &Request,
+        now: UnixTime,
+        build: Build,
+    ) -> Result<Option<File>, Refusal> {
         let device_name = request.device_name();
         let device = match &device_name {
             Some(name) => self.store.get_device(name)?.or_else(|| {
@@ -246,19 +282,24 @@ impl ConfigService {
             capf_port: self.capf_port,
         };
         // Only signed files are kept: the others cost no more to build than to look up.
-        let key = (self.cache.is_on() && served.is_signed())
-            .then(|| BuildKey::of(request, &served, document.as_deref(), &inputs));
         let signed = served.is_signed();
+        let key = (self.cache.is_on() && signed)
+            .then(|| BuildKey::of(request, &served, document.as_deref(), &inputs));
         if let Some(key) = &key {
             if let Some(kept) = self.cache.get(key) {
                 self.metrics.cache_hit();
-                return Ok(File {
+                return Ok(Some(File {
                     name: request.served_name(),
                     kind,
                     signed,
                     bytes: kept.to_vec(),
-                });
+                }));
             }
+        }
+        if signed && build == Build::UnlessSigned {
+            return Ok(None);
+        }
+        if key.is_some() {
             self.metrics.cache_miss();
         }
         let started = std::time::Instant::now();
@@ -275,12 +316,12 @@ impl ConfigService {
         if let Some(key) = key {
             self.cache.insert(key, Arc::from(bytes.as_slice()));
         }
-        Ok(File {
+        Ok(Some(File {
             name: request.served_name(),
             kind,
             signed,
             bytes,
-        })
+        }))
     }
 
     /// The base document, or `None` when there is none. Read on every request, so an

@@ -24,7 +24,6 @@
 //! else is error 1, *File not found*, exactly where HTTP answers 404.
 
 use crate::metrics::Transport;
-use crate::model::now;
 use crate::net::{loggable, BindError};
 use crate::phone_config::plan::Request;
 use crate::phone_config::service::{ConfigService, File, Refusal};
@@ -440,15 +439,12 @@ async fn bind_transfer_socket(local: SocketAddr, peer: SocketAddr) -> std::io::R
     Ok(socket)
 }
 
-/// Builds the file off the reactor.
+/// The file for `request` (built off the reactor when it needs a signature).
 async fn build(service: &Arc<ConfigService>, request: Request) -> Result<File, Refused> {
-    let service = service.clone();
-    // Signing and RSA wrapping are CPU work: keep them off the reactor.
-    match tokio::task::spawn_blocking(move || service.fetch(&request, now())).await {
-        Ok(Ok(file)) => Ok(file),
-        Ok(Err(Refusal::Unavailable(why))) => Err(Refused::Internal(why)),
-        Ok(Err(refusal)) => Err(Refused::NotFound(refusal.to_string())),
-        Err(e) => Err(Refused::Internal(format!("build task failed: {e}"))),
+    match service.fetch_async(request).await {
+        Ok(file) => Ok(file),
+        Err(Refusal::Unavailable(why)) => Err(Refused::Internal(why)),
+        Err(refusal) => Err(Refused::NotFound(refusal.to_string())),
     }
 }
 
