@@ -6,7 +6,7 @@
 //! on request.
 
 pub use crate::server::client::{
-    http_get, http_request, tftp_get, tftp_get_with, FetchError, HttpResponse,
+    http_get, http_request, tftp_get, tftp_get_with, FetchError, HttpConnection, HttpResponse,
 };
 
 use crate::protocol::{

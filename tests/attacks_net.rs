@@ -10,7 +10,7 @@
 mod common;
 
 use capf::model::{AuthMode, DeviceRecord, OperationStatus};
-use capf::phone::{http_request, tftp_get, Phone};
+use capf::phone::{http_request, tftp_get, HttpConnection, Phone};
 use capf::protocol::{ClientMessage, Command, Reason, HEADER_LEN};
 use capf::settings::Settings;
 use common::TestNode;
@@ -460,6 +460,113 @@ async fn http_a_request_head_that_never_ends_is_closed_at_its_deadline() {
         "{took:?}"
     );
     assert!(rest.is_empty());
+    node.stop().await;
+}
+
+/// HTTP/1.1 keeps a connection open: three GETs on it (two of them sent in one write,
+/// as a pipelining client does) are answered in order with the same file, and
+/// `Connection: close` ends it after the answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_a_kept_open_connection_answers_each_request_in_turn() {
+    let node = TestNode::start_with(with_http).await;
+    let http = node.http_addr.unwrap();
+    let mut kept = HttpConnection::open(&http.to_string()).await.unwrap();
+    let first = kept.get("/ITLFile.tlv").await.unwrap();
+    assert_eq!(first.status, 200);
+    assert_eq!(first.header("connection"), None, "kept open");
+    let missing = kept.get("/SEP000000000000.cnf.xml.sgn").await.unwrap();
+    assert_eq!(missing.status, 404, "a refusal keeps the connection too");
+    assert_eq!(kept.get("/ITLFile.tlv").await.unwrap().body, first.body);
+
+    let mut raw = TcpStream::connect(http).await.unwrap();
+    let request = "GET /ITLFile.tlv HTTP/1.1\r\nHost: x\r\n\r\n";
+    let last = "GET /ITLFile.tlv HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
+    raw.write_all(format!("{request}{request}{last}").as_bytes())
+        .await
+        .unwrap();
+    let mut answers = Vec::new();
+    tokio::time::timeout(SERVED_WITHIN, raw.read_to_end(&mut answers))
+        .await
+        .expect("closed after the last answer")
+        .unwrap();
+    let text = String::from_utf8_lossy(&answers);
+    assert_eq!(
+        text.matches("HTTP/1.1 200 OK\r\n").count(),
+        3,
+        "{text:.300}"
+    );
+    assert_eq!(text.matches("Connection: close\r\n").count(), 1);
+    assert!(answers.ends_with(&first.body));
+    node.stop().await;
+}
+
+/// A connection kept open after its answer holds no slot a phone needs: with a cap of
+/// 2 and two such connections idle, new connections make them close, and a phone is
+/// answered at once. HTTP/1.0 is closed after its answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_idle_kept_open_connections_give_way_to_a_phone() {
+    let node = TestNode::start_with(|s| {
+        with_http(s);
+        s.http_max_connections = 2;
+        s.http_head_timeout = 30;
+    })
+    .await;
+    let http = node.http_addr.unwrap();
+    let mut kept = Vec::new();
+    for _ in 0..2 {
+        let mut connection = HttpConnection::open(&http.to_string()).await.unwrap();
+        assert_eq!(connection.get("/ITLFile.tlv").await.unwrap().status, 200);
+        kept.push(connection);
+    }
+    // Two newer connections that say nothing: each makes the oldest waiting one close.
+    let _silent = idle_connections(http, other(2), 2).await;
+    phone_gets_its_itl(http).await;
+    for mut connection in kept {
+        let again = tokio::time::timeout(SERVED_WITHIN, connection.get("/ITLFile.tlv")).await;
+        assert!(
+            matches!(again, Ok(Err(_))),
+            "the idle connection was closed to make room"
+        );
+    }
+
+    let mut old = TcpStream::connect(http).await.unwrap();
+    old.write_all(b"GET /ITLFile.tlv HTTP/1.0\r\n\r\n")
+        .await
+        .unwrap();
+    let mut answer = Vec::new();
+    tokio::time::timeout(SERVED_WITHIN, old.read_to_end(&mut answer))
+        .await
+        .expect("HTTP/1.0 is closed after its answer")
+        .unwrap();
+    assert!(answer.starts_with(b"HTTP/1.1 200 OK\r\n"));
+    node.stop().await;
+}
+
+/// A kept-open connection left idle is closed after `http_head_timeout`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_an_idle_kept_open_connection_is_closed_at_its_deadline() {
+    let node = TestNode::start_with(|s| {
+        with_http(s);
+        s.http_head_timeout = 1;
+    })
+    .await;
+    let http = node.http_addr.unwrap();
+    let mut raw = TcpStream::connect(http).await.unwrap();
+    raw.write_all(b"GET /ITLFile.tlv HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let started = Instant::now();
+    let mut answer = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), raw.read_to_end(&mut answer))
+        .await
+        .expect("closed")
+        .unwrap();
+    let took = started.elapsed();
+    assert!(answer.starts_with(b"HTTP/1.1 200 OK\r\n"));
+    assert!(
+        took >= Duration::from_millis(900) && took < Duration::from_secs(3),
+        "{took:?}"
+    );
     node.stop().await;
 }
 

@@ -31,7 +31,7 @@ use super::{
     capf_certificate, cpu_seconds, device_name, phone_keys, rss_kib, Auth, EnrollRun, KeyKind,
     Latency, Range, DOCUMENT,
 };
-use capf::phone::{http_get, tftp_get_with, PhoneKey};
+use capf::phone::{http_get, tftp_get_with, HttpConnection, PhoneKey};
 use capf::phone_config::format::{enc, itl, sgn};
 use clap::ValueEnum;
 use md5::Digest as _;
@@ -75,6 +75,10 @@ pub struct StormArgs {
     /// HTTP rounds: the first fetch after enrolling, then unchanged files.
     #[arg(long, default_value_t = 3)]
     rounds: u32,
+    /// More rounds of unchanged files over HTTP, each phone fetching its three files
+    /// over one kept-open connection (reported as protocol `http-reuse`).
+    #[arg(long, default_value_t = 0)]
+    http_reuse_rounds: u32,
     /// TFTP rounds per block size.
     #[arg(long, default_value_t = 2)]
     tftp_rounds: u32,
@@ -133,7 +137,10 @@ impl Which {
 
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Transport {
+    /// A connection per file, closed after the answer (`Connection: close`).
     Http,
+    /// A phone's three files over one HTTP/1.1 connection.
+    HttpReuse,
     /// Block size; 512 asks for no option.
     Tftp(u16),
 }
@@ -395,6 +402,10 @@ pub async fn storm(
         plan.extend(
             (1..=args.rounds).map(|round| (Transport::Http, args.concurrency.max(1), round)),
         );
+        plan.extend(
+            (1..=args.http_reuse_rounds)
+                .map(|round| (Transport::HttpReuse, args.concurrency.max(1), round)),
+        );
     }
     if args.tftp.is_some() {
         for &size in &args.blksize {
@@ -438,7 +449,8 @@ pub async fn storm(
         for p in &report.unchanged {
             let what = match p.block_size {
                 Some(size) => format!("TFTP blksize {size}"),
-                None => "HTTP".to_owned(),
+                None if p.protocol == "http" => "HTTP".to_owned(),
+                None => "HTTP, one connection per phone".to_owned(),
             };
             println!(
                 "unchanged files, {what}, {} rounds: {:.0} files/s, {:.0} transfers/s, {} failed; \
@@ -534,7 +546,7 @@ impl Storm {
         from: IpAddr,
     ) -> Result<Vec<u8>, String> {
         match transport {
-            Transport::Http => {
+            Transport::Http | Transport::HttpReuse => {
                 let base = self.http.as_deref().unwrap_or_default();
                 let response = http_get(&format!("{}/{name}", base.trim_end_matches('/')))
                     .await
@@ -611,17 +623,18 @@ impl Storm {
         Ok(Round {
             protocol: match transport {
                 Transport::Http => "http",
+                Transport::HttpReuse => "http-reuse",
                 Transport::Tftp(_) => "tftp",
             },
             block_size: match transport {
-                Transport::Http => None,
+                Transport::Http | Transport::HttpReuse => None,
                 Transport::Tftp(size) => Some(size),
             },
             round,
             first_fetch,
             concurrency,
             sources: match transport {
-                Transport::Http => None,
+                Transport::Http | Transport::HttpReuse => None,
                 Transport::Tftp(_) => Some(concurrency.min(usize::from(self.sources))),
             },
             phones: self.phones.len(),
@@ -657,9 +670,23 @@ impl Storm {
             whole: None,
             failures: Vec::new(),
         };
+        let mut connection = None;
+        if transport == Transport::HttpReuse {
+            let base = self.http.as_deref().unwrap_or_default();
+            let authority = base.trim_start_matches("http://").trim_end_matches('/');
+            match HttpConnection::open(authority).await {
+                Ok(opened) => connection = Some(opened),
+                Err(e) => boot.failures.push(format!("connect: {}", fetch_class(&e))),
+            }
+        }
         for which in FILES {
             let asked = Instant::now();
-            let outcome = match self.fetch(transport, &which.name(&phone.name), from).await {
+            let fetched = match (&mut connection, transport) {
+                (Some(connection), _) => reuse(connection, &which.name(&phone.name)).await,
+                (None, Transport::HttpReuse) => continue,
+                (None, _) => self.fetch(transport, &which.name(&phone.name), from).await,
+            };
+            let outcome = match fetched {
                 Ok(bytes) => self.check(phone, which, &bytes),
                 Err(e) => Err(e),
             };
@@ -737,6 +764,18 @@ impl Storm {
         }
         Ok(())
     }
+}
+
+/// GETs `name` over a kept-open connection.
+async fn reuse(connection: &mut HttpConnection, name: &str) -> Result<Vec<u8>, String> {
+    let response = connection
+        .get(&format!("/{name}"))
+        .await
+        .map_err(|e| fetch_class(&e))?;
+    if response.status != 200 {
+        return Err(format!("HTTP {}", response.status));
+    }
+    Ok(response.body)
 }
 
 /// The loopback address worker `w` sends its TFTP requests from: 127.0.1.1 and up.

@@ -63,6 +63,9 @@ struct Inner {
 struct Waiting {
     addr: IpAddr,
     give_way: Arc<Notify>,
+    /// Waiting again after serving ([`Slot::wait_again`]): giving way is then no stall
+    /// of its address.
+    served: bool,
 }
 
 impl Inner {
@@ -96,6 +99,24 @@ impl Inner {
         }
         self.refresh(waiting.addr, now);
         Some(waiting)
+    }
+
+    /// A new waiting slot for `addr`, the newest of all.
+    fn wait(&mut self, addr: IpAddr, served: bool, now: Instant) -> (u64, Arc<Notify>) {
+        let id = self.next_id;
+        self.next_id += 1;
+        let give_way = Arc::new(Notify::new());
+        self.waiting.insert(
+            id,
+            Waiting {
+                addr,
+                give_way: give_way.clone(),
+                served,
+            },
+        );
+        self.by_addr.entry(addr).or_default().insert(id);
+        self.refresh(addr, now);
+        (id, give_way)
     }
 
     /// The next waiting slot to give way: the oldest from an address in bad standing,
@@ -151,8 +172,10 @@ impl Connections {
             let id = inner.next_to_give_way(now)?;
             if let Some(oldest) = inner.take(id, now) {
                 oldest.give_way.notify_one();
-                inner.standing.stalled(oldest.addr, now);
-                inner.refresh(oldest.addr, now);
+                if !oldest.served {
+                    inner.standing.stalled(oldest.addr, now);
+                    inner.refresh(oldest.addr, now);
+                }
             }
             inner.gave_way += 1;
             if inner
@@ -170,18 +193,7 @@ impl Connections {
                 inner.gave_way = 0;
             }
         }
-        let id = inner.next_id;
-        inner.next_id += 1;
-        let give_way = Arc::new(Notify::new());
-        inner.waiting.insert(
-            id,
-            Waiting {
-                addr,
-                give_way: give_way.clone(),
-            },
-        );
-        inner.by_addr.entry(addr).or_default().insert(id);
-        inner.refresh(addr, now);
+        let (id, give_way) = inner.wait(addr, false, now);
         drop(inner);
         self.live.send_modify(|n| *n += 1);
         Some(Slot {
@@ -251,6 +263,25 @@ impl Slot {
         inner.refresh(self.addr, now);
         self.progressed = true;
         true
+    }
+
+    /// Puts a connection that made progress back among the waiting ones, as the
+    /// newest: an HTTP connection kept open for its client's next request holds a
+    /// slot nobody is using, so it must give way like a new one. Giving way then
+    /// counts no stall against its address: a phone or a proxy that keeps its
+    /// connection open did nothing wrong.
+    pub fn wait_again(&mut self) {
+        if !self.progressed {
+            return;
+        }
+        let now = now();
+        let mut inner = self.connections.lock();
+        inner.progressed -= 1;
+        let (id, give_way) = inner.wait(self.addr, true, now);
+        drop(inner);
+        self.id = id;
+        self.give_way = give_way;
+        self.progressed = false;
     }
 
     pub fn has_progressed(&self) -> bool {
@@ -352,6 +383,33 @@ mod tests {
         assert!(!told(&phone), "the phone is older, but in good standing");
         assert!(attackers[..9].iter().all(told), "each gave way to the next");
         assert!(!told(&attackers[9]));
+    }
+
+    #[tokio::test]
+    async fn a_connection_waiting_again_gives_way_as_the_newest_and_without_a_stall() {
+        let table = Connections::new("test", 2);
+        let mut kept = table.admit(addr(1)).unwrap();
+        assert!(kept.progress());
+        let silent = table.admit(addr(2)).unwrap();
+        // Served, now waiting for its client's next request: newer than `silent`.
+        kept.wait_again();
+        assert!(!kept.has_progressed());
+        let _third = table.admit(addr(3)).unwrap();
+        assert!(
+            told(&silent) && !told(&kept),
+            "the older waiting one went first"
+        );
+        let _fourth = table.admit(addr(3)).unwrap();
+        assert!(told(&kept), "waiting again, it gives way too");
+        assert!(!kept.progress(), "and must close");
+        // Its address is in good standing: its next connection is not a suspect,
+        // while the silent one's address is.
+        let inner = table.lock();
+        assert!(!inner.standing.suspect(addr(1), now()));
+        assert!(inner.standing.suspect(addr(2), now()));
+        drop(inner);
+        drop(kept);
+        assert_eq!(table.len(), 2);
     }
 
     #[tokio::test]

@@ -3,8 +3,8 @@
 //!
 //! A small hand-written HTTP/1.1 server rather than a framework: phones only ever
 //! `GET` one file per request, so the whole protocol capf needs is a request line, a
-//! header block to skip and a response with a known length. Every connection carries
-//! one request and is closed after the answer. What a hostile client can cost is
+//! header block to skip and a response with a known length. An HTTP/1.1 connection
+//! stays open for the client's next request (see [`serve_connection`]). What a hostile client can cost is
 //! bounded: the request head is limited in size and in time (`http_head_timeout`),
 //! the response write in time, and the number of open connections by the connection
 //! table (`http_max_connections`). When the table is full, the oldest connection
@@ -32,6 +32,9 @@ use tokio::net::{TcpListener, TcpStream};
 /// Largest request head (request line and headers) read; a phone's is a few hundred
 /// bytes.
 pub const MAX_REQUEST_HEAD: usize = 8 * 1024;
+/// Requests answered on one connection before capf closes it (the client opens
+/// another): a bound on how long one connection can stay in the table.
+pub const MAX_REQUESTS_PER_CONNECTION: usize = 100;
 /// Time a client has to take the whole response.
 pub const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -172,8 +175,16 @@ impl Answer for Files {
     }
 }
 
-/// One connection: one request head read within `head_timeout` (giving way to a newer
-/// connection until it is whole), one answer, written within [`WRITE_TIMEOUT`].
+/// One connection: request heads read within `head_timeout` each (giving way to a
+/// newer connection until each is whole), each answered within [`WRITE_TIMEOUT`].
+///
+/// HTTP/1.1 keeps a connection open unless the client says `Connection: close`, so a
+/// phone (or a proxy in front of many) may fetch its three files over one
+/// connection: a TCP connection costs both sides more than serving a kept file. Between
+/// requests the connection waits like a new one ([`Slot::wait_again`]): a client that
+/// keeps it open and idle holds nothing a phone needs. HTTP/1.0, a request with a body
+/// (phones send none) and a malformed request end the connection after the answer, as
+/// does the [`MAX_REQUESTS_PER_CONNECTION`]th request.
 pub(crate) async fn serve_connection<A: Answer>(
     files: Arc<A>,
     head_timeout: Duration,
@@ -181,66 +192,84 @@ pub(crate) async fn serve_connection<A: Answer>(
     peer: SocketAddr,
     mut slot: Slot,
 ) {
-    let read = tokio::time::timeout(head_timeout, read_head(&mut tcp));
-    let read = tokio::select! {
-        read = read => read,
-        () = slot.give_way() => {
-            tracing::debug!(%peer, "http connection closed before its request head to make room");
-            return;
-        }
-    };
-    // Anything but a whole head is a stall of the address: it only moves its waiting
-    // connections forward in the line to give way, never refuses it.
-    let head = match read {
-        Ok(Ok(Some(head))) => head,
-        Ok(Ok(None)) => {
-            slot.stalled();
-            return;
-        }
-        Ok(Err(e)) => {
-            slot.stalled();
-            tracing::info!(%peer, "http request not read: {e}");
-            return;
-        }
-        Err(_) => {
-            slot.stalled();
-            tracing::info!(%peer, "http request head timed out");
-            return;
-        }
-    };
-    // From here the connection is bounded by the build and the write timeout, and no
-    // longer gives way.
-    if !slot.progress() {
-        return;
-    }
-    let (method, target, mut response) = match parse_request_line(&head) {
-        Some((method, target)) => {
-            let response = files.answer(method, target).await;
-            (method, target, response)
-        }
-        None => ("-", "-", Response::error(400, "malformed request")),
-    };
-    let head_only = method == "HEAD";
-    let outcome = tokio::time::timeout(
-        WRITE_TIMEOUT,
-        write_response(&mut tcp, &response, head_only),
-    );
-    let written = match outcome.await {
-        Ok(Ok(())) => {
-            if let Some(count) = response.written.take().filter(|_| !head_only) {
-                count();
+    // Bytes read past the end of one request head: the start of the next (pipelining).
+    let mut unread = Vec::new();
+    for served in 1..=MAX_REQUESTS_PER_CONNECTION {
+        let read = tokio::time::timeout(head_timeout, read_head(&mut tcp, &mut unread));
+        let read = tokio::select! {
+            read = read => read,
+            () = slot.give_way() => {
+                tracing::debug!(%peer, "http connection closed before its request head to make room");
+                return;
             }
-            ""
+        };
+        // Anything but a whole head is a stall of the address: it only moves its waiting
+        // connections forward in the line to give way, never refuses it. A client that
+        // was served and then closes, or leaves its connection idle, stalled nothing.
+        let idle = served > 1 && unread.is_empty();
+        let head = match read {
+            Ok(Ok(Some(head))) => head,
+            Ok(Ok(None)) if idle => return,
+            Ok(Ok(None)) => {
+                slot.stalled();
+                return;
+            }
+            Ok(Err(e)) => {
+                slot.stalled();
+                tracing::info!(%peer, "http request not read: {e}");
+                return;
+            }
+            Err(_) if idle => {
+                tracing::debug!(%peer, "idle http connection closed");
+                return;
+            }
+            Err(_) => {
+                slot.stalled();
+                tracing::info!(%peer, "http request head timed out");
+                return;
+            }
+        };
+        // From here the request is bounded by the build and the write timeout, and no
+        // longer gives way.
+        if !slot.progress() {
+            return;
         }
-        Ok(Err(_)) => " (client went away)",
-        Err(_) => " (write timed out)",
-    };
-    let bytes = if head_only { 0 } else { response.body.len() };
-    let name = loggable(target);
-    if A::QUIET {
-        tracing::debug!(%peer, method, name = %name, status = response.status, served = %response.served, bytes, "http {}{written}", response.status);
-    } else {
-        tracing::info!(%peer, method, name = %name, status = response.status, served = %response.served, bytes, "http {}{written}", response.status);
+        let request = RequestHead::parse(&head);
+        let (method, target, mut response) = match &request {
+            Some(request) => {
+                let response = files.answer(request.method, request.target).await;
+                (request.method, request.target, response)
+            }
+            None => ("-", "-", Response::error(400, "malformed request")),
+        };
+        let keep_open = served < MAX_REQUESTS_PER_CONNECTION
+            && request.as_ref().is_some_and(RequestHead::keeps_connection);
+        let head_only = method == "HEAD";
+        let outcome = tokio::time::timeout(
+            WRITE_TIMEOUT,
+            write_response(&mut tcp, &response, head_only, keep_open),
+        );
+        let written = match outcome.await {
+            Ok(Ok(())) => {
+                if let Some(count) = response.written.take().filter(|_| !head_only) {
+                    count();
+                }
+                ""
+            }
+            Ok(Err(_)) => " (client went away)",
+            Err(_) => " (write timed out)",
+        };
+        let bytes = if head_only { 0 } else { response.body.len() };
+        let name = loggable(target);
+        if A::QUIET {
+            tracing::debug!(%peer, method, name = %name, status = response.status, served = %response.served, bytes, "http {}{written}", response.status);
+        } else {
+            tracing::info!(%peer, method, name = %name, status = response.status, served = %response.served, bytes, "http {}{written}", response.status);
+        }
+        if !keep_open || !written.is_empty() {
+            return;
+        }
+        slot.wait_again();
     }
 }
 
@@ -286,15 +315,26 @@ async fn answer(files: &Files, method: &str, target: &str) -> Response {
     }
 }
 
-/// Reads up to the blank line that ends the request head; `None` if the client closed
-/// before sending anything.
-async fn read_head(tcp: &mut TcpStream) -> std::io::Result<Option<Vec<u8>>> {
-    let mut head = Vec::with_capacity(512);
+/// Reads up to the blank line that ends the request head, starting with what an
+/// earlier read left in `unread` and leaving there what follows the head; `None` if
+/// the client closed before sending anything.
+async fn read_head(tcp: &mut TcpStream, unread: &mut Vec<u8>) -> std::io::Result<Option<Vec<u8>>> {
     let mut chunk = [0u8; 1024];
     loop {
+        if let Some((end, next)) = find_head_end(unread) {
+            let head = unread.get(..end).unwrap_or_default().to_vec();
+            unread.drain(..next);
+            return Ok(Some(head));
+        }
+        if unread.len() > MAX_REQUEST_HEAD {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                format!("request head larger than {MAX_REQUEST_HEAD} bytes"),
+            ));
+        }
         let n = tcp.read(&mut chunk).await?;
         if n == 0 {
-            if head.is_empty() {
+            if unread.is_empty() {
                 return Ok(None);
             }
             return Err(std::io::Error::new(
@@ -302,35 +342,75 @@ async fn read_head(tcp: &mut TcpStream) -> std::io::Result<Option<Vec<u8>>> {
                 "connection closed inside the request head",
             ));
         }
-        head.extend_from_slice(chunk.get(..n).unwrap_or_default());
-        if let Some(end) = find_head_end(&head) {
-            head.truncate(end);
-            return Ok(Some(head));
-        }
-        if head.len() > MAX_REQUEST_HEAD {
-            return Err(std::io::Error::new(
-                std::io::ErrorKind::InvalidData,
-                format!("request head larger than {MAX_REQUEST_HEAD} bytes"),
-            ));
-        }
+        unread.extend_from_slice(chunk.get(..n).unwrap_or_default());
     }
 }
 
 /// The end of the request head: the first empty line (CRLF CRLF, or bare LF LF as
-/// lenient servers accept).
-fn find_head_end(buf: &[u8]) -> Option<usize> {
+/// lenient servers accept), as the head's length and where what follows it starts.
+fn find_head_end(buf: &[u8]) -> Option<(usize, usize)> {
     let crlf = buf.windows(4).position(|w| w == b"\r\n\r\n");
     let lf = buf.windows(2).position(|w| w == b"\n\n");
     match (crlf, lf) {
-        (Some(a), Some(b)) => Some(a.min(b)),
-        (a, b) => a.or(b),
+        (Some(a), Some(b)) if b < a => Some((b, b + 2)),
+        (Some(a), _) => Some((a, a + 4)),
+        (None, Some(b)) => Some((b, b + 2)),
+        (None, None) => None,
+    }
+}
+
+/// What capf reads of a request head.
+struct RequestHead<'a> {
+    method: &'a str,
+    target: &'a str,
+    /// HTTP/1.1 (rather than 1.0).
+    http11: bool,
+    /// `Connection: close`.
+    close: bool,
+    /// A `Content-Length` other than 0 or a `Transfer-Encoding`: a body capf does not
+    /// read, so the connection cannot carry another request.
+    body: bool,
+}
+
+impl<'a> RequestHead<'a> {
+    fn parse(head: &'a [u8]) -> Option<RequestHead<'a>> {
+        let (method, target, version) = parse_request_line(head)?;
+        let mut request = RequestHead {
+            method,
+            target,
+            http11: version == "HTTP/1.1",
+            close: false,
+            body: false,
+        };
+        let text = String::from_utf8_lossy(head);
+        for line in text.lines().skip(1) {
+            let Some((name, value)) = line.split_once(':') else {
+                continue;
+            };
+            let (name, value) = (name.trim(), value.trim());
+            if name.eq_ignore_ascii_case("connection") {
+                request.close |= value
+                    .split(',')
+                    .any(|token| token.trim().eq_ignore_ascii_case("close"));
+            } else if name.eq_ignore_ascii_case("transfer-encoding")
+                || (name.eq_ignore_ascii_case("content-length") && value != "0")
+            {
+                request.body = true;
+            }
+        }
+        Some(request)
+    }
+
+    /// Whether the connection stays open for another request after this one.
+    fn keeps_connection(&self) -> bool {
+        self.http11 && !self.close && !self.body
     }
 }
 
 /// `METHOD SP request-target SP HTTP/1.x` from the first line of the head. Only the
 /// origin form (`/name`) can name a file; the target is taken as raw bytes, with no
 /// percent-decoding, so an escaped `..` stays an unknown name.
-fn parse_request_line(head: &[u8]) -> Option<(&str, &str)> {
+fn parse_request_line(head: &[u8]) -> Option<(&str, &str, &str)> {
     let line = head.split(|&b| b == b'\n').next()?;
     let line = std::str::from_utf8(line).ok()?.trim_end_matches('\r');
     let mut parts = line.split(' ');
@@ -343,21 +423,25 @@ fn parse_request_line(head: &[u8]) -> Option<(&str, &str)> {
     {
         return None;
     }
-    Some((method, target))
+    Some((method, target, version))
 }
 
 async fn write_response(
     tcp: &mut TcpStream,
     response: &Response,
     head_only: bool,
+    keep_open: bool,
 ) -> std::io::Result<()> {
     let mut head = format!(
-        "HTTP/1.1 {} {}\r\nContent-Type: {}\r\nContent-Length: {}\r\nCache-Control: no-store\r\nConnection: close\r\n",
+        "HTTP/1.1 {} {}\r\nContent-Type: {}\r\nContent-Length: {}\r\nCache-Control: no-store\r\n",
         response.status,
         reason_phrase(response.status),
         response.content_type,
         response.body.len(),
     );
+    if !keep_open {
+        head.push_str("Connection: close\r\n");
+    }
     if response.status == 405 {
         head.push_str("Allow: GET, HEAD\r\n");
     }
@@ -369,6 +453,9 @@ async fn write_response(
         out.extend_from_slice(&response.body);
     }
     tcp.write_all(&out).await?;
+    if keep_open {
+        return Ok(());
+    }
     tcp.shutdown().await
 }
 
@@ -391,11 +478,11 @@ mod tests {
     fn request_lines_are_parsed_strictly() {
         assert_eq!(
             parse_request_line(b"GET /ITLFile.tlv HTTP/1.1\r\nHost: x"),
-            Some(("GET", "/ITLFile.tlv"))
+            Some(("GET", "/ITLFile.tlv", "HTTP/1.1"))
         );
         assert_eq!(
             parse_request_line(b"HEAD /a HTTP/1.0"),
-            Some(("HEAD", "/a"))
+            Some(("HEAD", "/a", "HTTP/1.0"))
         );
         for bad in [
             &b"GET /a"[..],
@@ -413,10 +500,23 @@ mod tests {
     fn the_head_ends_at_the_first_empty_line() {
         assert_eq!(
             find_head_end(b"GET / HTTP/1.1\r\nA: b\r\n\r\nbody"),
-            Some(20)
+            Some((20, 24))
         );
-        assert_eq!(find_head_end(b"GET / HTTP/1.0\n\n"), Some(14));
+        assert_eq!(find_head_end(b"GET / HTTP/1.0\n\nGET"), Some((14, 16)));
         assert_eq!(find_head_end(b"GET / HTTP/1.1\r\nA: b\r\n"), None);
+    }
+
+    #[test]
+    fn only_a_plain_http11_request_keeps_its_connection() {
+        let keeps = |head: &[u8]| RequestHead::parse(head).unwrap().keeps_connection();
+        assert!(keeps(b"GET /a HTTP/1.1\r\nHost: x"));
+        assert!(keeps(
+            b"GET /a HTTP/1.1\r\nConnection: keep-alive\r\nContent-Length: 0"
+        ));
+        assert!(!keeps(b"GET /a HTTP/1.1\r\nconnection: Keep-Alive, Close"));
+        assert!(!keeps(b"GET /a HTTP/1.0\r\nHost: x"));
+        assert!(!keeps(b"GET /a HTTP/1.1\r\nContent-Length: 5"));
+        assert!(!keeps(b"GET /a HTTP/1.1\r\nTransfer-Encoding: chunked"));
     }
 
     #[test]

@@ -75,6 +75,79 @@ pub async fn http_request(
     parse_http_response(&raw, method == "HEAD")
 }
 
+/// One HTTP/1.1 connection kept open for several GETs, as a client that reuses its
+/// connection fetches a phone's three files (the load generator's `--http-reuse`).
+#[cfg(feature = "phone-sim")]
+pub struct HttpConnection {
+    tcp: TcpStream,
+    host: String,
+    /// What was read past the end of the last response.
+    unread: Vec<u8>,
+}
+
+#[cfg(feature = "phone-sim")]
+impl HttpConnection {
+    /// Connects to `authority` (`host:port`).
+    pub async fn open(authority: &str) -> Result<HttpConnection, FetchError> {
+        let tcp = tokio::time::timeout(HTTP_TIMEOUT, TcpStream::connect(authority))
+            .await
+            .map_err(|_| FetchError::Timeout)??;
+        let host = authority.rsplit_once(':').map_or(authority, |(h, _)| h);
+        Ok(HttpConnection {
+            tcp,
+            host: host.to_owned(),
+            unread: Vec::new(),
+        })
+    }
+
+    /// GETs `path` on this connection. The answer must carry a `Content-Length`; an
+    /// error leaves the connection unusable.
+    pub async fn get(&mut self, path: &str) -> Result<HttpResponse, FetchError> {
+        let request = format!("GET {path} HTTP/1.1\r\nHost: {}\r\n\r\n", self.host);
+        let exchange = async {
+            self.tcp.write_all(request.as_bytes()).await?;
+            let mut chunk = [0u8; 8192];
+            loop {
+                if let Some(end) = self.unread.windows(4).position(|w| w == b"\r\n\r\n") {
+                    let head =
+                        parse_http_response(self.unread.get(..end + 4).unwrap_or_default(), true)?;
+                    let length = head
+                        .header("content-length")
+                        .and_then(|v| v.parse::<usize>().ok())
+                        .ok_or_else(|| FetchError::Http("no Content-Length".into()))?;
+                    if length as u64 > MAX_HTTP_RESPONSE {
+                        return Err(FetchError::Http("response too large".into()));
+                    }
+                    let whole = end + 4 + length;
+                    while self.unread.len() < whole {
+                        let n = self.tcp.read(&mut chunk).await?;
+                        if n == 0 {
+                            return Err(FetchError::Http("closed inside the body".into()));
+                        }
+                        self.unread
+                            .extend_from_slice(chunk.get(..n).unwrap_or_default());
+                    }
+                    let body = self.unread.get(end + 4..whole).unwrap_or_default().to_vec();
+                    self.unread.drain(..whole);
+                    return Ok(HttpResponse { body, ..head });
+                }
+                if self.unread.len() > 64 * 1024 {
+                    return Err(FetchError::Http("response head too large".into()));
+                }
+                let n = self.tcp.read(&mut chunk).await?;
+                if n == 0 {
+                    return Err(FetchError::Http("closed before the response".into()));
+                }
+                self.unread
+                    .extend_from_slice(chunk.get(..n).unwrap_or_default());
+            }
+        };
+        tokio::time::timeout(HTTP_TIMEOUT, exchange)
+            .await
+            .map_err(|_| FetchError::Timeout)?
+    }
+}
+
 fn parse_http_response(raw: &[u8], head_only: bool) -> Result<HttpResponse, FetchError> {
     let bad = |why: &str| FetchError::Http(why.to_owned());
     let end = raw

@@ -9,7 +9,7 @@ mod tftp;
 pub use http::http_get;
 // The phone simulator reads headers and sends other methods; doctor only GETs.
 #[cfg(feature = "phone-sim")]
-pub use http::{http_request, HttpResponse};
+pub use http::{http_request, HttpConnection, HttpResponse};
 pub use tftp::tftp_get;
 // The load generator asks for the block size phones use.
 #[cfg(feature = "phone-sim")]
