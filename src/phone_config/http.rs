@@ -286,7 +286,7 @@ async fn answer(files: &Files, method: &str, target: &str) -> Response {
                 status: 200,
                 content_type: "application/pkix-crl",
                 served: "crl".into(),
-                body: der,
+                body: der.to_vec(),
                 written: Some(Box::new(move || {
                     metrics.file_served(FileKind::Crl, Transport::Http)
                 })),

@@ -43,6 +43,7 @@ use crate::model::{
 };
 use codec::encode_device;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use thiserror::Error;
 use txn::DeviceTxn;
@@ -133,25 +134,37 @@ const PAGE: usize = 512;
 #[derive(Clone)]
 pub struct Store {
     backend: Arc<dyn Backend>,
+    /// Transactions through this store (any clone) that recorded a revocation: what
+    /// tells the CRL it kept is behind (`phone_config::crl`).
+    revoking_writes: Arc<AtomicU64>,
 }
 
 impl From<SledStore> for Store {
     fn from(store: SledStore) -> Store {
-        Store {
-            backend: Arc::new(store),
-        }
+        Store::with_backend(Arc::new(store))
     }
 }
 
 impl From<PgStore> for Store {
     fn from(store: PgStore) -> Store {
-        Store {
-            backend: Arc::new(store),
-        }
+        Store::with_backend(Arc::new(store))
     }
 }
 
 impl Store {
+    fn with_backend(backend: Arc<dyn Backend>) -> Store {
+        Store {
+            backend,
+            revoking_writes: Arc::new(AtomicU64::new(0)),
+        }
+    }
+
+    /// How many transactions through this store have recorded a revocation since it
+    /// was opened. Only this process's: another node's revocations are not counted.
+    pub fn revoking_writes(&self) -> u64 {
+        self.revoking_writes.load(Ordering::Acquire)
+    }
+
     /// Opens (creating if needed) the sled store in `dir`: see [`SledStore::open`].
     pub fn open(dir: &Path) -> Result<Store, StoreError> {
         SledStore::open(dir).map(Store::from)
@@ -525,13 +538,59 @@ impl Store {
         f: impl Fn(&dyn DeviceTxn) -> Result<T, StoreError>,
     ) -> Result<T, StoreError> {
         let out = std::cell::RefCell::new(None);
+        let revoked = std::cell::Cell::new(false);
         self.backend.transact(&|t| {
-            *out.borrow_mut() = Some(f(t)?);
+            *out.borrow_mut() = Some(f(&Watched {
+                t,
+                revoked: &revoked,
+            })?);
             Ok(())
         })?;
+        if revoked.get() {
+            self.revoking_writes.fetch_add(1, Ordering::AcqRel);
+        }
         Ok(out
             .into_inner()
             .expect("a committed transaction ran its body"))
+    }
+}
+
+/// A transaction that notes whether it stored a revoked serial.
+struct Watched<'a> {
+    t: &'a dyn DeviceTxn,
+    revoked: &'a std::cell::Cell<bool>,
+}
+
+impl DeviceTxn for Watched<'_> {
+    fn device(&self, name: &str) -> Result<Option<DeviceRecord>, StoreError> {
+        self.t.device(name)
+    }
+
+    fn insert_device(&self, rec: &DeviceRecord, encoded: &[u8]) -> Result<bool, StoreError> {
+        self.t.insert_device(rec, encoded)
+    }
+
+    fn put_device(&self, rec: &DeviceRecord, encoded: &[u8]) -> Result<(), StoreError> {
+        self.t.put_device(rec, encoded)
+    }
+
+    fn remove_device(&self, name: &str) -> Result<Option<Option<DeviceRecord>>, StoreError> {
+        self.t.remove_device(name)
+    }
+
+    fn serial(&self, serial: &str) -> Result<Option<SerialRecord>, StoreError> {
+        self.t.serial(serial)
+    }
+
+    fn put_serials(&self, serials: &[(String, SerialRecord)]) -> Result<(), StoreError> {
+        if serials.iter().any(|(_, rec)| rec.revoked.is_some()) {
+            self.revoked.set(true);
+        }
+        self.t.put_serials(serials)
+    }
+
+    fn append_event(&self, event: &Event) -> Result<(), StoreError> {
+        self.t.append_event(event)
     }
 }
 
