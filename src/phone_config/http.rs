@@ -209,7 +209,8 @@ pub(crate) async fn serve_connection<A: Answer>(
         let idle = served > 1 && unread.is_empty();
         let head = match read {
             Ok(Ok(Some(head))) => head,
-            Ok(Ok(None)) if idle => return,
+            // Closed or reset between requests: the client went away.
+            Ok(Ok(None)) | Ok(Err(_)) if idle => return,
             Ok(Ok(None)) => {
                 slot.stalled();
                 return;
