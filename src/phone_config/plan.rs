@@ -329,6 +329,74 @@ pub struct BuildInputs<'a> {
     pub capf_port: u16,
 }
 
+/// The digest of a service's [`BuildInputs`], part of every [`BuildKey`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct InputsDigest([u8; 32]);
+
+impl BuildInputs<'_> {
+    /// See [`InputsDigest`]. Every field is destructured without `..`, so a field added
+    /// here does not compile until it is part of the digest.
+    pub fn digest(&self) -> InputsDigest {
+        let BuildInputs {
+            signer,
+            capf_certificate,
+            other_capf_certificate,
+            recovery,
+            node_name,
+            capf_port,
+        } = self;
+        let mut w = KeyWriter::new();
+        // The certificate names the key (a signer whose key does not match its
+        // certificate is refused at load); the digest is the one setting it signs with.
+        w.optional(signer.map(Signer::certificate_der));
+        w.tag(signer.map_or(0, |s| s.digest().id()));
+        w.optional(*capf_certificate);
+        w.optional(*other_capf_certificate);
+        w.optional(recovery.map(|r| r.signer.certificate_der()));
+        w.tag(recovery.map_or(0, |r| 1 + u8::from(r.signs)));
+        w.bytes(node_name.as_bytes());
+        w.bytes(&capf_port.to_be_bytes());
+        InputsDigest(w.finish())
+    }
+}
+
+/// SHA-256 over tagged and length-prefixed values, so no two different inputs write
+/// the same bytes.
+struct KeyWriter(sha2::Sha256);
+
+impl KeyWriter {
+    fn new() -> KeyWriter {
+        use sha2::Digest as _;
+        KeyWriter(sha2::Sha256::new())
+    }
+
+    fn tag(&mut self, tag: u8) {
+        use sha2::Digest as _;
+        self.0.update([tag]);
+    }
+
+    fn bytes(&mut self, bytes: &[u8]) {
+        use sha2::Digest as _;
+        self.0.update((bytes.len() as u64).to_be_bytes());
+        self.0.update(bytes);
+    }
+
+    fn optional(&mut self, bytes: Option<&[u8]>) {
+        match bytes {
+            None => self.tag(0),
+            Some(bytes) => {
+                self.tag(1);
+                self.bytes(bytes);
+            }
+        }
+    }
+
+    fn finish(self) -> [u8; 32] {
+        use sha2::Digest as _;
+        self.0.finalize().into()
+    }
+}
+
 /// Builds the bytes [`decide`] chose. The document is checked first (E1, E2, E4):
 /// a document that fails is never served in any form, and the caller answers
 /// *not found* or keeps its last good build.
@@ -417,33 +485,17 @@ impl BuildKey {
     /// [`BuildInputs`] does not compile until it is part of the key. Each value is
     /// written with its length or a tag first, so no two different inputs write the
     /// same bytes.
+    ///
+    /// `inputs` is [`BuildInputs::digest`]: the same for every request a service
+    /// answers, so the service computes it once rather than hashing its certificates
+    /// (several KiB) on every request.
     pub fn of(
         request: &Request,
         served: &Served,
         document: Option<&[u8]>,
-        inputs: &BuildInputs<'_>,
+        inputs: &InputsDigest,
     ) -> BuildKey {
-        use sha2::Digest as _;
-        struct Writer(sha2::Sha256);
-        impl Writer {
-            fn tag(&mut self, tag: u8) {
-                self.0.update([tag]);
-            }
-            fn bytes(&mut self, bytes: &[u8]) {
-                self.0.update((bytes.len() as u64).to_be_bytes());
-                self.0.update(bytes);
-            }
-            fn optional(&mut self, bytes: Option<&[u8]>) {
-                match bytes {
-                    None => self.tag(0),
-                    Some(bytes) => {
-                        self.tag(1);
-                        self.bytes(bytes);
-                    }
-                }
-            }
-        }
-        let mut w = Writer(sha2::Sha256::new());
+        let mut w = KeyWriter::new();
         // The request enters the build only through the name it is served under.
         w.bytes(request.served_name().as_bytes());
         match served {
@@ -486,25 +538,8 @@ impl BuildKey {
             }
         }
         w.optional(document);
-        let BuildInputs {
-            signer,
-            capf_certificate,
-            other_capf_certificate,
-            recovery,
-            node_name,
-            capf_port,
-        } = inputs;
-        // The certificate names the key (a signer whose key does not match its
-        // certificate is refused at load); the digest is the one setting it signs with.
-        w.optional(signer.map(Signer::certificate_der));
-        w.tag(signer.map_or(0, |s| s.digest().id()));
-        w.optional(*capf_certificate);
-        w.optional(*other_capf_certificate);
-        w.optional(recovery.map(|r| r.signer.certificate_der()));
-        w.tag(recovery.map_or(0, |r| 1 + u8::from(r.signs)));
-        w.bytes(node_name.as_bytes());
-        w.bytes(&capf_port.to_be_bytes());
-        BuildKey(w.0.finalize().into())
+        w.bytes(&inputs.0);
+        BuildKey(w.finish())
     }
 
     /// A key for tests of the cache alone.

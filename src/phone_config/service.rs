@@ -17,7 +17,9 @@ use crate::model::{now, UnixTime};
 use crate::phone_config::cache::FileCache;
 use crate::phone_config::error::Error;
 use crate::phone_config::format::itl;
-use crate::phone_config::plan::{self, BuildInputs, BuildKey, NotFound, Request, Served};
+use crate::phone_config::plan::{
+    self, BuildInputs, BuildKey, InputsDigest, NotFound, Request, Served,
+};
 use crate::phone_config::signer::Signer;
 use crate::settings::{DataDir, Settings};
 use crate::store::{Store, StoreError};
@@ -135,6 +137,8 @@ pub struct ConfigService {
     cache: FileCache,
     /// Cache hits and misses, build times and files served (`capf_*` on /metrics).
     metrics: Arc<Metrics>,
+    /// [`BuildInputs::digest`] of this service's inputs, part of every kept file's key.
+    inputs_digest: InputsDigest,
 }
 
 impl ConfigService {
@@ -152,7 +156,7 @@ impl ConfigService {
         service.other_capf_certificate = crate::ca::rollover::next_certificate(&certs)
             .or_else(|| crate::ca::rollover::previous_certificate(&certs));
         service.recovery = load_recovery(data, settings);
-        service
+        service.with_inputs_digest()
     }
 
     pub fn new(
@@ -174,7 +178,16 @@ impl ConfigService {
             serve_unknown_plaintext: settings.serve_unknown_devices_plaintext,
             cache: FileCache::new(settings.config_cache_bytes()),
             metrics: Arc::new(Metrics::new()),
+            inputs_digest: InputsDigest::default(),
         }
+        .with_inputs_digest()
+    }
+
+    /// Computes [`ConfigService::inputs_digest`] again after the inputs changed (only
+    /// while the service is being put together: they never change afterwards).
+    fn with_inputs_digest(mut self) -> ConfigService {
+        self.inputs_digest = self.build_inputs().digest();
+        self
     }
 
     /// Counts into `metrics` (the node's, which /metrics shows) instead of its own.
@@ -270,21 +283,11 @@ impl ConfigService {
             Served::Itl => Kind::Itl,
             Served::NotFound(reason) => return Err(Refusal::NotServed(reason.clone())),
         };
-        let inputs = BuildInputs {
-            signer: self.signer.as_ref().ok(),
-            capf_certificate: self.capf_certificate.as_deref(),
-            other_capf_certificate: self.other_capf_certificate.as_deref(),
-            recovery: self.recovery.as_ref().map(|(signer, signs)| itl::Recovery {
-                signer,
-                signs: *signs,
-            }),
-            node_name: &self.node_name,
-            capf_port: self.capf_port,
-        };
+        let inputs = self.build_inputs();
         // Only signed files are kept: the others cost no more to build than to look up.
         let signed = served.is_signed();
         let key = (self.cache.is_on() && signed)
-            .then(|| BuildKey::of(request, &served, document.as_deref(), &inputs));
+            .then(|| BuildKey::of(request, &served, document.as_deref(), &self.inputs_digest));
         if let Some(key) = &key {
             if let Some(kept) = self.cache.get(key) {
                 self.metrics.cache_hit();
@@ -322,6 +325,21 @@ impl ConfigService {
             signed,
             bytes,
         }))
+    }
+
+    /// What every build shares: the service's identities and settings.
+    fn build_inputs(&self) -> BuildInputs<'_> {
+        BuildInputs {
+            signer: self.signer.as_ref().ok(),
+            capf_certificate: self.capf_certificate.as_deref(),
+            other_capf_certificate: self.other_capf_certificate.as_deref(),
+            recovery: self.recovery.as_ref().map(|(signer, signs)| itl::Recovery {
+                signer,
+                signs: *signs,
+            }),
+            node_name: &self.node_name,
+            capf_port: self.capf_port,
+        }
     }
 
     /// The base document, or `None` when there is none. Read on every request, so an

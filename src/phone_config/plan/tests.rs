@@ -538,9 +538,10 @@ fn the_build_key_changes_with_every_input_of_build() {
     let document = SEP_DOC.as_bytes();
     let edited = SEP_DOC.replace("1001", "1002");
     let base = inputs(&sha1);
-    let key = |request: &Request, served: &Served, document: Option<&[u8]>, inputs| {
-        BuildKey::of(request, served, document, &inputs)
-    };
+    let key =
+        |request: &Request, served: &Served, document: Option<&[u8]>, inputs: BuildInputs<'_>| {
+            BuildKey::of(request, served, document, &inputs.digest())
+        };
     let reference = key(&signed, &partial, Some(document), base);
     assert_eq!(
         reference,
