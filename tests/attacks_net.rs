@@ -477,6 +477,13 @@ async fn http_a_kept_open_connection_answers_each_request_in_turn() {
     let missing = kept.get("/SEP000000000000.cnf.xml.sgn").await.unwrap();
     assert_eq!(missing.status, 404, "a refusal keeps the connection too");
     assert_eq!(kept.get("/ITLFile.tlv").await.unwrap().body, first.body);
+    // A connection carries at most 100 requests: the 100th says it closes, and does.
+    for n in 4..=100 {
+        let answer = kept.get("/ITLFile.tlv").await.unwrap();
+        let closes = answer.header("connection") == Some("close");
+        assert_eq!(closes, n == 100, "request {n}");
+    }
+    assert!(kept.get("/ITLFile.tlv").await.is_err());
 
     let mut raw = TcpStream::connect(http).await.unwrap();
     let request = "GET /ITLFile.tlv HTTP/1.1\r\nHost: x\r\n\r\n";

@@ -24,23 +24,6 @@ use std::path::Path;
 /// A device of a page, by name, or why its record does not decode.
 pub type NamedRecord = (String, Result<DeviceRecord, StoreError>);
 
-/// A device update: the event to store with the changed record, `None` to pass the
-/// device over, or a refusal.
-pub type DeviceUpdate<'a> = &'a dyn Fn(&mut DeviceRecord) -> Result<Option<Event>, String>;
-
-/// One item of an upsert, by its index, given the device as stored (if any): the
-/// record to store and its event, or a refusal.
-pub type DeviceUpsert<'a> =
-    &'a dyn Fn(usize, Option<&DeviceRecord>) -> Result<(DeviceRecord, Event), String>;
-
-/// The event of a removal, made of the device as it is at commit time (`None` for a
-/// record that no longer decodes).
-pub type RemovalEvent<'a> = &'a dyn Fn(Option<&DeviceRecord>) -> Event;
-
-/// The event of a revocation, made of the device without its LSCs and the serials
-/// revoked.
-pub type RevocationEvent<'a> = &'a dyn Fn(&DeviceRecord, &[String]) -> Event;
-
 /// A web account update: the event to store with it, if any.
 pub type AccountUpdate<'a> = &'a dyn Fn(&mut WebAccount) -> Option<Event>;
 

@@ -4,10 +4,26 @@
 //! their audit event, what a revocation puts on the CRL) is therefore the same on sled
 //! and on PostgreSQL by construction.
 
-use super::backend::{DeviceUpdate, DeviceUpsert, RemovalEvent, RevocationEvent};
 use super::codec::encode_device;
 use super::{encode_new_device, StoreError, Upsert};
 use crate::model::{Commit, DeviceRecord, Event, RevocationReason, SerialRecord, UnixTime};
+
+/// A device update: the event to store with the changed record, `None` to pass the
+/// device over, or a refusal.
+pub type DeviceUpdate<'a> = &'a dyn Fn(&mut DeviceRecord) -> Result<Option<Event>, String>;
+
+/// One item of an upsert, by its index, given the device as stored (if any): the
+/// record to store and its event, or a refusal.
+pub type DeviceUpsert<'a> =
+    &'a dyn Fn(usize, Option<&DeviceRecord>) -> Result<(DeviceRecord, Event), String>;
+
+/// The event of a removal, made of the device as it is at commit time (`None` for a
+/// record that no longer decodes).
+pub type RemovalEvent<'a> = &'a dyn Fn(Option<&DeviceRecord>) -> Event;
+
+/// The event of a revocation, made of the device without its LSCs and the serials
+/// revoked.
+pub type RevocationEvent<'a> = &'a dyn Fn(&DeviceRecord, &[String]) -> Event;
 
 /// One transaction of a backend, as [`Backend::transact`](super::Backend::transact)
 /// hands it out. An error aborts the transaction ([`StoreError::TxnConflict`] has it
