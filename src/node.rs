@@ -59,8 +59,10 @@ impl Node {
     /// names. Nothing is served until [`Node::run`].
     pub async fn bind(data: &DataDir, settings: Settings, store: Store) -> Result<Node> {
         refuse_during_migration(&store).await?;
-        let ca =
-            Ca::load(&data.certs(), settings.lsc_validity_days)?.with_crl_url(&settings.crl_url);
+        // One CA for the CAPF listener and the CRL the HTTP listener serves.
+        let ca = Arc::new(
+            Ca::load(&data.certs(), settings.lsc_validity_days)?.with_crl_url(&settings.crl_url),
+        );
         let trust = load_trust(data, &ca)?;
         let metrics = Arc::new(Metrics::new());
 
@@ -85,10 +87,8 @@ impl Node {
                     settings.http_head_timeout(),
                 )
                 .await?;
-                // The CRL, signed by the CAPF CA, beside the files (loaded again: the
-                // CAPF listener owns the first copy).
-                let crl_ca = Ca::load(&data.certs(), settings.lsc_validity_days)?;
-                Some(http.with_crl(RevocationList::new(crl_ca, store.clone())))
+                // The CRL, signed by the CAPF CA, beside the files.
+                Some(http.with_crl(RevocationList::new(ca.clone(), store.clone())))
             }
             _ => None,
         };

@@ -25,7 +25,7 @@ pub const REBUILD_AFTER: Duration = Duration::from_secs(5);
 /// What building the CRL needs: the CA that signs it and the store that lists the
 /// revoked serials; and the list built last.
 pub struct RevocationList {
-    ca: Ca,
+    ca: Arc<Ca>,
     store: Store,
     kept: Mutex<Option<Kept>>,
 }
@@ -38,7 +38,7 @@ struct Kept {
 }
 
 impl RevocationList {
-    pub fn new(ca: Ca, store: Store) -> RevocationList {
+    pub fn new(ca: Arc<Ca>, store: Store) -> RevocationList {
         RevocationList {
             ca,
             store,
@@ -140,7 +140,7 @@ mod tests {
         )
         .unwrap();
         let store = Store::open(&dir.path().join("db")).unwrap();
-        let list = RevocationList::new(Ca::load(&certs, 1825).unwrap(), store.clone());
+        let list = RevocationList::new(Arc::new(Ca::load(&certs, 1825).unwrap()), store.clone());
 
         let first = list.build(now()).unwrap();
         assert!(list_of(&first).is_empty());

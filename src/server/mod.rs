@@ -54,7 +54,7 @@ pub struct Shared {
     pub store: Store,
     /// Where sessions record their changes (many to a transaction).
     pub writer: Writer,
-    pub ca: Ca,
+    pub ca: Arc<Ca>,
     pub settings: Settings,
     pub policy: SessionPolicy,
     pub ids: SessionIds,
@@ -88,7 +88,7 @@ impl CapfListener {
     pub async fn bind(
         settings: Settings,
         store: Store,
-        ca: Ca,
+        ca: Arc<Ca>,
         trust: TrustAnchors,
         own_keys: Vec<(Vec<u8>, &'static str)>,
         metrics: Arc<Metrics>,
