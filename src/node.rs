@@ -57,7 +57,14 @@ pub struct Node {
 impl Node {
     /// Loads the CA and trust anchors of `data` and binds every listener `settings`
     /// names. Nothing is served until [`Node::run`].
-    pub async fn bind(data: &DataDir, settings: Settings, store: Store) -> Result<Node> {
+    /// `commands` runs what the web admin's pages ask for (`cli::web_commands`), when
+    /// it is on.
+    pub async fn bind(
+        data: &DataDir,
+        settings: Settings,
+        store: Store,
+        commands: crate::web::Commands,
+    ) -> Result<Node> {
         refuse_during_migration(&store).await?;
         // One CA for the CAPF listener and the CRL the HTTP listener serves.
         let ca = Arc::new(
@@ -98,7 +105,9 @@ impl Node {
         };
         let web = match settings.web {
             Some(addr) => {
-                Some(crate::web::WebServer::bind(addr, data, store.clone(), &settings).await?)
+                let web =
+                    crate::web::WebServer::bind(addr, data, store.clone(), &settings, commands);
+                Some(web.await?)
             }
             None => None,
         };
@@ -208,7 +217,7 @@ impl Node {
         });
         let mut tasks = Vec::new();
         if let Some(web) = self.web {
-            let listening = crate::cli::Listening {
+            let listening = crate::net::Listening {
                 capf: self
                     .capf
                     .local_addr()

@@ -27,12 +27,10 @@ mod signer;
 mod status;
 mod store_cmd;
 
-pub(crate) use device::normalise_name;
 pub use device::{parse_import, ParsedRow};
 pub use init::initialise;
 /// The node identity file (`capf node export|join`), for tests and tools.
 pub use node_identity::sealed as node_identity_file;
-pub(crate) use render::{status_text, time as show_time};
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
@@ -42,6 +40,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use crate::model::UnixTime;
+pub use crate::net::Listening;
 use crate::settings::DataDir;
 use crate::store::{Store, StoreError};
 
@@ -152,14 +151,6 @@ pub struct Ctx<'a> {
     /// socket); `None` when run here, which means no node serves this data directory
     /// (it would hold the store).
     pub serving: Option<Listening>,
-}
-
-/// The addresses the running node's listeners are bound to.
-#[derive(Clone, Copy, Debug)]
-pub struct Listening {
-    pub capf: std::net::SocketAddr,
-    pub http: Option<std::net::SocketAddr>,
-    pub tftp: Option<std::net::SocketAddr>,
 }
 
 impl Ctx<'_> {
@@ -278,6 +269,47 @@ pub fn run(mut cli: Cli, mut argv: Vec<OsString>) -> Result<ExitCode> {
             let code = result.map_err(|e| name_damage(e, &data))?;
             store.flush().map_err(|e| name_damage(e.into(), &data))?;
             Ok(code)
+        }
+    }
+}
+
+/// How the web admin runs commands: as they run over the admin socket, with the
+/// output collected and the store flushed after a success.
+pub fn web_commands() -> crate::web::Commands {
+    std::sync::Arc::new(run_for_web)
+}
+
+fn run_for_web(line: crate::web::CommandLine<'_>) -> (bool, String) {
+    let argv = std::iter::once("capf".to_string()).chain(line.args.iter().cloned());
+    let cli = match Cli::try_parse_from(argv) {
+        Ok(cli) => cli,
+        Err(e) => return (false, e.to_string()),
+    };
+    let mut out = Vec::new();
+    let result = {
+        let mut ctx = Ctx {
+            data: line.data,
+            store: line.store,
+            out: &mut out,
+            actor: line.actor,
+            cwd: line.data.root().to_path_buf(),
+            now: crate::model::now(),
+            progress: false,
+            utc_offset: 0,
+            serving: line.serving,
+        };
+        execute(&mut ctx, cli.command)
+    };
+    let result = result.and_then(|code| {
+        line.store.flush()?;
+        Ok(code)
+    });
+    let mut printed = String::from_utf8_lossy(&out).into_owned();
+    match result {
+        Ok(code) => (code == ExitCode::SUCCESS, printed),
+        Err(e) => {
+            printed.push_str(&format!("error: {e:#}"));
+            (false, printed)
         }
     }
 }

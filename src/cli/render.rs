@@ -11,16 +11,7 @@ use crate::model::{
     UnixTime,
 };
 
-/// RFC 3339 in UTC, e.g. `2026-11-27T10:00:00Z`.
-pub fn time(t: UnixTime) -> String {
-    time::OffsetDateTime::from_unix_timestamp(t)
-        .ok()
-        .and_then(|d| {
-            d.format(&time::format_description::well_known::Rfc3339)
-                .ok()
-        })
-        .unwrap_or_else(|| t.to_string())
-}
+pub use crate::model::display::{status_text, time};
 
 /// Local time for people: `2026-11-27 10:00:00 +01:00`.
 pub fn local_time(t: UnixTime, utc_offset: i32) -> String {
@@ -209,16 +200,6 @@ pub fn json_array<T: Serialize>(
     seq.end()?;
     writeln!(out)?;
     Ok(())
-}
-
-/// A device's status as people see it: CUCM's operation status, led by "Locked Out
-/// until …" while a brute-force lockout lasts (a locked phone is refused whatever
-/// its operation). JSON keeps `status` as it was and adds `locked_out`.
-pub fn status_text(d: &DeviceRecord, now: UnixTime) -> String {
-    match d.locked_until.filter(|_| d.is_locked(now)) {
-        Some(t) => format!("Locked Out until {} ({})", time(t), d.status),
-        None => d.status.to_string(),
-    }
 }
 
 pub fn device_text(d: &DeviceRecord) -> String {

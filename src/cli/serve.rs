@@ -116,7 +116,7 @@ pub fn serve(data: &DataDir, args: ServeArgs) -> Result<ExitCode> {
             shutdown_signal().await;
             let _ = stop_tx.send(true);
         });
-        let node = Node::bind(data, settings, store.clone()).await?;
+        let node = Node::bind(data, settings, store.clone(), super::web_commands()).await?;
         let admin = super::admin::AdminSocket::bind(data)?;
         tracing::info!(
             "capf listening on {} (data {})",

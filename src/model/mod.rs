@@ -14,6 +14,7 @@
 //! administrator who knows CUCM can read `capf device show` without a glossary.
 
 mod change;
+pub mod display;
 mod network;
 
 pub use change::{Commit, DeviceChange};

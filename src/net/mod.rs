@@ -15,6 +15,15 @@ pub use accept::accept_until;
 pub use connections::{Connections, Slot};
 pub use limits::{AttemptSlot, FailureLimiter, Refusal};
 
+/// The addresses a running node's listeners are bound to (what commands run inside
+/// the node, over the admin socket or from the web admin, report and check).
+#[derive(Clone, Copy, Debug)]
+pub struct Listening {
+    pub capf: std::net::SocketAddr,
+    pub http: Option<std::net::SocketAddr>,
+    pub tftp: Option<std::net::SocketAddr>,
+}
+
 use std::net::SocketAddr;
 use thiserror::Error;
 

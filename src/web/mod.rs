@@ -20,8 +20,8 @@ mod pages;
 pub mod password;
 mod session;
 
-use crate::cli::Listening;
 use crate::model::{now, Event, UnixTime};
+use crate::net::Listening;
 use crate::settings::{DataDir, Settings};
 use crate::store::Store;
 use anyhow::{Context, Result};
@@ -61,6 +61,23 @@ const DASHBOARD_FRESH: Duration = Duration::from_secs(30);
 
 type Body = Full<Bytes>;
 
+/// A capf command line as the web admin runs it, on the node's store.
+pub struct CommandLine<'a> {
+    pub data: &'a DataDir,
+    pub store: &'a Store,
+    /// `web:<account>`, for the audit trail.
+    pub actor: String,
+    /// The arguments after `capf`.
+    pub args: &'a [String],
+    pub serving: Option<Listening>,
+}
+
+/// Runs a command line as the CLI runs a command that came over the admin socket,
+/// and says whether it succeeded and what it printed. The CLI provides it
+/// (`cli::web_commands`): the web admin turns forms into command lines, and runs
+/// exactly the commands operators type, but does not depend on the CLI that starts it.
+pub type Commands = Arc<dyn Fn(CommandLine<'_>) -> (bool, String) + Send + Sync>;
+
 /// A bound web admin listener, ready to run.
 pub struct WebServer {
     listener: TcpListener,
@@ -76,18 +93,21 @@ pub(crate) struct Web {
     pub(crate) store: Store,
     sessions: Sessions,
     listening: OnceLock<Listening>,
+    commands: Commands,
     dashboard: Mutex<Option<(Instant, Arc<crate::health::Health>)>>,
     /// Password checks at once: argon2 costs 19 MiB and tens of milliseconds each.
     logins: Semaphore,
 }
 
 impl WebServer {
-    /// Binds `addr` with the certificate and key in `certs/web.pem|key`.
+    /// Binds `addr` with the certificate and key in `certs/web.pem|key`; `commands`
+    /// runs what the pages ask for.
     pub async fn bind(
         addr: SocketAddr,
         data: &DataDir,
         store: Store,
         settings: &Settings,
+        commands: Commands,
     ) -> Result<WebServer> {
         let tls = tls_acceptor(data)?;
         let listener = TcpListener::bind(addr)
@@ -101,6 +121,7 @@ impl WebServer {
                 store,
                 sessions: Sessions::default(),
                 listening: OnceLock::new(),
+                commands,
                 dashboard: Mutex::new(None),
                 logins: Semaphore::new(2),
             }),
@@ -480,39 +501,13 @@ impl Web {
     }
 
     fn run_command_blocking(&self, actor: String, args: &[String]) -> (bool, String) {
-        use clap::Parser;
-        let argv = std::iter::once("capf".to_string()).chain(args.iter().cloned());
-        let cli = match crate::cli::Cli::try_parse_from(argv) {
-            Ok(cli) => cli,
-            Err(e) => return (false, e.to_string()),
-        };
-        let mut out = Vec::new();
-        let result = {
-            let mut ctx = crate::cli::Ctx {
-                data: &self.data,
-                store: &self.store,
-                out: &mut out,
-                actor,
-                cwd: self.data.root().to_path_buf(),
-                now: now(),
-                progress: false,
-                utc_offset: 0,
-                serving: self.listening.get().copied(),
-            };
-            crate::cli::execute(&mut ctx, cli.command)
-        };
-        let result = result.and_then(|code| {
-            self.store.flush()?;
-            Ok(code)
-        });
-        let mut printed = String::from_utf8_lossy(&out).into_owned();
-        match result {
-            Ok(code) => (code == std::process::ExitCode::SUCCESS, printed),
-            Err(e) => {
-                printed.push_str(&format!("error: {e:#}"));
-                (false, printed)
-            }
-        }
+        (self.commands)(CommandLine {
+            data: &self.data,
+            store: &self.store,
+            actor,
+            args,
+            serving: self.listening.get().copied(),
+        })
     }
 
     /// The dashboard's figures, at most [`DASHBOARD_FRESH`] old.

@@ -127,7 +127,9 @@ impl TestNode {
     ) -> TestNode {
         let ca = Ca::load(&data.certs(), settings.lsc_validity_days).unwrap();
         let capf_cert = CertificateDer::from(ca.certificate_der().to_vec());
-        let node = Node::bind(&data, settings, store.clone()).await.unwrap();
+        let node = Node::bind(&data, settings, store.clone(), capf::cli::web_commands())
+            .await
+            .unwrap();
         let addr = node.capf_addr().unwrap();
         let legacy_addr = node.legacy_addr();
         let http_addr = node.http_addr();

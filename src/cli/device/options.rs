@@ -8,7 +8,6 @@ use clap::{Args, ValueHint};
 use crate::cli::render;
 use crate::cli::Ctx;
 use crate::model::{AuthMode, DeviceRecord, Event, KeyOrder, Operation, OperationStatus, UnixTime};
-use crate::protocol::valid_device_name;
 
 /// One import row (capf's CSV or a CUCM BAT export) with its fields parsed and
 /// checked, before the store is consulted.
@@ -95,33 +94,7 @@ where
     PossibleValuesParser::new(values).map(|v| v.parse::<T>().unwrap_or_else(|e| panic!("{e}")))
 }
 
-/// Device names as phones send them: `SEP` names are `SEP` and exactly 12 hex digits
-/// (the MAC), upper-cased as phones send them; any other name (CUCM's `CSF`, `BOT`,
-/// `TCT`, ... softphones) must already be a valid name (R8).
-pub fn normalise_name(name: &str) -> Result<String> {
-    let name = name.trim();
-    // Compared as bytes: slicing the str at 3 panicked when a multi-byte character
-    // straddled that offset (found by fuzzing the import file).
-    let sep_mac = name
-        .as_bytes()
-        .split_at_checked(3)
-        .filter(|(prefix, _)| prefix.eq_ignore_ascii_case(b"SEP"))
-        .map(|(_, mac)| mac);
-    if let Some(mac) = sep_mac {
-        // A typo in a MAC (SEP00112233445G) names a phone that can never ask.
-        if mac.len() != 12 || !mac.iter().all(u8::is_ascii_hexdigit) {
-            bail!(
-                "invalid device name '{name}' (a SEP name is SEP and the phone's MAC: \
-                 exactly 12 hex digits, e.g. SEP001122334455)"
-            );
-        }
-        return Ok(name.to_ascii_uppercase());
-    }
-    if !valid_device_name(name) {
-        bail!("invalid device name '{name}' (1–64 characters of A-Z a-z 0-9 _ . -)");
-    }
-    Ok(name.to_string())
-}
+pub use crate::model::display::normalise_name;
 
 impl DeviceOptions {
     /// Refuses option combinations of `device add|set` that would store something

@@ -6,7 +6,7 @@
 use super::html::{csrf_field, esc, page, select, url};
 use super::session::{self, PendingImport};
 use super::{days_until, html_response, text, Form, Operator, Req, Web};
-use crate::cli::{normalise_name, show_time, status_text};
+use crate::model::display::{normalise_name, status_text, time as show_time};
 use crate::model::{now, DeviceRecord, EnrolledCert, UnixTime};
 use hyper::{Response, StatusCode};
 use std::fmt::Write;
