@@ -288,6 +288,64 @@ fn findings(h: &Health, now: UnixTime) -> Vec<Finding> {
     out
 }
 
+/// The node's latest assessment, shared by `/metrics` and the web admin's dashboard:
+/// one pass over every device record serves both while it is younger than `fresh`,
+/// and one runs at a time (a second asker waits for it). The hourly log watch
+/// assesses on its own: its pass at start would otherwise be what the first scrape
+/// shows.
+pub struct Latest {
+    store: Store,
+    data: DataDir,
+    fresh: std::time::Duration,
+    last: tokio::sync::Mutex<Option<Assessed>>,
+}
+
+/// One assessment, when it was made and how long it took.
+#[derive(Clone)]
+pub struct Assessed {
+    pub health: std::sync::Arc<Health>,
+    pub at: std::time::Instant,
+    pub took: std::time::Duration,
+}
+
+impl Latest {
+    pub fn new(store: Store, data: DataDir, fresh: std::time::Duration) -> std::sync::Arc<Latest> {
+        std::sync::Arc::new(Latest {
+            store,
+            data,
+            fresh,
+            last: tokio::sync::Mutex::new(None),
+        })
+    }
+
+    /// The latest assessment if it is fresh, else a new one (off the runtime's workers).
+    pub async fn get(&self) -> anyhow::Result<Assessed> {
+        let mut last = self.last.lock().await;
+        if let Some(assessed) = last.as_ref().filter(|a| a.at.elapsed() < self.fresh) {
+            return Ok(assessed.clone());
+        }
+        let (store, data) = (self.store.clone(), self.data.clone());
+        let assessed = tokio::task::spawn_blocking(move || {
+            let started = std::time::Instant::now();
+            assess(&store, &data, crate::model::now()).map(|health| Assessed {
+                health: std::sync::Arc::new(health),
+                at: std::time::Instant::now(),
+                took: started.elapsed(),
+            })
+        })
+        .await??;
+        *last = Some(assessed.clone());
+        Ok(assessed)
+    }
+
+    /// Drops the kept assessment, so the next asker sees a change just made.
+    pub fn forget(&self) {
+        if let Ok(mut last) = self.last.try_lock() {
+            *last = None;
+        }
+    }
+}
+
 /// Watches the node: assesses it every `every` and logs each finding when it first
 /// appears (a warning or an error, by level) and when it clears, so a threshold crossed
 /// shows up once in the log, not once an hour. Runs until `shutdown` completes.
@@ -377,5 +435,32 @@ mod tests {
         h.findings = findings(&h, now);
         assert_eq!(h.level(), Level::Critical);
         assert_eq!(Level::Critical.exit_code(), 2);
+    }
+
+    #[tokio::test]
+    async fn one_assessment_serves_every_asker_while_it_is_fresh() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = DataDir::new(dir.path().to_path_buf());
+        let store = Store::open(&data.db()).unwrap();
+        let latest = Latest::new(store.clone(), data, std::time::Duration::from_secs(60));
+        let first = latest.get().await.unwrap();
+        assert_eq!(first.health.devices, 0);
+        let event = crate::model::Event {
+            id: 0,
+            time: 1,
+            actor: "test".into(),
+            device: Some("SEPA".into()),
+            action: "device-add".into(),
+            result: "ok".into(),
+            details: Default::default(),
+        };
+        store.add_device(&DeviceRecord::new("SEPA"), event).unwrap();
+        let again = latest.get().await.unwrap();
+        assert!(
+            std::sync::Arc::ptr_eq(&first.health, &again.health),
+            "the kept one, not a second pass over the store"
+        );
+        latest.forget();
+        assert_eq!(latest.get().await.unwrap().health.devices, 1);
     }
 }

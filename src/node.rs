@@ -103,10 +103,18 @@ impl Node {
             (Some(addr), Some(service)) => Some(TftpServer::bind(addr, service.clone()).await?),
             _ => None,
         };
+        let health =
+            crate::health::Latest::new(store.clone(), data.clone(), crate::metrics::SCAN_EVERY);
         let web = match settings.web {
             Some(addr) => {
-                let web =
-                    crate::web::WebServer::bind(addr, data, store.clone(), &settings, commands);
+                let web = crate::web::WebServer::bind(
+                    addr,
+                    data,
+                    store.clone(),
+                    &settings,
+                    commands,
+                    health.clone(),
+                );
                 Some(web.await?)
             }
             None => None,
@@ -139,6 +147,7 @@ impl Node {
                     data: data.clone(),
                     service: service.clone(),
                     serving: serving.clone(),
+                    health: health.clone(),
                 };
                 match MetricsServer::bind(addr, metrics, node, head_timeout).await {
                     Ok(admin) => Some(admin),
@@ -156,8 +165,8 @@ impl Node {
             None => None,
         };
         Ok(Node {
-            store,
             data: data.clone(),
+            store,
             renewal,
             node_name,
             identity,

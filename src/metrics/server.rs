@@ -8,8 +8,7 @@
 //! needs one). It has no authentication: keep it on the loopback, or behind a proxy
 //! that authenticates (docs/operations.md "Monitoring").
 
-use super::{Metrics, CONTENT_TYPE, SCAN_EVERY};
-use crate::health::Health;
+use super::{Metrics, CONTENT_TYPE};
 use crate::net::{accept_until, BindError, Connections};
 use crate::phone_config::http::{serve_connection, Answer, Response};
 use crate::phone_config::service::ConfigService;
@@ -19,7 +18,7 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use tokio::net::TcpListener;
 
 /// Connections the admin listener holds at once; past it the oldest still waiting for
@@ -67,6 +66,8 @@ pub struct Node {
     /// usable for the node to be ready.
     pub service: Option<Arc<ConfigService>>,
     pub serving: Serving,
+    /// The node's assessment, shared with the web admin's dashboard.
+    pub health: Arc<crate::health::Latest>,
 }
 
 /// A bound admin listener, ready to run.
@@ -105,7 +106,6 @@ impl MetricsServer {
                 metrics,
                 node,
                 signer_dates,
-                scan: tokio::sync::Mutex::new(None),
             }),
             connections: Connections::new("admin", MAX_CONNECTIONS),
             head_timeout,
@@ -140,8 +140,6 @@ struct Admin {
     /// The loaded signer's notBefore and notAfter, or why there is no usable signer;
     /// `None` when the node delivers no files.
     signer_dates: Option<Result<(i64, i64), String>>,
-    /// When the store was last read for `/metrics`; one read at a time.
-    scan: tokio::sync::Mutex<Option<Instant>>,
 }
 
 impl Answer for Admin {
@@ -175,28 +173,13 @@ impl Answer for Admin {
 }
 
 impl Admin {
-    /// Reads the device and certificate figures again unless the last read is younger
-    /// than [`SCAN_EVERY`]. The read is one pass over every device record (what
-    /// `capf status` does), off the reactor.
+    /// The device and certificate figures of the node's latest assessment, at most
+    /// [`SCAN_EVERY`](super::SCAN_EVERY) old (one pass over every device record, what `capf status` does,
+    /// shared with the web admin's dashboard).
     async fn refresh(&self) {
-        let mut last = self.scan.lock().await;
-        if last.is_some_and(|at| at.elapsed() < SCAN_EVERY) {
-            return;
-        }
-        let (store, data) = (self.node.store.clone(), self.node.data.clone());
-        let scanned = tokio::task::spawn_blocking(move || {
-            let started = Instant::now();
-            let health = crate::health::assess(&store, &data, crate::model::now());
-            health.map(|h: Health| (h, started.elapsed()))
-        })
-        .await;
-        match scanned {
-            Ok(Ok((health, took))) => {
-                self.metrics.set_node(&health, took);
-                *last = Some(Instant::now());
-            }
-            Ok(Err(e)) => tracing::error!("metrics: cannot read the devices: {e}"),
-            Err(e) => tracing::error!("metrics: device scan failed: {e}"),
+        match self.node.health.get().await {
+            Ok(assessed) => self.metrics.set_node(&assessed.health, assessed.took),
+            Err(e) => tracing::error!("metrics: cannot read the devices: {e:#}"),
         }
     }
 

@@ -36,8 +36,8 @@ use session::{Session, Sessions};
 use std::collections::HashMap;
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex, OnceLock};
-use std::time::{Duration, Instant};
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 
@@ -56,8 +56,6 @@ pub const CONNECTION_LIFETIME: Duration = Duration::from_secs(300);
 /// Failed logins before an account is locked, and for how long.
 pub const MAX_FAILED_LOGINS: u32 = 5;
 pub const LOGIN_LOCKOUT_SECS: i64 = 15 * 60;
-/// How long the dashboard's figures are reused (one pass over every device).
-const DASHBOARD_FRESH: Duration = Duration::from_secs(30);
 
 type Body = Full<Bytes>;
 
@@ -94,7 +92,8 @@ pub(crate) struct Web {
     sessions: Sessions,
     listening: OnceLock<Listening>,
     commands: Commands,
-    dashboard: Mutex<Option<(Instant, Arc<crate::health::Health>)>>,
+    /// The node's assessment, shared with `/metrics` (one pass over every device).
+    health: Arc<crate::health::Latest>,
     /// Password checks at once: argon2 costs 19 MiB and tens of milliseconds each.
     logins: Semaphore,
 }
@@ -108,6 +107,7 @@ impl WebServer {
         store: Store,
         settings: &Settings,
         commands: Commands,
+        health: Arc<crate::health::Latest>,
     ) -> Result<WebServer> {
         let tls = tls_acceptor(data)?;
         let listener = TcpListener::bind(addr)
@@ -122,7 +122,7 @@ impl WebServer {
                 sessions: Sessions::default(),
                 listening: OnceLock::new(),
                 commands,
-                dashboard: Mutex::new(None),
+                health,
                 logins: Semaphore::new(2),
             }),
             handshake_timeout: settings.handshake_timeout(),
@@ -510,26 +510,14 @@ impl Web {
         })
     }
 
-    /// The dashboard's figures, at most [`DASHBOARD_FRESH`] old.
+    /// The dashboard's figures: the node's latest assessment.
     pub(crate) async fn health(self: &Arc<Self>) -> Result<Arc<crate::health::Health>> {
-        if let Some((at, health)) = &*self.dashboard.lock().unwrap_or_else(|p| p.into_inner()) {
-            if at.elapsed() < DASHBOARD_FRESH {
-                return Ok(health.clone());
-            }
-        }
-        let web = self.clone();
-        let health = tokio::task::spawn_blocking(move || {
-            crate::health::assess(&web.store, &web.data, now())
-        })
-        .await??;
-        let health = Arc::new(health);
-        *self.dashboard.lock().unwrap_or_else(|p| p.into_inner()) =
-            Some((Instant::now(), health.clone()));
-        Ok(health)
+        Ok(self.health.get().await?.health)
     }
 
+    /// After a change made from a page: the next figures are read afresh.
     pub(crate) fn forget_dashboard(&self) {
-        *self.dashboard.lock().unwrap_or_else(|p| p.into_inner()) = None;
+        self.health.forget();
     }
 }
 
