@@ -525,6 +525,9 @@ async fn http_idle_kept_open_connections_give_way_to_a_phone() {
         assert_eq!(connection.get("/ITLFile.tlv").await.unwrap().status, 200);
         kept.push(connection);
     }
+    // The answer is on its way before the server puts the connection back among the
+    // waiting ones: give it that moment.
+    tokio::time::sleep(Duration::from_millis(200)).await;
     // Two newer connections that say nothing: each makes the oldest waiting one close.
     let _silent = idle_connections(http, other(2), 2).await;
     phone_gets_its_itl(http).await;

@@ -252,6 +252,10 @@ pub(crate) async fn serve_connection<A: Answer>(
         );
         let written = match outcome.await {
             Ok(Ok(())) => {
+                if keep_open {
+                    // Answered: from now on the connection waits for its client.
+                    slot.wait_again();
+                }
                 if let Some(count) = response.written.take().filter(|_| !head_only) {
                     count();
                 }
@@ -270,7 +274,6 @@ pub(crate) async fn serve_connection<A: Answer>(
         if !keep_open || !written.is_empty() {
             return;
         }
-        slot.wait_again();
     }
 }
 
