@@ -18,10 +18,6 @@ use capf::store::Store;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::CertificateDer;
 use std::collections::{HashMap, HashSet};
-use std::io::{BufRead, BufReader};
-use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 const ROUNDS: usize = 20;
@@ -43,55 +39,10 @@ fn device_name(i: usize) -> String {
     format!("SEP0011223344{i:02X}")
 }
 
-/// Starts `capf serve` and waits for "capf listening on ADDR" on its stderr.
-fn start(data: &DataDir) -> (Child, SocketAddr) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_capf"))
-        .arg("--data")
-        .arg(data.root())
-        .args([
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--http",
-            "off",
-            "--init",
-        ])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("capf starts");
-    let stderr = child.stderr.take().expect("stderr piped");
-    let (tx, rx) = mpsc::channel();
-    // Keeps draining stderr so the server never blocks on a full pipe.
-    std::thread::spawn(move || {
-        let mut tx = Some(tx);
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if let Some(rest) = line.split("capf listening on ").nth(1) {
-                let addr = rest
-                    .split_whitespace()
-                    .next()
-                    .unwrap_or_default()
-                    .to_string();
-                if let Some(tx) = tx.take() {
-                    let _ = tx.send(addr);
-                }
-            }
-        }
-    });
-    let addr = match rx.recv_timeout(Duration::from_secs(15)) {
-        Ok(addr) => addr.parse().expect("a socket address in the log line"),
-        Err(_) => {
-            let _ = child.kill();
-            let status = child.wait();
-            panic!("capf did not start cleanly: {status:?}");
-        }
-    };
-    assert!(
-        child.try_wait().unwrap().is_none(),
-        "capf exited after start"
-    );
-    (child, addr)
+/// `capf serve` on `data` (initialised on the first start), with its CAPF address;
+/// dropping it is the SIGKILL.
+fn start(data: &DataDir) -> common::cli::Serving {
+    common::cli::Serving::start_with(data.root(), &["--init"])
 }
 
 /// Opens the store of a killed server and checks every invariant; returns the devices.
@@ -212,9 +163,7 @@ fn sigkill_at_random_points_never_leaves_the_store_inconsistent() {
         .unwrap();
 
     // The first start initialises the data directory.
-    let (mut child, _) = start(&data);
-    child.kill().unwrap();
-    child.wait().unwrap();
+    drop(start(&data));
     let capf_cert = CertificateDer::from_pem_file(data.capf_cert()).unwrap();
     let connector = connector(&[capf_cert]).unwrap();
 
@@ -226,7 +175,8 @@ fn sigkill_at_random_points_never_leaves_the_store_inconsistent() {
     for round in 0..ROUNDS {
         reschedule(&data, round, &mut names, &mut removed);
 
-        let (mut child, addr) = start(&data);
+        let server = start(&data);
+        let addr = server.addr();
         let kill_after = Duration::from_millis(20 + rng.below(400));
         let delays: Vec<u64> = names.iter().map(|_| rng.below(300)).collect();
         let outcomes = runtime.block_on(async {
@@ -243,8 +193,7 @@ fn sigkill_at_random_points_never_leaves_the_store_inconsistent() {
             }
             tokio::time::sleep(kill_after).await;
             // SIGKILL wherever the server is: between commits, mid-flush, mid-session.
-            child.kill().unwrap();
-            child.wait().unwrap();
+            drop(server);
             // Every phone ends promptly now: finished, reset, or refused.
             let mut outcomes = Vec::new();
             while let Ok(Some(joined)) =
