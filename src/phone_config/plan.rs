@@ -17,8 +17,9 @@ use crate::phone_config::format::itl::{self, ITL_FILE};
 use crate::phone_config::format::partial::{self, PartialFacts};
 use crate::phone_config::format::sgn;
 use crate::phone_config::signer::Signer;
-use md5::Digest as _;
+// One trait for both hashes used here (MD5 of certificates, SHA-256 of build keys).
 use rand::CryptoRng;
+use sha2::Digest as _;
 use x509_parser::public_key::PublicKey;
 
 /// The three names of a device's configuration.
@@ -366,17 +367,14 @@ struct KeyWriter(sha2::Sha256);
 
 impl KeyWriter {
     fn new() -> KeyWriter {
-        use sha2::Digest as _;
         KeyWriter(sha2::Sha256::new())
     }
 
     fn tag(&mut self, tag: u8) {
-        use sha2::Digest as _;
         self.0.update([tag]);
     }
 
     fn bytes(&mut self, bytes: &[u8]) {
-        use sha2::Digest as _;
         self.0.update((bytes.len() as u64).to_be_bytes());
         self.0.update(bytes);
     }
@@ -392,7 +390,6 @@ impl KeyWriter {
     }
 
     fn finish(self) -> [u8; 32] {
-        use sha2::Digest as _;
         self.0.finalize().into()
     }
 }
@@ -545,7 +542,6 @@ impl BuildKey {
     /// A key for tests of the cache alone.
     #[cfg(test)]
     pub(crate) fn from_bytes(bytes: &[u8]) -> BuildKey {
-        use sha2::Digest as _;
         BuildKey(sha2::Sha256::digest(bytes).into())
     }
 }
