@@ -297,7 +297,10 @@ pub struct Latest {
     store: Store,
     data: DataDir,
     fresh: std::time::Duration,
-    last: tokio::sync::Mutex<Option<Assessed>>,
+    last: tokio::sync::Mutex<Option<(u64, Assessed)>>,
+    /// Bumped by [`Latest::forget`]: an assessment begun before it is not reused, even
+    /// one still running when it was called.
+    forgotten: std::sync::atomic::AtomicU64,
 }
 
 /// One assessment, when it was made and how long it took.
@@ -315,13 +318,18 @@ impl Latest {
             data,
             fresh,
             last: tokio::sync::Mutex::new(None),
+            forgotten: std::sync::atomic::AtomicU64::new(0),
         })
     }
 
     /// The latest assessment if it is fresh, else a new one (off the runtime's workers).
     pub async fn get(&self) -> anyhow::Result<Assessed> {
         let mut last = self.last.lock().await;
-        if let Some(assessed) = last.as_ref().filter(|a| a.at.elapsed() < self.fresh) {
+        let epoch = self.forgotten.load(std::sync::atomic::Ordering::Acquire);
+        if let Some((_, assessed)) = last
+            .as_ref()
+            .filter(|(at_epoch, a)| *at_epoch == epoch && a.at.elapsed() < self.fresh)
+        {
             return Ok(assessed.clone());
         }
         let (store, data) = (self.store.clone(), self.data.clone());
@@ -334,15 +342,14 @@ impl Latest {
             })
         })
         .await??;
-        *last = Some(assessed.clone());
+        *last = Some((epoch, assessed.clone()));
         Ok(assessed)
     }
 
     /// Drops the kept assessment, so the next asker sees a change just made.
     pub fn forget(&self) {
-        if let Ok(mut last) = self.last.try_lock() {
-            *last = None;
-        }
+        self.forgotten
+            .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
     }
 }
 
