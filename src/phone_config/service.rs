@@ -109,12 +109,21 @@ impl From<StoreError> for Refusal {
     }
 }
 
-/// Whether a lookup may build a file that needs a signature.
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Build {
-    Always,
-    /// Only what costs no signature: unsigned files are built, signed ones only found.
-    UnlessSigned,
+/// What a request comes to before anything is built.
+enum Lookup {
+    /// Kept from an earlier build.
+    Found(File),
+    /// To be built from what the lookup read.
+    Build(Pending),
+}
+
+/// A build the lookup decided on: its inputs as read, and the key it is kept under.
+struct Pending {
+    request: Request,
+    served: Served,
+    document: Option<Vec<u8>>,
+    kind: Kind,
+    key: Option<BuildKey>,
 }
 
 /// Everything a build needs that does not change per request.
@@ -233,8 +242,10 @@ impl ConfigService {
     /// when signed). A kept file carries the timestamp of its build, and a kept
     /// `.enc.sgn` the AES key of its build.
     pub fn fetch(&self, request: &Request, now: UnixTime) -> Result<File, Refusal> {
-        self.lookup(request, now, Build::Always)
-            .map(|file| file.expect("a fetch that may build always answers"))
+        match self.lookup(request, now)? {
+            Lookup::Found(file) => Ok(file),
+            Lookup::Build(build) => self.build(build, now),
+        }
     }
 
     /// [`ConfigService::fetch`] from the async runtime. A file that needs no signature
@@ -243,24 +254,22 @@ impl ConfigService {
     /// and back cost more than the lookup itself (two thread wake-ups per file). The
     /// lookup reads the device record and the base document on the calling task; on a
     /// serving node both come from memory (sled's cache, the page cache). Only a build
-    /// that signs goes to the blocking pool.
+    /// that signs goes to the blocking pool, with what the lookup read.
     pub async fn fetch_async(self: &Arc<Self>, request: Request) -> Result<File, Refusal> {
-        if let Some(file) = self.lookup(&request, now(), Build::UnlessSigned)? {
-            return Ok(file);
-        }
+        let build = match self.lookup(&request, now())? {
+            Lookup::Found(file) => return Ok(file),
+            Lookup::Build(build) if !build.served.is_signed() => return self.build(build, now()),
+            Lookup::Build(build) => build,
+        };
         let service = self.clone();
-        tokio::task::spawn_blocking(move || service.fetch(&request, now()))
+        tokio::task::spawn_blocking(move || service.build(build, now()))
             .await
             .map_err(|e| Refusal::Unavailable(format!("build task failed: {e}")))?
     }
 
-    /// The file for `request`, or `None` when `build` says not to sign one here.
-    fn lookup(
-        &self,
-        request: &Request,
-        now: UnixTime,
-        build: Build,
-    ) -> Result<Option<File>, Refusal> {
+    /// The kept file for `request`, or what building it needs: the device record and
+    /// the base document are read once, here.
+    fn lookup(&self, request: &Request, now: UnixTime) -> Result<Lookup, Refusal> {
         let device_name = request.device_name();
         let device = match &device_name {
             Some(name) => self.store.get_device(name)?.or_else(|| {
@@ -283,7 +292,6 @@ impl ConfigService {
             Served::Itl => Kind::Itl,
             Served::NotFound(reason) => return Err(Refusal::NotServed(reason.clone())),
         };
-        let inputs = self.build_inputs();
         // Only signed files are kept: the others cost no more to build than to look up.
         let signed = served.is_signed();
         let key = (self.cache.is_on() && signed)
@@ -291,26 +299,40 @@ impl ConfigService {
         if let Some(key) = &key {
             if let Some(kept) = self.cache.get(key) {
                 self.metrics.cache_hit();
-                return Ok(Some(File {
+                return Ok(Lookup::Found(File {
                     name: request.served_name(),
                     kind,
                     signed,
                     bytes: kept.to_vec(),
                 }));
             }
-        }
-        if signed && build == Build::UnlessSigned {
-            return Ok(None);
-        }
-        if key.is_some() {
             self.metrics.cache_miss();
         }
+        Ok(Lookup::Build(Pending {
+            request: request.clone(),
+            served,
+            document,
+            kind,
+            key,
+        }))
+    }
+
+    /// Builds what [`ConfigService::lookup`] found missing, and keeps it when signed.
+    fn build(&self, pending: Pending, now: UnixTime) -> Result<File, Refusal> {
+        let Pending {
+            request,
+            served,
+            document,
+            kind,
+            key,
+        } = pending;
+        let signed = served.is_signed();
         let started = std::time::Instant::now();
         let bytes = plan::build(
-            request,
+            &request,
             &served,
             document.as_deref(),
-            &inputs,
+            &self.build_inputs(),
             now,
             &mut rand::rng(),
         )?;
@@ -319,12 +341,12 @@ impl ConfigService {
         if let Some(key) = key {
             self.cache.insert(key, Arc::from(bytes.as_slice()));
         }
-        Ok(Some(File {
+        Ok(File {
             name: request.served_name(),
             kind,
             signed,
             bytes,
-        }))
+        })
     }
 
     /// What every build shares: the service's identities and settings.
