@@ -12,7 +12,7 @@ use crate::phone_config::error::{Error, Result};
 use crate::phone_config::format::capf_section::{self, CapfFacts};
 use crate::phone_config::format::document::DeviceDocument;
 use crate::phone_config::format::enc;
-use crate::phone_config::format::identity::parse_certificate;
+use crate::phone_config::format::identity::parse_certificate_shallow;
 use crate::phone_config::format::itl::{self, ITL_FILE};
 use crate::phone_config::format::partial::{self, PartialFacts};
 use crate::phone_config::format::sgn;
@@ -277,10 +277,11 @@ pub fn delivery(device: &DeviceRecord) -> String {
 
 /// The phone certificate and its SubjectPublicKeyInfo (DER), if that holds an RSA key.
 /// The key is read from the certificate's DER itself, so the hash and the wrap key
-/// cannot come from different sources, and the certificate is parsed once per request.
+/// cannot come from different sources, and the certificate is parsed once per request,
+/// without its extensions (a boot storm asks this for every file).
 fn usable_certificate(device: &DeviceRecord) -> Option<(&EnrolledCert, Vec<u8>)> {
     let cert = device.phone_certificate()?;
-    let parsed = parse_certificate(&cert.der).ok()?;
+    let parsed = parse_certificate_shallow(&cert.der).ok()?;
     let spki = parsed.public_key();
     matches!(spki.parsed(), Ok(PublicKey::RSA(_))).then(|| (cert, spki.raw.to_vec()))
 }

@@ -371,7 +371,11 @@ impl ConfigService {
         use std::io::Read;
         let path = self.document_path(device);
         let read = std::fs::File::open(&path).and_then(|f| {
-            let mut bytes = Vec::new();
+            // Sized from the file's length, so the read takes two system calls (the
+            // bytes, then the end) instead of growing the buffer step by step; the
+            // `take` still bounds a file that grows meanwhile.
+            let size = f.metadata()?.len().min(MAX_DOCUMENT + 1);
+            let mut bytes = Vec::with_capacity(usize::try_from(size).unwrap_or(0) + 1);
             f.take(MAX_DOCUMENT + 1).read_to_end(&mut bytes)?;
             Ok(bytes)
         });

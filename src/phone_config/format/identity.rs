@@ -118,6 +118,24 @@ pub fn parse_certificate(der: &[u8]) -> Result<X509Certificate<'_>> {
     }
 }
 
+/// [`parse_certificate`] without looking inside the extensions: for the paths that
+/// read only the key or the names, and run for every configuration request (the
+/// extensions are most of what a full parse costs).
+pub fn parse_certificate_shallow(der: &[u8]) -> Result<X509Certificate<'_>> {
+    use x509_parser::certificate::X509CertificateParser;
+    use x509_parser::nom::Parser as _;
+    match X509CertificateParser::new()
+        .with_deep_parse_extensions(false)
+        .parse(der)
+    {
+        Ok(([], cert)) => Ok(cert),
+        Ok(_) => Err(Error::Certificate(
+            "trailing bytes after the certificate".into(),
+        )),
+        Err(e) => Err(Error::Certificate(format!("not a DER certificate: {e}"))),
+    }
+}
+
 /// The serial as the format writes it: no DER sign byte, no leading zeros.
 fn serial_magnitude(raw: &[u8]) -> Result<Vec<u8>> {
     if raw.first().is_some_and(|b| b & 0x80 != 0) {
@@ -157,6 +175,21 @@ mod tests {
         assert!(serial_magnitude(&[0x00]).is_err());
         assert!(serial_magnitude(&[0xFF, 0x01]).is_err());
         assert!(serial_magnitude(&[]).is_err());
+    }
+
+    #[test]
+    fn a_shallow_parse_reads_the_same_key_and_is_as_strict_about_the_encoding() {
+        let pki = crate::phone_config::testpki::pki();
+        let der = &pki.phone.der;
+        let full = parse_certificate(der).unwrap();
+        let shallow = parse_certificate_shallow(der).unwrap();
+        assert_eq!(shallow.public_key().raw, full.public_key().raw);
+        assert_eq!(shallow.subject().to_string(), full.subject().to_string());
+
+        let mut trailing = der.clone();
+        trailing.push(0);
+        assert!(parse_certificate_shallow(&trailing).is_err());
+        assert!(parse_certificate_shallow(der.get(..der.len() - 1).unwrap()).is_err());
     }
 
     #[test]

@@ -1,5 +1,6 @@
 use super::*;
 use crate::model::Digest;
+use crate::phone_config::format::identity::parse_certificate;
 use crate::phone_config::format::sgn::FileKind;
 use crate::phone_config::testpki::{enrolled, pki, signer, SEP_DOC};
 
