@@ -126,6 +126,14 @@ struct Pending {
     key: Option<BuildKey>,
 }
 
+/// What signs and what the files name, as loaded at start.
+struct Identities {
+    signer: Result<Signer, Error>,
+    capf_certificate: Option<Vec<u8>>,
+    other_capf_certificate: Option<Vec<u8>>,
+    recovery: Option<(Signer, bool)>,
+}
+
 /// Everything a build needs that does not change per request.
 pub struct ConfigService {
     store: Store,
@@ -159,13 +167,16 @@ impl ConfigService {
         let capf_certificate = CertificateDer::from_pem_file(data.capf_cert())
             .ok()
             .map(|c| c.to_vec());
-        let mut service =
-            ConfigService::new(store, data.tftp(), signer, capf_certificate, settings);
         let certs = data.certs();
-        service.other_capf_certificate = crate::ca::rollover::next_certificate(&certs)
+        let other_capf_certificate = crate::ca::rollover::next_certificate(&certs)
             .or_else(|| crate::ca::rollover::previous_certificate(&certs));
-        service.recovery = load_recovery(data, settings);
-        service.with_inputs_digest()
+        let identities = Identities {
+            signer,
+            capf_certificate,
+            other_capf_certificate,
+            recovery: load_recovery(data, settings),
+        };
+        ConfigService::assemble(store, data.tftp(), identities, settings)
     }
 
     pub fn new(
@@ -175,28 +186,44 @@ impl ConfigService {
         capf_certificate: Option<Vec<u8>>,
         settings: &Settings,
     ) -> ConfigService {
-        ConfigService {
-            store,
-            tftp_dir,
+        let identities = Identities {
             signer,
             capf_certificate,
             other_capf_certificate: None,
             recovery: None,
+        };
+        ConfigService::assemble(store, tftp_dir, identities, settings)
+    }
+
+    /// The service, with the digest of its inputs computed once they are all known.
+    fn assemble(
+        store: Store,
+        tftp_dir: PathBuf,
+        identities: Identities,
+        settings: &Settings,
+    ) -> ConfigService {
+        let Identities {
+            signer,
+            capf_certificate,
+            other_capf_certificate,
+            recovery,
+        } = identities;
+        let mut service = ConfigService {
+            store,
+            tftp_dir,
+            signer,
+            capf_certificate,
+            other_capf_certificate,
+            recovery,
             node_name: settings.node_name.clone(),
             capf_port: settings.capf_port,
             serve_unknown_plaintext: settings.serve_unknown_devices_plaintext,
             cache: FileCache::new(settings.config_cache_bytes()),
             metrics: Arc::new(Metrics::new()),
             inputs_digest: InputsDigest::default(),
-        }
-        .with_inputs_digest()
-    }
-
-    /// Computes [`ConfigService::inputs_digest`] again after the inputs changed (only
-    /// while the service is being put together: they never change afterwards).
-    fn with_inputs_digest(mut self) -> ConfigService {
-        self.inputs_digest = self.build_inputs().digest();
-        self
+        };
+        service.inputs_digest = service.build_inputs().digest();
+        service
     }
 
     /// Counts into `metrics` (the node's, which /metrics shows) instead of its own.
