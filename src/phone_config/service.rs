@@ -279,11 +279,22 @@ impl ConfigService {
     /// (kept from an earlier build, or unsigned) is answered on the calling task: in a
     /// boot storm nearly every request is one, and handing each to the blocking pool
     /// and back cost more than the lookup itself (two thread wake-ups per file). The
-    /// lookup reads the device record and the base document on the calling task; on a
-    /// serving node both come from memory (sled's cache, the page cache). Only a build
-    /// that signs goes to the blocking pool, with what the lookup read.
+    /// lookup reads the device record and the base document on the calling task when
+    /// both come from memory (sled's cache, the page cache); on PostgreSQL it runs on
+    /// the blocking pool. Only a build that signs goes there too, with what the
+    /// lookup read.
     pub async fn fetch_async(self: &Arc<Self>, request: Request) -> Result<File, Refusal> {
-        let build = match self.lookup(&request, now())? {
+        // On a shared database the record is a network round trip away: the lookup
+        // then runs on the blocking pool, not on a runtime worker (`Store::read_async`).
+        let looked_up = if !self.store.is_shared() {
+            self.lookup(&request, now())?
+        } else {
+            let (service, request) = (self.clone(), request.clone());
+            tokio::task::spawn_blocking(move || service.lookup(&request, now()))
+                .await
+                .map_err(|e| Refusal::Unavailable(format!("lookup task failed: {e}")))??
+        };
+        let build = match looked_up {
             Lookup::Found(file) => return Ok(file),
             Lookup::Build(build) if !build.served.is_signed() => return self.build(build, now()),
             Lookup::Build(build) => build,

@@ -134,7 +134,8 @@ pub async fn run_session<S>(
                     }
                     Ok(Some(held)) => {
                         authenticating = Some(held);
-                        match shared.store.get_device(&name) {
+                        let read = name.clone();
+                        match shared.store.read_async(move |s| s.get_device(&read)).await {
                             Ok(record) => session.on_device(record, now()),
                             Err(e) => {
                                 tracing::error!(session = session_id, %peer, device = %name, "store error: {e}");
@@ -157,15 +158,16 @@ pub async fn run_session<S>(
                 public_key,
                 key,
             } => {
-                let issued = crate::ca::check_public_key(&public_key, key)
-                    .map_err(|e| e.to_string())
-                    .and_then(|()| refuse_held_key(shared, &device, &public_key))
-                    .and_then(|()| {
-                        shared
-                            .ca
-                            .issue_lsc(&device, &public_key, now())
-                            .map_err(|e| e.to_string())
-                    });
+                let checked = match crate::ca::check_public_key(&public_key, key) {
+                    Ok(()) => refuse_held_key(shared, &device, &public_key).await,
+                    Err(e) => Err(e.to_string()),
+                };
+                let issued = checked.and_then(|()| {
+                    shared
+                        .ca
+                        .issue_lsc(&device, &public_key, now())
+                        .map_err(|e| e.to_string())
+                });
                 session.on_lsc_issued(issued, now())
             }
             Next::Read(wait) if slot.has_progressed() => {
@@ -233,12 +235,17 @@ pub async fn run_session<S>(
 /// capf certify its own CA or signer key, or another phone's key, under a device name
 /// (and capf would then encrypt that device's configuration to a key someone else
 /// holds). The phone's own current key may come back: a re-install keeping its key.
-fn refuse_held_key(shared: &Shared, device: &str, public_key: &[u8]) -> Result<(), String> {
+async fn refuse_held_key(shared: &Shared, device: &str, public_key: &[u8]) -> Result<(), String> {
     let identity = crate::ca::key_identity(public_key).map_err(|e| e.to_string())?;
     if let Some((_, what)) = shared.own_keys.iter().find(|(own, _)| *own == identity) {
         return Err(format!("Refused Key: the key is {what}"));
     }
-    match shared.store.device_holding_key(public_key) {
+    let key = public_key.to_vec();
+    match shared
+        .store
+        .read_async(move |s| s.device_holding_key(&key))
+        .await
+    {
         Ok(Some(holder)) if holder != device => Err(format!(
             "Refused Key: the key is certified for device {holder}"
         )),

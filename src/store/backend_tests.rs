@@ -487,3 +487,31 @@ fn attempts_of_one_address_on_two_nodes_never_exceed_the_limit() {
     node_b.release_attempt(addr, "next").unwrap();
     node_a.drop_schema().unwrap();
 }
+
+/// A read from the runtime answers the same on both backends; on a shared database it
+/// runs off the calling thread (a runtime worker must not wait out a round trip), on
+/// sled in place.
+#[test]
+fn reads_from_the_runtime_leave_its_worker_free_on_a_shared_store() {
+    each_backend("read_async", |store| {
+        let kind = store.kind();
+        store
+            .add_device(&DeviceRecord::new("SEPR"), event("SEPR", "device-add", 10))
+            .unwrap();
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let caller = std::thread::current().id();
+        let (record, ran_on) = runtime
+            .block_on(
+                store.read_async(|s| Ok((s.get_device("SEPR")?, std::thread::current().id()))),
+            )
+            .unwrap();
+        assert_eq!(record.map(|r| r.name).as_deref(), Some("SEPR"), "{kind}");
+        assert_eq!(ran_on == caller, !store.is_shared(), "{kind}");
+        let missing = runtime
+            .block_on(store.read_async(|s| s.get_device("SEPNONE")))
+            .unwrap();
+        assert_eq!(missing, None, "{kind}");
+    });
+}

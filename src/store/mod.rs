@@ -511,6 +511,12 @@ impl Store {
         self.backend.cluster()
     }
 
+    /// Whether nodes share this store over the network (PostgreSQL): each read is
+    /// then a round trip, not a lookup in this process's memory.
+    pub fn is_shared(&self) -> bool {
+        self.cluster().is_some()
+    }
+
     /// Runs `f` on [`Store::cluster`] from the async runtime, off its workers (each
     /// call is a database round trip, which can take seconds); `Ok(None)` for a store
     /// one process owns.
@@ -523,6 +529,22 @@ impl Store {
         }
         let store = self.clone();
         tokio::task::spawn_blocking(move || store.cluster().map(f).transpose()).await?
+    }
+
+    /// Runs the reads of `f` from the async runtime. A store one process owns (sled)
+    /// answers from memory in microseconds, so `f` runs in place; a shared database
+    /// answers after a network round trip, so there `f` runs on the blocking pool
+    /// rather than holding a runtime worker, and every session and request queued on
+    /// it, for that long.
+    pub async fn read_async<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Store) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        if !self.is_shared() {
+            return f(self);
+        }
+        let store = self.clone();
+        tokio::task::spawn_blocking(move || f(&store)).await?
     }
 
     /// The session writer's batch: all of `changes` in one transaction, in order, or
