@@ -199,11 +199,12 @@ impl FailureLimiter {
     /// Counts a failed session from `addr`.
     pub fn record_failure(&self, addr: IpAddr, now: Instant) {
         if let Some((store, limit, node)) = &self.shared {
-            let cluster = store.cluster().expect("a shared store");
-            let holder = crate::store::holder(node);
-            if let Err(e) = cluster.attempt_failed(&addr.to_string(), &holder, *limit) {
-                tracing::warn!(%addr, "cannot count a failed session: {e}");
-            }
+            let (holder, limit) = (crate::store::holder(node), *limit);
+            store.in_cluster_later(move |cluster| {
+                if let Err(e) = cluster.attempt_failed(&addr.to_string(), &holder, limit) {
+                    tracing::warn!(%addr, "cannot count a failed session: {e}");
+                }
+            });
         }
         self.count_failure(addr, now);
     }
@@ -230,11 +231,14 @@ impl AttemptSlot<'_> {
     pub fn failed(mut self) {
         if let (Some(holder), Some((store, limit, _))) = (self.holder.take(), &self.limiter.shared)
         {
-            let cluster = store.cluster().expect("a shared store");
-            // Counted and released in one transaction.
-            if let Err(e) = cluster.attempt_failed(&self.addr.to_string(), &holder, *limit) {
-                tracing::warn!(addr = %self.addr, "cannot count a failed attempt: {e}");
-            }
+            // Counted and released in one transaction, after this returns: until then
+            // the attempt still holds its place, so no waiter sees it free uncounted.
+            let (addr, limit) = (self.addr, *limit);
+            store.in_cluster_later(move |cluster| {
+                if let Err(e) = cluster.attempt_failed(&addr.to_string(), &holder, limit) {
+                    tracing::warn!(%addr, "cannot count a failed attempt: {e}");
+                }
+            });
             self.limiter.count_failure(self.addr, Instant::now());
             return;
         }
@@ -247,11 +251,13 @@ impl Drop for AttemptSlot<'_> {
     fn drop(&mut self) {
         match (self.holder.take(), &self.limiter.shared) {
             (Some(holder), Some((store, _, _))) => {
-                let cluster = store.cluster().expect("a shared store");
-                if let Err(e) = cluster.release_attempt(&self.addr.to_string(), &holder) {
-                    // It stops counting when it expires.
-                    tracing::warn!(addr = %self.addr, "cannot release an attempt: {e}");
-                }
+                let addr = self.addr;
+                store.in_cluster_later(move |cluster| {
+                    if let Err(e) = cluster.release_attempt(&addr.to_string(), &holder) {
+                        // It stops counting when it expires.
+                        tracing::warn!(%addr, "cannot release an attempt: {e}");
+                    }
+                });
             }
             (None, Some(_)) => {}
             _ => self.limiter.release(self.addr),

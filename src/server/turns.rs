@@ -27,11 +27,14 @@ const LEASE_RETRY: Duration = Duration::from_millis(20);
 /// How long a session waits for a store that does not answer before it ends.
 const STORE_GRACE: Duration = Duration::from_secs(2);
 
+/// Each device with a session holding or waiting for its turn, and that turn.
+type Table = Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>;
+
 /// The turns of every device with a session waiting or authenticating.
 #[derive(Default)]
 pub struct DeviceTurns {
     /// Entries exist only while some session holds or waits for the device's turn.
-    turns: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    turns: Arc<Table>,
     /// With a shared store: it, this node's name, and how long a lease lasts.
     shared: Option<(Store, String, Duration)>,
 }
@@ -40,11 +43,19 @@ pub struct DeviceTurns {
 /// is dropped.
 pub struct DeviceTurn<'a> {
     turns: &'a DeviceTurns,
+    /// Always `Some` until dropped.
+    held: Option<Held>,
+    /// The store's lease, with a shared store: its key and holder.
+    lease: Option<(String, String)>,
+}
+
+/// The turn as this node holds it: dropping it lets the next session of the device
+/// go, and forgets the device when nobody else waits for it.
+struct Held {
+    table: Arc<Table>,
     device: String,
     lock: Arc<tokio::sync::Mutex<()>>,
     guard: Option<OwnedMutexGuard<()>>,
-    /// The store's lease, with a shared store: its key and holder.
-    lease: Option<(String, String)>,
 }
 
 impl DeviceTurns {
@@ -53,7 +64,7 @@ impl DeviceTurns {
     /// that died holding it).
     pub fn new(store: &Store, node: &str, lease: Duration) -> DeviceTurns {
         DeviceTurns {
-            turns: Mutex::default(),
+            turns: Arc::default(),
             shared: store
                 .cluster()
                 .is_some()
@@ -70,9 +81,12 @@ impl DeviceTurns {
         let guard = lock.clone().lock_owned().await;
         let mut turn = DeviceTurn {
             turns: self,
-            device: device.to_string(),
-            lock,
-            guard: Some(guard),
+            held: Some(Held {
+                table: self.turns.clone(),
+                device: device.to_string(),
+                lock,
+                guard: Some(guard),
+            }),
             lease: None,
         };
         if let Some((store, node, ttl)) = &self.shared {
@@ -109,20 +123,45 @@ impl DeviceTurns {
     }
 
     fn table(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<tokio::sync::Mutex<()>>>> {
-        self.turns.lock().unwrap_or_else(|p| p.into_inner())
+        lock_table(&self.turns)
     }
+}
+
+fn lock_table(
+    table: &Table,
+) -> std::sync::MutexGuard<'_, HashMap<String, Arc<tokio::sync::Mutex<()>>>> {
+    table.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 impl Drop for DeviceTurn<'_> {
     fn drop(&mut self) {
-        if let (Some((key, holder)), Some((store, _, _))) = (&self.lease, &self.turns.shared) {
-            if let Some(Err(e)) = store.cluster().map(|c| c.release_lease(key, holder)) {
-                // It expires on its own; until then the device's next session waits.
-                tracing::warn!(device = %self.device, "cannot give the device's turn back: {e}");
+        let Some(held) = self.held.take() else {
+            return;
+        };
+        match (self.lease.take(), &self.turns.shared) {
+            // The lease is given back off the runtime's workers (a round trip to the
+            // database); the turn here is held until it is, so this node's next
+            // session for the device waits on it rather than asking the store again
+            // and again.
+            (Some((key, holder)), Some((store, _, _))) => {
+                let store = store.clone();
+                crate::store::off_runtime(move || {
+                    if let Some(Err(e)) = store.cluster().map(|c| c.release_lease(&key, &holder)) {
+                        // It expires on its own; until then the device's next session waits.
+                        tracing::warn!(device = %held.device, "cannot give the device's turn back: {e}");
+                    }
+                    drop(held);
+                });
             }
+            _ => drop(held),
         }
+    }
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
         drop(self.guard.take());
-        let mut table = self.turns.table();
+        let mut table = lock_table(&self.table);
         // The table's handle and ours: nobody else waits, so the entry can go.
         if Arc::strong_count(&self.lock) == 2 {
             table.remove(&self.device);
@@ -198,6 +237,26 @@ mod tests {
             .await
             .expect("the lease expired");
         assert!(started.elapsed() >= Duration::from_millis(300), "B waited");
+
+        // Given back off the runtime: the node's next session for the device takes the
+        // turn as soon as the lease is released (it waits on the turn here, not on the
+        // store), and the device is forgotten once nobody waits.
+        for _ in 0..3 {
+            let turn = tokio::time::timeout(Duration::from_millis(300), a.take("SEPD"))
+                .await
+                .expect("the turn came back before the lease would have expired")
+                .unwrap();
+            drop(turn);
+        }
+        let forgotten = async {
+            // (SEPC's turn, forgotten above, stays: that node "died".)
+            while a.table().contains_key("SEPD") {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(5), forgotten)
+            .await
+            .expect("no turn left behind");
         pg.drop_schema().unwrap();
     }
 }

@@ -151,6 +151,15 @@ impl From<PgStore> for Store {
     }
 }
 
+/// Runs `f` on tokio's blocking pool when called from the runtime, in place otherwise:
+/// for work that may wait on the network and that nobody waits for.
+pub fn off_runtime(f: impl FnOnce() + Send + 'static) {
+    match tokio::runtime::Handle::try_current() {
+        Ok(runtime) => drop(runtime.spawn_blocking(f)),
+        Err(_) => f(),
+    }
+}
+
 impl Store {
     fn with_backend(backend: Arc<dyn Backend>) -> Store {
         Store {
@@ -515,6 +524,25 @@ impl Store {
     /// then a round trip, not a lookup in this process's memory.
     pub fn is_shared(&self) -> bool {
         self.cluster().is_some()
+    }
+
+    /// Runs `f` on [`Store::cluster`] without waiting for it, for what a session hands
+    /// back as it ends (a device's turn, an address's attempt): a round trip to the
+    /// shared database must not hold the runtime worker that ends the session. On the
+    /// blocking pool when called from the runtime, in place otherwise (a test, or a
+    /// `Drop` after the runtime is gone). Nothing to do for a store one process owns.
+    /// What `f` hands back expires on its own should it never run (a node stopped
+    /// at that moment), as after a crash.
+    pub fn in_cluster_later(&self, f: impl FnOnce(&dyn Cluster) + Send + 'static) {
+        if !self.is_shared() {
+            return;
+        }
+        let store = self.clone();
+        off_runtime(move || {
+            if let Some(cluster) = store.cluster() {
+                f(cluster);
+            }
+        });
     }
 
     /// Runs `f` on [`Store::cluster`] from the async runtime, off its workers (each
