@@ -26,6 +26,7 @@ STORM_TFTP_ROUNDS=${STORM_TFTP_ROUNDS:-3}  # TFTP rounds per block size
 STORM_BLKSIZE=${STORM_BLKSIZE:-1428,512}
 BACKEND_N=${BACKEND_N:-2000}          # store backends: enrollments, then phones in a storm
 BACKEND_STORM_N=${BACKEND_STORM_N:-2000}
+SETTLE=${SETTLE:-150}                 # at most this many seconds of rest before each timed part (0: none)
 # Which parts run (all by default): enroll idle builds storm scale pinned backends
 SECTIONS=${SECTIONS:-"enroll idle builds storm scale pinned backends"}
 PORT=${PORT:-23804}
@@ -104,9 +105,26 @@ d.sort()
 print(f"{d[min(len(d)-1, int(len(d)*0.99))]}" if d else "-")'
 }
 
+# This machine (a VM on a shared host) does about a quarter less per CPU-second for
+# minutes after both cores have been busy: the boot storm alone measured 20,769 files/s
+# rested and 14,755 right after another run (docs/benchmarks.md). So the limit and each
+# timed part start on a rested machine (one-minute load average below 0.5, or after
+# SETTLE seconds), and the report says how long each waited.
+SETTLED=""
+settle() {
+    local waited=0
+    while [ "$waited" -lt "$SETTLE" ] && awk '{exit !($1 >= 0.5)}' /proc/loadavg; do
+        sleep 5
+        waited=$((waited + 5))
+    done
+    echo "rested ${waited}s before $1 (load average $(cut -d' ' -f1 /proc/loadavg))" >&2
+    SETTLED+="${SETTLED:+, }$1 ${waited} s"
+}
+
 # -- the machine and its limit ------------------------------------------------------
 CPUS=$(nproc)
 MODEL=$(awk -F': ' '/model name/ {print $2; exit}' /proc/cpuinfo)
+settle "the limit"
 LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg)
 echo "openssl speed (single core, then $CPUS processes)..." >&2
 SPEED1=$(openssl speed -seconds 5 rsa2048 2>/dev/null | awk '/^rsa 2048/ {print $6}')
@@ -116,6 +134,7 @@ LIMIT=$(python3 -c "print(round($SPEEDN / 2))")
 
 # -- enrollment ---------------------------------------------------------------------
 if runs enroll; then
+settle enroll
 new_node
 start_server
 FIRST=0
@@ -158,6 +177,7 @@ fi
 
 # -- configuration builds -----------------------------------------------------------
 if runs builds; then
+settle builds
 "$BIN/examples/confbench" --seconds "$CONF_SECONDS" --json > "$OUT/confbench.json"
 CONF_ROWS=$(python3 - "$OUT/confbench.json" "$SPEED1" <<'EOF'
 import json, sys
@@ -172,6 +192,7 @@ fi
 
 # -- boot storm, on a fresh node ----------------------------------------------------
 if runs storm; then
+settle storm
 # The phones enroll with encrypted configuration, then fetch ITL, .sgn and .enc.sgn:
 # over HTTP (the first fetch, then unchanged files), then over TFTP from 127.0.1.x.
 new_node
@@ -255,6 +276,7 @@ if runs pinned; then
 PINNED=""
 if [ "$CPUS" -ge 2 ]; then
     for i in 1 2 3; do
+        settle "pinned run $i"
         PINNED+="$(N="$N" examples/pinned-enroll.sh || echo "run $i failed (its diagnostics are on stderr)")"$'\n\n'
     done
 fi
@@ -294,6 +316,7 @@ PY
 if runs backends; then
 BACKEND_ROWS=""
 for BACKEND in sled postgres; do
+    settle "backend $BACKEND"
     new_node
     if [ "$BACKEND" = postgres ]; then
         if ! compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null && ! command -v initdb >/dev/null; then
@@ -347,6 +370,7 @@ cat <<EOF
 Machine: $CPUS × $MODEL; $(openssl version | cut -d' ' -f1-2); load average before $LOAD_BEFORE, after $LOAD_AFTER.
 Limit: \`openssl speed -seconds 5 rsa2048\` = $SPEED1 signs/s on one core; \`-multi $CPUS\` = $SPEEDN signs/s,
 so $LIMIT enrollments/s at two private-key operations each.
+Rest before each timed part (one-minute load average below 0.5, at most ${SETTLE} s): $SETTLED.
 EOF
 runs enroll && cat <<EOF
 
