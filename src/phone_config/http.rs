@@ -22,6 +22,7 @@ use crate::net::{accept_until, loggable, BindError, Connections, Slot};
 use crate::phone_config::crl::{RevocationList, CRL_PATH};
 use crate::phone_config::plan::Request;
 use crate::phone_config::service::{ConfigService, File, Refusal};
+use bytes::Buf;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -451,38 +452,15 @@ async fn write_response(
     }
     head.push_str("\r\n");
     // Head and body in one write: one system call and, for a file that fits, one TCP
-    // segment instead of two (a phone's files are a few KiB), without copying the body.
+    // segment instead of two (a phone's files are a few KiB), without copying the body
+    // (tokio writes a chained buffer with `writev`).
     let body: &[u8] = if head_only { &[] } else { &response.body };
-    write_all_vectored(tcp, head.as_bytes(), body).await?;
+    tcp.write_all_buf(&mut Buf::chain(head.as_bytes(), body))
+        .await?;
     if keep_open {
         return Ok(());
     }
     tcp.shutdown().await
-}
-
-/// Writes `head` then `body` with as few `writev` calls as the socket takes.
-async fn write_all_vectored(tcp: &mut TcpStream, head: &[u8], body: &[u8]) -> std::io::Result<()> {
-    use std::io::IoSlice;
-    let mut written = 0;
-    let total = head.len() + body.len();
-    while written < total {
-        let (head_left, body_left) = if written < head.len() {
-            (head.get(written..).unwrap_or_default(), body)
-        } else {
-            (
-                &[][..],
-                body.get(written - head.len()..).unwrap_or_default(),
-            )
-        };
-        let n = tcp
-            .write_vectored(&[IoSlice::new(head_left), IoSlice::new(body_left)])
-            .await?;
-        if n == 0 {
-            return Err(std::io::ErrorKind::WriteZero.into());
-        }
-        written += n;
-    }
-    Ok(())
 }
 
 fn reason_phrase(status: u16) -> &'static str {
