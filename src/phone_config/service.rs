@@ -202,19 +202,13 @@ impl ConfigService {
         identities: Identities,
         settings: &Settings,
     ) -> ConfigService {
-        let Identities {
-            signer,
-            capf_certificate,
-            other_capf_certificate,
-            recovery,
-        } = identities;
         let mut service = ConfigService {
             store,
             tftp_dir,
-            signer,
-            capf_certificate,
-            other_capf_certificate,
-            recovery,
+            signer: identities.signer,
+            capf_certificate: identities.capf_certificate,
+            other_capf_certificate: identities.other_capf_certificate,
+            recovery: identities.recovery,
             node_name: settings.node_name.clone(),
             capf_port: settings.capf_port,
             serve_unknown_plaintext: settings.serve_unknown_devices_plaintext,
@@ -285,15 +279,12 @@ impl ConfigService {
     /// lookup read.
     pub async fn fetch_async(self: &Arc<Self>, request: Request) -> Result<File, Refusal> {
         // On a shared database the record is a network round trip away: the lookup
-        // then runs on the blocking pool, not on a runtime worker (`Store::read_async`).
-        let looked_up = if !self.store.is_shared() {
-            self.lookup(&request, now())?
-        } else {
-            let (service, request) = (self.clone(), request.clone());
-            tokio::task::spawn_blocking(move || service.lookup(&request, now()))
-                .await
-                .map_err(|e| Refusal::Unavailable(format!("lookup task failed: {e}")))??
-        };
+        // then runs on the blocking pool, not on a runtime worker.
+        let service = self.clone();
+        let looked_up = self
+            .store
+            .read_async(move |_| Ok(service.lookup(&request, now())))
+            .await??;
         let build = match looked_up {
             Lookup::Found(file) => return Ok(file),
             Lookup::Build(build) if !build.served.is_signed() => return self.build(build, now()),
