@@ -199,12 +199,7 @@ impl FailureLimiter {
     /// Counts a failed session from `addr`.
     pub fn record_failure(&self, addr: IpAddr, now: Instant) {
         if let Some((store, limit, node)) = &self.shared {
-            let (holder, limit) = (crate::store::holder(node), *limit);
-            store.in_cluster_later(move |cluster| {
-                if let Err(e) = cluster.attempt_failed(&addr.to_string(), &holder, limit) {
-                    tracing::warn!(%addr, "cannot count a failed session: {e}");
-                }
-            });
+            count_in_cluster(store, addr, crate::store::holder(node), *limit);
         }
         self.count_failure(addr, now);
     }
@@ -233,18 +228,23 @@ impl AttemptSlot<'_> {
         {
             // Counted and released in one transaction, after this returns: until then
             // the attempt still holds its place, so no waiter sees it free uncounted.
-            let (addr, limit) = (self.addr, *limit);
-            store.in_cluster_later(move |cluster| {
-                if let Err(e) = cluster.attempt_failed(&addr.to_string(), &holder, limit) {
-                    tracing::warn!(%addr, "cannot count a failed attempt: {e}");
-                }
-            });
+            count_in_cluster(store, self.addr, holder, *limit);
             self.limiter.count_failure(self.addr, Instant::now());
             return;
         }
         // Counted before the slot is released, so no waiter sees a free slot in between.
         self.limiter.record_failure(self.addr, Instant::now());
     }
+}
+
+/// Counts a failure of `addr` in the shared store (releasing `holder`'s attempt, if it
+/// holds one), off the runtime's workers.
+fn count_in_cluster(store: &Store, addr: IpAddr, holder: String, limit: AddressLimit) {
+    store.in_cluster_later(move |cluster| {
+        if let Err(e) = cluster.attempt_failed(&addr.to_string(), &holder, limit) {
+            tracing::warn!(%addr, "cannot count a failed attempt: {e}");
+        }
+    });
 }
 
 impl Drop for AttemptSlot<'_> {

@@ -66,8 +66,7 @@ impl DeviceTurns {
         DeviceTurns {
             turns: Arc::default(),
             shared: store
-                .cluster()
-                .is_some()
+                .is_shared()
                 .then(|| (store.clone(), node.to_string(), lease)),
         }
     }
@@ -143,16 +142,14 @@ impl Drop for DeviceTurn<'_> {
             // database); the turn here is held until it is, so this node's next
             // session for the device waits on it rather than asking the store again
             // and again.
-            (Some((key, holder)), Some((store, _, _))) => {
-                let store = store.clone();
-                crate::store::off_runtime(move || {
-                    if let Some(Err(e)) = store.cluster().map(|c| c.release_lease(&key, &holder)) {
-                        // It expires on its own; until then the device's next session waits.
-                        tracing::warn!(device = %held.device, "cannot give the device's turn back: {e}");
-                    }
-                    drop(held);
-                });
-            }
+            // (Should the release never run, `held` goes with it.)
+            (Some((key, holder)), Some((store, _, _))) => store.in_cluster_later(move |cluster| {
+                if let Err(e) = cluster.release_lease(&key, &holder) {
+                    // It expires on its own; until then the device's next session waits.
+                    tracing::warn!(device = %held.device, "cannot give the device's turn back: {e}");
+                }
+                drop(held);
+            }),
             _ => drop(held),
         }
     }

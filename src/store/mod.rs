@@ -151,15 +151,6 @@ impl From<PgStore> for Store {
     }
 }
 
-/// Runs `f` on tokio's blocking pool when called from the runtime, in place otherwise:
-/// for work that may wait on the network and that nobody waits for.
-pub fn off_runtime(f: impl FnOnce() + Send + 'static) {
-    match tokio::runtime::Handle::try_current() {
-        Ok(runtime) => drop(runtime.spawn_blocking(f)),
-        Err(_) => f(),
-    }
-}
-
 impl Store {
     fn with_backend(backend: Arc<dyn Backend>) -> Store {
         Store {
@@ -538,11 +529,15 @@ impl Store {
             return;
         }
         let store = self.clone();
-        off_runtime(move || {
+        let run = move || {
             if let Some(cluster) = store.cluster() {
                 f(cluster);
             }
-        });
+        };
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => drop(runtime.spawn_blocking(run)),
+            Err(_) => run(),
+        }
     }
 
     /// Runs `f` on [`Store::cluster`] from the async runtime, off its workers (each
@@ -552,7 +547,7 @@ impl Store {
         &self,
         f: impl FnOnce(&dyn Cluster) -> Result<T, StoreError> + Send + 'static,
     ) -> Result<Option<T>, StoreError> {
-        if self.cluster().is_none() {
+        if !self.is_shared() {
             return Ok(None);
         }
         let store = self.clone();
