@@ -33,6 +33,9 @@ use std::sync::Arc;
 /// format itself has no limit (config-files.md E3 asks for at least 200 KiB to work).
 pub const MAX_DOCUMENT: u64 = 4 * 1024 * 1024;
 
+/// What a base document is first read into: the tens of KiB of a real configuration.
+const DOCUMENT_READ: usize = 64 * 1024;
+
 /// What kind of file was served, for the request log.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Kind {
@@ -400,11 +403,10 @@ impl ConfigService {
         use std::io::Read;
         let path = self.document_path(device);
         let read = std::fs::File::open(&path).and_then(|f| {
-            // Sized from the file's length, so the read takes two system calls (the
-            // bytes, then the end) instead of growing the buffer step by step; the
-            // `take` still bounds a file that grows meanwhile.
-            let size = f.metadata()?.len().min(MAX_DOCUMENT + 1);
-            let mut bytes = Vec::with_capacity(usize::try_from(size).unwrap_or(0) + 1);
+            // Room for a usual document from the start, so it takes two reads (the
+            // bytes, then the end) rather than a buffer grown from 32 bytes, a read
+            // per step, and no `stat` for its length. The `take` bounds the read.
+            let mut bytes = Vec::with_capacity(DOCUMENT_READ);
             f.take(MAX_DOCUMENT + 1).read_to_end(&mut bytes)?;
             Ok(bytes)
         });
