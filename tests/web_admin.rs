@@ -608,6 +608,63 @@ async fn requests_without_a_session_with_a_forged_token_or_a_wrong_password_are_
     node.stop().await;
 }
 
+/// An operator resets a password by removing the account and adding it again: the
+/// sessions of the account as it was end then, even if the new one is added before
+/// they make another request, and even with the same password.
+#[tokio::test]
+async fn sessions_end_when_their_account_is_removed_or_added_again() {
+    let node = node_with_admin().await;
+    let alice = |password: &str| WebAccount {
+        name: "alice".into(),
+        password_hash: capf::web::password::hash_password(password).unwrap(),
+        created: 0,
+        failed_logins: 0,
+        locked_until: None,
+        last_login: None,
+    };
+    let page = |session: String| {
+        let node = &node;
+        async move { https(node, "GET", "/phones", &session, "").await.status }
+    };
+    let log_in_session = || async {
+        let reply = log_in(&node, PASSWORD).await;
+        assert_eq!(reply.status, 303, "{}", reply.body);
+        reply.cookie("capf_session").unwrap()
+    };
+
+    // Removed: the session ends at its next request.
+    let before = log_in_session().await;
+    assert_eq!(page(before.clone()).await, 200);
+    assert!(node
+        .store
+        .remove_web_account("alice", common::event("-"))
+        .unwrap());
+    assert_eq!(page(before.clone()).await, 303);
+
+    // Removed and added again, with the same password, before the session's next
+    // request: the old session is not the new account's.
+    node.store
+        .add_web_account(&alice(PASSWORD), common::event("-"))
+        .unwrap();
+    let old = log_in_session().await;
+    assert!(node
+        .store
+        .remove_web_account("alice", common::event("-"))
+        .unwrap());
+    node.store
+        .add_web_account(&alice(PASSWORD), common::event("-"))
+        .unwrap();
+    let new = log_in_session().await;
+    assert_eq!(page(old.clone()).await, 303, "the old session ended");
+    assert_eq!(page(before).await, 303);
+    // ... and ending it left the new account's session alone.
+    assert_eq!(page(new.clone()).await, 200);
+    let reply = https(&node, "POST", "/logout", &old, "csrf=x").await;
+    assert_eq!(reply.status, 403, "the old session cannot act either");
+    assert_eq!(page(new).await, 200);
+    node.stop().await;
+}
+
 fn web_addr_of(node: &TestNode) -> SocketAddr {
     node.web_addr.expect("web admin listening")
 }

@@ -325,11 +325,19 @@ impl Web {
                 redirect("/login")
             };
         };
-        // A removed account's sessions end at its next request.
+        // A session ends at its next request once its account is gone, or is not the
+        // one it logged in as any more (removed and added again: a new password). The
+        // account is read from the store, so this holds for sessions on every node.
         match self.store.web_account(&operator.session.account) {
-            Ok(Some(_)) => {}
-            _ => {
-                self.sessions.remove_account(&operator.session.account);
+            Ok(Some(account)) if operator.session.logged_in_as(&account) => {}
+            found => {
+                match found {
+                    Ok(None) => self.sessions.remove_account(&operator.session.account),
+                    Ok(Some(_)) => self.sessions.remove(&operator.token),
+                    // The store did not answer: refused, and the session kept for when
+                    // it does.
+                    Err(_) => {}
+                }
                 return if is_post {
                     text(StatusCode::FORBIDDEN, "not logged in")
                 } else {
@@ -387,8 +395,8 @@ impl Web {
             .await
             .unwrap_or_else(|e| Err(anyhow::anyhow!("{e}")));
         match outcome {
-            Ok(Some(account)) => {
-                let token = self.sessions.create(&account);
+            Ok(Some((account, credential))) => {
+                let token = self.sessions.create(&account, credential);
                 let mut response = redirect("/");
                 set_cookie(
                     &mut response,
@@ -419,8 +427,14 @@ impl Web {
         }
     }
 
-    /// Checks a login and records its outcome; the account's name if it succeeded.
-    fn check_login(&self, name: &str, password: &str, peer: SocketAddr) -> Result<Option<String>> {
+    /// Checks a login and records its outcome; the account's name and the credential
+    /// it logged in with if it succeeded.
+    fn check_login(
+        &self,
+        name: &str,
+        password: &str,
+        peer: SocketAddr,
+    ) -> Result<Option<(String, session::Credential)>> {
         let now = now();
         let shown: String = name.chars().take(64).collect();
         let refused = |reason: &str| {
@@ -470,7 +484,9 @@ impl Web {
             (Some(event), false)
         })?;
         self.store.flush()?;
-        Ok((accepted == Some(true)).then(|| name.to_string()))
+        // The credential of the account as verified: should it have been replaced in
+        // between, the session ends at its first request.
+        Ok((accepted == Some(true)).then(|| (name.to_string(), session::credential(&account))))
     }
 
     /// An audit event by `web:<account>`.

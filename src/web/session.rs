@@ -1,8 +1,11 @@
 //! Web admin sessions: kept in memory (a restart logs everyone out), named by a random
 //! token in an HttpOnly, Secure, SameSite=Strict cookie, each with its own CSRF token.
 //! A session ends on logout, after [`IDLE`] without a request, after [`LIFETIME`]
-//! whatever happens, and when its account is removed.
+//! whatever happens, and when its account is removed or is no longer the one it
+//! logged in as ([`Credential`]).
 
+use crate::store::WebAccount;
+use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -19,6 +22,17 @@ pub const LIFETIME: Duration = Duration::from_secs(12 * 3600);
 /// Sessions kept at once; past it the least recently used ends.
 const MAX_SESSIONS: usize = 256;
 
+/// What a session logged in with: the SHA-256 of its account's password hash. That
+/// hash is a PHC string with a salt of its own, so an account removed and added again
+/// (how an operator resets a password) has another one, even with the same password,
+/// and sessions of the account as it was end at their next request, on every node.
+pub type Credential = [u8; 32];
+
+/// The credential of `account` as it is now.
+pub fn credential(account: &WebAccount) -> Credential {
+    Sha256::digest(account.password_hash.as_bytes()).into()
+}
+
 /// An uploaded import file waiting for the operator to confirm its dry run.
 #[derive(Clone)]
 pub struct PendingImport {
@@ -31,6 +45,7 @@ pub struct PendingImport {
 pub struct Session {
     pub account: String,
     pub csrf: String,
+    credential: Credential,
     created: Instant,
     last_seen: Instant,
     pub pending_import: Option<PendingImport>,
@@ -54,8 +69,9 @@ pub fn tokens_equal(a: &str, b: &str) -> bool {
 }
 
 impl Sessions {
-    /// A new session for `account`; returns its token.
-    pub fn create(&self, account: &str) -> String {
+    /// A new session for `account`, which logged in with `credential`; returns its
+    /// token.
+    pub fn create(&self, account: &str, credential: Credential) -> String {
         let token = random_token();
         let now = Instant::now();
         let mut map = self.lock();
@@ -74,6 +90,7 @@ impl Sessions {
             Session {
                 account: account.to_string(),
                 csrf: random_token(),
+                credential,
                 created: now,
                 last_seen: now,
                 pending_import: None,
@@ -116,6 +133,11 @@ impl Sessions {
 }
 
 impl Session {
+    /// Whether `account` (of this session's name) is still the one it logged in as.
+    pub fn logged_in_as(&self, account: &WebAccount) -> bool {
+        account.name == self.account && bool::from(credential(account).ct_eq(&self.credential))
+    }
+
     fn alive(&self, now: Instant) -> bool {
         now.duration_since(self.last_seen) < IDLE && now.duration_since(self.created) < LIFETIME
     }
@@ -142,13 +164,32 @@ pub fn set_cookie(name: &str, value: &str, max_age: Duration) -> String {
 mod tests {
     use super::*;
 
+    fn account(name: &str, password_hash: &str) -> WebAccount {
+        WebAccount {
+            name: name.into(),
+            password_hash: password_hash.into(),
+            created: 0,
+            failed_logins: 0,
+            locked_until: None,
+            last_login: None,
+        }
+    }
+
     #[test]
     fn sessions_are_found_by_token_and_end_with_their_account() {
         let sessions = Sessions::default();
-        let token = sessions.create("alice");
+        let alice = account("alice", "$argon2id$v=19$m=19456,t=2,p=1$c2FsdA$aGFzaA");
+        let token = sessions.create("alice", credential(&alice));
         let s = sessions.get(&token).unwrap();
         assert_eq!(s.account, "alice");
         assert_eq!(s.csrf.len(), 64);
+        assert!(s.logged_in_as(&alice));
+        // Added again (another salt), or another account of the same hash: not it.
+        assert!(!s.logged_in_as(&account(
+            "alice",
+            "$argon2id$v=19$m=19456,t=2,p=1$c2FsdDI$aGFzaA"
+        )));
+        assert!(!s.logged_in_as(&account("bob", &alice.password_hash)));
         assert!(sessions.get("nope").is_none());
         sessions.remove_account("alice");
         assert!(sessions.get(&token).is_none());
