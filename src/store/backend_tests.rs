@@ -272,6 +272,36 @@ fn a_batch_of_session_changes_is_applied_in_order_and_a_gone_device_keeps_its_ev
     });
 }
 
+/// PostgreSQL sends a change's writes together at its next read or at the commit
+/// (pg.rs, `Txn::send_deferred`): one that fails there still fails the whole
+/// transaction, and what the batch wrote before it is gone too.
+#[test]
+fn a_write_that_fails_when_sent_with_others_fails_its_whole_batch() {
+    let Some(url) = postgres_url("deferred_write_fails") else {
+        return;
+    };
+    let pg = postgres_store(&url, "deferred_write_fails");
+    let store = Store::from(pg.clone());
+    store
+        .add_device(&DeviceRecord::new("SEPA"), event("SEPA", "device-add", 1))
+        .unwrap();
+    let first = failed_auth("SEPA");
+    // jsonb cannot hold U+0000, so this event is refused by the database itself.
+    let mut refused = failed_auth("SEPA");
+    refused.event.action = "auth\0failed".into();
+    let outcome = store.apply_changes(&[&first, &refused]);
+    assert!(
+        matches!(outcome, Err(StoreError::Postgres(_))),
+        "{outcome:?}"
+    );
+    assert_eq!(store.get_device("SEPA").unwrap().unwrap().failed_auth, 0);
+    assert_eq!(store.events(None, None, None).unwrap().len(), 1);
+    // The connection goes on serving.
+    store.apply_changes(&[&first]).unwrap();
+    assert_eq!(store.get_device("SEPA").unwrap().unwrap().failed_auth, 1);
+    pg.drop_schema().unwrap();
+}
+
 #[test]
 fn the_writer_lands_concurrent_changes_with_distinct_event_ids() {
     let runtime = tokio::runtime::Builder::new_multi_thread()

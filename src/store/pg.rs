@@ -242,8 +242,10 @@ impl PgStore {
                 let t = Txn {
                     txn: block_on(client.transaction())??,
                     statements,
+                    deferred: Default::default(),
                 };
                 let out = f(&t)?;
+                t.send_deferred()?;
                 block_on(t.txn.commit())??;
                 Ok(out)
             })();
@@ -435,9 +437,22 @@ fn wait<F: Future>(future: F, within: Duration) -> Result<F::Output, StoreError>
 }
 
 /// The transactional view, with the operations of `mod.rs`'s `Txn` over tables.
+///
+/// Writes whose answer nothing waits for (a device's record, its key index entries,
+/// serials, events) are deferred and sent together before the next read and before
+/// the commit, pipelined on the connection: a session change is then one round trip
+/// for its reads and one for its writes rather than one per statement. PostgreSQL
+/// runs them in the order given; the first that fails fails the transaction.
 struct Txn<'a> {
     txn: tokio_postgres::Transaction<'a>,
     statements: &'a std::cell::RefCell<HashMap<String, Statement>>,
+    deferred: std::cell::RefCell<Vec<Deferred>>,
+}
+
+/// A write waiting to be sent: its statement and its parameters, owned.
+struct Deferred {
+    sql: &'static str,
+    params: Vec<Box<dyn ToSql + Sync + Send>>,
 }
 
 impl Txn<'_> {
@@ -446,28 +461,94 @@ impl Txn<'_> {
     }
 
     fn query(&self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<Vec<Row>, StoreError> {
+        self.send_deferred()?;
         let statement = self.statement(sql)?;
         Ok(block_on(self.txn.query(&statement, params))??)
     }
 
     fn execute(&self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<u64, StoreError> {
+        self.send_deferred()?;
         let statement = self.statement(sql)?;
         Ok(block_on(self.txn.execute(&statement, params))??)
     }
 
-    fn index_keys(&self, rec: &DeviceRecord) -> Result<(), StoreError> {
+    /// Queues a write for [`Txn::send_deferred`].
+    fn defer(&self, sql: &'static str, params: Vec<Box<dyn ToSql + Sync + Send>>) {
+        self.deferred.borrow_mut().push(Deferred { sql, params });
+    }
+
+    /// Sends the deferred writes, all before awaiting any answer (tokio-postgres
+    /// pipelines the requests of futures polled together), and waits for every one.
+    fn send_deferred(&self) -> Result<(), StoreError> {
+        let writes = std::mem::take(&mut *self.deferred.borrow_mut());
+        if writes.is_empty() {
+            return Ok(());
+        }
+        let statements = writes
+            .iter()
+            .map(|w| self.statement(w.sql))
+            .collect::<Result<Vec<_>, _>>()?;
+        let params: Vec<Vec<&(dyn ToSql + Sync)>> = writes
+            .iter()
+            .map(|w| {
+                w.params
+                    .iter()
+                    .map(|p| &**p as &(dyn ToSql + Sync))
+                    .collect()
+            })
+            .collect();
+        let runs = statements
+            .iter()
+            .zip(&params)
+            .map(|(statement, params)| Box::pin(self.txn.execute(statement, params)))
+            .collect();
+        block_on(all_in_order(runs))??;
+        Ok(())
+    }
+
+    fn index_keys(&self, rec: &DeviceRecord) {
         for cert in certified_keys(rec) {
             let Some(key) = index_key(&cert.public_key) else {
                 continue;
             };
-            self.execute(
+            self.defer(
                 "INSERT INTO lsc_keys (key, device) VALUES ($1, $2) ON CONFLICT (key) \
                  DO UPDATE SET device = EXCLUDED.device WHERE lsc_keys.device <> EXCLUDED.device",
-                &[&&key[..], &rec.name],
-            )?;
+                vec![Box::new(key.to_vec()), Box::new(rec.name.clone())],
+            );
         }
-        Ok(())
     }
+}
+
+/// Polls every one of `runs` until all are done; the first error in their order, if
+/// any, once the earlier ones have answered.
+async fn all_in_order<F, T>(
+    mut runs: Vec<std::pin::Pin<Box<F>>>,
+) -> Result<(), tokio_postgres::Error>
+where
+    F: Future<Output = Result<T, tokio_postgres::Error>>,
+{
+    let mut done = vec![false; runs.len()];
+    std::future::poll_fn(|cx| {
+        for (run, done) in runs.iter_mut().zip(done.iter_mut()) {
+            if *done {
+                continue;
+            }
+            match run.as_mut().poll(cx) {
+                std::task::Poll::Ready(Ok(_)) => *done = true,
+                std::task::Poll::Ready(Err(e)) => return std::task::Poll::Ready(Err(e)),
+                // Its answer comes before those of the later ones: they are polled to
+                // send their requests, and their answers wait behind it.
+                std::task::Poll::Pending => {}
+            }
+        }
+        if done.iter().all(|d| *d) {
+            std::task::Poll::Ready(Ok(()))
+        } else {
+            std::task::Poll::Pending
+        }
+    })
+    .await
 }
 
 /// The primitives of `store/txn.rs` over tables; rows read for a change are locked
@@ -490,19 +571,23 @@ impl DeviceTxn for Txn<'_> {
             &[&rec.name, &utf8(encoded)],
         )?;
         if inserted == 1 {
-            self.index_keys(rec)?;
+            self.index_keys(rec);
         }
         Ok(inserted == 1)
     }
 
     fn put_device(&self, rec: &DeviceRecord, encoded: &[u8]) -> Result<(), StoreError> {
-        self.execute(
+        self.defer(
             "INSERT INTO devices (name, record) VALUES ($1, $2::text::jsonb) \
              ON CONFLICT (name) DO UPDATE SET record = EXCLUDED.record, \
              version = devices.version + 1",
-            &[&rec.name, &utf8(encoded)],
-        )?;
-        self.index_keys(rec)
+            vec![
+                Box::new(rec.name.clone()),
+                Box::new(utf8(encoded).to_owned()),
+            ],
+        );
+        self.index_keys(rec);
+        Ok(())
     }
 
     fn remove_device(&self, name: &str) -> Result<Option<Option<DeviceRecord>>, StoreError> {
@@ -529,11 +614,14 @@ impl DeviceTxn for Txn<'_> {
     fn put_serials(&self, serials: &[(String, SerialRecord)]) -> Result<(), StoreError> {
         for (serial, rec) in serials {
             let encoded = encode_serial(rec)?;
-            self.execute(
+            self.defer(
                 "INSERT INTO serials (serial, record) VALUES ($1, $2::text::jsonb) \
                  ON CONFLICT (serial) DO UPDATE SET record = EXCLUDED.record",
-                &[&serial_key(serial), &utf8(&encoded)],
-            )?;
+                vec![
+                    Box::new(serial_key(serial)),
+                    Box::new(utf8(&encoded).to_owned()),
+                ],
+            );
         }
         Ok(())
     }
@@ -543,10 +631,14 @@ impl DeviceTxn for Txn<'_> {
         // The id is the row's; the record's own is not stored.
         event.id = 0;
         let encoded = encode_event(&event)?;
-        self.execute(
+        self.defer(
             "INSERT INTO events (time, device, record) VALUES ($1, $2, $3::text::jsonb)",
-            &[&event.time, &event.device, &utf8(&encoded)],
-        )?;
+            vec![
+                Box::new(event.time),
+                Box::new(event.device),
+                Box::new(utf8(&encoded).to_owned()),
+            ],
+        );
         Ok(())
     }
 }
