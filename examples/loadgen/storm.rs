@@ -152,10 +152,8 @@ struct StormPhone {
     key: rsa::PrivateKey,
     /// `<certHash>MD5 of the LSC</certHash>`, as the partial must carry it.
     cert_hash: String,
-    /// The `.sgn` and `.enc.sgn` that passed in full.
+    /// The `.sgn` and `.enc.sgn` that passed in full (their sizes are the report's).
     verified: Mutex<[Option<Box<[u8]>>; 2]>,
-    /// Sizes of the two files as last received, for the cache estimate.
-    sizes: Mutex<[usize; 2]>,
 }
 
 struct Storm {
@@ -166,9 +164,8 @@ struct Storm {
     verify: Verify,
     /// The TFTP signer's certificate, from the ITL verified at the start.
     signer: Vec<u8>,
-    /// SHA-256 of the ITL that passed in full.
+    /// The ITL that passed in full.
     itl: Mutex<Option<Box<[u8]>>>,
-    itl_size: AtomicU64,
     next: AtomicU64,
 }
 
@@ -376,7 +373,6 @@ pub async fn storm(
                 hex::encode(md5::Md5::digest(&lsc))
             ),
             verified: Mutex::new([None, None]),
-            sizes: Mutex::new([0; 2]),
         });
     }
     anyhow::ensure!(!phones.is_empty(), "no phone enrolled");
@@ -389,7 +385,6 @@ pub async fn storm(
         verify: args.verify,
         signer: Vec::new(),
         itl: Mutex::new(None),
-        itl_size: AtomicU64::new(0),
         next: AtomicU64::new(0),
     };
     storm.signer = storm.first_itl(args.blksize.first().copied()).await?;
@@ -429,14 +424,20 @@ pub async fn storm(
 
     let count = storm.phones.len() as f64;
     let (partial, encrypted) = storm.phones.iter().fold((0, 0), |(p, e), phone| {
-        let sizes = *phone.sizes.lock().expect("sizes");
-        (p + sizes[0], e + sizes[1])
+        let verified = phone.verified.lock().expect("verified");
+        let size = |i: usize| verified[i].as_ref().map_or(0, |file| file.len());
+        (p + size(0), e + size(1))
     });
     let report = StormReport {
         verify: args.verify,
         enroll,
         file_bytes: FileSizes {
-            itl: storm.itl_size.load(Ordering::Relaxed),
+            itl: storm
+                .itl
+                .lock()
+                .expect("itl")
+                .as_ref()
+                .map_or(0, |file| file.len() as u64),
             partial_sgn: partial as f64 / count,
             encrypted_sgn: encrypted as f64 / count,
         },
@@ -709,11 +710,6 @@ impl Storm {
             Which::Partial => Some(0),
             Which::Encrypted => Some(1),
         };
-        if let Some(i) = slot {
-            phone.sizes.lock().expect("sizes")[i] = bytes.len();
-        } else {
-            self.itl_size.store(bytes.len() as u64, Ordering::Relaxed);
-        }
         if self.verify == Verify::First {
             let known = match slot {
                 None => self.itl.lock().expect("itl").as_deref() == Some(bytes),

@@ -28,7 +28,8 @@ const LEASE_RETRY: Duration = Duration::from_millis(20);
 const STORE_GRACE: Duration = Duration::from_secs(2);
 
 /// Each device with a session holding or waiting for its turn, and that turn.
-type Table = Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>;
+type Entries = HashMap<String, Arc<tokio::sync::Mutex<()>>>;
+type Table = Mutex<Entries>;
 
 /// The turns of every device with a session waiting or authenticating.
 #[derive(Default)]
@@ -121,14 +122,12 @@ impl DeviceTurns {
         self.table().len()
     }
 
-    fn table(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<tokio::sync::Mutex<()>>>> {
+    fn table(&self) -> std::sync::MutexGuard<'_, Entries> {
         lock_table(&self.turns)
     }
 }
 
-fn lock_table(
-    table: &Table,
-) -> std::sync::MutexGuard<'_, HashMap<String, Arc<tokio::sync::Mutex<()>>>> {
+fn lock_table(table: &Table) -> std::sync::MutexGuard<'_, Entries> {
     table.lock().unwrap_or_else(|p| p.into_inner())
 }
 

@@ -547,11 +547,8 @@ impl Store {
         &self,
         f: impl FnOnce(&dyn Cluster) -> Result<T, StoreError> + Send + 'static,
     ) -> Result<Option<T>, StoreError> {
-        if !self.is_shared() {
-            return Ok(None);
-        }
-        let store = self.clone();
-        tokio::task::spawn_blocking(move || store.cluster().map(f).transpose()).await?
+        self.read_async(move |store| store.cluster().map(f).transpose())
+            .await
     }
 
     /// Runs the reads of `f` from the async runtime. A store one process owns (sled)

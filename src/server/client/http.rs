@@ -124,7 +124,7 @@ impl HttpConnection {
             self.tcp.write_all(request.as_bytes()).await?;
             let mut chunk = [0u8; 8192];
             loop {
-                if let Some(end) = self.unread.windows(4).position(|w| w == b"\r\n\r\n") {
+                if let Some(end) = head_end(&self.unread) {
                     let head =
                         parse_http_response(self.unread.get(..end + 4).unwrap_or_default(), true)?;
                     let length = head
@@ -164,10 +164,15 @@ impl HttpConnection {
     }
 }
 
+/// Where the blank line that ends the response head in `raw` starts, once it is there.
+fn head_end(raw: &[u8]) -> Option<usize> {
+    raw.windows(4).position(|w| w == b"\r\n\r\n")
+}
+
 /// How long the whole response in `raw` is, once its head has arrived and says
 /// (`Content-Length`); `None` while the head is incomplete or names no length.
 fn whole_length(raw: &[u8], head_only: bool) -> Option<usize> {
-    let end = raw.windows(4).position(|w| w == b"\r\n\r\n")? + 4;
+    let end = head_end(raw)? + 4;
     if head_only {
         return Some(end);
     }
@@ -183,10 +188,7 @@ fn whole_length(raw: &[u8], head_only: bool) -> Option<usize> {
 
 fn parse_http_response(raw: &[u8], head_only: bool) -> Result<HttpResponse, FetchError> {
     let bad = |why: &str| FetchError::Http(why.to_owned());
-    let end = raw
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .ok_or_else(|| bad("no end of the response head"))?;
+    let end = head_end(raw).ok_or_else(|| bad("no end of the response head"))?;
     let (head, body) = raw.split_at(end);
     let head = std::str::from_utf8(head).map_err(|_| bad("response head is not text"))?;
     let mut lines = head.split("\r\n");
