@@ -408,15 +408,12 @@ pub fn build<R: CryptoRng + ?Sized>(
 ) -> Result<Vec<u8>> {
     let name = request.served_name();
     let signer = || inputs.signer.ok_or(Error::NoSigner);
-    let document = || {
-        document
-            .ok_or_else(|| Error::NotServed("no base document".into()))
-            .and_then(DeviceDocument::parse)
-    };
-    // The full document as served: capf's CAPF node, port and mode spliced in.
+    let document = || document.ok_or_else(|| Error::NotServed("no base document".into()));
+    // The full document as served: capf's CAPF node, port and mode spliced in (the
+    // splice checks the document as it goes).
     let full = |capf_auth_mode: u8| {
         capf_section::splice(
-            document()?.bytes(),
+            document()?,
             &CapfFacts {
                 node_name: inputs.node_name,
                 capf_port: inputs.capf_port,
@@ -426,7 +423,7 @@ pub fn build<R: CryptoRng + ?Sized>(
     };
     let partial = |cert_hash: &Option<String>, capf_auth_mode: u8| {
         partial::build(
-            &document()?,
+            &DeviceDocument::parse(document()?)?,
             &PartialFacts {
                 node_name: inputs.node_name,
                 capf_port: inputs.capf_port,

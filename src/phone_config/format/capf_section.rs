@@ -12,10 +12,10 @@
 //! and a missing element is added where CUCM puts it. Only the first `capfList` and its
 //! first `capf` are capf's: further entries (a second CAPF node) are left alone.
 
-use crate::phone_config::error::{Error, Result};
+use super::document::{self, Visit};
+use crate::phone_config::error::Result;
 use quick_xml::escape::{escape, unescape};
-use quick_xml::events::Event;
-use quick_xml::Reader;
+use std::borrow::Cow;
 
 /// What capf writes, for one device at one moment.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -54,9 +54,8 @@ struct Landmarks {
 }
 
 impl Landmarks {
-    fn slot(&mut self, path: &[String]) -> Option<&mut Option<Found>> {
-        let path: Vec<&str> = path.iter().map(String::as_str).collect();
-        match path.as_slice() {
+    fn slot(&mut self, path: &[&str]) -> Option<&mut Option<Found>> {
+        match path {
             ["device", "capfAuthMode"] => Some(&mut self.auth_mode),
             ["device", "capfList"] => Some(&mut self.list),
             // Only inside the first capfList (its close is not known until it ends).
@@ -78,80 +77,72 @@ impl Landmarks {
     }
 }
 
-/// Finds the landmarks of a well-formed document (the caller has parsed it with
-/// [`super::document::DeviceDocument::parse`] already).
-fn survey(text: &str) -> Result<Landmarks> {
-    let mut reader = Reader::from_str(text);
-    let mut path: Vec<String> = Vec::new();
-    // For each open element: whether it is a landmark being filled in.
-    let mut tracked: Vec<bool> = Vec::new();
-    let mut marks = Landmarks::default();
-    loop {
-        let before = reader.buffer_position() as usize;
-        let event = reader
-            .read_event()
-            .map_err(|e| Error::Document(format!("not well-formed: {e}")))?;
-        let after = reader.buffer_position() as usize;
-        match event {
-            // `<device/>`: nothing to find and nowhere to add it; served as it is.
-            Event::Empty(_) if path.is_empty() => return Ok(marks),
-            // The root, `<device …>` (its name checked by the parser).
-            Event::Start(_) if path.is_empty() => {
-                path.push("device".into());
-                tracked.push(false);
-            }
-            Event::Start(start) => {
-                path.push(String::from(start.name().as_ref()));
-                let slot = marks.slot(&path);
-                let is_new = slot.as_ref().is_some_and(|s| s.is_none());
-                if let Some(slot) = slot.filter(|s| s.is_none()) {
-                    *slot = Some(Found {
-                        tag_start: before,
-                        tag_end: after,
-                        empty: false,
-                        content: None,
-                        close: 0,
-                    });
-                }
-                tracked.push(is_new);
-            }
-            Event::Empty(start) => {
-                path.push(String::from(start.name().as_ref()));
-                if let Some(slot) = marks.slot(&path).filter(|s| s.is_none()) {
-                    *slot = Some(Found {
-                        tag_start: before,
-                        tag_end: after,
-                        empty: true,
-                        content: None,
-                        close: after,
-                    });
-                }
-                path.pop();
-            }
-            Event::End(_) => {
-                if path.len() == 1 {
-                    marks.device_close = Some(before);
-                    return Ok(marks);
-                }
-                if tracked.pop() == Some(true) {
-                    if let Some(Some(found)) = marks.slot(&path) {
-                        found.content = Some((found.tag_end, before));
-                        found.close = before;
-                    }
-                }
-                path.pop();
-            }
-            Event::Eof => return Err(Error::Document("no end of <device>".into())),
-            _ => {}
+/// Finds the landmarks while [`document::walk`] checks the document.
+#[derive(Default)]
+struct Survey<'t> {
+    /// The names of the open elements, the root first.
+    path: Vec<&'t str>,
+    /// For each open element below the root: whether it is a landmark being filled in.
+    tracked: Vec<bool>,
+    marks: Landmarks,
+}
+
+impl<'t> Visit<'t> for Survey<'t> {
+    fn open(
+        &mut self,
+        name: &'t str,
+        _: Vec<(&str, Cow<'_, str>)>,
+        tag: (usize, usize),
+        empty: bool,
+    ) {
+        // `<device/>` has nothing to find and nowhere to add it: served as it is.
+        if self.path.is_empty() && empty {
+            return;
         }
+        self.path.push(name);
+        if self.path.len() == 1 {
+            return;
+        }
+        let (tag_start, tag_end) = tag;
+        let slot = self.marks.slot(&self.path).filter(|s| s.is_none());
+        let is_new = slot.is_some();
+        if let Some(slot) = slot {
+            *slot = Some(Found {
+                tag_start,
+                tag_end,
+                empty,
+                content: None,
+                close: if empty { tag_end } else { 0 },
+            });
+        }
+        if empty {
+            self.path.pop();
+        } else {
+            self.tracked.push(is_new);
+        }
+    }
+
+    fn close(&mut self, at: usize) {
+        if self.path.len() == 1 {
+            self.marks.device_close = Some(at);
+        } else if self.tracked.pop() == Some(true) {
+            if let Some(Some(found)) = self.marks.slot(&self.path) {
+                found.content = Some((found.tag_end, at));
+                found.close = at;
+            }
+        }
+        self.path.pop();
     }
 }
 
 /// The document with capf's facts in it; the input itself when it already says them.
+/// The document is checked as [`DeviceDocument::parse`](document::DeviceDocument::parse)
+/// checks it (one pass does both), and its BOM dropped.
 pub fn splice(document: &[u8], facts: &CapfFacts<'_>) -> Result<Vec<u8>> {
-    let text = std::str::from_utf8(document)
-        .map_err(|e| Error::Document(format!("not UTF-8 at byte {}", e.valid_up_to())))?;
-    let marks = survey(text)?;
+    let (document, text) = document::document_text(document)?;
+    let mut survey = Survey::default();
+    document::walk(text, &mut survey)?;
+    let marks = survey.marks;
     let Some(device_close) = marks.device_close else {
         return Ok(document.to_vec());
     };
@@ -339,5 +330,41 @@ mod tests {
         let parsed = super::super::document::DeviceDocument::parse(&out).unwrap();
         assert_eq!(parsed.root().name, "device");
         assert!(String::from_utf8(out).unwrap().contains("a&amp;b&lt;c"));
+    }
+
+    /// The full and encrypted files are checked by the splice's own pass: it must
+    /// refuse every document the parser refuses, and take a BOM off as it does.
+    #[test]
+    fn the_splice_refuses_what_the_parser_refuses() {
+        for bad in super::super::document::tests::NOT_WELL_FORMED {
+            assert!(splice(bad.as_bytes(), &FACTS).is_err(), "spliced {bad:?}");
+        }
+        assert!(splice(b"<device>\xE9</device>", &FACTS).is_err());
+        let doc = "<device><capfAuthMode>2</capfAuthMode><capfList><capf>\
+                   <processNodeName>capf.example.net</processNodeName>\
+                   <phonePort>3804</phonePort></capf></capfList></device>";
+        let with_bom = [b"\xEF\xBB\xBF".as_slice(), doc.as_bytes()].concat();
+        assert_eq!(splice(&with_bom, &FACTS).unwrap(), doc.as_bytes());
+    }
+
+    /// Landmarks deeper in the document or under other parents are not capf's.
+    #[test]
+    fn only_the_landmarks_under_device_count() {
+        let doc = "<device><vendorConfig><capfAuthMode>0</capfAuthMode><capfList><capf>\
+                   <phonePort>1</phonePort></capf></capfList></vendorConfig>\
+                   <capfList><capf><phonePort>3804</phonePort><processNodeName>capf.example.net\
+                   </processNodeName></capf></capfList></device>";
+        let out = spliced(doc);
+        assert!(
+            out.contains(
+                "<vendorConfig><capfAuthMode>0</capfAuthMode><capfList><capf>\
+                              <phonePort>1</phonePort></capf></capfList></vendorConfig>"
+            ),
+            "{out}"
+        );
+        assert!(
+            out.contains("<capfAuthMode>2</capfAuthMode><capfList><capf><phonePort>3804<"),
+            "{out}"
+        );
     }
 }

@@ -9,6 +9,7 @@
 use crate::phone_config::error::{Error, Result};
 use quick_xml::events::{BytesRef, BytesStart, Event};
 use quick_xml::{Reader, XmlVersion};
+use std::borrow::Cow;
 
 const BOM: &[u8] = b"\xEF\xBB\xBF";
 
@@ -50,16 +51,12 @@ impl<'a> DeviceDocument<'a> {
     /// be exactly `device`. DTDs are refused: phone configs have none, and their
     /// entities could not be expanded consistently.
     pub fn parse(bytes: &'a [u8]) -> Result<DeviceDocument<'a>> {
-        let bytes = bytes.strip_prefix(BOM).unwrap_or(bytes);
-        let text = std::str::from_utf8(bytes)
-            .map_err(|e| Error::Document(format!("not UTF-8 at byte {}", e.valid_up_to())))?;
-        let root = parse_tree(text)?;
-        if root.name != "device" {
-            return Err(Error::Document(format!(
-                "the root element is <{}>, not <device>",
-                root.name
-            )));
-        }
+        let (bytes, text) = document_text(bytes)?;
+        let mut tree = Tree::default();
+        walk(text, &mut tree)?;
+        let root = tree
+            .root
+            .ok_or_else(|| Error::Document("no root element".into()))?;
         Ok(DeviceDocument { bytes, root })
     }
 
@@ -74,26 +71,73 @@ impl<'a> DeviceDocument<'a> {
     }
 }
 
-fn xml_error(reader: &Reader<&[u8]>, e: impl std::fmt::Display) -> Error {
-    Error::Document(format!(
-        "not well-formed at byte {}: {e}",
-        reader.error_position()
-    ))
+/// The document without its BOM, as bytes and as text; refused when not UTF-8.
+pub(crate) fn document_text(bytes: &[u8]) -> Result<(&[u8], &str)> {
+    let bytes = bytes.strip_prefix(BOM).unwrap_or(bytes);
+    let text = std::str::from_utf8(bytes)
+        .map_err(|e| Error::Document(format!("not UTF-8 at byte {}", e.valid_up_to())))?;
+    Ok((bytes, text))
 }
 
-/// Builds the tree of the single root element, checking what quick-xml leaves to its
-/// caller: one root, nothing but whitespace outside it, known entity references,
-/// well-formed attributes and closed elements.
-fn parse_tree(text: &str) -> Result<Element> {
+/// What one pass over a document does with what [`walk`] has read and checked. Two
+/// passes need the document: the tree of the partial configuration
+/// ([`DeviceDocument::parse`]) and the landmarks of the full one
+/// ([`super::capf_section`]). Both get every check from the one walk, and the full
+/// document, served byte for byte, is never built into a tree (with real, tens of
+/// KiB configurations the tree cost more than the rest of a build but its signature).
+pub(crate) trait Visit<'t> {
+    /// A start tag, or an empty-element tag (`empty`, no [`Visit::close`] follows),
+    /// at `tag.0..tag.1` of the text, with its attributes as written, values
+    /// normalised.
+    fn open(
+        &mut self,
+        name: &'t str,
+        attributes: Vec<(&str, Cow<'_, str>)>,
+        tag: (usize, usize),
+        empty: bool,
+    );
+
+    /// The end tag of the innermost open element, which starts at `at`.
+    fn close(&mut self, at: usize);
+
+    /// Character data inside the root: text with its line ends normalised, CDATA, or a
+    /// resolved reference.
+    fn text(&mut self, _text: &str) {}
+
+    fn comment(&mut self, _text: &str) {}
+
+    /// A processing instruction: target and content as written.
+    fn pi(&mut self, _pi: &str) {}
+}
+
+/// Reads the whole of `text`, checking what quick-xml leaves to its caller: no DTD, a
+/// UTF-8 declaration if any, one root named `device`, nothing but whitespace outside
+/// it, known entity references, well-formed attributes, closed elements, and at most
+/// [`MAX_DEPTH`] levels; and tells `visit` what it read.
+pub(crate) fn walk<'t>(text: &'t str, visit: &mut impl Visit<'t>) -> Result<()> {
+    // XML 1.0 allows no control character but tab and the line ends, written or
+    // referenced; quick-xml does not look (a phone's parser may refuse the file).
+    if let Some(at) = text.bytes().position(|b| b < 0x20 && !is_xml_space_byte(b)) {
+        return Err(Error::Document(format!(
+            "control character 0x{:02X} at byte {at}, which XML does not allow",
+            text.as_bytes()[at]
+        )));
+    }
+    if let Some(at) = text.find(['\u{FFFE}', '\u{FFFF}']) {
+        return Err(Error::Document(format!(
+            "a noncharacter at byte {at}, which XML does not allow"
+        )));
+    }
     let mut reader = Reader::from_str(text);
     reader.config_mut().check_comments = true;
-    let mut open: Vec<Element> = Vec::new();
-    let mut root: Option<Element> = None;
+    let mut depth = 0usize;
+    let mut rooted = false;
     let mut first = true;
     loop {
+        let before = reader.buffer_position() as usize;
         let event = reader.read_event().map_err(|e| xml_error(&reader, e))?;
-        let at = reader.buffer_position();
-        let outside = open.is_empty();
+        let at = reader.buffer_position() as usize;
+        let outside = depth == 0;
         match event {
             Event::Decl(decl) => {
                 if !first {
@@ -113,33 +157,41 @@ fn parse_tree(text: &str) -> Result<Element> {
                     "document type declarations are not accepted".into(),
                 ))
             }
-            Event::Start(start) => {
-                if outside && root.is_some() {
-                    return Err(Error::Document(format!(
-                        "a second root element at byte {at}"
-                    )));
+            Event::Start(ref start) | Event::Empty(ref start) => {
+                let empty = matches!(event, Event::Empty(_));
+                if outside {
+                    if rooted {
+                        return Err(Error::Document(format!(
+                            "a second root element at byte {at}"
+                        )));
+                    }
+                    if start.name().0 != "device" {
+                        return Err(Error::Document(format!(
+                            "the root element is <{}>, not <device>",
+                            start.name().0
+                        )));
+                    }
+                    rooted = true;
                 }
-                if open.len() >= MAX_DEPTH {
+                if !empty && depth >= MAX_DEPTH {
                     return Err(Error::Document(format!(
                         "elements nested deeper than {MAX_DEPTH} at byte {at}"
                     )));
                 }
-                open.push(element(&reader, &start)?);
-            }
-            Event::Empty(start) => {
-                if outside && root.is_some() {
-                    return Err(Error::Document(format!(
-                        "a second root element at byte {at}"
-                    )));
+                // The name as a piece of the text, so a visitor may keep it: the tag
+                // starts where the last event ended, with its `<`.
+                let name = &text[before + 1..before + 1 + start.name().0.len()];
+                visit.open(name, attributes(&reader, start)?, (before, at), empty);
+                if !empty {
+                    depth += 1;
                 }
-                let done = element(&reader, &start)?;
-                close(&mut open, &mut root, done);
             }
             Event::End(_) => {
-                let done = open
-                    .pop()
-                    .ok_or_else(|| Error::Document(format!("unmatched end tag at byte {at}")))?;
-                close(&mut open, &mut root, done);
+                if outside {
+                    return Err(Error::Document(format!("unmatched end tag at byte {at}")));
+                }
+                depth -= 1;
+                visit.close(before);
             }
             Event::Text(t) => {
                 let content = t.xml10_content();
@@ -150,7 +202,7 @@ fn parse_tree(text: &str) -> Result<Element> {
                         )));
                     }
                 } else {
-                    push_text(&mut open, &content);
+                    visit.text(&content);
                 }
             }
             Event::CData(c) => {
@@ -159,7 +211,7 @@ fn parse_tree(text: &str) -> Result<Element> {
                         "CDATA outside the root at byte {at}"
                     )));
                 }
-                push_text(&mut open, &c.xml10_content());
+                visit.text(&c.xml10_content());
             }
             Event::GeneralRef(r) => {
                 if outside {
@@ -167,66 +219,130 @@ fn parse_tree(text: &str) -> Result<Element> {
                         "reference outside the root at byte {at}"
                     )));
                 }
-                let c = resolve(&r).ok_or_else(|| {
+                let c = resolve(&r).filter(|&c| is_xml_char(c)).ok_or_else(|| {
                     Error::Document(format!("unknown reference &{}; at byte {at}", &*r))
                 })?;
-                push_text(&mut open, c.encode_utf8(&mut [0; 4]));
+                visit.text(c.encode_utf8(&mut [0; 4]));
             }
             Event::Comment(c) => {
-                if let Some(parent) = open.last_mut() {
-                    parent
-                        .children
-                        .push(Node::Comment(c.xml10_content().into_owned()));
+                if !outside {
+                    visit.comment(&c.xml10_content());
                 }
             }
             Event::PI(pi) => {
-                if let Some(parent) = open.last_mut() {
-                    parent.children.push(Node::Pi(pi.to_string()));
+                if !outside {
+                    visit.pi(&pi);
                 }
             }
             Event::Eof => break,
         }
         first = false;
     }
-    if let Some(unclosed) = open.last() {
+    if depth > 0 {
         return Err(Error::Document(format!(
-            "<{}> is never closed",
-            unclosed.name
+            "{depth} element(s) never closed at the end of the document"
         )));
     }
-    root.ok_or_else(|| Error::Document("no root element".into()))
+    if !rooted {
+        return Err(Error::Document("no root element".into()));
+    }
+    Ok(())
 }
 
-fn element(reader: &Reader<&[u8]>, start: &BytesStart<'_>) -> Result<Element> {
+/// The attributes of a tag, each checked, values normalised.
+fn attributes<'s>(
+    reader: &Reader<&[u8]>,
+    start: &'s BytesStart<'_>,
+) -> Result<Vec<(&'s str, Cow<'s, str>)>> {
     let mut attributes = Vec::new();
     for attribute in start.attributes() {
         let attribute = attribute.map_err(|e| xml_error(reader, e))?;
         let value = attribute
             .normalized_value(XmlVersion::Implicit1_0)
             .map_err(|e| xml_error(reader, e))?;
-        attributes.push((attribute.key.0.to_owned(), value.into_owned()));
+        // Written characters were checked before the walk; a reference may still
+        // have made one XML does not allow.
+        if matches!(value, Cow::Owned(_)) && !value.chars().all(is_xml_char) {
+            return Err(Error::Document(format!(
+                "attribute {} refers to a character XML does not allow",
+                attribute.key.0
+            )));
+        }
+        attributes.push((attribute.key.0, value));
     }
-    Ok(Element {
-        name: start.name().0.to_owned(),
-        attributes,
-        children: Vec::new(),
-    })
+    Ok(attributes)
 }
 
-fn close(open: &mut [Element], root: &mut Option<Element>, done: Element) {
-    match open.last_mut() {
-        Some(parent) => parent.children.push(Node::Element(done)),
-        None => *root = Some(done),
-    }
+/// The tree of [`DeviceDocument`]: the elements open, innermost last, and the root
+/// once it is closed.
+#[derive(Default)]
+struct Tree {
+    open: Vec<Element>,
+    root: Option<Element>,
 }
 
-fn push_text(open: &mut [Element], text: &str) {
-    if let Some(parent) = open.last_mut() {
-        match parent.children.last_mut() {
-            Some(Node::Text(previous)) => previous.push_str(text),
-            _ => parent.children.push(Node::Text(text.to_owned())),
+impl Tree {
+    fn add(&mut self, node: Node) {
+        match (self.open.last_mut(), node) {
+            (Some(parent), node) => parent.children.push(node),
+            (None, Node::Element(root)) => self.root = Some(root),
+            (None, _) => {}
         }
     }
+}
+
+impl<'t> Visit<'t> for Tree {
+    fn open(
+        &mut self,
+        name: &'t str,
+        attributes: Vec<(&str, Cow<'_, str>)>,
+        _: (usize, usize),
+        empty: bool,
+    ) {
+        let element = Element {
+            name: name.to_owned(),
+            attributes: attributes
+                .into_iter()
+                .map(|(key, value)| (key.to_owned(), value.into_owned()))
+                .collect(),
+            children: Vec::new(),
+        };
+        if empty {
+            self.add(Node::Element(element));
+        } else {
+            self.open.push(element);
+        }
+    }
+
+    fn close(&mut self, _: usize) {
+        if let Some(done) = self.open.pop() {
+            self.add(Node::Element(done));
+        }
+    }
+
+    fn text(&mut self, text: &str) {
+        if let Some(parent) = self.open.last_mut() {
+            match parent.children.last_mut() {
+                Some(Node::Text(previous)) => previous.push_str(text),
+                _ => parent.children.push(Node::Text(text.to_owned())),
+            }
+        }
+    }
+
+    fn comment(&mut self, text: &str) {
+        self.add(Node::Comment(text.to_owned()));
+    }
+
+    fn pi(&mut self, pi: &str) {
+        self.add(Node::Pi(pi.to_owned()));
+    }
+}
+
+fn xml_error(reader: &Reader<&[u8]>, e: impl std::fmt::Display) -> Error {
+    Error::Document(format!(
+        "not well-formed at byte {}: {e}",
+        reader.error_position()
+    ))
 }
 
 /// The five predefined entities and character references; nothing else is declared.
@@ -246,12 +362,20 @@ fn resolve(reference: &BytesRef<'_>) -> Option<char> {
 
 /// XML's whitespace: space, tab, CR and LF (not Unicode spaces).
 pub fn is_xml_space(text: &str) -> bool {
-    text.bytes()
-        .all(|b| matches!(b, b' ' | b'\t' | b'\r' | b'\n'))
+    text.bytes().all(is_xml_space_byte)
+}
+
+fn is_xml_space_byte(b: u8) -> bool {
+    matches!(b, b' ' | b'\t' | b'\r' | b'\n')
+}
+
+/// XML 1.0's `Char`: what a document may contain, written or as a reference.
+fn is_xml_char(c: char) -> bool {
+    matches!(c, '\t' | '\n' | '\r' | '\u{20}'..='\u{D7FF}' | '\u{E000}'..='\u{FFFD}' | '\u{10000}'..)
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::phone_config::testpki::SEP_DOC;
 
@@ -290,29 +414,51 @@ mod tests {
         assert!(DeviceDocument::parse(lower.as_bytes()).is_ok());
     }
 
+    /// Documents no pass may accept; [`super::super::capf_section`]'s tests hold the
+    /// splice to them too.
+    pub(crate) const NOT_WELL_FORMED: &[&str] = &[
+        "",
+        "<device>",
+        "<device></Device>",
+        "<device><a></device>",
+        "<device><a>",
+        "<device/><device/>",
+        "<device/>trailing",
+        "text<device/>",
+        "<device a=\"1\" a=\"2\"/>",
+        "<device a=1/>",
+        "<device>&nbsp;</device>",
+        "<device>a & b</device>",
+        "<device><!-- a -- b --></device>",
+        "<!DOCTYPE device [<!ENTITY x \"y\">]><device>&x;</device>",
+        "</device>",
+        "<device/></device>",
+        "<device/><?pi?><!-- c --> &amp;",
+        "<?xml version=\"1.0\" encoding=\"ISO-8859-1\"?><device/>",
+        "<device>\u{1}</device>",
+        "<device a=\"\u{1b}\"/>",
+        "<device>&#1;</device>",
+        "<device>&#xFFFE;</device>",
+        "<device a=\"&#2;\"/>",
+        "<device>\u{FFFF}</device>",
+        "<Default/>",
+        "<x:device/>",
+    ];
+
     #[test]
     fn refuses_documents_that_are_not_well_formed() {
-        for bad in [
-            "",
-            "<device>",
-            "<device></Device>",
-            "<device><a></device>",
-            "<device/><device/>",
-            "<device/>trailing",
-            "text<device/>",
-            "<device a=\"1\" a=\"2\"/>",
-            "<device a=1/>",
-            "<device>&nbsp;</device>",
-            "<device>a & b</device>",
-            "<device><!-- a -- b --></device>",
-            "<!DOCTYPE device [<!ENTITY x \"y\">]><device>&x;</device>",
-            "</device>",
-        ] {
+        for bad in NOT_WELL_FORMED {
             assert!(
                 DeviceDocument::parse(bad.as_bytes()).is_err(),
                 "accepted {bad:?}"
             );
         }
+        let deep = format!(
+            "<device>{}{}</device>",
+            "<a>".repeat(MAX_DEPTH),
+            "</a>".repeat(MAX_DEPTH)
+        );
+        assert!(DeviceDocument::parse(deep.as_bytes()).is_err());
     }
 
     #[test]
