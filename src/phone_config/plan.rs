@@ -10,7 +10,6 @@
 use crate::model::{AuthMode, DeviceRecord, EnrolledCert, Operation, OperationStatus, UnixTime};
 use crate::phone_config::error::{Error, Result};
 use crate::phone_config::format::capf_section::{self, CapfFacts};
-use crate::phone_config::format::document::DeviceDocument;
 use crate::phone_config::format::enc;
 use crate::phone_config::format::identity::parse_certificate_shallow;
 use crate::phone_config::format::itl::{self, ITL_FILE};
@@ -423,7 +422,7 @@ pub fn build<R: CryptoRng + ?Sized>(
     };
     let partial = |cert_hash: &Option<String>, capf_auth_mode: u8| {
         partial::build(
-            &DeviceDocument::parse(document()?)?,
+            document()?,
             &PartialFacts {
                 node_name: inputs.node_name,
                 capf_port: inputs.capf_port,

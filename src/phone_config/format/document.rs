@@ -7,7 +7,7 @@
 //! the full and encrypted files; the parsed tree only feeds the partial configuration.
 
 use crate::phone_config::error::{Error, Result};
-use quick_xml::events::{BytesRef, BytesStart, Event};
+use quick_xml::events::{BytesCData, BytesRef, BytesStart, BytesText, Event};
 use quick_xml::{Reader, XmlVersion};
 use std::borrow::Cow;
 
@@ -100,9 +100,9 @@ pub(crate) trait Visit<'t> {
     /// The end tag of the innermost open element, which starts at `at`.
     fn close(&mut self, at: usize);
 
-    /// Character data inside the root: text with its line ends normalised, CDATA, or a
-    /// resolved reference.
-    fn text(&mut self, _text: &str) {}
+    /// Character data inside the root, as read: text (its line ends still to be
+    /// normalised), CDATA, or a resolved reference. Only the tree needs it decoded.
+    fn text(&mut self, _text: CharData<'_>) {}
 
     fn comment(&mut self, _text: &str) {}
 
@@ -110,22 +110,25 @@ pub(crate) trait Visit<'t> {
     fn pi(&mut self, _pi: &str) {}
 }
 
+/// Character data as [`walk`] hands it to [`Visit::text`].
+pub(crate) enum CharData<'e> {
+    Text(&'e BytesText<'e>),
+    CData(&'e BytesCData<'e>),
+    Reference(char),
+}
+
 /// Reads the whole of `text`, checking what quick-xml leaves to its caller: no DTD, a
 /// UTF-8 declaration if any, one root named `device`, nothing but whitespace outside
 /// it, known entity references, well-formed attributes, closed elements, and at most
 /// [`MAX_DEPTH`] levels; and tells `visit` what it read.
 pub(crate) fn walk<'t>(text: &'t str, visit: &mut impl Visit<'t>) -> Result<()> {
-    // XML 1.0 allows no control character but tab and the line ends, written or
-    // referenced; quick-xml does not look (a phone's parser may refuse the file).
-    if let Some(at) = text.bytes().position(|b| b < 0x20 && !is_xml_space_byte(b)) {
+    // XML 1.0 allows no control character but tab and the line ends, nor U+FFFE and
+    // U+FFFF, written or referenced; quick-xml does not look, and a phone's parser
+    // may refuse the file.
+    if let Some((at, c)) = forbidden_character(text) {
         return Err(Error::Document(format!(
-            "control character 0x{:02X} at byte {at}, which XML does not allow",
-            text.as_bytes()[at]
-        )));
-    }
-    if let Some(at) = text.find(['\u{FFFE}', '\u{FFFF}']) {
-        return Err(Error::Document(format!(
-            "a noncharacter at byte {at}, which XML does not allow"
+            "character U+{:04X} at byte {at}, which XML does not allow",
+            u32::from(c)
         )));
     }
     let mut reader = Reader::from_str(text);
@@ -194,15 +197,14 @@ pub(crate) fn walk<'t>(text: &'t str, visit: &mut impl Visit<'t>) -> Result<()> 
                 visit.close(before);
             }
             Event::Text(t) => {
-                let content = t.xml10_content();
                 if outside {
-                    if !is_xml_space(&content) {
+                    if !is_xml_space(&t.xml10_content()) {
                         return Err(Error::Document(format!(
                             "text outside the root at byte {at}"
                         )));
                     }
                 } else {
-                    visit.text(&content);
+                    visit.text(CharData::Text(&t));
                 }
             }
             Event::CData(c) => {
@@ -211,7 +213,7 @@ pub(crate) fn walk<'t>(text: &'t str, visit: &mut impl Visit<'t>) -> Result<()> 
                         "CDATA outside the root at byte {at}"
                     )));
                 }
-                visit.text(&c.xml10_content());
+                visit.text(CharData::CData(&c));
             }
             Event::GeneralRef(r) => {
                 if outside {
@@ -222,7 +224,7 @@ pub(crate) fn walk<'t>(text: &'t str, visit: &mut impl Visit<'t>) -> Result<()> 
                 let c = resolve(&r).filter(|&c| is_xml_char(c)).ok_or_else(|| {
                     Error::Document(format!("unknown reference &{}; at byte {at}", &*r))
                 })?;
-                visit.text(c.encode_utf8(&mut [0; 4]));
+                visit.text(CharData::Reference(c));
             }
             Event::Comment(c) => {
                 if !outside {
@@ -273,12 +275,13 @@ fn attributes<'s>(
     Ok(attributes)
 }
 
-/// The tree of [`DeviceDocument`]: the elements open, innermost last, and the root
+/// The tree of [`DeviceDocument`] (or of one element of it: the partial builds only
+/// what it copies): the elements open, innermost last, and the outermost element
 /// once it is closed.
 #[derive(Default)]
-struct Tree {
-    open: Vec<Element>,
-    root: Option<Element>,
+pub(crate) struct Tree {
+    pub(crate) open: Vec<Element>,
+    pub(crate) root: Option<Element>,
 }
 
 impl Tree {
@@ -320,11 +323,17 @@ impl<'t> Visit<'t> for Tree {
         }
     }
 
-    fn text(&mut self, text: &str) {
+    fn text(&mut self, text: CharData<'_>) {
+        let mut buffer = [0; 4];
+        let text = match &text {
+            CharData::Text(t) => t.xml10_content(),
+            CharData::CData(c) => c.xml10_content(),
+            CharData::Reference(c) => Cow::Borrowed(&*c.encode_utf8(&mut buffer)),
+        };
         if let Some(parent) = self.open.last_mut() {
             match parent.children.last_mut() {
-                Some(Node::Text(previous)) => previous.push_str(text),
-                _ => parent.children.push(Node::Text(text.to_owned())),
+                Some(Node::Text(previous)) => previous.push_str(&text),
+                _ => parent.children.push(Node::Text(text.into_owned())),
             }
         }
     }
@@ -367,6 +376,20 @@ pub fn is_xml_space(text: &str) -> bool {
 
 fn is_xml_space_byte(b: u8) -> bool {
     matches!(b, b' ' | b'\t' | b'\r' | b'\n')
+}
+
+/// The first character of `text` that XML 1.0 does not allow. Every byte is looked at
+/// without branching first (the compiler vectorises it: a document is tens of KiB,
+/// read on every build); only a text with a suspect byte (a control character, or
+/// 0xEF, which starts U+F000 to U+FFFF) is decoded.
+fn forbidden_character(text: &str) -> Option<(usize, char)> {
+    let suspect = text.bytes().fold(false, |any, b| {
+        any | ((b < 0x20) & (b != b'\t') & (b != b'\n') & (b != b'\r')) | (b == 0xEF)
+    });
+    if !suspect {
+        return None;
+    }
+    text.char_indices().find(|&(_, c)| !is_xml_char(c))
 }
 
 /// XML 1.0's `Char`: what a document may contain, written or as a reference.

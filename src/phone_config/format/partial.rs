@@ -7,7 +7,10 @@
 //! ASCII (every other character becomes a decimal character reference).
 
 use crate::phone_config::error::{Error, Result};
-use crate::phone_config::format::document::{is_xml_space, DeviceDocument, Element, Node};
+use crate::phone_config::format::document::{
+    self, is_xml_space, CharData, Element, Node, Tree, Visit,
+};
+use std::borrow::Cow;
 
 /// The top-level elements copied verbatim from the full document.
 const COPIED: [&str; 2] = ["ipAddressMode", "loadInformation"];
@@ -34,16 +37,16 @@ pub struct PartialFacts<'a> {
 /// capf's `capfAuthMode` and `capfList` at the place of the base's first
 /// `capfAuthMode` and first `capfList` (each appended after the copies when the base
 /// has none); then `certHash` and `encrConfig` (true).
-pub fn build(document: &DeviceDocument<'_>, facts: &PartialFacts<'_>) -> Result<Vec<u8>> {
-    let top: Vec<&Element> = document
-        .root()
-        .children
-        .iter()
-        .filter_map(|n| match n {
-            Node::Element(e) => Some(e),
-            _ => None,
-        })
-        .collect();
+///
+/// The base document is checked as
+/// [`DeviceDocument::parse`](document::DeviceDocument::parse) checks it, in one pass
+/// that builds only the elements copied (a real configuration is tens of KiB, of which
+/// the partial keeps a few lines).
+pub fn build(document: &[u8], facts: &PartialFacts<'_>) -> Result<Vec<u8>> {
+    let (_, text) = document::document_text(document)?;
+    let mut excerpt = Excerpt::default();
+    document::walk(text, &mut excerpt)?;
+    let top: Vec<&Element> = excerpt.top.iter().collect();
     for name in COPIED {
         if top.iter().filter(|e| e.name == name).count() > 1 {
             tracing::warn!(
@@ -86,6 +89,82 @@ pub fn build(document: &DeviceDocument<'_>, facts: &PartialFacts<'_>) -> Result<
     line(&mut out, 1, "<encrConfig>true</encrConfig>");
     out.push_str("</device>\n");
     Ok(out.into_bytes())
+}
+
+/// What the partial needs of the base document's top level, in its order: the copied
+/// elements whole, and where `capfAuthMode` and `capfList` were (their content is
+/// capf's own).
+#[derive(Default)]
+struct Excerpt {
+    /// Of the element being read: 1 for `<device>`, 2 for a child of it.
+    depth: usize,
+    /// The copied element being built, if the walk is inside one.
+    copying: Tree,
+    top: Vec<Element>,
+}
+
+impl Excerpt {
+    fn inside_copied(&self) -> bool {
+        !self.copying.open.is_empty()
+    }
+
+    /// Takes the copied element once it is whole.
+    fn take_copied(&mut self) {
+        if let Some(done) = self.copying.root.take() {
+            self.top.push(done);
+        }
+    }
+}
+
+impl<'t> Visit<'t> for Excerpt {
+    fn open(
+        &mut self,
+        name: &'t str,
+        attributes: Vec<(&str, Cow<'_, str>)>,
+        tag: (usize, usize),
+        empty: bool,
+    ) {
+        self.depth += 1;
+        if self.inside_copied() || (self.depth == 2 && COPIED.contains(&name)) {
+            self.copying.open(name, attributes, tag, empty);
+            self.take_copied();
+        } else if self.depth == 2 && matches!(name, "capfAuthMode" | "capfList") {
+            self.top.push(Element {
+                name: name.to_owned(),
+                attributes: Vec::new(),
+                children: Vec::new(),
+            });
+        }
+        if empty {
+            self.depth -= 1;
+        }
+    }
+
+    fn close(&mut self, at: usize) {
+        if self.inside_copied() {
+            self.copying.close(at);
+            self.take_copied();
+        }
+        self.depth -= 1;
+    }
+
+    fn text(&mut self, text: CharData<'_>) {
+        if self.inside_copied() {
+            self.copying.text(text);
+        }
+    }
+
+    fn comment(&mut self, text: &str) {
+        if self.inside_copied() {
+            self.copying.comment(text);
+        }
+    }
+
+    fn pi(&mut self, pi: &str) {
+        if self.inside_copied() {
+            self.copying.pi(pi);
+        }
+    }
 }
 
 fn auth_mode(out: &mut String, facts: &PartialFacts<'_>) {

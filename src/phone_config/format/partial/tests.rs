@@ -1,4 +1,5 @@
 use super::*;
+use crate::phone_config::format::document::DeviceDocument;
 use crate::phone_config::testpki::SEP_DOC;
 
 const HASH: &str = "5f1c0a7e93b24d68a0c4e2f17b39d851";
@@ -13,8 +14,7 @@ fn facts(hash: Option<&str>) -> PartialFacts<'_> {
 }
 
 fn partial(xml: &str, facts: &PartialFacts<'_>) -> String {
-    let doc = DeviceDocument::parse(xml.as_bytes()).unwrap();
-    String::from_utf8(build(&doc, facts).unwrap()).unwrap()
+    String::from_utf8(build(xml.as_bytes(), facts).unwrap()).unwrap()
 }
 
 /// The body between the fixed first lines and the fixed last lines.
@@ -179,9 +179,35 @@ fn the_body_is_pure_ascii() {
 
 #[test]
 fn non_ascii_names_in_kept_elements_are_refused() {
-    let doc = DeviceDocument::parse(
-        "<device><loadInformation><é/></loadInformation></device>".as_bytes(),
-    )
-    .unwrap();
-    assert!(build(&doc, &facts(None)).is_err());
+    let doc = "<device><loadInformation><é/></loadInformation></device>";
+    assert!(build(doc.as_bytes(), &facts(None)).is_err());
+}
+
+#[test]
+fn the_partial_refuses_what_the_parser_refuses() {
+    for bad in crate::phone_config::format::document::tests::NOT_WELL_FORMED {
+        assert!(
+            build(bad.as_bytes(), &facts(None)).is_err(),
+            "built {bad:?}"
+        );
+    }
+}
+
+/// Only `<device>`'s own children are copied or replaced: the same names deeper in
+/// the document (a vendor section, say) are not the phone's load or CAPF settings.
+#[test]
+fn only_top_level_elements_are_copied() {
+    let out = partial(
+        "<device><vendorConfig><loadInformation>wrong</loadInformation>\
+         <capfAuthMode>9</capfAuthMode></vendorConfig>\
+         <loadInformation><!-- c --><a x=\"1\">sip88xx</a></loadInformation>\
+         <ipAddressMode/></device>",
+        &facts(None),
+    );
+    assert!(!out.contains("wrong"), "{out}");
+    assert!(
+        out.contains("<loadInformation>\n    <!-- c -->\n    <a x=\"1\">sip88xx</a>\n  </loadInformation>\n  <ipAddressMode/>\n"),
+        "{out}"
+    );
+    assert_eq!(out.matches("<capfAuthMode>").count(), 1, "{out}");
 }
