@@ -24,6 +24,9 @@ STORM_ROUNDS=${STORM_ROUNDS:-6}       # HTTP rounds: the first fetch, then uncha
 STORM_REUSE_ROUNDS=${STORM_REUSE_ROUNDS:-5}  # HTTP rounds, a phone's three files over one connection
 STORM_TFTP_ROUNDS=${STORM_TFTP_ROUNDS:-3}  # TFTP rounds per block size
 STORM_BLKSIZE=${STORM_BLKSIZE:-1428,512}
+# The storm phones' base document: one of the size and shape CUCM writes (a two-line
+# SIP phone, 18.6 KB), so the encrypted file is what a real phone fetches.
+STORM_DOCUMENT=${STORM_DOCUMENT:-examples/data/cucm.cnf.xml}
 BACKEND_N=${BACKEND_N:-2000}          # store backends: enrollments, then phones in a storm
 BACKEND_STORM_N=${BACKEND_STORM_N:-2000}
 SETTLE=${SETTLE:-150}                 # at most this many seconds of rest before each timed part (0: none)
@@ -197,7 +200,7 @@ settle storm
 # over HTTP (the first fetch, then unchanged files), then over TFTP from 127.0.1.x.
 new_node
 start_server
-loadgen setup -n "$STORM_N" --first 0 --encrypted-config >/dev/null
+loadgen setup -n "$STORM_N" --first 0 --encrypted-config --document "$STORM_DOCUMENT" >/dev/null
 loadgen storm -n "$STORM_N" --first 0 -c "$STORM_C" --tftp-concurrency "$STORM_TFTP_C" \
     --http "http://127.0.0.1:$HTTP_PORT" --tftp "127.0.0.1:$TFTP_PORT" --blksize "$STORM_BLKSIZE" \
     --rounds "$STORM_ROUNDS" --http-reuse-rounds "$STORM_REUSE_ROUNDS" --tftp-rounds "$STORM_TFTP_ROUNDS" \
@@ -223,9 +226,10 @@ for u in d["unchanged"]:
     row(names.get(u["protocol"], u["protocol"]), u["block_size"] or "-", u["rounds"], u)
 EOF
 )
-STORM_MEMORY=$(python3 - "$OUT/storm.json" <<'EOF'
+STORM_MEMORY=$(python3 - "$OUT/storm.json" "$(wc -c < "$STORM_DOCUMENT")" <<'EOF'
 import json, sys
 d = json.load(open(sys.argv[1]))
+doc = int(sys.argv[2])
 f = d["file_bytes"]
 n = d["enroll"]["enrolled"]
 overhead = 192  # phone_config/cache.rs ENTRY_OVERHEAD
@@ -233,8 +237,8 @@ per_phone = f["partial_sgn"] + f["encrypted_sgn"] + 2 * overhead
 first = next(r for r in d["rounds"] if r["first_fetch"])
 before, after = d["server_rss_kib_before_storm"], first["server_rss_kib_after"]
 print(f"Files: ITL {f['itl']} bytes (one for all), .sgn {f['partial_sgn']:.0f} bytes, .enc.sgn {f['encrypted_sgn']:.0f} bytes "
-      f"(means over {n} phones). Counted against `config_cache_mib` per phone: {per_phone:.0f} bytes, so 100,000 phones "
-      f"{per_phone * 100000 / 2**20:.0f} MiB of the default 1024 MiB. Server RSS {before / 1024:.0f} MiB before the "
+      f"(means over {n} phones, base document {doc} bytes). Counted against `config_cache_mib` per phone: {per_phone:.0f} bytes, so 100,000 phones "
+      f"{per_phone * 100000 / 2**20:.0f} MiB (the default is 1024 MiB). Server RSS {before / 1024:.0f} MiB before the "
       f"first fetch, {after / 1024:.0f} MiB after it: {(after - before) * 1024 / n:.0f} bytes per phone.")
 EOF
 )
@@ -412,7 +416,7 @@ runs idle && cat <<EOF
 EOF
 runs storm && cat <<EOF
 
-### Boot storm ($STORM_N phones enrolled with encrypted configuration; ITL, .sgn and .enc.sgn each)
+### Boot storm ($STORM_N phones enrolled with encrypted configuration, base document \`$STORM_DOCUMENT\`; ITL, .sgn and .enc.sgn each)
 
 | transport | TFTP blksize | rounds | C | files | failed | files/s | transfers/s | p50 ms | p99 ms | server CPU ms/file | loadgen CPU ms/file |
 |---|---|---|---|---|---|---|---|---|---|---|---|

@@ -75,6 +75,11 @@ enum Mode {
         /// Turn encrypted configuration on and write a base document per device.
         #[arg(long)]
         encrypted_config: bool,
+        /// The base document written for every device (default: a small SIP
+        /// configuration, examples/data/base.cnf.xml; examples/data/cucm.cnf.xml is
+        /// one of the size CUCM writes).
+        #[arg(long)]
+        document: Option<PathBuf>,
     },
     /// Enrolls N phones at concurrency C and verifies every certificate.
     Enroll {
@@ -278,7 +283,22 @@ async fn main() -> anyhow::Result<()> {
             key,
             auth,
             encrypted_config,
-        } => setup(&args.data, range, capf, key, auth, encrypted_config),
+            document,
+        } => {
+            let document = match document {
+                Some(path) => std::fs::read(path)?,
+                None => DOCUMENT.as_bytes().to_vec(),
+            };
+            setup(
+                &args.data,
+                range,
+                capf,
+                key,
+                auth,
+                encrypted_config,
+                &document,
+            )
+        }
         Mode::Enroll {
             range,
             concurrency,
@@ -293,6 +313,7 @@ async fn main() -> anyhow::Result<()> {
                 std::env::temp_dir().join(format!("capf-loadgen-keys-{}", key.order()))
             });
             let run = EnrollRun {
+                tftp_dir: args.data.join("tftp"),
                 addr: args.addr,
                 trust: capf_certificate(&args.data)?,
                 range,
@@ -334,6 +355,7 @@ fn setup(
     key: KeyKind,
     auth: Auth,
     encrypted_config: bool,
+    document: &[u8],
 ) -> anyhow::Result<()> {
     anyhow::ensure!(
         !(encrypted_config && key == KeyKind::P256),
@@ -368,7 +390,7 @@ fn setup(
         let tftp = data.join("tftp");
         std::fs::create_dir_all(&tftp)?;
         for name in range.names() {
-            std::fs::write(tftp.join(format!("{name}.cnf.xml")), DOCUMENT)?;
+            std::fs::write(tftp.join(format!("{name}.cnf.xml")), document)?;
         }
     }
     let started = Instant::now();
@@ -400,6 +422,8 @@ struct EnrollRun {
     auth: Auth,
     config: Option<String>,
     server_pid: Option<u32>,
+    /// The node's base documents, which each decrypted `.enc.sgn` must equal.
+    tftp_dir: PathBuf,
 }
 
 /// What one phone went through.
@@ -641,7 +665,8 @@ impl Shared {
         let config = match (&self.run.config, &self.signer) {
             (Some(base), Some(signer)) => {
                 let started = Instant::now();
-                if let Err(e) = fetch_config(base, &name, signer, &der, &key).await {
+                let document = self.run.tftp_dir.join(format!("{name}.cnf.xml"));
+                if let Err(e) = fetch_config(base, &name, signer, &der, &key, &document).await {
                     return failed(format!("config: {e}"));
                 }
                 Some(started.elapsed())
@@ -713,6 +738,7 @@ async fn fetch_config(
     signer: &[u8],
     lsc: &[u8],
     key: &PhoneKey,
+    document: &Path,
 ) -> anyhow::Result<()> {
     let partial = get(base, &format!("{name}.cnf.xml.sgn")).await?;
     let parsed = sgn::parse(&partial, sgn::FileKind::Sgn)?;
@@ -732,7 +758,7 @@ async fn fetch_config(
     };
     let plain = enc::decrypt(&encrypted, key)?;
     anyhow::ensure!(
-        plain == DOCUMENT.as_bytes(),
+        plain == std::fs::read(document)?,
         "decrypted a different document"
     );
     Ok(())

@@ -30,7 +30,7 @@
 
 use super::{
     capf_certificate, cpu_seconds, device_name, phone_keys, rss_kib, Auth, EnrollRun, KeyKind,
-    Latency, Range, DOCUMENT,
+    Latency, Range,
 };
 use capf::phone::{http_get, tftp_get_with, HttpConnection, PhoneKey};
 use capf::phone_config::format::{enc, itl, sgn};
@@ -167,6 +167,8 @@ struct Storm {
     /// The ITL that passed in full.
     itl: Mutex<Option<Box<[u8]>>>,
     next: AtomicU64,
+    /// The node's base documents, which each decrypted `.enc.sgn` must equal.
+    tftp_dir: std::path::PathBuf,
 }
 
 #[derive(Serialize)]
@@ -337,6 +339,7 @@ pub async fn storm(
 
     // The phones enroll first; the storm is the boot that follows.
     let run = EnrollRun {
+        tftp_dir: data.join("tftp"),
         addr,
         trust: capf_certificate(data)?,
         range,
@@ -386,6 +389,7 @@ pub async fn storm(
         signer: Vec::new(),
         itl: Mutex::new(None),
         next: AtomicU64::new(0),
+        tftp_dir: data.join("tftp"),
     };
     storm.signer = storm.first_itl(args.blksize.first().copied()).await?;
     let storm = Arc::new(storm);
@@ -751,10 +755,9 @@ impl Storm {
             Which::Encrypted => {
                 sgn::verify(&sgn::parse(bytes, sgn::FileKind::EncSgn)?, &self.signer)?;
                 let plain = enc::decrypt(bytes, &phone.key)?;
-                anyhow::ensure!(
-                    plain == DOCUMENT.as_bytes(),
-                    "decrypted a different document"
-                );
+                let document =
+                    std::fs::read(self.tftp_dir.join(format!("{}.cnf.xml", phone.name)))?;
+                anyhow::ensure!(plain == document, "decrypted a different document");
             }
         }
         Ok(())

@@ -367,4 +367,60 @@ mod tests {
             "{out}"
         );
     }
+
+    /// Three passes check a base document on their own (the tree, the partial's
+    /// excerpt, the splice): they must agree on every document, here on a few
+    /// thousand mutations of real ones (the fuzz target `device_document` holds them
+    /// to it on whatever it finds).
+    #[test]
+    fn the_three_passes_agree_on_mutated_documents() {
+        use super::super::document::DeviceDocument;
+        use super::super::partial::{self, PartialFacts};
+        use rand::{RngExt, SeedableRng};
+        let partial_facts = PartialFacts {
+            node_name: "capf.example.net",
+            capf_port: 3804,
+            capf_auth_mode: 1,
+            cert_hash: None,
+        };
+        let seeds = [
+            crate::phone_config::testpki::SEP_DOC,
+            "<device><loadInformation a=\"&amp;\">x<!--c--><?p q?></loadInformation>\
+             <capfList><capf/></capfList></device>",
+        ];
+        let mut rng = rand::rngs::StdRng::seed_from_u64(15);
+        let alphabet = b"<>/&;#x\"'= !?-[]adeicv\r\n\x01\xEF\xBF";
+        for _ in 0..3000 {
+            let mut doc = seeds[rng.random_range(0..seeds.len())].as_bytes().to_vec();
+            for _ in 0..rng.random_range(1..4) {
+                let at = rng.random_range(0..doc.len());
+                let byte = alphabet[rng.random_range(0..alphabet.len())];
+                match rng.random_range(0..3) {
+                    0 => doc[at] = byte,
+                    1 => doc.insert(at, byte),
+                    _ => {
+                        doc.remove(at);
+                    }
+                }
+            }
+            let parsed = DeviceDocument::parse(&doc).is_ok();
+            let spliced = splice(&doc, &FACTS);
+            assert_eq!(
+                spliced.is_ok(),
+                parsed,
+                "{:?}",
+                String::from_utf8_lossy(&doc)
+            );
+            if let Ok(out) = spliced {
+                assert!(
+                    DeviceDocument::parse(&out).is_ok(),
+                    "{:?}",
+                    String::from_utf8_lossy(&doc)
+                );
+            }
+            if partial::build(&doc, &partial_facts).is_ok() {
+                assert!(parsed, "{:?}", String::from_utf8_lossy(&doc));
+            }
+        }
+    }
 }
