@@ -16,7 +16,7 @@ use crate::phone_config::format::itl::{self, ITL_FILE};
 use crate::phone_config::format::partial::{self, PartialFacts};
 use crate::phone_config::format::sgn;
 use crate::phone_config::signer::Signer;
-// One trait for both hashes used here (MD5 of certificates, SHA-256 of build keys).
+// The `Digest` trait, for the MD5 of certificates.
 use rand::CryptoRng;
 use sha2::Digest as _;
 use x509_parser::public_key::PublicKey;
@@ -361,21 +361,27 @@ impl BuildInputs<'_> {
     }
 }
 
-/// SHA-256 over tagged and length-prefixed values, so no two different inputs write
+/// A hash over tagged and length-prefixed values, so no two different inputs write
 /// the same bytes.
-struct KeyWriter(sha2::Sha256);
+///
+/// BLAKE3, not SHA-256: every request for a kept file hashes its base document (tens
+/// of KiB) to find it, and BLAKE3 hashes a document's 1 KiB chunks side by side, in
+/// 4 us against SHA-256's 10 us for 18.6 KB, with the CPU's SHA instructions (SHA-256
+/// was a tenth of the server's CPU per unchanged file). The digest never leaves the
+/// process.
+struct KeyWriter(blake3::Hasher);
 
 impl KeyWriter {
     fn new() -> KeyWriter {
-        KeyWriter(sha2::Sha256::new())
+        KeyWriter(blake3::Hasher::new())
     }
 
     fn tag(&mut self, tag: u8) {
-        self.0.update([tag]);
+        self.0.update(&[tag]);
     }
 
     fn bytes(&mut self, bytes: &[u8]) {
-        self.0.update((bytes.len() as u64).to_be_bytes());
+        self.0.update(&(bytes.len() as u64).to_be_bytes());
         self.0.update(bytes);
     }
 
@@ -465,7 +471,7 @@ pub fn build<R: CryptoRng + ?Sized>(
     }
 }
 
-/// The identity of a build: a SHA-256 digest of everything [`build`] reads except the
+/// The identity of a build: a BLAKE3 digest of everything [`build`] reads except the
 /// clock and the random generator. Two builds under one key differ only in their
 /// timestamp and, for an `.enc.sgn`, in its AES key and IV; any change of an input
 /// (the device's decision, the document, the signer, the node's settings) is a new key.
@@ -531,7 +537,10 @@ impl BuildKey {
                 w.bytes(reason.to_string().as_bytes());
             }
         }
-        w.optional(document);
+        // The document by its own digest: hashed from its first byte, its chunks go
+        // through BLAKE3 side by side (twice as fast as after the bytes above).
+        let document = document.map(blake3::hash);
+        w.optional(document.as_ref().map(|d| d.as_bytes().as_slice()));
         w.bytes(&inputs.0);
         BuildKey(w.finish())
     }
