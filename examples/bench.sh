@@ -238,7 +238,7 @@ first = next(r for r in d["rounds"] if r["first_fetch"])
 before, after = d["server_rss_kib_before_storm"], first["server_rss_kib_after"]
 print(f"Files: ITL {f['itl']} bytes (one for all), .sgn {f['partial_sgn']:.0f} bytes, .enc.sgn {f['encrypted_sgn']:.0f} bytes "
       f"(means over {n} phones, base document {doc} bytes). Counted against `config_cache_mib` per phone: {per_phone:.0f} bytes, so 100,000 phones "
-      f"{per_phone * 100000 / 2**20:.0f} MiB (the default is 1024 MiB). Server RSS {before / 1024:.0f} MiB before the "
+      f"{per_phone * 100000 / 2**20:.0f} MiB (the default is 2048 MiB). Server RSS {before / 1024:.0f} MiB before the "
       f"first fetch, {after / 1024:.0f} MiB after it: {(after - before) * 1024 / n:.0f} bytes per phone.")
 EOF
 )

@@ -236,7 +236,7 @@ impl Default for Settings {
             legacy_listen: None,
             legacy_allow: Vec::new(),
             serve_unknown_devices_plaintext: false,
-            config_cache_mib: 1024,
+            config_cache_mib: 2048,
             metrics: Some(SocketAddr::from(([127, 0, 0, 1], 9380))),
             web: None,
             store: String::new(),
