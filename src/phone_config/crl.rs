@@ -46,17 +46,21 @@ impl RevocationList {
         }
     }
 
+    /// The kept CRL if it is current and no build is running: what a request can be
+    /// answered with at once, without a thread that may scan and sign.
+    pub fn current(&self) -> Option<Arc<[u8]>> {
+        let kept = self.kept.try_lock().ok()?;
+        Self::still_current(&kept, self.store.revoking_writes())
+    }
+
     /// The CRL, DER: the kept one while it is current, else a new one.
     pub fn build(&self, now: UnixTime) -> Result<Arc<[u8]>, String> {
         let mut kept = self.kept.lock().unwrap_or_else(|p| p.into_inner());
         // Read before the scan: a revocation recorded during the scan makes the next
         // request build again.
         let revoking_writes = self.store.revoking_writes();
-        if let Some(k) = kept
-            .as_ref()
-            .filter(|k| k.revoking_writes == revoking_writes && k.built.elapsed() < REBUILD_AFTER)
-        {
-            return Ok(k.der.clone());
+        if let Some(der) = Self::still_current(&kept, revoking_writes) {
+            return Ok(der);
         }
         let revoked = self
             .store
@@ -73,6 +77,12 @@ impl RevocationList {
             built: Instant::now(),
         });
         Ok(der)
+    }
+
+    fn still_current(kept: &Option<Kept>, revoking_writes: u64) -> Option<Arc<[u8]>> {
+        kept.as_ref()
+            .filter(|k| k.revoking_writes == revoking_writes && k.built.elapsed() < REBUILD_AFTER)
+            .map(|k| k.der.clone())
     }
 }
 
@@ -142,13 +152,19 @@ mod tests {
         let store = Store::open(&dir.path().join("db")).unwrap();
         let list = RevocationList::new(Arc::new(Ca::load(&certs, 1825).unwrap()), store.clone());
 
+        assert!(list.current().is_none(), "nothing built yet");
         let first = list.build(now()).unwrap();
         assert!(list_of(&first).is_empty());
+        assert!(Arc::ptr_eq(&first, &list.current().unwrap()));
         // Asked again at once (a later `now` would sign a new thisUpdate): the same
         // bytes, not a new build.
         assert!(Arc::ptr_eq(&first, &list.build(now() + 3).unwrap()));
 
         revoke(&store, "0a0b0c");
+        assert!(
+            list.current().is_none(),
+            "a revocation makes the kept list old"
+        );
         let second = list.build(now()).unwrap();
         assert_eq!(list_of(&second), ["0a0b0c"], "the next request sees it");
         assert!(Arc::ptr_eq(&second, &list.build(now()).unwrap()));
@@ -156,6 +172,7 @@ mod tests {
         // Past REBUILD_AFTER a new list is built even without a revocation here (one
         // recorded by another node would be on it).
         list.kept.lock().unwrap().as_mut().unwrap().built -= REBUILD_AFTER;
+        assert!(list.current().is_none(), "too old to serve at once");
         assert!(!Arc::ptr_eq(&second, &list.build(now()).unwrap()));
     }
 }

@@ -286,7 +286,13 @@ async fn answer(files: &Files, method: &str, target: &str) -> Response {
     if let (CRL_PATH, Some(crl)) = (target, &files.crl) {
         let crl = crl.clone();
         let metrics = files.service.metrics().clone();
-        return match tokio::task::spawn_blocking(move || crl.build(now())).await {
+        // The kept list is answered here; only a build (a scan of every serial and a
+        // signature) goes to the blocking pool.
+        let built = match crl.current() {
+            Some(der) => Ok(Ok(der)),
+            None => tokio::task::spawn_blocking(move || crl.build(now())).await,
+        };
+        return match built {
             Ok(Ok(der)) => Response {
                 status: 200,
                 content_type: "application/pkix-crl",
