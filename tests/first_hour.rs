@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::cli::{capf, fails, init, json, ok};
+use common::cli::{capf, fails, init, json, ok, serve_child};
 use std::io::BufRead;
 use std::process::{Command, Stdio};
 
@@ -67,27 +67,8 @@ struct Logged(std::process::Child, std::sync::mpsc::Receiver<String>);
 
 impl Logged {
     fn start(data: &std::path::Path, args: &[&str]) -> Logged {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_capf"))
-            .arg("--data")
-            .arg(data)
-            .arg("serve")
-            .args(args)
-            .env_remove("CAPF_DATA")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let stderr = child.stderr.take().unwrap();
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for line in std::io::BufReader::new(stderr)
-                .lines()
-                .map_while(Result::ok)
-            {
-                let _ = tx.send(line);
-            }
-        });
-        Logged(child, rx)
+        let (child, lines) = serve_child(data, args);
+        Logged(child, lines)
     }
 
     /// Every log line until `quiet` passes without one (or the process ends).

@@ -11,7 +11,9 @@
 
 mod common;
 
-use common::cli::{add_null_install, capf, enroll_phone, fails, init, json, ok, Serving};
+use common::cli::{
+    add_null_install, capf, enroll_phone, fails, init, json, ok, serve_refuses, Serving,
+};
 use serde_json::Value;
 use std::path::Path;
 
@@ -46,41 +48,6 @@ fn listings(data: &Path) -> (Value, Value, Vec<String>) {
         json(&capf(data, &["events", "--json"])),
         revoked,
     )
-}
-
-/// `capf serve` that must refuse to start: its standard error, once it has exited.
-fn serve_exits(data: &Path) -> String {
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_capf"))
-        .arg("--data")
-        .arg(data)
-        .args([
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--http",
-            "off",
-            "--metrics",
-            "off",
-        ])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            assert!(!status.success(), "serve refuses");
-            break;
-        }
-        if std::time::Instant::now() > deadline {
-            let _ = child.kill();
-            panic!("serve did not refuse to start");
-        }
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
-    let mut stderr = String::new();
-    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
-    stderr
 }
 
 fn last_event_id(events: &Value) -> u64 {
@@ -174,7 +141,17 @@ async fn a_store_moves_to_postgresql_and_back_and_nodes_carry_on() {
         assert!(cluster
             .announce(MIGRATION, "test/1", MIGRATION, ttl)
             .unwrap());
-        let refused = serve_exits(&data);
+        let refused = serve_refuses(
+            &data,
+            &[
+                "--listen",
+                "127.0.0.1:0",
+                "--http",
+                "off",
+                "--metrics",
+                "off",
+            ],
+        );
         assert!(refused.contains("is copying this store"), "{refused}");
         cluster.withdraw(MIGRATION, "test/1").unwrap();
     }

@@ -4,6 +4,7 @@ use serde_json::Value;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
+use std::sync::mpsc::Receiver;
 use std::time::Duration;
 
 pub fn capf(data: &Path, args: &[&str]) -> Output {
@@ -62,6 +63,50 @@ pub fn init(dir: &Path) -> PathBuf {
     data
 }
 
+/// `capf --data DATA serve ARGS` as a child process, each line of its standard error
+/// sent to the receiver as it comes. The lines are read to the end whether or not
+/// anyone receives them, so the child never blocks on a full pipe.
+pub fn serve_child(data: &Path, args: &[&str]) -> (Child, Receiver<String>) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_capf"))
+        .arg("--data")
+        .arg(data)
+        .arg("serve")
+        .args(args)
+        .env_remove("CAPF_DATA")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start capf serve");
+    let stderr = child.stderr.take().expect("piped stderr");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    (child, rx)
+}
+
+/// `capf serve` with `args` that must refuse to start: its standard error, once it
+/// has exited (within 30 s).
+pub fn serve_refuses(data: &Path, args: &[&str]) -> String {
+    let (mut child, lines) = serve_child(data, args);
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Some(status) = child.try_wait().expect("wait for capf serve") {
+            assert!(!status.success(), "serve refuses");
+            break;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("serve did not refuse to start");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // The pipe is closed now: the reader ends, and with it the lines.
+    lines.iter().map(|line| line + "\n").collect()
+}
+
 /// `capf serve` as a child process; killed on drop.
 pub struct Serving(Child, std::net::SocketAddr);
 
@@ -93,30 +138,23 @@ impl Serving {
         } else {
             &["--metrics", "off"]
         };
-        let mut child = Command::new(env!("CARGO_BIN_EXE_capf"))
-            .arg("--data")
-            .arg(data)
-            .args(["serve", "--listen", "127.0.0.1:0"])
-            .args(http_off)
-            .args(metrics_off)
-            .args(extra)
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let stderr = child.stderr.take().unwrap();
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if let Some((_, rest)) = line.split_once("capf listening on ") {
-                    let addr = rest.split_whitespace().next().unwrap_or_default();
-                    let _ = tx.send(addr.parse().expect("listener address"));
-                }
+        let args: Vec<&str> = ["--listen", "127.0.0.1:0"]
+            .iter()
+            .chain(http_off)
+            .chain(metrics_off)
+            .chain(extra)
+            .copied()
+            .collect();
+        let (child, lines) = serve_child(data, &args);
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        let addr = loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            let line = lines.recv_timeout(left).expect("serve started");
+            if let Some((_, rest)) = line.split_once("capf listening on ") {
+                let addr = rest.split_whitespace().next().unwrap_or_default();
+                break addr.parse().expect("listener address");
             }
-        });
-        let addr = rx
-            .recv_timeout(Duration::from_secs(60))
-            .expect("serve started");
+        };
         Serving(child, addr)
     }
 }
