@@ -12,10 +12,9 @@
 //! and a missing element is added where CUCM puts it. Only the first `capfList` and its
 //! first `capf` are capf's: further entries (a second CAPF node) are left alone.
 
-use super::document::{self, Visit};
+use super::document::{self, Tag, Visit};
 use crate::phone_config::error::Result;
 use quick_xml::escape::{escape, unescape};
-use std::borrow::Cow;
 
 /// What capf writes, for one device at one moment.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -88,34 +87,28 @@ struct Survey<'t> {
 }
 
 impl<'t> Visit<'t> for Survey<'t> {
-    fn open(
-        &mut self,
-        name: &'t str,
-        _: Vec<(&str, Cow<'_, str>)>,
-        tag: (usize, usize),
-        empty: bool,
-    ) {
+    fn open(&mut self, tag: Tag<'t, '_>) {
         // `<device/>` has nothing to find and nowhere to add it: served as it is.
-        if self.path.is_empty() && empty {
+        if self.path.is_empty() && tag.empty {
             return;
         }
-        self.path.push(name);
+        self.path.push(tag.name);
         if self.path.len() == 1 {
             return;
         }
-        let (tag_start, tag_end) = tag;
+        let (tag_start, tag_end) = tag.span;
         let slot = self.marks.slot(&self.path).filter(|s| s.is_none());
         let is_new = slot.is_some();
         if let Some(slot) = slot {
             *slot = Some(Found {
                 tag_start,
                 tag_end,
-                empty,
+                empty: tag.empty,
                 content: None,
-                close: if empty { tag_end } else { 0 },
+                close: if tag.empty { tag_end } else { 0 },
             });
         }
-        if empty {
+        if tag.empty {
             self.path.pop();
         } else {
             self.tracked.push(is_new);

@@ -86,16 +86,8 @@ pub(crate) fn document_text(bytes: &[u8]) -> Result<(&[u8], &str)> {
 /// document, served byte for byte, is never built into a tree (with real, tens of
 /// KiB configurations the tree cost more than the rest of a build but its signature).
 pub(crate) trait Visit<'t> {
-    /// A start tag, or an empty-element tag (`empty`, no [`Visit::close`] follows),
-    /// at `tag.0..tag.1` of the text, with its attributes as written, values
-    /// normalised.
-    fn open(
-        &mut self,
-        name: &'t str,
-        attributes: Vec<(&str, Cow<'_, str>)>,
-        tag: (usize, usize),
-        empty: bool,
-    );
+    /// A start tag, or an empty-element tag.
+    fn open(&mut self, tag: Tag<'t, '_>);
 
     /// The end tag of the innermost open element, which starts at `at`.
     fn close(&mut self, at: usize);
@@ -108,6 +100,18 @@ pub(crate) trait Visit<'t> {
 
     /// A processing instruction: target and content as written.
     fn pi(&mut self, _pi: &str) {}
+}
+
+/// A start or empty-element tag, as [`walk`] hands it to [`Visit::open`], checked.
+pub(crate) struct Tag<'t, 'a> {
+    /// The name, a piece of the document's text.
+    pub name: &'t str,
+    /// As written, values normalised.
+    pub attributes: Vec<(&'a str, Cow<'a, str>)>,
+    /// Where the tag is in the text: `span.0..span.1`.
+    pub span: (usize, usize),
+    /// `<x/>`: no [`Visit::close`] follows.
+    pub empty: bool,
 }
 
 /// Character data as [`walk`] hands it to [`Visit::text`].
@@ -184,7 +188,12 @@ pub(crate) fn walk<'t>(text: &'t str, visit: &mut impl Visit<'t>) -> Result<()> 
                 // The name as a piece of the text, so a visitor may keep it: the tag
                 // starts where the last event ended, with its `<`.
                 let name = &text[before + 1..before + 1 + start.name().0.len()];
-                visit.open(name, attributes(&reader, start)?, (before, at), empty);
+                visit.open(Tag {
+                    name,
+                    attributes: attributes(&reader, start)?,
+                    span: (before, at),
+                    empty,
+                });
                 if !empty {
                     depth += 1;
                 }
@@ -295,22 +304,17 @@ impl Tree {
 }
 
 impl<'t> Visit<'t> for Tree {
-    fn open(
-        &mut self,
-        name: &'t str,
-        attributes: Vec<(&str, Cow<'_, str>)>,
-        _: (usize, usize),
-        empty: bool,
-    ) {
+    fn open(&mut self, tag: Tag<'t, '_>) {
         let element = Element {
-            name: name.to_owned(),
-            attributes: attributes
+            name: tag.name.to_owned(),
+            attributes: tag
+                .attributes
                 .into_iter()
                 .map(|(key, value)| (key.to_owned(), value.into_owned()))
                 .collect(),
             children: Vec::new(),
         };
-        if empty {
+        if tag.empty {
             self.add(Node::Element(element));
         } else {
             self.open.push(element);

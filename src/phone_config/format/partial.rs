@@ -8,9 +8,8 @@
 
 use crate::phone_config::error::{Error, Result};
 use crate::phone_config::format::document::{
-    self, is_xml_space, CharData, Element, Node, Tree, Visit,
+    self, is_xml_space, CharData, Element, Node, Tag, Tree, Visit,
 };
-use std::borrow::Cow;
 
 /// The top-level elements copied verbatim from the full document.
 const COPIED: [&str; 2] = ["ipAddressMode", "loadInformation"];
@@ -117,20 +116,15 @@ impl Excerpt {
 }
 
 impl<'t> Visit<'t> for Excerpt {
-    fn open(
-        &mut self,
-        name: &'t str,
-        attributes: Vec<(&str, Cow<'_, str>)>,
-        tag: (usize, usize),
-        empty: bool,
-    ) {
+    fn open(&mut self, tag: Tag<'t, '_>) {
         self.depth += 1;
-        if self.inside_copied() || (self.depth == 2 && COPIED.contains(&name)) {
-            self.copying.open(name, attributes, tag, empty);
+        let empty = tag.empty;
+        if self.inside_copied() || (self.depth == 2 && COPIED.contains(&tag.name)) {
+            self.copying.open(tag);
             self.take_copied();
-        } else if self.depth == 2 && matches!(name, "capfAuthMode" | "capfList") {
+        } else if self.depth == 2 && matches!(tag.name, "capfAuthMode" | "capfList") {
             self.top.push(Element {
-                name: name.to_owned(),
+                name: tag.name.to_owned(),
                 attributes: Vec::new(),
                 children: Vec::new(),
             });
