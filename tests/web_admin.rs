@@ -673,6 +673,31 @@ async fn sessions_end_when_their_account_is_removed_or_added_again() {
     node.stop().await;
 }
 
+/// Sessions are kept in the store: a restart logs no one out, and a session whose
+/// logout came before the restart stays ended.
+#[tokio::test]
+async fn sessions_outlive_a_restart() {
+    let node = node_with_admin().await;
+    let kept = log_in(&node, PASSWORD)
+        .await
+        .cookie("capf_session")
+        .unwrap();
+    let ended = log_in(&node, PASSWORD)
+        .await
+        .cookie("capf_session")
+        .unwrap();
+    let page = https(&node, "GET", "/phones", &ended, "").await;
+    assert_eq!(page.status, 200);
+    let csrf = page.csrf();
+    let out = https(&node, "POST", "/logout", &ended, &format!("csrf={csrf}")).await;
+    assert_eq!(out.status, 303, "{}", out.body);
+
+    let node = node.restarted().await;
+    assert_eq!(https(&node, "GET", "/phones", &kept, "").await.status, 200);
+    assert_eq!(https(&node, "GET", "/phones", &ended, "").await.status, 303);
+    node.stop().await;
+}
+
 fn web_addr_of(node: &TestNode) -> SocketAddr {
     node.web_addr.expect("web admin listening")
 }

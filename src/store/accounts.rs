@@ -34,3 +34,32 @@ pub(super) fn decode(key: &[u8], value: &[u8]) -> Result<WebAccount, StoreError>
 pub(super) fn encode(account: &WebAccount) -> Result<Vec<u8>, StoreError> {
     serde_json::to_vec(account).map_err(StoreError::Encode)
 }
+
+/// A web admin session as the store keeps it, under the SHA-256 of its token (the
+/// token itself, the cookie's value, is never stored). Kept in the store rather than
+/// in one process's memory so that a restart does not log everyone out and every node
+/// sharing a store knows every session (`web::session`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WebSession {
+    pub account: String,
+    /// The session's CSRF token, which its forms carry.
+    pub csrf: String,
+    /// The SHA-256 of the account's password hash at login, hex (`web::session::Credential`).
+    pub credential: String,
+    pub created: UnixTime,
+    pub last_seen: UnixTime,
+}
+
+/// The key a session is stored under: the SHA-256 of its token.
+pub type SessionKey = [u8; 32];
+
+pub(super) fn decode_session(key: &[u8], value: &[u8]) -> Result<WebSession, StoreError> {
+    serde_json::from_slice(value).map_err(|e| StoreError::Corrupt {
+        key: format!("web_sessions/{}", hex::encode(key)),
+        reason: format!("bad session record: {e}"),
+    })
+}
+
+pub(super) fn encode_session(session: &WebSession) -> Result<Vec<u8>, StoreError> {
+    serde_json::to_vec(session).map_err(StoreError::Encode)
+}

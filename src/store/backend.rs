@@ -17,7 +17,7 @@
 
 use super::migrate::Record;
 use super::txn::DeviceTxn;
-use super::{StoreError, WebAccount};
+use super::{SessionKey, StoreError, WebAccount, WebSession};
 use crate::model::{DeviceRecord, Event, SerialRecord, UnixTime};
 use std::path::Path;
 
@@ -117,6 +117,18 @@ pub trait Backend: Send + Sync {
     fn update_web_account(&self, name: &str, f: AccountUpdate<'_>) -> Result<bool, StoreError>;
 
     // -- audit trail ----------------------------------------------------------------
+
+    /// The web admin session stored under `key`.
+    fn web_session(&self, key: &SessionKey) -> Result<Option<WebSession>, StoreError>;
+
+    /// Stores (or replaces) the session under `key`. Sessions are not audited and not
+    /// durable on their own: a session lost in a crash only means a new login.
+    fn put_web_session(&self, key: &SessionKey, session: &WebSession) -> Result<(), StoreError>;
+
+    fn remove_web_session(&self, key: &SessionKey) -> Result<(), StoreError>;
+
+    /// Every session, by key.
+    fn web_sessions(&self) -> Result<Vec<(SessionKey, WebSession)>, StoreError>;
 
     /// Appends an event that changes nothing else.
     fn record_event(&self, event: Event) -> Result<(), StoreError>;

@@ -403,6 +403,33 @@ fn failures_counted_on_two_nodes_at_once_are_all_counted() {
     node_a.drop_schema().unwrap();
 }
 
+/// Web admin sessions: stored, replaced, listed and removed by key, on both backends.
+#[test]
+fn web_sessions_are_kept_replaced_and_removed() {
+    each_backend("web_sessions", |store| {
+        let session = |account: &str, last_seen: UnixTime| WebSession {
+            account: account.into(),
+            csrf: "c".repeat(64),
+            credential: "ab".repeat(32),
+            created: 1,
+            last_seen,
+        };
+        let (a, b) = ([1u8; 32], [2u8; 32]);
+        assert_eq!(store.web_session(&a).unwrap(), None);
+        store.put_web_session(&a, &session("alice", 5)).unwrap();
+        store.put_web_session(&b, &session("bob", 6)).unwrap();
+        store.put_web_session(&a, &session("alice", 7)).unwrap();
+        assert_eq!(store.web_session(&a).unwrap(), Some(session("alice", 7)));
+        let mut all = store.web_sessions().unwrap();
+        all.sort_by_key(|(k, _)| *k);
+        assert_eq!(all, [(a, session("alice", 7)), (b, session("bob", 6))]);
+        store.remove_web_session(&a).unwrap();
+        store.remove_web_session(&a).unwrap();
+        assert_eq!(store.web_session(&a).unwrap(), None);
+        assert_eq!(store.web_sessions().unwrap().len(), 1);
+    });
+}
+
 /// Opening a store again (a node restarting, a second node) applies no migration twice.
 #[test]
 fn migrations_run_once() {
@@ -416,7 +443,7 @@ fn migrations_run_once() {
     let schema = first.schema().unwrap().to_string();
     let again = PgStore::open_in_schema(&url, Some(&schema)).unwrap();
     assert_eq!(names(&Store::from(again.clone())), ["SEPA"]);
-    assert_eq!(again.applied_migrations().unwrap(), [1, 2, 3]);
+    assert_eq!(again.applied_migrations().unwrap(), [1, 2, 3, 4]);
     again.drop_schema().unwrap();
 }
 

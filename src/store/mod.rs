@@ -31,7 +31,7 @@ mod tests;
 mod txn;
 mod writer;
 
-pub use accounts::WebAccount;
+pub use accounts::{SessionKey, WebAccount, WebSession};
 pub use backend::{Backend, EventFilter};
 pub use cluster::{holder, AddressLimit, Cluster, LiveNode, Reservation};
 pub use pg::PgStore;
@@ -361,6 +361,29 @@ impl Store {
             .into_iter()
             .filter_map(|(serial, rec)| Some((serial, rec.revoked?)))
             .collect())
+    }
+
+    // -- web sessions (see `web::session`) ---------------------------------------
+
+    pub fn web_session(&self, key: &SessionKey) -> Result<Option<WebSession>, StoreError> {
+        self.backend.web_session(key)
+    }
+
+    pub fn put_web_session(
+        &self,
+        key: &SessionKey,
+        session: &WebSession,
+    ) -> Result<(), StoreError> {
+        self.backend.put_web_session(key, session)
+    }
+
+    pub fn remove_web_session(&self, key: &SessionKey) -> Result<(), StoreError> {
+        self.backend.remove_web_session(key)
+    }
+
+    /// Every session, by key.
+    pub fn web_sessions(&self) -> Result<Vec<(SessionKey, WebSession)>, StoreError> {
+        self.backend.web_sessions()
     }
 
     // -- web accounts -------------------------------------------------------------

@@ -20,14 +20,16 @@
 //! re-runs a transaction's closure on conflict. A commit returns once PostgreSQL has
 //! made it durable (`synchronous_commit` on, the default): that is the writer's flush.
 
-use super::accounts::{decode as decode_account, encode as encode_account};
+use super::accounts::{
+    decode as decode_account, decode_session, encode as encode_account, encode_session,
+};
 use super::backend::{AccountUpdate, Backend, EventFilter, NamedRecord};
 use super::cluster::{AddressLimit, Cluster, LiveNode, Reservation};
 use super::codec::{decode_device, decode_serial, encode_event, encode_serial, serial_key};
 use super::key_index::{certified_keys, index_key};
 use super::migrate::Record;
 use super::txn::DeviceTxn;
-use super::{encode_new_device, StoreError, WebAccount};
+use super::{encode_new_device, SessionKey, StoreError, WebAccount, WebSession};
 use crate::model::{DeviceRecord, Event, SerialRecord};
 use std::collections::HashMap;
 use std::future::Future;
@@ -802,6 +804,48 @@ impl Backend for PgStore {
         .first()
         .map(decode_account_row)
         .transpose()
+    }
+
+    fn web_session(&self, key: &SessionKey) -> Result<Option<WebSession>, StoreError> {
+        self.query(
+            "SELECT record::text FROM web_sessions WHERE key = $1",
+            &[&key.as_slice()],
+        )?
+        .first()
+        .map(|row| decode_session(key, row.get::<_, &str>(0).as_bytes()))
+        .transpose()
+    }
+
+    fn put_web_session(&self, key: &SessionKey, session: &WebSession) -> Result<(), StoreError> {
+        let encoded = encode_session(session)?;
+        self.query(
+            "INSERT INTO web_sessions (key, record) VALUES ($1, $2::text::jsonb) \
+             ON CONFLICT (key) DO UPDATE SET record = EXCLUDED.record",
+            &[&key.as_slice(), &utf8(&encoded)],
+        )?;
+        Ok(())
+    }
+
+    fn remove_web_session(&self, key: &SessionKey) -> Result<(), StoreError> {
+        self.query(
+            "DELETE FROM web_sessions WHERE key = $1",
+            &[&key.as_slice()],
+        )?;
+        Ok(())
+    }
+
+    fn web_sessions(&self) -> Result<Vec<(SessionKey, WebSession)>, StoreError> {
+        self.query("SELECT key, record::text FROM web_sessions", &[])?
+            .iter()
+            .map(|row| {
+                let raw: &[u8] = row.get(0);
+                let key = SessionKey::try_from(raw).map_err(|_| StoreError::Corrupt {
+                    key: format!("web_sessions/{}", hex::encode(raw)),
+                    reason: format!("a key of {} bytes, not 32", raw.len()),
+                })?;
+                Ok((key, decode_session(&key, row.get::<_, &str>(1).as_bytes())?))
+            })
+            .collect()
     }
 
     fn web_accounts(&self) -> Result<Vec<WebAccount>, StoreError> {

@@ -118,8 +118,8 @@ impl WebServer {
             tls,
             web: Arc::new(Web {
                 data: data.clone(),
+                sessions: Sessions::new(store.clone()),
                 store,
-                sessions: Sessions::default(),
                 listening: OnceLock::new(),
                 commands,
                 health,
@@ -396,7 +396,16 @@ impl Web {
             .unwrap_or_else(|e| Err(anyhow::anyhow!("{e}")));
         match outcome {
             Ok(Some((account, credential))) => {
-                let token = self.sessions.create(&account, credential);
+                let token = match self.sessions.create(&account, credential) {
+                    Ok(token) => token,
+                    Err(e) => {
+                        tracing::error!("web admin login: cannot store the session: {e}");
+                        return text(
+                            StatusCode::SERVICE_UNAVAILABLE,
+                            "login failed: the store does not answer",
+                        );
+                    }
+                };
                 let mut response = redirect("/");
                 set_cookie(
                     &mut response,

@@ -199,6 +199,17 @@ impl TestNode {
             .to_vec()
     }
 
+    /// This node stopped and started again on its data directory and store, as a
+    /// restart of `capf serve` does (its listeners on new ports).
+    pub async fn restarted(self) -> TestNode {
+        let _ = self.shutdown.send(true);
+        for task in self.tasks {
+            let _ = task.await;
+        }
+        let settings = Settings::load(&self.data).unwrap();
+        Self::bind_in(self.dir, self.data, settings, self.store).await
+    }
+
     pub async fn stop(self) {
         let _ = self.shutdown.send(true);
         for task in self.tasks {

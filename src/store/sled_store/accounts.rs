@@ -1,13 +1,49 @@
-//! The `web_accounts` tree of the sled store: account name -> JSON [`WebAccount`].
+//! The `web_accounts` tree of the sled store: account name -> JSON [`WebAccount`];
+//! and `web_sessions`: SHA-256 of a token -> JSON [`WebSession`].
 
 use super::{abort, SledStore, StoreError};
 use crate::model::Event;
-use crate::store::accounts::{decode, encode};
+use crate::store::accounts::{decode, decode_session, encode, encode_session};
 use crate::store::backend::AccountUpdate;
 use crate::store::txn::DeviceTxn;
-use crate::store::WebAccount;
+use crate::store::{SessionKey, WebAccount, WebSession};
 
 impl SledStore {
+    pub(super) fn web_session(&self, key: &SessionKey) -> Result<Option<WebSession>, StoreError> {
+        match self.web_sessions.get(key)? {
+            None => Ok(None),
+            Some(v) => decode_session(key, &v).map(Some),
+        }
+    }
+
+    pub(super) fn put_web_session(
+        &self,
+        key: &SessionKey,
+        session: &WebSession,
+    ) -> Result<(), StoreError> {
+        self.web_sessions.insert(key, encode_session(session)?)?;
+        Ok(())
+    }
+
+    pub(super) fn remove_web_session(&self, key: &SessionKey) -> Result<(), StoreError> {
+        self.web_sessions.remove(key)?;
+        Ok(())
+    }
+
+    pub(super) fn web_sessions(&self) -> Result<Vec<(SessionKey, WebSession)>, StoreError> {
+        self.web_sessions
+            .iter()
+            .map(|kv| {
+                let (k, v) = kv?;
+                let key = SessionKey::try_from(k.as_ref()).map_err(|_| StoreError::Corrupt {
+                    key: format!("web_sessions/{}", hex::encode(&k)),
+                    reason: format!("a key of {} bytes, not 32", k.len()),
+                })?;
+                Ok((key, decode_session(&k, &v)?))
+            })
+            .collect()
+    }
+
     pub(super) fn web_account(&self, name: &str) -> Result<Option<WebAccount>, StoreError> {
         match self.web_accounts.get(name.as_bytes())? {
             None => Ok(None),

@@ -9,6 +9,8 @@
 //! * `lsc_keys`: SHA-256 of a key's identity -> the device whose LSC holds it
 //!   (see `key_index`).
 //! * `meta`:    the next event id.
+//! * `web_sessions`: SHA-256 of a session token -> `WebSession`, the web admin's
+//!   sessions (written one at a time, in no transaction; not in backups).
 //! * `web_accounts`: account name -> `WebAccount`, the web admin's operators (read
 //!   and written in `accounts`).
 //!
@@ -32,7 +34,7 @@ use super::codec::{
 };
 use super::migrate::Record;
 use super::txn::DeviceTxn;
-use super::{encode_new_device, StoreError, WebAccount};
+use super::{encode_new_device, SessionKey, StoreError, WebAccount, WebSession};
 use crate::model::{DeviceRecord, Event, SerialRecord};
 use sled::transaction::{
     ConflictableTransactionError, ConflictableTransactionResult, TransactionError,
@@ -49,6 +51,8 @@ const SERIALS: &str = "serials";
 const LSC_KEYS: &str = "lsc_keys";
 const META: &str = "meta";
 const WEB_ACCOUNTS: &str = "web_accounts";
+/// Not one of the six of a transaction: a session is written alone.
+const WEB_SESSIONS: &str = "web_sessions";
 
 /// Key in `meta` of the id the next event gets. Ids start at 1 (0 means "not stored").
 const NEXT_EVENT_ID: &[u8] = b"next_event_id";
@@ -63,6 +67,7 @@ pub struct SledStore {
     lsc_keys: sled::Tree,
     meta: sled::Tree,
     web_accounts: sled::Tree,
+    web_sessions: sled::Tree,
     /// Writers share it, a backup takes it alone: sled iterators are not snapshots, so
     /// this is what makes a backup a consistent picture of all trees. Only this process
     /// can write (sled's lock), so an in-process lock is enough.
@@ -245,6 +250,7 @@ impl SledStore {
             lsc_keys: db.open_tree(LSC_KEYS)?,
             meta: db.open_tree(META)?,
             web_accounts: db.open_tree(WEB_ACCOUNTS)?,
+            web_sessions: db.open_tree(WEB_SESSIONS)?,
             log_file: Arc::new(
                 std::fs::File::open(dir.join(SLED_LOG_FILE)).map_err(StoreError::LogFile)?,
             ),
@@ -394,6 +400,22 @@ impl Backend for SledStore {
 
     fn web_account(&self, name: &str) -> Result<Option<WebAccount>, StoreError> {
         SledStore::web_account(self, name)
+    }
+
+    fn web_session(&self, key: &SessionKey) -> Result<Option<WebSession>, StoreError> {
+        SledStore::web_session(self, key)
+    }
+
+    fn put_web_session(&self, key: &SessionKey, session: &WebSession) -> Result<(), StoreError> {
+        SledStore::put_web_session(self, key, session)
+    }
+
+    fn remove_web_session(&self, key: &SessionKey) -> Result<(), StoreError> {
+        SledStore::remove_web_session(self, key)
+    }
+
+    fn web_sessions(&self) -> Result<Vec<(SessionKey, WebSession)>, StoreError> {
+        SledStore::web_sessions(self)
     }
 
     fn web_accounts(&self) -> Result<Vec<WebAccount>, StoreError> {
