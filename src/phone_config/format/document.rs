@@ -4,7 +4,8 @@
 //! Parsing is XML 1.0 well-formedness **without** namespace processing: CUCM writes
 //! `<device xsi:type="axl:XIPPhone" …>` without declaring `xsi`, and that root must be
 //! accepted as `device` with attributes. The document's bytes are never rewritten for
-//! the full and encrypted files; the parsed tree only feeds the partial configuration.
+//! the full and encrypted files (only capf's own elements are spliced in); the
+//! partial copies a few elements of it. One checked pass (`walk`) serves each.
 
 use crate::phone_config::error::{Error, Result};
 use quick_xml::events::{BytesCData, BytesRef, BytesStart, BytesText, Event};
@@ -79,12 +80,13 @@ pub(crate) fn document_text(bytes: &[u8]) -> Result<(&[u8], &str)> {
     Ok((bytes, text))
 }
 
-/// What one pass over a document does with what [`walk`] has read and checked. Two
-/// passes need the document: the tree of the partial configuration
-/// ([`DeviceDocument::parse`]) and the landmarks of the full one
-/// ([`super::capf_section`]). Both get every check from the one walk, and the full
-/// document, served byte for byte, is never built into a tree (with real, tens of
-/// KiB configurations the tree cost more than the rest of a build but its signature).
+/// What one pass over a document does with what [`walk`] has read and checked. Each
+/// build makes one pass, keeping only what it needs: the offsets of capf's elements
+/// for the full and encrypted files ([`super::capf_section`]), the copied elements
+/// for the partial ([`super::partial`]); the whole tree ([`DeviceDocument::parse`]) is
+/// for `capf doctor` and for checking a decrypted file. All get every check from the
+/// one walk. (With real, tens-of-KiB configurations, building the whole tree on every
+/// build cost more than the rest of a build but its signature.)
 pub(crate) trait Visit<'t> {
     /// A start tag, or an empty-element tag.
     fn open(&mut self, tag: Tag<'t, '_>);
