@@ -25,14 +25,24 @@ pub struct WebAccount {
 }
 
 pub(super) fn decode(key: &[u8], value: &[u8]) -> Result<WebAccount, StoreError> {
-    serde_json::from_slice(value).map_err(|e| StoreError::Corrupt {
-        key: format!("web_accounts/{}", String::from_utf8_lossy(key)),
-        reason: format!("bad account record: {e}"),
-    })
+    let shown = || format!("web_accounts/{}", String::from_utf8_lossy(key));
+    decode_json(value, "account", shown)
 }
 
 pub(super) fn encode(account: &WebAccount) -> Result<Vec<u8>, StoreError> {
     serde_json::to_vec(account).map_err(StoreError::Encode)
+}
+
+/// A JSON record, or [`StoreError::Corrupt`] naming it (`key`) and what it should be.
+fn decode_json<T: serde::de::DeserializeOwned>(
+    value: &[u8],
+    what: &str,
+    key: impl Fn() -> String,
+) -> Result<T, StoreError> {
+    serde_json::from_slice(value).map_err(|e| StoreError::Corrupt {
+        key: key(),
+        reason: format!("bad {what} record: {e}"),
+    })
 }
 
 /// A web admin session as the store keeps it, under the SHA-256 of its token (the
@@ -54,9 +64,8 @@ pub struct WebSession {
 pub type SessionKey = [u8; 32];
 
 pub(super) fn decode_session(key: &[u8], value: &[u8]) -> Result<WebSession, StoreError> {
-    serde_json::from_slice(value).map_err(|e| StoreError::Corrupt {
-        key: format!("web_sessions/{}", hex::encode(key)),
-        reason: format!("bad session record: {e}"),
+    decode_json(value, "session", || {
+        format!("web_sessions/{}", hex::encode(key))
     })
 }
 
