@@ -157,7 +157,7 @@ impl Answer for Admin {
                 Response {
                     status: 200,
                     content_type: CONTENT_TYPE,
-                    body: self.metrics.render().into_bytes(),
+                    body: self.metrics.render().into_bytes().into(),
                     served: "metrics".into(),
                     written: None,
                 }

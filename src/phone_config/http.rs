@@ -108,7 +108,8 @@ impl HttpServer {
 pub(crate) struct Response {
     pub status: u16,
     pub content_type: &'static str,
-    pub body: Vec<u8>,
+    /// Shared, not copied, when it is a kept file or the kept CRL.
+    pub body: Arc<[u8]>,
     /// What the log line says was served.
     pub served: String,
     /// What the request counts as once the whole response is written (a file served).
@@ -120,7 +121,7 @@ impl Response {
         Response {
             status,
             content_type: "text/plain",
-            body: format!("{}\n", reason_phrase(status)).into_bytes(),
+            body: format!("{}\n", reason_phrase(status)).into_bytes().into(),
             served: why.into(),
             written: None,
         }
@@ -133,7 +134,7 @@ impl Response {
             status,
             content_type: "text/plain; charset=utf-8",
             served: body.trim_end().to_string(),
-            body: body.into_bytes(),
+            body: body.into_bytes().into(),
             written: None,
         }
     }
@@ -297,7 +298,7 @@ async fn answer(files: &Files, method: &str, target: &str) -> Response {
                 status: 200,
                 content_type: "application/pkix-crl",
                 served: "crl".into(),
-                body: der.to_vec(),
+                body: der,
                 written: Some(Box::new(move || {
                     metrics.file_served(FileKind::Crl, Transport::Http)
                 })),

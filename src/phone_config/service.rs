@@ -68,7 +68,8 @@ pub struct File {
     pub kind: Kind,
     /// Whether it is signed (`.sgn`, `.enc.sgn`, the ITL).
     pub signed: bool,
-    pub bytes: Vec<u8>,
+    /// Shared with the cache when kept: a kept file is answered without a copy.
+    pub bytes: Arc<[u8]>,
 }
 
 impl Kind {
@@ -335,7 +336,7 @@ impl ConfigService {
                     name: request.served_name(),
                     kind,
                     signed,
-                    bytes: kept.to_vec(),
+                    bytes: kept,
                 }));
             }
             self.metrics.cache_miss();
@@ -360,18 +361,19 @@ impl ConfigService {
         } = pending;
         let signed = served.is_signed();
         let started = std::time::Instant::now();
-        let bytes = plan::build(
+        let bytes: Arc<[u8]> = plan::build(
             &request,
             &served,
             document.as_deref(),
             &self.build_inputs(),
             now,
             &mut rand::rng(),
-        )?;
+        )?
+        .into();
         self.metrics
             .file_built(kind.counted_as(signed), started.elapsed());
         if let Some(key) = key {
-            self.cache.insert(key, Arc::from(bytes.as_slice()));
+            self.cache.insert(key, bytes.clone());
         }
         Ok(File {
             name: request.served_name(),

@@ -51,7 +51,7 @@ impl Source<'_> {
             let built = self
                 .service
                 .fetch(request, now)
-                .map(|f| f.bytes)
+                .map(|f| f.bytes.to_vec())
                 .map_err(|e| e.to_string());
             files.push((format!("({why})"), built));
         }

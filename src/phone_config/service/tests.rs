@@ -85,6 +85,7 @@ fn fetch(service: &ConfigService, name: &str, now: UnixTime) -> Vec<u8> {
         .fetch(&Request::parse(name).unwrap(), now)
         .unwrap_or_else(|e| panic!("{name}: {e}"))
         .bytes
+        .to_vec()
 }
 
 fn refused(service: &ConfigService, name: &str, now: UnixTime) -> bool {
