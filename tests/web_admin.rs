@@ -698,6 +698,43 @@ async fn sessions_outlive_a_restart() {
     node.stop().await;
 }
 
+/// Nodes sharing a PostgreSQL store share sessions: one logged in on a node is live on
+/// another (no sticky sessions behind a load balancer), and a logout on either ends it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_is_live_on_every_node_sharing_the_store() {
+    let Some(url) = common::new_database("web_sessions_shared").await else {
+        return;
+    };
+    let web = || Some("127.0.0.1:0".parse().unwrap());
+    let a = TestNode::start_with(|s| {
+        s.store = url.clone();
+        s.web = web();
+    })
+    .await;
+    let account = WebAccount {
+        name: "alice".into(),
+        password_hash: capf::web::password::hash_password(PASSWORD).unwrap(),
+        created: 0,
+        failed_logins: 0,
+        locked_until: None,
+        last_login: None,
+    };
+    a.store
+        .add_web_account(&account, common::event("-"))
+        .unwrap();
+    let b = a.another_node(|s| s.web = web()).await;
+
+    let cookie = log_in(&a, PASSWORD).await.cookie("capf_session").unwrap();
+    let page = https(&b, "GET", "/phones", &cookie, "").await;
+    assert_eq!(page.status, 200, "the session made on a is live on b");
+    let csrf = page.csrf();
+    let out = https(&b, "POST", "/logout", &cookie, &format!("csrf={csrf}")).await;
+    assert_eq!(out.status, 303, "{}", out.body);
+    assert_eq!(https(&a, "GET", "/phones", &cookie, "").await.status, 303);
+    b.stop().await;
+    a.stop().await;
+}
+
 fn web_addr_of(node: &TestNode) -> SocketAddr {
     node.web_addr.expect("web admin listening")
 }
