@@ -9,12 +9,14 @@
 //!   no state the CLI cannot see.
 //! * `pages/`: the pages: routes and the dashboard (mod.rs), the phone list and phone page
 //!   (phones.rs), bulk import (import.rs), the audit trail (events.rs).
+//! * `form.rs`: posted forms, urlencoded or multipart, read within their limits.
 //! * `session.rs`: sessions and their cookies; `password.rs`: argon2id;
 //!   `html.rs`: escaping and the page frame.
 //!
 //! Server-rendered HTML with no JavaScript; nothing here touches the phone-facing
 //! listeners.
 
+mod form;
 mod html;
 mod pages;
 pub mod password;
@@ -25,7 +27,8 @@ use crate::net::Listening;
 use crate::settings::{DataDir, Settings};
 use crate::store::Store;
 use anyhow::{Context, Result};
-use http_body_util::{BodyExt, Full, Limited};
+use form::{read_form, Form};
+use http_body_util::Full;
 use hyper::body::Bytes;
 use hyper::body::Incoming;
 use hyper::header::{self, HeaderValue};
@@ -234,19 +237,6 @@ impl Operator {
             account: &self.session.account,
             csrf: &self.session.csrf,
         }
-    }
-}
-
-/// A posted form: urlencoded fields, or a multipart upload's fields and file.
-#[derive(Default)]
-pub(crate) struct Form {
-    pub fields: HashMap<String, String>,
-    pub file: Option<(String, Vec<u8>)>,
-}
-
-impl Form {
-    pub fn get(&self, name: &str) -> &str {
-        self.fields.get(name).map_or("", String::as_str)
     }
 }
 
@@ -546,122 +536,6 @@ impl Web {
     }
 }
 
-/// Reads a request body of at most `limit` bytes within [`BODY_TIMEOUT`] and parses
-/// it as a form (urlencoded or multipart).
-async fn read_form(
-    headers: &hyper::HeaderMap,
-    body: Incoming,
-    limit: usize,
-) -> Result<Form, Response<Body>> {
-    let too_large = || {
-        text(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            &format!("the request is larger than {limit} bytes"),
-        )
-    };
-    let announced = headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
-    if announced.is_some_and(|n| n > limit as u64) {
-        return Err(too_large());
-    }
-    let bytes = match tokio::time::timeout(BODY_TIMEOUT, Limited::new(body, limit).collect()).await
-    {
-        Ok(Ok(collected)) => collected.to_bytes(),
-        Ok(Err(_)) => return Err(too_large()),
-        Err(_) => {
-            return Err(text(
-                StatusCode::REQUEST_TIMEOUT,
-                "the request body was too slow",
-            ))
-        }
-    };
-    let content_type = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("");
-    if let Some(boundary) = content_type
-        .strip_prefix("multipart/form-data")
-        .and_then(|rest| {
-            rest.split(';')
-                .find_map(|p| p.trim().strip_prefix("boundary="))
-        })
-    {
-        return parse_multipart(&bytes, boundary.trim_matches('"'))
-            .ok_or_else(|| text(StatusCode::BAD_REQUEST, "malformed multipart form"));
-    }
-    Ok(Form {
-        fields: form_urlencoded::parse(&bytes).into_owned().collect(),
-        file: None,
-    })
-}
-
-fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
-    if needle.is_empty() || haystack.len() < needle.len() {
-        return None;
-    }
-    let first = needle[0];
-    let mut at = 0;
-    while at + needle.len() <= haystack.len() {
-        let i = at
-            + haystack[at..=haystack.len() - needle.len()]
-                .iter()
-                .position(|&b| b == first)?;
-        if &haystack[i..i + needle.len()] == needle {
-            return Some(i);
-        }
-        at = i + 1;
-    }
-    None
-}
-
-/// A `multipart/form-data` body: its text fields and its one file (the first part with
-/// a file name).
-fn parse_multipart(body: &[u8], boundary: &str) -> Option<Form> {
-    if boundary.is_empty() || boundary.len() > 200 {
-        return None;
-    }
-    let delimiter = format!("--{boundary}");
-    let next_part = format!("\r\n--{boundary}");
-    let mut rest = &body[find(body, delimiter.as_bytes())? + delimiter.len()..];
-    let mut form = Form::default();
-    loop {
-        if rest.starts_with(b"--") {
-            return Some(form);
-        }
-        rest = rest.strip_prefix(b"\r\n")?;
-        let head_end = find(rest, b"\r\n\r\n")?;
-        let head = std::str::from_utf8(&rest[..head_end]).ok()?;
-        let content = &rest[head_end + 4..];
-        let end = find(content, next_part.as_bytes())?;
-        let data = &content[..end];
-        let disposition = head
-            .lines()
-            .find(|l| l.to_ascii_lowercase().starts_with("content-disposition:"))?;
-        let param = |key: &str| {
-            disposition.split(';').find_map(|p| {
-                p.trim()
-                    .strip_prefix(key)
-                    .and_then(|v| v.strip_prefix('='))
-                    .map(|v| v.trim_matches('"').to_string())
-            })
-        };
-        let name = param("name")?;
-        match param("filename") {
-            Some(file_name) if form.file.is_none() => {
-                form.file = Some((file_name, data.to_vec()));
-            }
-            Some(_) => {}
-            None => {
-                form.fields
-                    .insert(name, String::from_utf8_lossy(data).into_owned());
-            }
-        }
-        rest = &content[end + next_part.len()..];
-    }
-}
-
 pub(crate) fn respond(
     status: StatusCode,
     content_type: &'static str,
@@ -701,18 +575,4 @@ pub(crate) fn set_cookie(response: &mut Response<Body>, value: &str) {
 /// Days from `now` to `t`, rounded down (negative when past).
 pub(crate) fn days_until(t: UnixTime, now: UnixTime) -> i64 {
     (t - now).div_euclid(86_400)
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn multipart_forms_are_parsed() {
-        let body = b"--XyZ\r\nContent-Disposition: form-data; name=\"csrf\"\r\n\r\nabc\r\n--XyZ\r\nContent-Disposition: form-data; name=\"file\"; filename=\"p.csv\"\r\nContent-Type: text/csv\r\n\r\nname,op\r\nx,y\r\n\r\n--XyZ--\r\n";
-        let form = super::parse_multipart(body, "XyZ").unwrap();
-        assert_eq!(form.get("csrf"), "abc");
-        let (name, data) = form.file.unwrap();
-        assert_eq!(name, "p.csv");
-        assert_eq!(data, b"name,op\r\nx,y\r\n");
-        assert!(super::parse_multipart(b"garbage", "XyZ").is_none());
-    }
 }
