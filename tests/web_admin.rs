@@ -22,18 +22,22 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const PASSWORD: &str = "correct horse battery";
 
-async fn node_with_admin() -> TestNode {
-    let node = TestNode::start_with(|s| s.web = Some("127.0.0.1:0".parse().unwrap())).await;
-    let account = WebAccount {
+/// The account "alice" with `password`, as `capf admin-user add` makes it.
+fn alice(password: &str) -> WebAccount {
+    WebAccount {
         name: "alice".into(),
-        password_hash: capf::web::password::hash_password(PASSWORD).unwrap(),
+        password_hash: capf::web::password::hash_password(password).unwrap(),
         created: 0,
         failed_logins: 0,
         locked_until: None,
         last_login: None,
-    };
+    }
+}
+
+async fn node_with_admin() -> TestNode {
+    let node = TestNode::start_with(|s| s.web = Some("127.0.0.1:0".parse().unwrap())).await;
     node.store
-        .add_web_account(&account, common::event("-"))
+        .add_web_account(&alice(PASSWORD), common::event("-"))
         .unwrap();
     node
 }
@@ -614,14 +618,6 @@ async fn requests_without_a_session_with_a_forged_token_or_a_wrong_password_are_
 #[tokio::test]
 async fn sessions_end_when_their_account_is_removed_or_added_again() {
     let node = node_with_admin().await;
-    let alice = |password: &str| WebAccount {
-        name: "alice".into(),
-        password_hash: capf::web::password::hash_password(password).unwrap(),
-        created: 0,
-        failed_logins: 0,
-        locked_until: None,
-        last_login: None,
-    };
     let page = |session: String| {
         let node = &node;
         async move { https(node, "GET", "/phones", &session, "").await.status }
@@ -711,16 +707,8 @@ async fn a_session_is_live_on_every_node_sharing_the_store() {
         s.web = web();
     })
     .await;
-    let account = WebAccount {
-        name: "alice".into(),
-        password_hash: capf::web::password::hash_password(PASSWORD).unwrap(),
-        created: 0,
-        failed_logins: 0,
-        locked_until: None,
-        last_login: None,
-    };
     a.store
-        .add_web_account(&account, common::event("-"))
+        .add_web_account(&alice(PASSWORD), common::event("-"))
         .unwrap();
     let b = a.another_node(|s| s.web = web()).await;
 
