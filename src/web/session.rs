@@ -290,6 +290,19 @@ mod tests {
         assert!(sessions.get(&old).is_none(), "past its lifetime");
         assert!(store.web_sessions().unwrap().is_empty(), "both removed");
 
+        // One nobody asks for again is swept out by the next login.
+        let forgotten = sessions.create("alice", alice).unwrap();
+        age(&forgotten, IDLE.as_secs(), IDLE.as_secs());
+        let next = sessions.create("alice", alice).unwrap();
+        let kept: Vec<SessionKey> = store
+            .web_sessions()
+            .unwrap()
+            .into_iter()
+            .map(|(k, _)| k)
+            .collect();
+        assert_eq!(kept, [key_of(&next)], "the ended one swept at login");
+        sessions.remove(&next);
+
         let tokens: Vec<String> = (0..MAX_SESSIONS + 1)
             .map(|i| {
                 let token = sessions.create("alice", alice).unwrap();
