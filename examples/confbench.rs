@@ -11,6 +11,13 @@
 //! signer plus one public-key wrap, so the ceiling is the machine's RSA-2048 sign rate.
 //! The service's cache of built files is off here (`config_cache_mib = 0`): every
 //! fetch is a build, which is what this measures.
+//!
+//! The cases "document checked before" are the builds after a change that left the
+//! base document as it was (an enrollment, a scheduled operation, a phone's second
+//! file after its first): the service keeps each document's check by the digest of its
+//! bytes. They run on a service with the cache on, over devices that each have a copy
+//! of the CUCM-sized document, each device's file fetched once, so every fetch is a
+//! build and all but the first find the check kept.
 
 use capf::ca::Ca;
 use capf::model::{DeviceRecord, Event, Operation};
@@ -34,6 +41,9 @@ struct Args {
     threads: Option<usize>,
     #[arg(long)]
     json: bool,
+    /// Run only the cases whose name contains this (for profiling one case).
+    #[arg(long)]
+    only: Option<String>,
 }
 
 /// The base documents measured, each on a device of its own: the small one loadgen
@@ -44,6 +54,9 @@ const DOCUMENTS: [(&str, &str); 2] = [
     ("0000AABBCCDD", include_str!("data/base.cnf.xml")),
     ("0000AABBCCDE", include_str!("data/cucm.cnf.xml")),
 ];
+
+/// Devices per "document checked before" case.
+const CHECKED_DEVICES: usize = 3000;
 
 #[derive(Serialize)]
 struct Case {
@@ -95,6 +108,44 @@ fn main() -> anyhow::Result<()> {
         )?;
         std::fs::write(data.tftp().join(format!("{name}.cnf.xml")), document)?;
     }
+    // The devices of the "document checked before" cases: each with its own copy of
+    // the CUCM-sized document, one group per thread count.
+    let (_, checked_document) = DOCUMENTS[1];
+    let lsc = ca.issue_lsc(
+        "SEP0000AABBCCDE",
+        &key.public_key_der()?,
+        capf::model::now(),
+    )?;
+    let groups: Vec<Vec<String>> = (0..2)
+        .map(|group| {
+            (0..CHECKED_DEVICES)
+                .map(|n| format!("SEP{group:01X}{n:011X}"))
+                .collect()
+        })
+        .collect();
+    for name in groups.iter().flatten() {
+        let mut device = DeviceRecord::new(name);
+        device.operation = Operation::None;
+        device.encrypted_config = true;
+        device.lsc = Some(lsc.clone());
+        store.put_device(
+            &device,
+            Event {
+                id: 0,
+                time: capf::model::now(),
+                actor: "bench".into(),
+                device: Some(name.clone()),
+                action: "device-add".into(),
+                result: "added".into(),
+                details: Default::default(),
+            },
+        )?;
+        std::fs::write(
+            data.tftp().join(format!("{name}.cnf.xml")),
+            checked_document,
+        )?;
+    }
+    let kept = ConfigService::load(&data, &Settings::default(), store.clone());
     let service = ConfigService::load(&data, &settings, store);
     if let Err(e) = service.signer() {
         anyhow::bail!("no signer: {e}");
@@ -112,9 +163,42 @@ fn main() -> anyhow::Result<()> {
                 form,
             };
             let name = format!("{label}, {} B document", document.len());
+            if args
+                .only
+                .as_ref()
+                .is_some_and(|only| !name.contains(only.as_str()))
+            {
+                continue;
+            }
             for n in [1, threads] {
                 cases.push(run(&name, &service, &request, n, seconds)?);
             }
+        }
+    }
+    for (label, form) in [
+        ("encrypted .enc.sgn", ConfigForm::Encrypted),
+        ("signed partial .sgn", ConfigForm::Signed),
+    ] {
+        let name = format!(
+            "{label}, {} B document checked before",
+            checked_document.len()
+        );
+        if args
+            .only
+            .as_ref()
+            .is_some_and(|only| !name.contains(only.as_str()))
+        {
+            continue;
+        }
+        for (group, n) in groups.iter().zip([1, threads]) {
+            let requests: Vec<Request> = group
+                .iter()
+                .map(|mac| Request::Config {
+                    mac: mac.trim_start_matches("SEP").into(),
+                    form,
+                })
+                .collect();
+            cases.push(run_each(&name, &kept, &requests, n)?);
         }
     }
     if args.json {
@@ -128,6 +212,42 @@ fn main() -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// Fetches each of `requests` once, on `threads` threads.
+fn run_each(
+    name: &str,
+    service: &ConfigService,
+    requests: &[Request],
+    threads: usize,
+) -> anyhow::Result<Case> {
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let started = Instant::now();
+    std::thread::scope(|scope| {
+        let workers: Vec<_> = (0..threads)
+            .map(|_| {
+                scope.spawn(|| {
+                    while let Some(request) =
+                        requests.get(next.fetch_add(1, std::sync::atomic::Ordering::Relaxed))
+                    {
+                        service.fetch(request, capf::model::now())?;
+                    }
+                    Ok::<_, anyhow::Error>(())
+                })
+            })
+            .collect();
+        workers
+            .into_iter()
+            .try_for_each(|w| w.join().map_err(|_| anyhow::anyhow!("worker panicked"))?)
+    })?;
+    let elapsed = started.elapsed().as_secs_f64();
+    Ok(Case {
+        name: name.to_owned(),
+        threads,
+        files: requests.len() as u64,
+        seconds: elapsed,
+        per_second: requests.len() as f64 / elapsed,
+    })
 }
 
 /// Builds `request` on `threads` threads for `seconds`.

@@ -1,50 +1,79 @@
 //! Signed files already built, kept under their [`BuildKey`] so that a phone fetching an
-//! unchanged file is not signed for again.
+//! unchanged file is not signed for again; and base documents already checked, kept
+//! under the digest of their bytes so that the next file built from one does not read
+//! it through again.
 //!
-//! The key is the digest of every input of the build (`plan::BuildKey`), and the
-//! service computes it from inputs read fresh on every request, so an entry can only
-//! be found while everything it was built from is unchanged: nothing is ever
+//! The key of a file is the digest of every input of the build (`plan::BuildKey`), and
+//! the service computes it from inputs read fresh on every request, so an entry can
+//! only be found while everything it was built from is unchanged: nothing is ever
 //! invalidated by hand, and nothing can be served stale. Entries whose inputs changed
-//! are simply never asked for again and age out.
+//! are simply never asked for again and age out. A checked document is found only by
+//! the BLAKE3 digest of exactly the bytes it was checked in.
 //!
-//! The cache is bounded in bytes: each entry counts its file's length plus
-//! [`ENTRY_OVERHEAD`] for the key, the list links and the map slot. Past the budget the
-//! least recently used entries go. A budget of 0 keeps nothing.
+//! The cache is bounded in bytes: each file counts its length plus [`ENTRY_OVERHEAD`]
+//! for the key, the list links and the map slot; each checked document what it holds
+//! ([`CheckedDocument::size`]) plus the same overhead. Both kinds share one budget and
+//! one order of use: past the budget the least recently used entries go, whatever
+//! their kind. A budget of 0 keeps nothing.
 
+use crate::phone_config::format::checked::CheckedDocument;
 use crate::phone_config::plan::BuildKey;
 use lru::LruCache;
 use std::sync::{Arc, Mutex, MutexGuard};
 
-/// What an entry costs besides its file: the 32-byte key, the list node with its two
-/// links, the map slot and the shared buffer's counts, rounded up (about 150 bytes
+/// What an entry costs besides what it holds: the 32-byte key, the list node with its
+/// two links, the map slot and the shared buffer's counts, rounded up (about 150 bytes
 /// with the `lru` crate on a 64-bit target).
 pub const ENTRY_OVERHEAD: usize = 192;
 
-/// Built files by [`BuildKey`], least recently used evicted first past `budget` bytes.
+/// What an entry is kept under.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+enum Key {
+    File(BuildKey),
+    /// The BLAKE3 digest of a base document's bytes.
+    Checked([u8; 32]),
+}
+
+enum Entry {
+    File(Arc<[u8]>),
+    Checked(Arc<CheckedDocument>),
+}
+
+impl Entry {
+    /// What the entry counts against the budget.
+    fn cost(&self) -> usize {
+        let held = match self {
+            Entry::File(file) => file.len(),
+            Entry::Checked(checked) => checked.size(),
+        };
+        held.saturating_add(ENTRY_OVERHEAD)
+    }
+}
+
+/// Built files by [`BuildKey`] and checked documents by digest, least recently used
+/// evicted first past `budget` bytes.
 pub struct FileCache {
     budget: usize,
     inner: Mutex<Inner>,
 }
 
 struct Inner {
-    files: LruCache<BuildKey, Arc<[u8]>>,
-    /// The sum of [`cost`] over `files`; never above the budget between calls.
+    entries: LruCache<Key, Entry>,
+    /// The sum of [`Entry::cost`] over `entries`; never above the budget between calls.
     bytes: usize,
-}
-
-/// What `file` counts against the budget.
-fn cost(file: &[u8]) -> usize {
-    file.len().saturating_add(ENTRY_OVERHEAD)
+    /// How many of `entries` are files.
+    files: usize,
 }
 
 impl FileCache {
-    /// A cache holding at most `budget` bytes (files and [`ENTRY_OVERHEAD`] each).
+    /// A cache holding at most `budget` bytes (entries and [`ENTRY_OVERHEAD`] each).
     pub fn new(budget: usize) -> FileCache {
         FileCache {
             budget,
             inner: Mutex::new(Inner {
-                files: LruCache::unbounded(),
+                entries: LruCache::unbounded(),
                 bytes: 0,
+                files: 0,
             }),
         }
     }
@@ -60,7 +89,10 @@ impl FileCache {
 
     /// The file built under `key`, now the most recently used, if it is kept.
     pub fn get(&self, key: &BuildKey) -> Option<Arc<[u8]>> {
-        self.lock().files.get(key).cloned()
+        match self.lock().entries.get(&Key::File(*key)) {
+            Some(Entry::File(file)) => Some(file.clone()),
+            _ => None,
+        }
     }
 
     /// Keeps `file` under `key`, then drops the least recently used entries until the
@@ -68,20 +100,39 @@ impl FileCache {
     /// kept. Two requests that missed at once both build and both insert: the second
     /// replaces the first, and the count stays exact.
     pub fn insert(&self, key: BuildKey, file: Arc<[u8]>) {
-        let added = cost(&file);
+        self.keep(Key::File(key), Entry::File(file));
+    }
+
+    /// The check of the document whose bytes have this BLAKE3 digest, if it is kept.
+    pub fn checked(&self, digest: &blake3::Hash) -> Option<Arc<CheckedDocument>> {
+        match self.lock().entries.get(&Key::Checked(*digest.as_bytes())) {
+            Some(Entry::Checked(checked)) => Some(checked.clone()),
+            _ => None,
+        }
+    }
+
+    /// Keeps the check of the document whose bytes have this digest.
+    pub fn insert_checked(&self, digest: &blake3::Hash, checked: Arc<CheckedDocument>) {
+        self.keep(Key::Checked(*digest.as_bytes()), Entry::Checked(checked));
+    }
+
+    fn keep(&self, key: Key, entry: Entry) {
+        let added = entry.cost();
         if added > self.budget {
             return;
         }
+        let is_file = matches!(entry, Entry::File(_));
         let mut inner = self.lock();
-        if let Some(replaced) = inner.files.put(key, file) {
-            inner.bytes -= cost(&replaced);
+        if let Some(replaced) = inner.entries.put(key, entry) {
+            inner.forget(&replaced);
         }
         inner.bytes += added;
+        inner.files += usize::from(is_file);
         while inner.bytes > self.budget {
-            let Some((_, evicted)) = inner.files.pop_lru() else {
+            let Some((_, evicted)) = inner.entries.pop_lru() else {
                 break;
             };
-            inner.bytes -= cost(&evicted);
+            inner.forget(&evicted);
         }
     }
 
@@ -92,17 +143,31 @@ impl FileCache {
 
     /// The number of files kept now.
     pub fn len(&self) -> usize {
-        self.lock().files.len()
+        self.lock().files
+    }
+
+    /// The number of checked documents kept now.
+    pub fn documents(&self) -> usize {
+        let inner = self.lock();
+        inner.entries.len() - inner.files
     }
 
     pub fn is_empty(&self) -> bool {
-        self.len() == 0
+        self.lock().entries.is_empty()
     }
 
     /// Nothing between `lock` and the end of a method can panic half-way through an
     /// update, so a poisoned lock still guards a consistent map.
     fn lock(&self) -> MutexGuard<'_, Inner> {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+impl Inner {
+    /// Takes an entry that left the map out of the counts.
+    fn forget(&mut self, gone: &Entry) {
+        self.bytes -= gone.cost();
+        self.files -= usize::from(matches!(gone, Entry::File(_)));
     }
 }
 
@@ -154,7 +219,7 @@ mod tests {
         assert!(cache.get(&key(4999)).is_some(), "the newest is kept");
         // The count is the sum of what is kept.
         let inner = cache.lock();
-        let kept: usize = inner.files.iter().map(|(_, f)| cost(f)).sum();
+        let kept: usize = inner.entries.iter().map(|(_, e)| e.cost()).sum();
         assert_eq!(kept, inner.bytes);
     }
 
@@ -180,5 +245,58 @@ mod tests {
         assert_eq!(cache.len(), 1);
         assert_eq!(cache.bytes(), 300 + ENTRY_OVERHEAD);
         assert_eq!(cache.get(&key(1)).unwrap()[0], 2);
+    }
+
+    fn checked(doc: &str) -> (blake3::Hash, Arc<CheckedDocument>) {
+        let checked = CheckedDocument::check(doc.as_bytes()).unwrap();
+        (blake3::hash(doc.as_bytes()), Arc::new(checked))
+    }
+
+    #[test]
+    fn checked_documents_share_the_budget_and_the_order_of_use_with_files() {
+        let (digest, document) = checked("<device><loadInformation>x</loadInformation></device>");
+        let document_cost = document.size() + ENTRY_OVERHEAD;
+        let budget = 3 * (1000 + ENTRY_OVERHEAD) + document_cost;
+        let cache = FileCache::new(budget);
+        cache.insert_checked(&digest, document.clone());
+        for n in 0..3 {
+            cache.insert(key(n), file(1000, 0));
+        }
+        assert_eq!((cache.len(), cache.documents()), (3, 1));
+        assert_eq!(cache.bytes(), budget);
+        // Found under its digest only, and not as a file.
+        assert!(cache.checked(&digest).is_some());
+        assert!(cache.checked(&blake3::hash(b"<device/>")).is_none());
+        assert!(cache
+            .get(&BuildKey::from_bytes(digest.as_bytes()))
+            .is_none());
+
+        // The check was just used, so the next file evicts the oldest file.
+        cache.insert(key(3), file(1000, 0));
+        assert!(cache.get(&key(0)).is_none());
+        assert!(cache.checked(&digest).is_some());
+        // Files used since: now the check is the oldest, and goes.
+        for n in 1..4 {
+            assert!(cache.get(&key(n)).is_some());
+        }
+        cache.insert(key(4), file(1000 + document_cost - ENTRY_OVERHEAD, 0));
+        assert!(cache.checked(&digest).is_none());
+        assert_eq!(cache.documents(), 0);
+        assert!(cache.bytes() <= budget);
+        let inner = cache.lock();
+        assert_eq!(
+            inner.entries.iter().map(|(_, e)| e.cost()).sum::<usize>(),
+            inner.bytes
+        );
+        assert_eq!(inner.files, inner.entries.len());
+    }
+
+    #[test]
+    fn a_zero_budget_keeps_no_check_either() {
+        let (digest, document) = checked("<device/>");
+        let off = FileCache::new(0);
+        off.insert_checked(&digest, document);
+        assert!(off.checked(&digest).is_none());
+        assert!(off.is_empty());
     }
 }

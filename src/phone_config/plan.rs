@@ -9,11 +9,12 @@
 
 use crate::model::{AuthMode, DeviceRecord, EnrolledCert, Operation, OperationStatus, UnixTime};
 use crate::phone_config::error::{Error, Result};
-use crate::phone_config::format::capf_section::{self, CapfFacts};
+use crate::phone_config::format::capf_section::CapfFacts;
+use crate::phone_config::format::checked::CheckedDocument;
 use crate::phone_config::format::enc;
 use crate::phone_config::format::identity::parse_certificate_shallow;
 use crate::phone_config::format::itl::{self, ITL_FILE};
-use crate::phone_config::format::partial::{self, PartialFacts};
+use crate::phone_config::format::partial::PartialFacts;
 use crate::phone_config::format::sgn;
 use crate::phone_config::signer::Signer;
 // The `Digest` trait, for the MD5 of certificates.
@@ -190,6 +191,11 @@ impl Served {
                 false
             }
         }
+    }
+
+    /// Whether it is built from the device's base document: every configuration file.
+    pub fn reads_document(&self) -> bool {
+        !matches!(self, Served::Itl | Served::NotFound(_))
     }
 }
 
@@ -400,13 +406,13 @@ impl KeyWriter {
     }
 }
 
-/// Builds the bytes [`decide`] chose. The document is checked first (E1, E2, E4):
-/// a document that fails is never served in any form, and the caller answers
-/// *not found* or keeps its last good build.
+/// Builds the bytes [`decide`] chose, from the base document and its check (E1, E2,
+/// E4: a document that fails its check is never served in any form, and the caller
+/// answers *not found* or keeps its last good build).
 pub fn build<R: CryptoRng + ?Sized>(
     request: &Request,
     served: &Served,
-    document: Option<&[u8]>,
+    document: Option<(&[u8], &CheckedDocument)>,
     inputs: &BuildInputs<'_>,
     now: UnixTime,
     rng: &mut R,
@@ -414,11 +420,11 @@ pub fn build<R: CryptoRng + ?Sized>(
     let name = request.served_name();
     let signer = || inputs.signer.ok_or(Error::NoSigner);
     let document = || document.ok_or_else(|| Error::NotServed("no base document".into()));
-    // The full document as served: capf's CAPF node, port and mode spliced in (the
-    // splice checks the document as it goes).
+    // The full document as served: capf's CAPF node, port and mode spliced in.
     let full = |capf_auth_mode: u8| {
-        capf_section::splice(
-            document()?,
+        let (bytes, checked) = document()?;
+        checked.splice(
+            bytes,
             &CapfFacts {
                 node_name: inputs.node_name,
                 capf_port: inputs.capf_port,
@@ -427,15 +433,12 @@ pub fn build<R: CryptoRng + ?Sized>(
         )
     };
     let partial = |cert_hash: &Option<String>, capf_auth_mode: u8| {
-        partial::build(
-            document()?,
-            &PartialFacts {
-                node_name: inputs.node_name,
-                capf_port: inputs.capf_port,
-                capf_auth_mode,
-                cert_hash: cert_hash.as_deref(),
-            },
-        )
+        document()?.1.partial(&PartialFacts {
+            node_name: inputs.node_name,
+            capf_port: inputs.capf_port,
+            capf_auth_mode,
+            cert_hash: cert_hash.as_deref(),
+        })
     };
     match served {
         Served::FullUnsigned { capf_auth_mode } => full(*capf_auth_mode),
@@ -486,13 +489,17 @@ impl BuildKey {
     /// written with its length or a tag first, so no two different inputs write the
     /// same bytes.
     ///
+    /// `document` is the BLAKE3 digest of the base document's bytes, hashed on its own:
+    /// from its first byte its chunks go through BLAKE3 side by side (twice as fast as
+    /// after other bytes), and the service finds the document's check by it too.
+    ///
     /// `inputs` is [`BuildInputs::digest`]: the same for every request a service
     /// answers, so the service computes it once rather than hashing its certificates
     /// (several KiB) on every request.
     pub fn of(
         request: &Request,
         served: &Served,
-        document: Option<&[u8]>,
+        document: Option<&blake3::Hash>,
         inputs: &InputsDigest,
     ) -> BuildKey {
         let mut w = KeyWriter::new();
@@ -537,10 +544,7 @@ impl BuildKey {
                 w.bytes(reason.to_string().as_bytes());
             }
         }
-        // The document by its own digest: hashed from its first byte, its chunks go
-        // through BLAKE3 side by side (twice as fast as after the bytes above).
-        let document = document.map(blake3::hash);
-        w.optional(document.as_ref().map(|d| d.as_bytes().as_slice()));
+        w.optional(document.map(|d| d.as_bytes().as_slice()));
         w.bytes(&inputs.0);
         BuildKey(w.finish())
     }

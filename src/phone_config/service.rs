@@ -16,6 +16,7 @@ use crate::metrics::{FileKind, Metrics};
 use crate::model::{now, UnixTime};
 use crate::phone_config::cache::FileCache;
 use crate::phone_config::error::Error;
+use crate::phone_config::format::checked::CheckedDocument;
 use crate::phone_config::format::itl;
 use crate::phone_config::plan::{
     self, BuildInputs, BuildKey, InputsDigest, NotFound, Request, Served,
@@ -126,6 +127,8 @@ struct Pending {
     request: Request,
     served: Served,
     document: Option<Vec<u8>>,
+    /// BLAKE3 of `document`.
+    digest: Option<blake3::Hash>,
     kind: Kind,
     key: Option<BuildKey>,
 }
@@ -327,8 +330,9 @@ impl ConfigService {
         };
         // Only signed files are kept: the others cost no more to build than to look up.
         let signed = served.is_signed();
+        let digest = document.as_deref().map(blake3::hash);
         let key = (self.cache.is_on() && signed)
-            .then(|| BuildKey::of(request, &served, document.as_deref(), &self.inputs_digest));
+            .then(|| BuildKey::of(request, &served, digest.as_ref(), &self.inputs_digest));
         if let Some(key) = &key {
             if let Some(kept) = self.cache.get(key) {
                 self.metrics.cache_hit();
@@ -345,6 +349,7 @@ impl ConfigService {
             request: request.clone(),
             served,
             document,
+            digest,
             kind,
             key,
         }))
@@ -356,15 +361,24 @@ impl ConfigService {
             request,
             served,
             document,
+            digest,
             kind,
             key,
         } = pending;
         let signed = served.is_signed();
         let started = std::time::Instant::now();
+        let checked = match (&document, &digest) {
+            (Some(bytes), Some(digest)) if served.reads_document() => {
+                Some((bytes.as_slice(), self.checked(bytes, digest)?))
+            }
+            _ => None,
+        };
         let bytes: Arc<[u8]> = plan::build(
             &request,
             &served,
-            document.as_deref(),
+            checked
+                .as_ref()
+                .map(|(bytes, checked)| (*bytes, &**checked)),
             &self.build_inputs(),
             now,
             &mut rand::rng(),
@@ -381,6 +395,23 @@ impl ConfigService {
             signed,
             bytes,
         })
+    }
+
+    /// The check of the base document `bytes`, whose digest is `digest`: kept from an
+    /// earlier build of any file from the same bytes (a phone's partial and its
+    /// `.enc.sgn` share one), else made now and kept. A document that fails is not
+    /// kept, and refuses the build.
+    fn checked(
+        &self,
+        bytes: &[u8],
+        digest: &blake3::Hash,
+    ) -> Result<Arc<CheckedDocument>, Refusal> {
+        if let Some(checked) = self.cache.checked(digest) {
+            return Ok(checked);
+        }
+        let checked = Arc::new(CheckedDocument::check(bytes)?);
+        self.cache.insert_checked(digest, checked.clone());
+        Ok(checked)
     }
 
     /// What every build shares: the service's identities and settings.

@@ -41,9 +41,11 @@ struct Found {
     close: usize,
 }
 
-/// The elements the splice looks at, by their path below `<device>`.
-#[derive(Default)]
-struct Landmarks {
+/// Where the elements the splice looks at are, by their path below `<device>`: all
+/// the splice needs of a document's structure, so a document surveyed once can be
+/// spliced again without another pass ([`super::checked`]).
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct Landmarks {
     device_close: Option<usize>,
     auth_mode: Option<Found>,
     list: Option<Found>,
@@ -78,12 +80,19 @@ impl Landmarks {
 
 /// Finds the landmarks while [`document::walk`] checks the document.
 #[derive(Default)]
-struct Survey<'t> {
+pub(crate) struct Survey<'t> {
     /// The names of the open elements, the root first.
     path: Vec<&'t str>,
     /// For each open element below the root: whether it is a landmark being filled in.
     tracked: Vec<bool>,
     marks: Landmarks,
+}
+
+impl Survey<'_> {
+    /// What the walk found (complete once the walk returned `Ok`).
+    pub(crate) fn landmarks(&self) -> Landmarks {
+        self.marks
+    }
 }
 
 impl<'t> Visit<'t> for Survey<'t> {
@@ -135,9 +144,24 @@ pub fn splice(document: &[u8], facts: &CapfFacts<'_>) -> Result<Vec<u8>> {
     let (document, text) = document::document_text(document)?;
     let mut survey = Survey::default();
     document::walk(text, &mut survey)?;
-    let marks = survey.marks;
+    Ok(apply(document, text, survey.marks, facts))
+}
+
+/// [`splice`] of a document surveyed before: `marks` must be what the survey of
+/// exactly these bytes found (the caller keys them by the document's digest).
+pub(crate) fn splice_surveyed(
+    document: &[u8],
+    marks: Landmarks,
+    facts: &CapfFacts<'_>,
+) -> Result<Vec<u8>> {
+    let (document, text) = document::document_text(document)?;
+    Ok(apply(document, text, marks, facts))
+}
+
+/// The edits `marks` call for, made to `text` (`document` when there are none).
+fn apply(document: &[u8], text: &str, marks: Landmarks, facts: &CapfFacts<'_>) -> Vec<u8> {
     let Some(device_close) = marks.device_close else {
-        return Ok(document.to_vec());
+        return document.to_vec();
     };
     let node_name = escape(facts.node_name);
     let port = facts.capf_port.to_string();
@@ -211,7 +235,7 @@ pub fn splice(document: &[u8], facts: &CapfFacts<'_>) -> Result<Vec<u8>> {
         }
     }
     if edits.is_empty() {
-        return Ok(document.to_vec());
+        return document.to_vec();
     }
     edits.sort_by_key(|&(start, _, _)| start);
     let mut out = String::with_capacity(text.len() + 256);
@@ -222,7 +246,7 @@ pub fn splice(document: &[u8], facts: &CapfFacts<'_>) -> Result<Vec<u8>> {
         at = end;
     }
     out.push_str(&text[at..]);
-    Ok(out.into_bytes())
+    out.into_bytes()
 }
 
 /// `fragment` laid out for insertion just before `at`, which is a closing tag (or the
@@ -366,7 +390,8 @@ mod tests {
     /// thousand mutations of real ones (the fuzz target `device_document` holds them
     /// to it on whatever it finds).
     #[test]
-    fn the_three_passes_agree_on_mutated_documents() {
+    fn the_passes_agree_on_mutated_documents() {
+        use super::super::checked::CheckedDocument;
         use super::super::document::DeviceDocument;
         use super::super::partial::{self, PartialFacts};
         use rand::{RngExt, SeedableRng};
@@ -404,15 +429,29 @@ mod tests {
                 "{:?}",
                 String::from_utf8_lossy(&doc)
             );
-            if let Ok(out) = spliced {
+            if let Ok(out) = &spliced {
                 assert!(
-                    DeviceDocument::parse(&out).is_ok(),
+                    DeviceDocument::parse(out).is_ok(),
                     "{:?}",
                     String::from_utf8_lossy(&doc)
                 );
             }
-            if partial::build(&doc, &partial_facts).is_ok() {
+            let partial = partial::build(&doc, &partial_facts);
+            if partial.is_ok() {
                 assert!(parsed, "{:?}", String::from_utf8_lossy(&doc));
+            }
+            // The check kept for later builds accepts what the splice accepts, and
+            // builds the same files from it.
+            let checked = CheckedDocument::check(&doc);
+            assert_eq!(
+                checked.is_ok(),
+                parsed,
+                "{:?}",
+                String::from_utf8_lossy(&doc)
+            );
+            if let Ok(checked) = checked {
+                assert_eq!(checked.splice(&doc, &FACTS).ok(), spliced.ok());
+                assert_eq!(checked.partial(&partial_facts).ok(), partial.ok());
             }
         }
     }

@@ -104,7 +104,36 @@ pub(crate) trait Visit<'t> {
     fn pi(&mut self, _pi: &str) {}
 }
 
+/// Two passes in one walk: each visitor is told everything, `.0` first.
+impl<'t, A: Visit<'t>, B: Visit<'t>> Visit<'t> for (A, B) {
+    fn open(&mut self, tag: Tag<'t, '_>) {
+        self.0.open(tag.clone());
+        self.1.open(tag);
+    }
+
+    fn close(&mut self, at: usize) {
+        self.0.close(at);
+        self.1.close(at);
+    }
+
+    fn text(&mut self, text: CharData<'_>) {
+        self.0.text(text);
+        self.1.text(text);
+    }
+
+    fn comment(&mut self, text: &str) {
+        self.0.comment(text);
+        self.1.comment(text);
+    }
+
+    fn pi(&mut self, pi: &str) {
+        self.0.pi(pi);
+        self.1.pi(pi);
+    }
+}
+
 /// A start or empty-element tag, as [`walk`] hands it to [`Visit::open`], checked.
+#[derive(Clone)]
 pub(crate) struct Tag<'t, 'a> {
     /// The name, a piece of the document's text.
     pub name: &'t str,
@@ -117,6 +146,7 @@ pub(crate) struct Tag<'t, 'a> {
 }
 
 /// Character data as [`walk`] hands it to [`Visit::text`].
+#[derive(Clone, Copy)]
 pub(crate) enum CharData<'e> {
     Text(&'e BytesText<'e>),
     CData(&'e BytesCData<'e>),

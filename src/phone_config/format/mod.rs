@@ -7,10 +7,12 @@
 //! * [`itl`] — the Identity Trust List (§7).
 //! * [`document`] / [`partial`] — the device document and the partial configuration (§5).
 //! * [`capf_section`] — capf's CAPF node, port and mode spliced into the full document.
+//! * [`checked`] — a document checked once, for every file built from it.
 //! * [`dn`] and [`identity`] — how certificates are named in the files; [`tlv`] — the
 //!   element encoding.
 
 pub mod capf_section;
+pub mod checked;
 pub(crate) mod dn;
 pub mod document;
 pub mod enc;

@@ -45,7 +45,11 @@ pub fn build(document: &[u8], facts: &PartialFacts<'_>) -> Result<Vec<u8>> {
     let (_, text) = document::document_text(document)?;
     let mut excerpt = Excerpt::default();
     document::walk(text, &mut excerpt)?;
-    let top: Vec<&Element> = excerpt.top.iter().collect();
+    render(&excerpt.top, facts)
+}
+
+/// The partial from what [`Excerpt`] kept of a checked document's top level.
+pub(crate) fn render(top: &[Element], facts: &PartialFacts<'_>) -> Result<Vec<u8>> {
     for name in COPIED {
         if top.iter().filter(|e| e.name == name).count() > 1 {
             tracing::warn!(
@@ -94,7 +98,7 @@ pub fn build(document: &[u8], facts: &PartialFacts<'_>) -> Result<Vec<u8>> {
 /// elements whole, and where `capfAuthMode` and `capfList` were (their content is
 /// capf's own).
 #[derive(Default)]
-struct Excerpt {
+pub(crate) struct Excerpt {
     /// Of the element being read: 1 for `<device>`, 2 for a child of it.
     depth: usize,
     /// The copied element being built, if the walk is inside one.
@@ -103,6 +107,11 @@ struct Excerpt {
 }
 
 impl Excerpt {
+    /// What the walk kept (complete once the walk returned `Ok`).
+    pub(crate) fn into_top(self) -> Vec<Element> {
+        self.top
+    }
+
     fn inside_copied(&self) -> bool {
         !self.copying.open.is_empty()
     }

@@ -277,10 +277,15 @@ fn serve(
 ) -> Result<Vec<u8>> {
     let request = request(form);
     let served = decide(&request, Some(device), Some(document), NOW);
+    // As the service does: the document is checked for what is built from it.
+    let checked = match served.reads_document() {
+        true => Some(CheckedDocument::check(document)?),
+        false => None,
+    };
     build(
         &request,
         &served,
-        Some(document),
+        checked.as_ref().map(|checked| (document, checked)),
         &inputs(signer),
         NOW,
         &mut rand::rng(),
@@ -481,10 +486,11 @@ fn signed_names_need_signing_material() {
         node_name: "capf.example.net",
         capf_port: 3804,
     };
+    let checked = CheckedDocument::check(SEP_DOC.as_bytes()).unwrap();
     let result = build(
         &request,
         &served,
-        Some(SEP_DOC.as_bytes()),
+        Some((SEP_DOC.as_bytes(), &checked)),
         &no_signer,
         NOW,
         &mut rand::rng(),
@@ -541,7 +547,8 @@ fn the_build_key_changes_with_every_input_of_build() {
     let base = inputs(&sha1);
     let key =
         |request: &Request, served: &Served, document: Option<&[u8]>, inputs: BuildInputs<'_>| {
-            BuildKey::of(request, served, document, &inputs.digest())
+            let digest = document.map(blake3::hash);
+            BuildKey::of(request, served, digest.as_ref(), &inputs.digest())
         };
     let reference = key(&signed, &partial, Some(document), base);
     assert_eq!(

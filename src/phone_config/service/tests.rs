@@ -153,6 +153,63 @@ fn an_unchanged_file_is_served_again_byte_for_byte_with_the_timestamp_of_its_bui
 }
 
 #[test]
+fn a_document_is_checked_once_for_every_file_built_from_its_bytes() {
+    let f = Fixture::new();
+    f.put(&encrypted_device());
+    f.document(NAME, SEP_DOC);
+    let service = f.service();
+    let counts = || (service.cache().len(), service.cache().documents());
+    let partial = fetch(&service, SGN, NOW);
+    assert_eq!(counts(), (1, 1));
+    let encrypted = fetch(&service, ENC, NOW);
+    assert_eq!(
+        counts(),
+        (2, 1),
+        "the encrypted build used the partial's check"
+    );
+    // What was built from the kept check is what a build checking afresh makes.
+    let uncached = f.service_with(
+        Ok(signer(Digest::Sha1)),
+        pki().capf.clone(),
+        &Settings {
+            config_cache_mib: 0,
+            ..settings()
+        },
+    );
+    assert_eq!(partial, fetch(&uncached, SGN, NOW));
+    assert_eq!(
+        enc::decrypt(&encrypted, &pki().phone.key).unwrap(),
+        full(SEP_DOC, 0).as_bytes()
+    );
+
+    // Edited, the document has another digest: checked again, and its edit served.
+    let edited = SEP_DOC.replace("1001", "1002");
+    f.document(NAME, &edited);
+    let file = fetch(&service, ENC, NOW);
+    assert_eq!(
+        enc::decrypt(&file, &pki().phone.key).unwrap(),
+        full(&edited, 0).as_bytes()
+    );
+    assert_eq!(counts(), (3, 2));
+
+    // A document that fails its check is refused every time and nothing is kept of it.
+    f.document(NAME, "<device><line></device>");
+    for name in [ENC, SGN] {
+        assert!(matches!(
+            service.fetch(&Request::parse(name).unwrap(), NOW),
+            Err(Refusal::Build(Error::Document(_)))
+        ));
+    }
+    assert_eq!(counts(), (3, 2));
+    f.document(NAME, SEP_DOC);
+    assert_eq!(
+        fetch(&service, ENC, NOW + 60),
+        encrypted,
+        "kept from the first build"
+    );
+}
+
+#[test]
 fn each_input_changed_in_turn_changes_the_next_fetch() {
     let f = Fixture::new();
     let mut device = DeviceRecord::new(NAME);
