@@ -77,7 +77,9 @@ enum Mode {
         encrypted_config: bool,
         /// The base document written for every device (default: a small SIP
         /// configuration, examples/data/base.cnf.xml; examples/data/cucm.cnf.xml is
-        /// one of the size CUCM writes).
+        /// one of the size CUCM writes). Each device gets its own line numbers in
+        /// place of 1001 and 1002, so no two devices' documents are the same bytes,
+        /// as with CUCM.
         #[arg(long)]
         document: Option<PathBuf>,
     },
@@ -348,6 +350,15 @@ fn capf_certificate(data: &Path) -> anyhow::Result<CertificateDer<'static>> {
 
 // -- setup ------------------------------------------------------------------------
 
+/// `document` as the `n`th device's: its two lines numbered 10000000 + 2n and the
+/// next, where the template says 1001 and 1002 (CUCM writes each phone's own).
+fn own_lines(document: &str, n: u64) -> String {
+    let first = 10_000_000 + 2 * n;
+    document
+        .replace("1001", &first.to_string())
+        .replace("1002", &(first + 1).to_string())
+}
+
 fn setup(
     data: &Path,
     range: Range,
@@ -389,8 +400,12 @@ fn setup(
     if encrypted_config {
         let tftp = data.join("tftp");
         std::fs::create_dir_all(&tftp)?;
-        for name in range.names() {
-            std::fs::write(tftp.join(format!("{name}.cnf.xml")), document)?;
+        let document = String::from_utf8(document.to_vec())?;
+        for n in range.first..range.first + range.count {
+            std::fs::write(
+                tftp.join(format!("{}.cnf.xml", device_name(n))),
+                own_lines(&document, n),
+            )?;
         }
     }
     let started = Instant::now();

@@ -10,15 +10,18 @@
 //! are simply never asked for again and age out. A checked document is found only by
 //! the BLAKE3 digest of exactly the bytes it was checked in.
 //!
-//! The cache is bounded in bytes: each file counts its length plus [`ENTRY_OVERHEAD`]
-//! for the key, the list links and the map slot; each checked document what it holds
-//! ([`CheckedDocument::size`]) plus the same overhead. Both kinds share one budget and
-//! one order of use: past the budget the least recently used entries go, whatever
-//! their kind. A budget of 0 keeps nothing.
+//! Both are bounded in bytes, each entry counting what it holds plus
+//! [`ENTRY_OVERHEAD`] for the key, the list links and the map slot; past its bound the
+//! least recently used go. Files have the budget (`config_cache_mib`); checks have
+//! [`CHECKS_BUDGET`] of their own, since what they save is a second read of a
+//! document soon after the first (a phone fetches its partial and its `.enc.sgn`
+//! together, and both again after it enrolls), and files are what must fit a fleet.
+//! A budget of 0 keeps nothing of either.
 
 use crate::phone_config::format::checked::CheckedDocument;
 use crate::phone_config::plan::BuildKey;
 use lru::LruCache;
+use std::hash::Hash;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 /// What an entry costs besides what it holds: the 32-byte key, the list node with its
@@ -26,148 +29,151 @@ use std::sync::{Arc, Mutex, MutexGuard};
 /// with the `lru` crate on a 64-bit target).
 pub const ENTRY_OVERHEAD: usize = 192;
 
-/// What an entry is kept under.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-enum Key {
-    File(BuildKey),
-    /// The BLAKE3 digest of a base document's bytes.
-    Checked([u8; 32]),
+/// The bytes of checked documents kept: about 15,000 CUCM-sized documents (a check
+/// keeps 0.9 KiB of one, 1.1 KiB with its entry: where capf's elements are, and the
+/// few elements the partial copies).
+pub const CHECKS_BUDGET: usize = 16 * 1024 * 1024;
+
+/// What a kept value counts against its budget, besides [`ENTRY_OVERHEAD`].
+trait Held {
+    fn held(&self) -> usize;
 }
 
-enum Entry {
-    File(Arc<[u8]>),
-    Checked(Arc<CheckedDocument>),
-}
-
-impl Entry {
-    /// What the entry counts against the budget.
-    fn cost(&self) -> usize {
-        let held = match self {
-            Entry::File(file) => file.len(),
-            Entry::Checked(checked) => checked.size(),
-        };
-        held.saturating_add(ENTRY_OVERHEAD)
+impl Held for Arc<[u8]> {
+    fn held(&self) -> usize {
+        self.len()
     }
 }
 
-/// Built files by [`BuildKey`] and checked documents by digest, least recently used
-/// evicted first past `budget` bytes.
-pub struct FileCache {
-    budget: usize,
-    inner: Mutex<Inner>,
+impl Held for Arc<CheckedDocument> {
+    fn held(&self) -> usize {
+        self.size()
+    }
 }
 
-struct Inner {
-    entries: LruCache<Key, Entry>,
-    /// The sum of [`Entry::cost`] over `entries`; never above the budget between calls.
+fn cost(value: &impl Held) -> usize {
+    value.held().saturating_add(ENTRY_OVERHEAD)
+}
+
+/// Values by key, least recently used evicted first past `budget` bytes.
+struct Bounded<K: Hash + Eq, V> {
+    budget: usize,
+    entries: Mutex<Entries<K, V>>,
+}
+
+struct Entries<K: Hash + Eq, V> {
+    map: LruCache<K, V>,
+    /// The sum of [`cost`] over `map`; never above the budget between calls.
     bytes: usize,
-    /// How many of `entries` are files.
-    files: usize,
+}
+
+impl<K: Hash + Eq, V: Held + Clone> Bounded<K, V> {
+    fn new(budget: usize) -> Self {
+        Bounded {
+            budget,
+            entries: Mutex::new(Entries {
+                map: LruCache::unbounded(),
+                bytes: 0,
+            }),
+        }
+    }
+
+    fn get(&self, key: &K) -> Option<V> {
+        self.lock().map.get(key).cloned()
+    }
+
+    /// Keeps `value`, then drops the least recently used entries until within the
+    /// budget again. A value larger than the whole budget is not kept. Two requests
+    /// that missed at once both build and both insert: the second replaces the first,
+    /// and the count stays exact.
+    fn insert(&self, key: K, value: V) {
+        let added = cost(&value);
+        if added > self.budget {
+            return;
+        }
+        let mut entries = self.lock();
+        if let Some(replaced) = entries.map.put(key, value) {
+            entries.bytes -= cost(&replaced);
+        }
+        entries.bytes += added;
+        while entries.bytes > self.budget {
+            let Some((_, evicted)) = entries.map.pop_lru() else {
+                break;
+            };
+            entries.bytes -= cost(&evicted);
+        }
+    }
+
+    /// Nothing between `lock` and the end of a method can panic half-way through an
+    /// update, so a poisoned lock still guards a consistent map.
+    fn lock(&self) -> MutexGuard<'_, Entries<K, V>> {
+        self.entries.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// Built files by [`BuildKey`], and checked documents by digest.
+pub struct FileCache {
+    files: Bounded<BuildKey, Arc<[u8]>>,
+    checks: Bounded<[u8; 32], Arc<CheckedDocument>>,
 }
 
 impl FileCache {
-    /// A cache holding at most `budget` bytes (entries and [`ENTRY_OVERHEAD`] each).
+    /// A cache holding at most `budget` bytes of files (each counting its length and
+    /// [`ENTRY_OVERHEAD`]), and checks within [`CHECKS_BUDGET`] (none if `budget` is 0).
     pub fn new(budget: usize) -> FileCache {
         FileCache {
-            budget,
-            inner: Mutex::new(Inner {
-                entries: LruCache::unbounded(),
-                bytes: 0,
-                files: 0,
-            }),
+            files: Bounded::new(budget),
+            checks: Bounded::new(CHECKS_BUDGET.min(budget)),
         }
     }
 
     /// Whether anything is kept at all (`config_cache_mib = 0` turns the cache off).
     pub fn is_on(&self) -> bool {
-        self.budget > 0
+        self.files.budget > 0
     }
 
+    /// The files' budget.
     pub fn budget(&self) -> usize {
-        self.budget
+        self.files.budget
     }
 
     /// The file built under `key`, now the most recently used, if it is kept.
     pub fn get(&self, key: &BuildKey) -> Option<Arc<[u8]>> {
-        match self.lock().entries.get(&Key::File(*key)) {
-            Some(Entry::File(file)) => Some(file.clone()),
-            _ => None,
-        }
+        self.files.get(key)
     }
 
-    /// Keeps `file` under `key`, then drops the least recently used entries until the
-    /// cache is within its budget again. A file larger than the whole budget is not
-    /// kept. Two requests that missed at once both build and both insert: the second
-    /// replaces the first, and the count stays exact.
+    /// Keeps `file` under `key` (see [`Bounded::insert`]).
     pub fn insert(&self, key: BuildKey, file: Arc<[u8]>) {
-        self.keep(Key::File(key), Entry::File(file));
+        self.files.insert(key, file);
     }
 
     /// The check of the document whose bytes have this BLAKE3 digest, if it is kept.
     pub fn checked(&self, digest: &blake3::Hash) -> Option<Arc<CheckedDocument>> {
-        match self.lock().entries.get(&Key::Checked(*digest.as_bytes())) {
-            Some(Entry::Checked(checked)) => Some(checked.clone()),
-            _ => None,
-        }
+        self.checks.get(digest.as_bytes())
     }
 
     /// Keeps the check of the document whose bytes have this digest.
     pub fn insert_checked(&self, digest: &blake3::Hash, checked: Arc<CheckedDocument>) {
-        self.keep(Key::Checked(*digest.as_bytes()), Entry::Checked(checked));
+        self.checks.insert(*digest.as_bytes(), checked);
     }
 
-    fn keep(&self, key: Key, entry: Entry) {
-        let added = entry.cost();
-        if added > self.budget {
-            return;
-        }
-        let is_file = matches!(entry, Entry::File(_));
-        let mut inner = self.lock();
-        if let Some(replaced) = inner.entries.put(key, entry) {
-            inner.forget(&replaced);
-        }
-        inner.bytes += added;
-        inner.files += usize::from(is_file);
-        while inner.bytes > self.budget {
-            let Some((_, evicted)) = inner.entries.pop_lru() else {
-                break;
-            };
-            inner.forget(&evicted);
-        }
-    }
-
-    /// The bytes counted against the budget now.
+    /// The bytes of files counted against the budget now.
     pub fn bytes(&self) -> usize {
-        self.lock().bytes
+        self.files.lock().bytes
     }
 
     /// The number of files kept now.
     pub fn len(&self) -> usize {
-        self.lock().files
+        self.files.lock().map.len()
     }
 
     /// The number of checked documents kept now.
     pub fn documents(&self) -> usize {
-        let inner = self.lock();
-        inner.entries.len() - inner.files
+        self.checks.lock().map.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.lock().entries.is_empty()
-    }
-
-    /// Nothing between `lock` and the end of a method can panic half-way through an
-    /// update, so a poisoned lock still guards a consistent map.
-    fn lock(&self) -> MutexGuard<'_, Inner> {
-        self.inner.lock().unwrap_or_else(|e| e.into_inner())
-    }
-}
-
-impl Inner {
-    /// Takes an entry that left the map out of the counts.
-    fn forget(&mut self, gone: &Entry) {
-        self.bytes -= gone.cost();
-        self.files -= usize::from(matches!(gone, Entry::File(_)));
+        self.len() == 0 && self.documents() == 0
     }
 }
 
@@ -218,9 +224,9 @@ mod tests {
         }
         assert!(cache.get(&key(4999)).is_some(), "the newest is kept");
         // The count is the sum of what is kept.
-        let inner = cache.lock();
-        let kept: usize = inner.entries.iter().map(|(_, e)| e.cost()).sum();
-        assert_eq!(kept, inner.bytes);
+        let files = cache.files.lock();
+        let kept: usize = files.map.iter().map(|(_, f)| cost(f)).sum();
+        assert_eq!(kept, files.bytes);
     }
 
     #[test]
@@ -253,42 +259,38 @@ mod tests {
     }
 
     #[test]
-    fn checked_documents_share_the_budget_and_the_order_of_use_with_files() {
+    fn checks_are_kept_by_digest_within_their_own_budget() {
+        let cache = FileCache::new(1 << 30);
         let (digest, document) = checked("<device><loadInformation>x</loadInformation></device>");
-        let document_cost = document.size() + ENTRY_OVERHEAD;
-        let budget = 3 * (1000 + ENTRY_OVERHEAD) + document_cost;
-        let cache = FileCache::new(budget);
         cache.insert_checked(&digest, document.clone());
-        for n in 0..3 {
-            cache.insert(key(n), file(1000, 0));
-        }
-        assert_eq!((cache.len(), cache.documents()), (3, 1));
-        assert_eq!(cache.bytes(), budget);
-        // Found under its digest only, and not as a file.
+        assert_eq!((cache.len(), cache.documents()), (0, 1));
+        assert_eq!(
+            cache.bytes(),
+            0,
+            "checks do not count against the files' budget"
+        );
         assert!(cache.checked(&digest).is_some());
         assert!(cache.checked(&blake3::hash(b"<device/>")).is_none());
         assert!(cache
             .get(&BuildKey::from_bytes(digest.as_bytes()))
             .is_none());
 
-        // The check was just used, so the next file evicts the oldest file.
-        cache.insert(key(3), file(1000, 0));
-        assert!(cache.get(&key(0)).is_none());
-        assert!(cache.checked(&digest).is_some());
-        // Files used since: now the check is the oldest, and goes.
-        for n in 1..4 {
-            assert!(cache.get(&key(n)).is_some());
+        // Far more checks than their budget holds: never above it, the newest kept.
+        let per_check = cost(&document);
+        let many = CHECKS_BUDGET / per_check + 100;
+        for n in 0..many {
+            let digest = blake3::hash(&n.to_be_bytes());
+            cache.insert_checked(&digest, document.clone());
         }
-        cache.insert(key(4), file(1000 + document_cost - ENTRY_OVERHEAD, 0));
-        assert!(cache.checked(&digest).is_none());
-        assert_eq!(cache.documents(), 0);
-        assert!(cache.bytes() <= budget);
-        let inner = cache.lock();
-        assert_eq!(
-            inner.entries.iter().map(|(_, e)| e.cost()).sum::<usize>(),
-            inner.bytes
-        );
-        assert_eq!(inner.files, inner.entries.len());
+        let checks = cache.checks.lock();
+        assert!(checks.bytes <= CHECKS_BUDGET);
+        assert_eq!(checks.bytes, checks.map.len() * per_check);
+        assert!(checks.map.len() < many);
+        drop(checks);
+        assert!(cache
+            .checked(&blake3::hash(&(many - 1).to_be_bytes()))
+            .is_some());
+        assert!(cache.checked(&digest).is_none(), "the oldest went");
     }
 
     #[test]

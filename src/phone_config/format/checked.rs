@@ -132,5 +132,8 @@ mod tests {
         let large = CheckedDocument::check(doc.as_bytes()).unwrap();
         assert!(small.size() < 512, "{}", small.size());
         assert!(large.size() > 4000, "{}", large.size());
+        // A CUCM-sized document keeps a few hundred bytes (docs/encrypted-config.md).
+        let cucm = CheckedDocument::check(DOCUMENTS[0].as_bytes()).unwrap();
+        assert!((300..1024).contains(&cucm.size()), "{}", cucm.size());
     }
 }
