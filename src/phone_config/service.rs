@@ -127,7 +127,7 @@ struct Pending {
     request: Request,
     served: Served,
     document: Option<Vec<u8>>,
-    /// BLAKE3 of `document`.
+    /// BLAKE3 of `document`, when the cache is on.
     digest: Option<blake3::Hash>,
     kind: Kind,
     key: Option<BuildKey>,
@@ -330,7 +330,12 @@ impl ConfigService {
         };
         // Only signed files are kept: the others cost no more to build than to look up.
         let signed = served.is_signed();
-        let digest = document.as_deref().map(blake3::hash);
+        // The document's digest finds its kept files and its kept check; with the
+        // cache off nothing is kept, and every build checks its document afresh.
+        let digest = document
+            .as_deref()
+            .filter(|_| self.cache.is_on())
+            .map(blake3::hash);
         let key = (self.cache.is_on() && signed)
             .then(|| BuildKey::of(request, &served, digest.as_ref(), &self.inputs_digest));
         if let Some(key) = &key {
@@ -367,9 +372,9 @@ impl ConfigService {
         } = pending;
         let signed = served.is_signed();
         let started = std::time::Instant::now();
-        let checked = match (&document, &digest) {
-            (Some(bytes), Some(digest)) if served.reads_document() => {
-                Some((bytes.as_slice(), self.checked(bytes, digest)?))
+        let checked = match &document {
+            Some(bytes) if served.reads_document() => {
+                Some((bytes.as_slice(), self.checked(bytes, digest.as_ref())?))
             }
             _ => None,
         };
@@ -400,17 +405,20 @@ impl ConfigService {
     /// The check of the base document `bytes`, whose digest is `digest`: kept from an
     /// earlier build of any file from the same bytes (a phone's partial and its
     /// `.enc.sgn` share one), else made now and kept. A document that fails is not
-    /// kept, and refuses the build.
+    /// kept, and refuses the build. Without a digest (the cache is off) it is checked
+    /// afresh.
     fn checked(
         &self,
         bytes: &[u8],
-        digest: &blake3::Hash,
+        digest: Option<&blake3::Hash>,
     ) -> Result<Arc<CheckedDocument>, Refusal> {
-        if let Some(checked) = self.cache.checked(digest) {
+        if let Some(checked) = digest.and_then(|digest| self.cache.checked(digest)) {
             return Ok(checked);
         }
         let checked = Arc::new(CheckedDocument::check(bytes)?);
-        self.cache.insert_checked(digest, checked.clone());
+        if let Some(digest) = digest {
+            self.cache.insert_checked(digest, checked.clone());
+        }
         Ok(checked)
     }
 
