@@ -89,24 +89,8 @@ fn main() -> anyhow::Result<()> {
     })?;
     for (mac, document) in DOCUMENTS {
         let name = format!("SEP{mac}");
-        let now = capf::model::now();
-        let mut device = DeviceRecord::new(&name);
-        device.operation = Operation::None;
-        device.encrypted_config = true;
-        device.lsc = Some(ca.issue_lsc(&name, &key.public_key_der()?, now)?);
-        store.put_device(
-            &device,
-            Event {
-                id: 0,
-                time: now,
-                actor: "bench".into(),
-                device: Some(name.clone()),
-                action: "device-add".into(),
-                result: "added".into(),
-                details: Default::default(),
-            },
-        )?;
-        std::fs::write(data.tftp().join(format!("{name}.cnf.xml")), document)?;
+        let lsc = ca.issue_lsc(&name, &key.public_key_der()?, capf::model::now())?;
+        add_device(&store, &data, &name, lsc, document)?;
     }
     // The devices of the "document checked before" cases: each with its own copy of
     // the CUCM-sized document, one group per thread count.
@@ -124,26 +108,7 @@ fn main() -> anyhow::Result<()> {
         })
         .collect();
     for name in groups.iter().flatten() {
-        let mut device = DeviceRecord::new(name);
-        device.operation = Operation::None;
-        device.encrypted_config = true;
-        device.lsc = Some(lsc.clone());
-        store.put_device(
-            &device,
-            Event {
-                id: 0,
-                time: capf::model::now(),
-                actor: "bench".into(),
-                device: Some(name.clone()),
-                action: "device-add".into(),
-                result: "added".into(),
-                details: Default::default(),
-            },
-        )?;
-        std::fs::write(
-            data.tftp().join(format!("{name}.cnf.xml")),
-            checked_document,
-        )?;
+        add_device(&store, &data, name, lsc.clone(), checked_document)?;
     }
     let kept = ConfigService::load(&data, &Settings::default(), store.clone());
     let service = ConfigService::load(&data, &settings, store);
@@ -211,6 +176,34 @@ fn main() -> anyhow::Result<()> {
             );
         }
     }
+    Ok(())
+}
+
+/// Adds a device with encrypted configuration, `lsc` and `document` in `tftp/`.
+fn add_device(
+    store: &Store,
+    data: &DataDir,
+    name: &str,
+    lsc: capf::model::EnrolledCert,
+    document: &str,
+) -> anyhow::Result<()> {
+    let mut device = DeviceRecord::new(name);
+    device.operation = Operation::None;
+    device.encrypted_config = true;
+    device.lsc = Some(lsc);
+    store.put_device(
+        &device,
+        Event {
+            id: 0,
+            time: capf::model::now(),
+            actor: "bench".into(),
+            device: Some(name.to_owned()),
+            action: "device-add".into(),
+            result: "added".into(),
+            details: Default::default(),
+        },
+    )?;
+    std::fs::write(data.tftp().join(format!("{name}.cnf.xml")), document)?;
     Ok(())
 }
 

@@ -264,10 +264,10 @@ fn indented(text: &str, at: usize, fragment: &str, extra: usize) -> String {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    const FACTS: CapfFacts<'static> = CapfFacts {
+    pub(crate) const FACTS: CapfFacts<'static> = CapfFacts {
         node_name: "capf.example.net",
         capf_port: 3804,
         capf_auth_mode: 2,

@@ -77,12 +77,7 @@ impl CheckedDocument {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    const FACTS: CapfFacts<'static> = CapfFacts {
-        node_name: "capf.example.net",
-        capf_port: 3804,
-        capf_auth_mode: 2,
-    };
+    use crate::phone_config::format::capf_section::tests::FACTS;
 
     const PARTIAL: PartialFacts<'static> = PartialFacts {
         node_name: "capf.example.net",

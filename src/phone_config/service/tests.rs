@@ -40,6 +40,18 @@ impl Fixture {
         self.service_with(Ok(signer(Digest::Sha1)), pki().capf.clone(), &settings())
     }
 
+    /// The service with `config_cache_mib = 0`: every fetch a build from scratch.
+    fn uncached_service(&self) -> ConfigService {
+        self.service_with(
+            Ok(signer(Digest::Sha1)),
+            pki().capf.clone(),
+            &Settings {
+                config_cache_mib: 0,
+                ..settings()
+            },
+        )
+    }
+
     fn service_with(
         &self,
         signer: Result<Signer, Error>,
@@ -168,14 +180,7 @@ fn a_document_is_checked_once_for_every_file_built_from_its_bytes() {
         "the encrypted build used the partial's check"
     );
     // What was built from the kept check is what a build checking afresh makes.
-    let uncached = f.service_with(
-        Ok(signer(Digest::Sha1)),
-        pki().capf.clone(),
-        &Settings {
-            config_cache_mib: 0,
-            ..settings()
-        },
-    );
+    let uncached = f.uncached_service();
     assert_eq!(partial, fetch(&uncached, SGN, NOW));
     assert_eq!(
         enc::decrypt(&encrypted, &pki().phone.key).unwrap(),
@@ -436,14 +441,7 @@ fn a_zero_budget_keeps_nothing_and_builds_every_time() {
     let f = Fixture::new();
     f.put(&encrypted_device());
     f.document(NAME, SEP_DOC);
-    let service = f.service_with(
-        Ok(signer(Digest::Sha1)),
-        pki().capf.clone(),
-        &Settings {
-            config_cache_mib: 0,
-            ..settings()
-        },
-    );
+    let service = f.uncached_service();
     let first = fetch(&service, ENC, NOW);
     let again = fetch(&service, ENC, NOW);
     assert_ne!(first, again, "a fresh AES key every build");
