@@ -13,7 +13,7 @@
 //! first `capf` are capf's: further entries (a second CAPF node) are left alone.
 
 use super::document::{self, Tag, Visit};
-use crate::phone_config::error::Result;
+use crate::phone_config::error::{Error, Result};
 use quick_xml::escape::{escape, unescape};
 
 /// What capf writes, for one device at one moment.
@@ -71,6 +71,25 @@ impl Landmarks {
             }
             _ => None,
         }
+    }
+
+    /// Whether every offset is a place in `text` where it can be cut.
+    fn fit(&self, text: &str) -> bool {
+        let found = [
+            self.auth_mode,
+            self.list,
+            self.capf,
+            self.node_name,
+            self.port,
+        ];
+        let offsets = found.iter().flatten().flat_map(|f| {
+            let (start, end) = f.content.unwrap_or((f.tag_end, f.tag_end));
+            [f.tag_start, f.tag_end, start, end, f.close]
+        });
+        self.device_close
+            .into_iter()
+            .chain(offsets)
+            .all(|at| text.is_char_boundary(at))
     }
 
     fn in_first_capf(&self) -> bool {
@@ -155,6 +174,12 @@ pub(crate) fn splice_surveyed(
     facts: &CapfFacts<'_>,
 ) -> Result<Vec<u8>> {
     let (document, text) = document::document_text(document)?;
+    // Landmarks of other bytes would cut the text anywhere: refused, not a panic.
+    if !marks.fit(text) {
+        return Err(Error::Document(
+            "not the document these landmarks were found in".into(),
+        ));
+    }
     Ok(apply(document, text, marks, facts))
 }
 

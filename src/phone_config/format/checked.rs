@@ -36,7 +36,8 @@ impl CheckedDocument {
     }
 
     /// The full document with capf's facts in it ([`capf_section::splice`]).
-    /// `document` must be the bytes this was checked from.
+    /// `document` must be the bytes this was checked from (the service finds a check
+    /// by their digest); other bytes give a wrong file or an error, never a panic.
     pub fn splice(&self, document: &[u8], facts: &CapfFacts<'_>) -> Result<Vec<u8>> {
         capf_section::splice_surveyed(document, self.landmarks, facts)
     }
@@ -55,7 +56,9 @@ impl CheckedDocument {
             let attributes: usize = e
                 .attributes
                 .iter()
-                .map(|(n, v)| n.len() + v.len() + 2 * ALLOCATION + 48)
+                .map(|(n, v)| {
+                    std::mem::size_of::<(String, String)>() + n.len() + v.len() + 2 * ALLOCATION
+                })
                 .sum();
             let children: usize = e
                 .children
@@ -107,6 +110,15 @@ mod tests {
                 partial::build(doc.as_bytes(), &PARTIAL).unwrap(),
                 "{doc}"
             );
+        }
+    }
+
+    #[test]
+    fn a_check_used_with_other_bytes_does_not_panic() {
+        let [cucm, base, ..] = DOCUMENTS;
+        let checked = CheckedDocument::check(cucm.as_bytes()).unwrap();
+        for other in [base, "<device/>", "", "é", &"é".repeat(4000)] {
+            let _ = checked.splice(other.as_bytes(), &FACTS);
         }
     }
 
