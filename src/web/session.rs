@@ -110,6 +110,9 @@ impl Sessions {
                 self.end(&key)?;
             }
         }
+        // Uploads of sessions that ended elsewhere (a logout on another node) go too.
+        self.lock()
+            .retain(|key, _| live.iter().any(|(live, _)| live == key));
         if live.len() >= MAX_SESSIONS {
             if let Some((oldest, _)) = live.iter().min_by_key(|(_, s)| s.last_seen) {
                 self.end(oldest)?;
@@ -133,7 +136,11 @@ impl Sessions {
     pub fn get(&self, token: &str) -> Option<Session> {
         let now = now();
         let key = key_of(token);
-        let mut stored = self.store.web_session(&key).ok()??;
+        let Some(mut stored) = self.store.web_session(&key).ok()? else {
+            // Ended, perhaps on another node: its upload here goes with it.
+            self.lock().remove(&key);
+            return None;
+        };
         let credential = hex::decode(&stored.credential)
             .ok()
             .and_then(|c| Credential::try_from(c).ok());
@@ -340,5 +347,27 @@ mod tests {
         sessions.remove(&a);
         assert!(sessions.get(&a).is_none());
         assert!(sessions.lock().is_empty(), "the upload went with it");
+
+        // A session ended by another node (a logout there) takes its upload here
+        // with it: when asked for, or at the next login.
+        let pending = |id: &str| PendingImport {
+            id: id.into(),
+            file_name: "phones.csv".into(),
+            bytes: std::sync::Arc::new(b"name\n".to_vec()),
+        };
+        let other = Sessions::new(sessions.store.clone());
+        let (c, d) = (
+            sessions.create("alice", alice).unwrap(),
+            sessions.create("alice", alice).unwrap(),
+        );
+        sessions.set_pending_import(&c, Some(pending("c")));
+        sessions.set_pending_import(&d, Some(pending("d")));
+        other.remove(&c);
+        other.remove(&d);
+        assert!(sessions.get(&c).is_none());
+        assert!(!sessions.lock().contains_key(&key_of(&c)));
+        assert!(sessions.lock().contains_key(&key_of(&d)));
+        sessions.create("alice", alice).unwrap();
+        assert!(sessions.lock().is_empty(), "swept at the next login");
     }
 }
