@@ -69,6 +69,19 @@ pub(super) fn decode_session(key: &[u8], value: &[u8]) -> Result<WebSession, Sto
     })
 }
 
+/// A stored session with its key, as a backend lists them: refused as corrupt when the
+/// key is not 32 bytes.
+pub(super) fn decode_session_entry(
+    key: &[u8],
+    value: &[u8],
+) -> Result<(SessionKey, WebSession), StoreError> {
+    let session_key = SessionKey::try_from(key).map_err(|_| StoreError::Corrupt {
+        key: format!("web_sessions/{}", hex::encode(key)),
+        reason: format!("a key of {} bytes, not 32", key.len()),
+    })?;
+    Ok((session_key, decode_session(key, value)?))
+}
+
 pub(super) fn encode_session(session: &WebSession) -> Result<Vec<u8>, StoreError> {
     serde_json::to_vec(session).map_err(StoreError::Encode)
 }

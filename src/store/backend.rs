@@ -116,7 +116,7 @@ pub trait Backend: Send + Sync {
     /// `f` returns; `false` if there is no such account.
     fn update_web_account(&self, name: &str, f: AccountUpdate<'_>) -> Result<bool, StoreError>;
 
-    // -- audit trail ----------------------------------------------------------------
+    // -- web admin sessions ---------------------------------------------------------
 
     /// The web admin session stored under `key`.
     fn web_session(&self, key: &SessionKey) -> Result<Option<WebSession>, StoreError>;
@@ -129,6 +129,8 @@ pub trait Backend: Send + Sync {
 
     /// Every session, by key.
     fn web_sessions(&self) -> Result<Vec<(SessionKey, WebSession)>, StoreError>;
+
+    // -- audit trail ----------------------------------------------------------------
 
     /// Appends an event that changes nothing else.
     fn record_event(&self, event: Event) -> Result<(), StoreError>;

@@ -21,7 +21,8 @@
 //! made it durable (`synchronous_commit` on, the default): that is the writer's flush.
 
 use super::accounts::{
-    decode as decode_account, decode_session, encode as encode_account, encode_session,
+    decode as decode_account, decode_session, decode_session_entry, encode as encode_account,
+    encode_session,
 };
 use super::backend::{AccountUpdate, Backend, EventFilter, NamedRecord};
 use super::cluster::{AddressLimit, Cluster, LiveNode, Reservation};
@@ -837,14 +838,7 @@ impl Backend for PgStore {
     fn web_sessions(&self) -> Result<Vec<(SessionKey, WebSession)>, StoreError> {
         self.query("SELECT key, record::text FROM web_sessions", &[])?
             .iter()
-            .map(|row| {
-                let raw: &[u8] = row.get(0);
-                let key = SessionKey::try_from(raw).map_err(|_| StoreError::Corrupt {
-                    key: format!("web_sessions/{}", hex::encode(raw)),
-                    reason: format!("a key of {} bytes, not 32", raw.len()),
-                })?;
-                Ok((key, decode_session(&key, row.get::<_, &str>(1).as_bytes())?))
-            })
+            .map(|row| decode_session_entry(row.get(0), row.get::<_, &str>(1).as_bytes()))
             .collect()
     }
 

@@ -3,7 +3,9 @@
 
 use super::{abort, SledStore, StoreError};
 use crate::model::Event;
-use crate::store::accounts::{decode, decode_session, encode, encode_session};
+use crate::store::accounts::{
+    decode, decode_session, decode_session_entry, encode, encode_session,
+};
 use crate::store::backend::AccountUpdate;
 use crate::store::txn::DeviceTxn;
 use crate::store::{SessionKey, WebAccount, WebSession};
@@ -35,11 +37,7 @@ impl SledStore {
             .iter()
             .map(|kv| {
                 let (k, v) = kv?;
-                let key = SessionKey::try_from(k.as_ref()).map_err(|_| StoreError::Corrupt {
-                    key: format!("web_sessions/{}", hex::encode(&k)),
-                    reason: format!("a key of {} bytes, not 32", k.len()),
-                })?;
-                Ok((key, decode_session(&k, &v)?))
+                decode_session_entry(&k, &v)
             })
             .collect()
     }
