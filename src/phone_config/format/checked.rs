@@ -8,6 +8,10 @@
 //! and encrypted files ([`capf_section`]), and the copied elements, for the partial
 //! ([`partial`]). The configuration service keeps it under the digest of the
 //! document's bytes, so it is only ever used with exactly the bytes it was found in.
+//!
+//! Every file capf serves is built through this. [`capf_section::splice`] and
+//! [`partial::build`] are the same builds with one visitor each, for a document used
+//! once: the tests and the fuzz target hold this pass to them.
 
 use super::capf_section::{self, CapfFacts, Landmarks, Survey};
 use super::document::{self, Element, Node};
