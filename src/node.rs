@@ -13,6 +13,7 @@ use crate::metrics::server::{MetricsServer, Node as AdminNode, Serving};
 use crate::metrics::Metrics;
 use crate::phone_config::crl::RevocationList;
 use crate::phone_config::http::HttpServer;
+use crate::phone_config::kept::KeptFiles;
 use crate::phone_config::service::ConfigService;
 use crate::phone_config::tftp::TftpServer;
 use crate::server::CapfListener;
@@ -75,15 +76,20 @@ impl Node {
 
         // One configuration service for HTTP and TFTP, loaded only if either runs.
         let service = (settings.http.is_some() || settings.tftp.is_some()).then(|| {
-            let service =
+            let mut service =
                 ConfigService::load(data, &settings, store.clone()).with_metrics(metrics.clone());
+            if let Some(kept) = KeptFiles::open(data.kept_files()) {
+                service = service.with_kept_files(kept);
+            }
+            let service = Arc::new(service);
+            sweep_kept_files(service.clone(), store.clone());
             if let Err(e) = service.signer() {
                 tracing::error!(
                     "signed configuration files and the ITL are not served: {e} \
                      (fix certs/tftp.pem and certs/tftp.key, then restart)"
                 );
             }
-            Arc::new(service)
+            service
         });
         let http = match (settings.http, &service) {
             (Some(addr), Some(service)) => {
@@ -356,6 +362,23 @@ fn open_file_limit() -> Option<u64> {
 /// A future that completes once `rx` says stop.
 pub async fn stopped(mut rx: watch::Receiver<bool>) {
     let _ = rx.wait_for(|stop| *stop).await;
+}
+
+/// Removes, in the background, the kept files no request will read again: those of
+/// devices deleted while the node was down, and temporary files a crash left. A device
+/// the store cannot be asked about is taken as known.
+fn sweep_kept_files(service: Arc<ConfigService>, store: Store) {
+    if service.kept_files().is_none() {
+        return;
+    }
+    tokio::task::spawn_blocking(move || {
+        if let Some(kept) = service.kept_files() {
+            let removed = kept.sweep(|device| !matches!(store.get_device(device), Ok(None)));
+            if removed > 0 {
+                tracing::info!("removed {removed} kept files no device will fetch again");
+            }
+        }
+    });
 }
 
 /// The keys capf holds, which no phone may have certified as its own: the CAPF CA's,

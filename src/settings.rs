@@ -83,6 +83,10 @@ impl DataDir {
     pub fn web_key(&self) -> PathBuf {
         self.certs().join("web.key")
     }
+    /// The serving node's copies of the signed files it built (`phone_config::kept`).
+    pub fn kept_files(&self) -> PathBuf {
+        self.root.join(crate::phone_config::kept::KEPT_FILES_DIR)
+    }
     pub fn admin_socket(&self) -> PathBuf {
         self.root.join("admin.sock")
     }

@@ -536,3 +536,63 @@ async fn the_file_cache_stays_within_its_budget() {
     assert!((5..25).contains(&kept), "{kept} files kept");
     c.stop().await;
 }
+
+/// #15: a power cut brings capf down with the phones. After the restart the files it
+/// built before are served from its kept copies on disk, byte for byte (the `.enc.sgn`
+/// with its AES key: a new build would draw another), not signed again; the copies of
+/// a device deleted before the restart are removed.
+#[tokio::test]
+async fn a_restarted_node_serves_the_files_it_built_before() {
+    let c = Companion::start().await;
+    c.node.add(device(true, RSA));
+    c.document(NAME, DOC.as_bytes());
+    let Some((_, PhoneKey::Rsa(key))) = c.node.run(&Phone::new(NAME)).await.issued else {
+        panic!("an RSA LSC was issued")
+    };
+    let paths = [
+        "/ITLFile.tlv".to_owned(),
+        format!("/{NAME}.cnf.xml.sgn"),
+        format!("/{NAME}.cnf.xml.enc.sgn"),
+    ];
+    let mut before = Vec::new();
+    for path in &paths {
+        before.push(c.get(path).await.body);
+    }
+    let gone = "SEP00AABBCCDDEE";
+    c.node.add(DeviceRecord::new(gone));
+    c.document(gone, DOC.as_bytes());
+    assert_eq!(c.get(&format!("/{gone}.cnf.xml.sgn")).await.status, 200);
+    let kept = c.node.data.kept_files();
+    assert!(kept.join(format!("{gone}.cnf.xml.sgn")).exists());
+    assert!(c
+        .node
+        .store
+        .remove_device(gone, common::event(gone))
+        .unwrap());
+
+    let node = c.node.restarted().await;
+    let c = Companion {
+        http: node.http_addr.expect("HTTP delivery"),
+        node,
+    };
+    let mut after = Vec::new();
+    for path in &paths {
+        after.push(c.get(path).await.body);
+    }
+    assert_eq!(after, before);
+    assert_eq!(
+        enc::decrypt(&after[2], &key).unwrap(),
+        common::served(DOC, 0).as_bytes()
+    );
+    // The sweep runs beside the listeners; bounded wait.
+    let swept = kept.join(format!("{gone}.cnf.xml.sgn"));
+    for _ in 0..100 {
+        if !swept.exists() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(!swept.exists(), "the deleted device's copy is removed");
+    assert!(kept.join(format!("{NAME}.cnf.xml.enc.sgn")).exists());
+    c.stop().await;
+}

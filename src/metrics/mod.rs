@@ -124,6 +124,7 @@ pub struct Metrics {
     files: Vec<Counter>,
     cache_hits: Counter,
     cache_misses: Counter,
+    kept_file_reads: Counter,
     session_seconds: Histogram,
     /// By index in `FileKind::ALL`.
     build_seconds: Vec<Histogram>,
@@ -227,6 +228,7 @@ impl Metrics {
 
         let cache_hits = Counter::default();
         let cache_misses = Counter::default();
+        let kept_file_reads = Counter::default();
         registry.register(
             "config_cache_hits",
             "Signed files served from the configuration cache",
@@ -236,6 +238,12 @@ impl Metrics {
             "config_cache_misses",
             "Signed files built because the configuration cache did not hold them",
             cache_misses.clone(),
+        );
+        registry.register(
+            "config_cache_kept_file_reads",
+            "Signed files the configuration cache read back from the node's copies on disk \
+             (after a restart, or once evicted from memory); counted in the hits too",
+            kept_file_reads.clone(),
         );
 
         let session_seconds = Histogram::new([
@@ -327,6 +335,7 @@ impl Metrics {
             files,
             cache_hits,
             cache_misses,
+            kept_file_reads,
             session_seconds,
             build_seconds,
             devices,
@@ -390,6 +399,10 @@ impl Metrics {
 
     pub fn cache_miss(&self) {
         self.cache_misses.inc();
+    }
+
+    pub fn kept_file_read(&self) {
+        self.kept_file_reads.inc();
     }
 
     /// Records the time one build of a file took.

@@ -9,7 +9,8 @@
 //! * [`service`] — the edge that reads a request's inputs (the device from the store,
 //!   the base document under `tftp/`, the signer) and calls [`plan`]; shared by both
 //!   servers and by the CLI (`config build`, `itl build`, `doctor`). It keeps the
-//!   signed files it built in [`cache`], under the digest of their inputs.
+//!   signed files it built in [`cache`], under the digest of their inputs, and the
+//!   node's copies of them in [`kept`], on disk, for after a restart.
 //! * [`plan`] — pure: the request-name rules, the decision table (§6) and the build.
 //! * [`format`] — pure: the file formats (`.sgn`, `.enc.sgn`, ITL, the partial XML).
 //! * [`signer`] — the RSA signing identity of the files, loaded from `certs/tftp.*`.
@@ -19,6 +20,7 @@ pub mod crl;
 pub mod error;
 pub mod format;
 pub(crate) mod http;
+pub mod kept;
 pub mod plan;
 pub mod service;
 pub mod signer;

@@ -549,6 +549,11 @@ impl BuildKey {
         BuildKey(w.finish())
     }
 
+    /// The digest itself (what a kept file on disk records).
+    pub fn as_bytes(&self) -> &[u8; 32] {
+        &self.0
+    }
+
     /// A key for tests of the cache alone.
     #[cfg(test)]
     pub(crate) fn from_bytes(bytes: &[u8]) -> BuildKey {

@@ -18,6 +18,7 @@ use crate::phone_config::cache::FileCache;
 use crate::phone_config::error::Error;
 use crate::phone_config::format::checked::CheckedDocument;
 use crate::phone_config::format::itl;
+use crate::phone_config::kept::KeptFiles;
 use crate::phone_config::plan::{
     self, BuildInputs, BuildKey, InputsDigest, NotFound, Request, Served,
 };
@@ -159,6 +160,10 @@ pub struct ConfigService {
     serve_unknown_plaintext: bool,
     /// Signed files already built, by the digest of their inputs.
     cache: FileCache,
+    /// The node's copies of them on disk, read when memory does not hold a file (after
+    /// a restart, or once evicted). Only the serving node keeps them
+    /// ([`ConfigService::with_kept_files`]).
+    kept: Option<KeptFiles>,
     /// Cache hits and misses, build times and files served (`capf_*` on /metrics).
     metrics: Arc<Metrics>,
     /// [`BuildInputs::digest`] of this service's inputs, part of every kept file's key.
@@ -220,11 +225,24 @@ impl ConfigService {
             capf_port: settings.capf_port,
             serve_unknown_plaintext: settings.serve_unknown_devices_plaintext,
             cache: FileCache::new(settings.config_cache_bytes()),
+            kept: None,
             metrics: Arc::new(Metrics::new()),
             inputs_digest: InputsDigest::default(),
         };
         service.inputs_digest = service.build_inputs().digest();
         service
+    }
+
+    /// Keeps the signed files it builds in `kept` too, and serves them from there when
+    /// memory does not hold them. Nothing is kept when the cache is off
+    /// (`config_cache_mib = 0`).
+    pub fn with_kept_files(mut self, kept: KeptFiles) -> ConfigService {
+        self.kept = self.cache.is_on().then_some(kept);
+        self
+    }
+
+    pub fn kept_files(&self) -> Option<&KeptFiles> {
+        self.kept.as_ref()
     }
 
     /// Counts into `metrics` (the node's, which /metrics shows) instead of its own.
@@ -339,10 +357,17 @@ impl ConfigService {
         let key = (self.cache.is_on() && signed)
             .then(|| BuildKey::of(request, &served, digest.as_ref(), &self.inputs_digest));
         if let Some(key) = &key {
-            if let Some(kept) = self.cache.get(key) {
+            let name = request.served_name();
+            let kept = self.cache.get(key).or_else(|| {
+                let from_disk = self.kept.as_ref()?.read(&name, key)?;
+                self.metrics.kept_file_read();
+                self.cache.insert(*key, from_disk.clone());
+                Some(from_disk)
+            });
+            if let Some(kept) = kept {
                 self.metrics.cache_hit();
                 return Ok(Lookup::Found(File {
-                    name: request.served_name(),
+                    name,
                     kind,
                     signed,
                     bytes: kept,
@@ -391,11 +416,15 @@ impl ConfigService {
         .into();
         self.metrics
             .file_built(kind.counted_as(signed), started.elapsed());
+        let name = request.served_name();
         if let Some(key) = key {
             self.cache.insert(key, bytes.clone());
+            if let Some(kept) = &self.kept {
+                kept.write(&name, &key, &bytes);
+            }
         }
         Ok(File {
-            name: request.served_name(),
+            name,
             kind,
             signed,
             bytes,

@@ -16,11 +16,13 @@ const SGN: &str = "SEP001122334455.cnf.xml.sgn";
 const ENC: &str = "SEP001122334455.cnf.xml.enc.sgn";
 const ITL: &str = "ITLFile.tlv";
 
-/// A store and a `tftp/` directory in a temporary directory.
+/// A store, a `tftp/` directory and a directory of kept files in a temporary
+/// directory.
 struct Fixture {
     _dir: tempfile::TempDir,
     store: Store,
     tftp: PathBuf,
+    kept: PathBuf,
 }
 
 impl Fixture {
@@ -29,15 +31,40 @@ impl Fixture {
         let store = Store::open(&dir.path().join("db")).unwrap();
         let tftp = dir.path().join("tftp");
         std::fs::create_dir(&tftp).unwrap();
+        let kept = dir.path().join("kept-files");
         Fixture {
             _dir: dir,
             store,
             tftp,
+            kept,
         }
     }
 
+    /// A service that keeps its files in memory only.
     fn service(&self) -> ConfigService {
         self.service_with(Ok(signer(Digest::Sha1)), pki().capf.clone(), &settings())
+    }
+
+    /// A service that keeps its files on disk too, as a node's does: a new one is a
+    /// node restarted, its memory empty and its kept files where they were.
+    fn node_service(&self) -> ConfigService {
+        self.keeping(self.service())
+    }
+
+    fn keeping(&self, service: ConfigService) -> ConfigService {
+        service.with_kept_files(KeptFiles::open(self.kept.clone()).unwrap())
+    }
+
+    fn kept_names(&self) -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(&self.kept)
+            .map(|entries| {
+                entries
+                    .map(|e| e.unwrap().file_name().into_string().unwrap())
+                    .collect()
+            })
+            .unwrap_or_default();
+        names.sort();
+        names
     }
 
     /// The service with `config_cache_mib = 0`: every fetch a build from scratch.
@@ -217,30 +244,45 @@ fn a_document_is_checked_once_for_every_file_built_from_its_bytes() {
 #[test]
 fn each_input_changed_in_turn_changes_the_next_fetch() {
     let f = Fixture::new();
+    let service = std::rc::Rc::new(f.service());
+    each_input_changed_in_turn(&f, &|| service.clone());
+}
+
+/// The same with the node restarted before every fetch: every kept file comes from
+/// disk, and none is served once an input changed.
+#[test]
+fn each_input_changed_in_turn_changes_the_next_fetch_after_a_restart() {
+    let f = Fixture::new();
+    each_input_changed_in_turn(&f, &|| std::rc::Rc::new(f.node_service()));
+    assert_eq!(f.kept_names(), [ENC, SGN], "one copy per name");
+}
+
+/// Changes each input of the files in turn; `service` gives the service of each fetch.
+fn each_input_changed_in_turn(f: &Fixture, service: &dyn Fn() -> std::rc::Rc<ConfigService>) {
     let mut device = DeviceRecord::new(NAME);
     f.put(&device);
     f.document(NAME, SEP_DOC);
-    let service = f.service();
     // The clock moves on between fetches, so a file built again would differ at least
     // in its timestamp.
     let clock = std::cell::Cell::new(NOW);
     let now = || clock.get();
     // Fetches `name` a minute later, and a second after that: the second is kept.
-    let fetch_twice = |service: &ConfigService, name: &str| {
+    let fetch_twice = |name: &str| {
         clock.set(clock.get() + 60);
-        let file = fetch(service, name, now());
-        assert_eq!(file, fetch(service, name, now() + 1), "{name} is kept");
+        let file = fetch(&service(), name, now());
+        assert_eq!(file, fetch(&service(), name, now() + 1), "{name} is kept");
         file
     };
+    let refused = |name: &str, now: UnixTime| refused(&service(), name, now);
 
     // Encryption off, nothing pending: the full document, capfAuthMode 0.
-    let full_0 = fetch_twice(&service, SGN);
+    let full_0 = fetch_twice(SGN);
     assert_eq!(body(&full_0), full(SEP_DOC, 0));
 
     // The base document.
     let edited_doc = SEP_DOC.replace("s3cret", "n3w-s3cret");
     f.document(NAME, &edited_doc);
-    let edited = fetch_twice(&service, SGN);
+    let edited = fetch_twice(SGN);
     assert_ne!(edited, full_0);
     assert_eq!(body(&edited), full(&edited_doc, 0));
 
@@ -250,13 +292,13 @@ fn each_input_changed_in_turn_changes_the_next_fetch() {
     device.status = OperationStatus::Pending;
     device.deadline = Some(now() + 1000);
     f.put(&device);
-    let pending = fetch_twice(&service, SGN);
+    let pending = fetch_twice(SGN);
     assert_ne!(pending, edited);
     assert_eq!(body(&pending), full(&edited_doc, 2));
 
     // No field of the record changes, but the deadline passes: capfAuthMode 0 again.
     clock.set(now() + 2000);
-    let expired = fetch_twice(&service, SGN);
+    let expired = fetch_twice(SGN);
     assert_ne!(expired, pending);
     assert_eq!(body(&expired), full(&edited_doc, 0));
 
@@ -264,23 +306,23 @@ fn each_input_changed_in_turn_changes_the_next_fetch() {
     device.deadline = None;
     device.encrypted_config = true;
     f.put(&device);
-    let partial = fetch_twice(&service, SGN);
+    let partial = fetch_twice(SGN);
     assert_ne!(partial, expired);
     assert!(body(&partial).contains("<certHash></certHash>"));
     assert!(body(&partial).contains("<capfAuthMode>2</capfAuthMode>"));
-    assert!(refused(&service, ENC, now()));
+    assert!(refused(ENC, now()));
 
     // The phone enrolls: the hash of its LSC, the .enc.sgn wrapped to its key.
     let p = pki();
     device.lsc = Some(enrolled(&p.phone.der));
     device.status = OperationStatus::UpgradeSuccess;
     f.put(&device);
-    let enrolled_partial = fetch_twice(&service, SGN);
+    let enrolled_partial = fetch_twice(SGN);
     assert_ne!(enrolled_partial, partial);
     let hash = device.lsc.as_ref().unwrap().md5.clone();
     assert!(body(&enrolled_partial).contains(&format!("<certHash>{hash}</certHash>")));
     assert!(body(&enrolled_partial).contains("<capfAuthMode>0</capfAuthMode>"));
-    let encrypted = fetch_twice(&service, ENC);
+    let encrypted = fetch_twice(ENC);
     assert_eq!(
         enc::decrypt(&encrypted, &p.phone.key).unwrap(),
         full(&edited_doc, 0).as_bytes()
@@ -289,11 +331,11 @@ fn each_input_changed_in_turn_changes_the_next_fetch() {
     // A new LSC: the new hash, the .enc.sgn wrapped to the new key only.
     device.lsc = Some(enrolled(&p.phone_1024.der));
     f.put(&device);
-    let renewed_partial = fetch_twice(&service, SGN);
+    let renewed_partial = fetch_twice(SGN);
     assert_ne!(renewed_partial, enrolled_partial);
     let hash = device.lsc.as_ref().unwrap().md5.clone();
     assert!(body(&renewed_partial).contains(&format!("<certHash>{hash}</certHash>")));
-    let renewed = fetch_twice(&service, ENC);
+    let renewed = fetch_twice(ENC);
     assert_ne!(renewed, encrypted);
     assert!(enc::decrypt(&renewed, &p.phone.key).is_err());
     assert_eq!(
@@ -306,9 +348,9 @@ fn each_input_changed_in_turn_changes_the_next_fetch() {
     device.auth = AuthMode::String;
     device.status = OperationStatus::Pending;
     f.put(&device);
-    let scheduled_partial = fetch_twice(&service, SGN);
+    let scheduled_partial = fetch_twice(SGN);
     assert!(body(&scheduled_partial).contains("<capfAuthMode>1</capfAuthMode>"));
-    let scheduled = fetch_twice(&service, ENC);
+    let scheduled = fetch_twice(ENC);
     assert_eq!(
         enc::decrypt(&scheduled, &p.phone_1024.key).unwrap(),
         full(&edited_doc, 1).as_bytes()
@@ -316,7 +358,7 @@ fn each_input_changed_in_turn_changes_the_next_fetch() {
 
     // The document again, now under encryption.
     f.document(NAME, SEP_DOC);
-    let reverted = fetch_twice(&service, ENC);
+    let reverted = fetch_twice(ENC);
     assert_eq!(
         enc::decrypt(&reverted, &p.phone_1024.key).unwrap(),
         full(SEP_DOC, 1).as_bytes()
@@ -325,25 +367,26 @@ fn each_input_changed_in_turn_changes_the_next_fetch() {
     // Encryption off again: the full document, and no .enc.sgn.
     device.encrypted_config = false;
     f.put(&device);
-    assert_eq!(body(&fetch_twice(&service, SGN)), full(SEP_DOC, 1));
-    assert!(refused(&service, ENC, now()));
+    assert_eq!(body(&fetch_twice(SGN)), full(SEP_DOC, 1));
+    assert!(refused(ENC, now()));
 }
 
 /// The signer, the CAPF certificate and the node's settings are loaded once per
-/// service; a node restarted with others starts with an empty cache. The key covers
-/// them anyway: here the new service is handed the old one's kept files.
+/// service; a node restarted with others starts with an empty cache, but with the
+/// files it kept on disk. The key covers them: here the new service is handed the old
+/// one's memory and its directory of kept files.
 #[test]
 fn a_changed_signer_capf_certificate_or_node_setting_is_a_different_key() {
     let f = Fixture::new();
     f.put(&encrypted_device());
     f.document(NAME, SEP_DOC);
-    let mut service = f.service();
+    let mut service = f.node_service();
     let sgn = fetch(&service, SGN, NOW);
     let enc_file = fetch(&service, ENC, NOW);
     let itl_file = fetch(&service, ITL, NOW);
     let mut changed = |signer: Signer, capf: Vec<u8>, settings: Settings| {
         let kept = std::mem::replace(&mut service.cache, FileCache::new(0));
-        let mut next = f.service_with(Ok(signer), capf, &settings);
+        let mut next = f.keeping(f.service_with(Ok(signer), capf, &settings));
         next.cache = kept;
         let files = [
             fetch(&next, SGN, NOW),
@@ -441,7 +484,11 @@ fn a_zero_budget_keeps_nothing_and_builds_every_time() {
     let f = Fixture::new();
     f.put(&encrypted_device());
     f.document(NAME, SEP_DOC);
-    let service = f.uncached_service();
+    let service = f.keeping(f.uncached_service());
+    assert!(
+        service.kept_files().is_none(),
+        "nothing kept on disk either"
+    );
     let first = fetch(&service, ENC, NOW);
     let again = fetch(&service, ENC, NOW);
     assert_ne!(first, again, "a fresh AES key every build");
@@ -450,4 +497,45 @@ fn a_zero_budget_keeps_nothing_and_builds_every_time() {
         (NOW + 5) as u32
     );
     assert!(service.cache().is_empty());
+    assert!(f.kept_names().is_empty());
+}
+
+/// After a restart the files built before it are served from disk byte for byte (the
+/// `.enc.sgn` with its AES key), not signed again; a copy damaged on disk is never
+/// served, but built again and kept in its place.
+#[test]
+fn a_restarted_node_serves_its_kept_files_and_builds_again_what_is_damaged() {
+    let f = Fixture::new();
+    f.put(&encrypted_device());
+    f.document(NAME, SEP_DOC);
+    let names = [ITL, SGN, ENC];
+    let built = names.map(|name| fetch(&f.node_service(), name, NOW));
+    assert_eq!(f.kept_names(), [ITL, ENC, SGN]);
+
+    let restarted = f.node_service();
+    assert!(restarted.cache().is_empty());
+    assert_eq!(names.map(|name| fetch(&restarted, name, NOW + 60)), built);
+    assert_eq!(restarted.cache().len(), 3, "read once, then from memory");
+
+    for damage in [
+        |file: &mut Vec<u8>| *file.last_mut().unwrap() ^= 1,
+        |file: &mut Vec<u8>| file.truncate(file.len() / 2),
+        |file: &mut Vec<u8>| file.clear(),
+    ] {
+        let path = f.kept.join(ENC);
+        let mut file = std::fs::read(&path).unwrap();
+        damage(&mut file);
+        std::fs::write(&path, file).unwrap();
+        let rebuilt = fetch(&f.node_service(), ENC, NOW + 120);
+        assert_eq!(timestamp(&rebuilt, FileKind::EncSgn), (NOW + 120) as u32);
+        assert_eq!(
+            enc::decrypt(&rebuilt, &pki().phone.key).unwrap(),
+            full(SEP_DOC, 0).as_bytes()
+        );
+        assert_eq!(
+            fetch(&f.node_service(), ENC, NOW + 180),
+            rebuilt,
+            "kept again"
+        );
+    }
 }
