@@ -48,6 +48,8 @@ stop_server() {
     if [ -n "$SERVER" ]; then
         kill "$SERVER" 2>/dev/null || true
         wait "$SERVER" 2>/dev/null || true
+        # A server the storm's restart started is not this shell's child.
+        while kill -0 "$SERVER" 2>/dev/null; do sleep 0.1; done
         SERVER=
     fi
 }
@@ -197,14 +199,26 @@ fi
 if runs storm; then
 settle storm
 # The phones enroll with encrypted configuration, then fetch ITL, .sgn and .enc.sgn:
-# over HTTP (the first fetch, then unchanged files), then over TFTP from 127.0.1.x.
+# over HTTP (the first fetch, then unchanged files), then over TFTP from 127.0.1.x;
+# then capf is restarted and the phones fetch their files once more over HTTP, as
+# after a power cut: memory empty, the files kept on disk.
 new_node
 start_server
 loadgen setup -n "$STORM_N" --first 0 --encrypted-config --document "$STORM_DOCUMENT" >/dev/null
+# The restart: SIGTERM, wait until the process has ended (a zombie of this shell
+# counts as ended), start capf again on the same data directory, print its id.
+RESTART="kill $SERVER; while [ -e /proc/$SERVER ] && ! grep -q '^State:.*Z' /proc/$SERVER/status 2>/dev/null; do sleep 0.1; done
+'$BIN/capf' --data '$WORK/node' serve >/dev/null 2>>'$WORK/serve.log' &
+echo \$! > '$WORK/restarted.pid'
+echo \$!"
 loadgen storm -n "$STORM_N" --first 0 -c "$STORM_C" --tftp-concurrency "$STORM_TFTP_C" \
     --http "http://127.0.0.1:$HTTP_PORT" --tftp "127.0.0.1:$TFTP_PORT" --blksize "$STORM_BLKSIZE" \
     --rounds "$STORM_ROUNDS" --http-reuse-rounds "$STORM_REUSE_ROUNDS" --tftp-rounds "$STORM_TFTP_ROUNDS" \
-    --server-pid "$SERVER" --json > "$OUT/storm.json"
+    --restart-command "$RESTART" --server-pid "$SERVER" --json > "$OUT/storm.json"
+wait "$SERVER" 2>/dev/null || true
+SERVER=$(cat "$WORK/restarted.pid")
+KEPT_FILES=$(find "$WORK/node/kept-files" -type f | wc -l)
+KEPT_BYTES=$(du -sb "$WORK/node/kept-files" | cut -f1)
 stop_server
 STORM_ROWS=$(python3 - "$OUT/storm.json" <<'EOF'
 import json, sys
@@ -224,6 +238,9 @@ names = {"http": "HTTP, unchanged, a connection per file",
          "tftp": "TFTP, unchanged"}
 for u in d["unchanged"]:
     row(names.get(u["protocol"], u["protocol"]), u["block_size"] or "-", u["rounds"], u)
+for r in d["rounds"]:
+    if r["after_restart"]:
+        row(f"HTTP, after a restart (kept on disk; {r['verified_in_full']} files built again)", "-", 1, r)
 EOF
 )
 STORM_MEMORY=$(python3 - "$OUT/storm.json" "$(wc -c < "$STORM_DOCUMENT")" <<'EOF'
@@ -423,6 +440,8 @@ runs storm && cat <<EOF
 $STORM_ROWS
 
 $STORM_MEMORY
+
+Kept on disk (\`kept-files/\`) at the end: $KEPT_FILES files, $KEPT_BYTES bytes.
 EOF
 runs scale && cat <<EOF
 

@@ -17,11 +17,15 @@
 //! file after its first): the service keeps each document's check by the digest of its
 //! bytes. They run on a service with the cache on, over devices that each have a copy
 //! of the CUCM-sized document, each device's file fetched once, so every fetch is a
-//! build and all but the first find the check kept.
+//! build and all but the first find the check kept. As on a serving node, that service
+//! also writes each file it builds to `kept-files/` (`phone_config::kept`), over the
+//! copy built before the change, so these cases count that write;
+//! `CONFBENCH_NO_DISK=1` runs them without it, to compare.
 
 use capf::ca::Ca;
 use capf::model::{DeviceRecord, Event, Operation};
 use capf::phone::PhoneKey;
+use capf::phone_config::kept::KeptFiles;
 use capf::phone_config::plan::{ConfigForm, Request};
 use capf::phone_config::service::ConfigService;
 use capf::protocol::{KeyGenerateRequest, KeyType};
@@ -110,7 +114,32 @@ fn main() -> anyhow::Result<()> {
     for name in groups.iter().flatten() {
         add_device(&store, &data, name, lsc.clone(), checked_document)?;
     }
-    let kept = ConfigService::load(&data, &Settings::default(), store.clone());
+    let mut kept = ConfigService::load(&data, &Settings::default(), store.clone());
+    {
+        // Each device's files as built before the change the cases measure the builds
+        // after (here another node name): the builds then write over a kept copy, as
+        // on a node, rather than create one.
+        let before = Settings {
+            node_name: "before.invalid".into(),
+            ..Settings::default()
+        };
+        let before = ConfigService::load(&data, &before, store.clone());
+        let before = match KeptFiles::open(data.kept_files()) {
+            Some(files) => before.with_kept_files(files),
+            None => anyhow::bail!("cannot keep files in {}", data.kept_files().display()),
+        };
+        for name in groups.iter().flatten() {
+            for form in [ConfigForm::Encrypted, ConfigForm::Signed] {
+                let mac = name.trim_start_matches("SEP").into();
+                before.fetch(&Request::Config { mac, form }, capf::model::now())?;
+            }
+        }
+        if std::env::var_os("CONFBENCH_NO_DISK").is_none() {
+            if let Some(files) = KeptFiles::open(data.kept_files()) {
+                kept = kept.with_kept_files(files);
+            }
+        }
+    }
     let service = ConfigService::load(&data, &settings, store);
     if let Err(e) = service.signer() {
         anyhow::bail!("no signer: {e}");

@@ -365,7 +365,7 @@ pub async fn stopped(mut rx: watch::Receiver<bool>) {
 }
 
 /// Removes, in the background, the kept files no request will read again: those of
-/// devices deleted while the node was down, and temporary files a crash left. A device
+/// devices deleted while the node was down (or before it restarted). A device
 /// the store cannot be asked about is taken as known.
 fn sweep_kept_files(service: Arc<ConfigService>, store: Store) {
     if service.kept_files().is_none() {

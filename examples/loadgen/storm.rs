@@ -8,6 +8,12 @@
 //! TFTP rounds after them, fetch files the server has already built and kept
 //! (`config_cache_mib`): "unchanged files", a storm of phones rebooting.
 //!
+//! With `--restart-command`, capf is then restarted (the command does it) and one more
+//! HTTP round runs: a power cut's storm, with capf's memory empty and its files kept
+//! on disk (`kept-files/`). The report counts the files of each round that were not
+//! byte for byte those verified before (`verified_in_full`): after the restart, every
+//! one of them is a file capf built again rather than read back.
+//!
 //! Over TFTP each phone is a real lock-step client (`capf::phone::tftp_get_with`, RFC
 //! 1350, with the RFC 2348 block size of `--blksize`; 512 sends no option at all, as
 //! RFC 1350 alone). capf allows each source address 8 transfers at once
@@ -83,6 +89,12 @@ pub struct StormArgs {
     /// TFTP rounds per block size.
     #[arg(long, default_value_t = 2)]
     tftp_rounds: u32,
+    /// After the other rounds: a shell command (`sh -c`) that restarts capf on the
+    /// same data directory, waits for it to stop, and prints the new process's id as
+    /// its last line of output. Then one more HTTP round. The command must send capf's
+    /// own output elsewhere (it is read until its end).
+    #[arg(long)]
+    restart_command: Option<String>,
     #[arg(long, value_enum, default_value_t = Verify::First)]
     verify: Verify,
     /// Phones enrolling at once before the storm.
@@ -169,6 +181,8 @@ struct Storm {
     next: AtomicU64,
     /// The node's base documents, which each decrypted `.enc.sgn` must equal.
     tftp_dir: std::path::PathBuf,
+    /// Files verified in full in this round.
+    in_full: AtomicU64,
 }
 
 #[derive(Serialize)]
@@ -189,6 +203,11 @@ struct Round {
     round: u32,
     /// The phones' first fetch of their files since enrolling: the server builds them.
     first_fetch: bool,
+    /// The round after capf was restarted (`--restart-command`).
+    after_restart: bool,
+    /// Files that were not byte for byte a copy verified before, so verified in full:
+    /// in a round of unchanged files, each is a file the server built again.
+    verified_in_full: u64,
     concurrency: usize,
     /// TFTP source addresses used.
     sources: Option<usize>,
@@ -240,7 +259,7 @@ fn pool(rounds: &[Round]) -> Vec<Unchanged> {
     let mut pooled: Vec<Unchanged> = Vec::new();
     let mut samples: Vec<Vec<Duration>> = Vec::new();
     let mut cpu: Vec<(Option<f64>, Option<f64>)> = Vec::new();
-    for r in rounds.iter().filter(|r| !r.first_fetch) {
+    for r in rounds.iter().filter(|r| !r.first_fetch && !r.after_restart) {
         let at = match pooled
             .iter()
             .position(|p| p.protocol == r.protocol && p.block_size == r.block_size)
@@ -390,6 +409,7 @@ pub async fn storm(
         itl: Mutex::new(None),
         next: AtomicU64::new(0),
         tftp_dir: data.join("tftp"),
+        in_full: AtomicU64::new(0),
     };
     storm.signer = storm.first_itl(args.blksize.first().copied()).await?;
     let storm = Arc::new(storm);
@@ -420,6 +440,25 @@ pub async fn storm(
             .clone()
             .round(transport, concurrency, round, i == 0, args.server_pid)
             .await?;
+        if !args.json {
+            print_round(&r);
+        }
+        rounds.push(r);
+    }
+    if let (Some(command), Some(http)) = (&args.restart_command, &args.http) {
+        let server_pid = restart(command).await?;
+        wait_for_http(http).await?;
+        let mut r = storm
+            .clone()
+            .round(
+                Transport::Http,
+                args.concurrency.max(1),
+                1,
+                false,
+                server_pid.or(args.server_pid),
+            )
+            .await?;
+        r.after_restart = true;
         if !args.json {
             print_round(&r);
         }
@@ -486,7 +525,13 @@ fn print_round(r: &Round) {
         "{what} round {}{}: {} phones, C={}: {} files verified, {} failed in {:.2} s: \
          {:.0} files/s, {:.0} transfers/s",
         r.round,
-        if r.first_fetch { " (first fetch)" } else { "" },
+        if r.first_fetch {
+            " (first fetch)"
+        } else if r.after_restart {
+            " (after a restart)"
+        } else {
+            ""
+        },
         r.phones,
         r.concurrency,
         r.files,
@@ -581,6 +626,7 @@ impl Storm {
         server_pid: Option<u32>,
     ) -> anyhow::Result<Round> {
         self.next.store(0, Ordering::Relaxed);
+        self.in_full.store(0, Ordering::Relaxed);
         let own_pid = std::process::id();
         let cpu_before = (cpu_seconds(own_pid), server_pid.and_then(cpu_seconds));
         let started = Instant::now();
@@ -638,6 +684,8 @@ impl Storm {
             },
             round,
             first_fetch,
+            after_restart: false,
+            verified_in_full: self.in_full.load(Ordering::Relaxed),
             concurrency,
             sources: match transport {
                 Transport::Http | Transport::HttpReuse => None,
@@ -723,6 +771,7 @@ impl Storm {
                 return Ok(());
             }
         }
+        self.in_full.fetch_add(1, Ordering::Relaxed);
         self.verify_in_full(phone, which, bytes)
             .map_err(|e| format!("not verified: {e}"))?;
         match slot {
@@ -762,6 +811,40 @@ impl Storm {
         }
         Ok(())
     }
+}
+
+/// Runs `command` with `sh -c` (see `--restart-command`): the new process id is its
+/// last line of output, if it printed one.
+async fn restart(command: &str) -> anyhow::Result<Option<u32>> {
+    let output = tokio::process::Command::new("sh")
+        .arg("-c")
+        .arg(command)
+        .stdin(std::process::Stdio::null())
+        .stderr(std::process::Stdio::inherit())
+        .output()
+        .await?;
+    anyhow::ensure!(
+        output.status.success(),
+        "the restart command failed: {}",
+        output.status
+    );
+    Ok(String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .last()
+        .and_then(|line| line.trim().parse().ok()))
+}
+
+/// Waits (at most 30 s) until the node at `http` (`http://host:port`) accepts
+/// connections again.
+async fn wait_for_http(http: &str) -> anyhow::Result<()> {
+    let authority = http.trim_start_matches("http://").trim_end_matches('/');
+    for _ in 0..300 {
+        if tokio::net::TcpStream::connect(authority).await.is_ok() {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    anyhow::bail!("{http} did not answer within 30 s of the restart")
 }
 
 /// GETs `name` over a kept-open connection.

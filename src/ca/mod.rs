@@ -7,7 +7,7 @@
 //! * [`check_public_key`] decides whether a phone's new key is the one it was asked
 //!   for (R15); [`cert_info`] describes any certificate for the store.
 
-pub(crate) mod files;
+mod files;
 mod identity;
 mod info;
 mod issue;

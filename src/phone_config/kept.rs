@@ -13,7 +13,8 @@
 //! * the file's [`BuildKey`]: a copy is served only while every input of its build is
 //!   unchanged, exactly as from memory;
 //! * the BLAKE3 digest of the bytes and their length: a torn or damaged copy (a crash
-//!   during the write, which is not synced) is never served, only built again.
+//!   during the write, which is not synced, or a read during the next write) is never
+//!   served, only built again.
 //!
 //! Anything that does not match is a miss, and the next build replaces the copy, so a
 //! name has one copy at most: the directory holds at most three files per device (the
@@ -24,7 +25,7 @@
 //! the name (an `.enc.sgn` opens only with its phone's private key).
 
 use crate::phone_config::plan::BuildKey;
-use std::io::{Read, Write};
+use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
@@ -96,10 +97,14 @@ impl KeptFiles {
         Some(content.into())
     }
 
-    /// Keeps `bytes`, built under `key`, as the copy of `name`. Written to a temporary
-    /// file and renamed over the old copy, so a reader sees the old copy or the new one;
-    /// not synced (a copy lost or torn by a crash is built again). A failure is
-    /// reported, never the request's: the file was built and is served.
+    /// Keeps `bytes`, built under `key`, as the copy of `name`, written over the old
+    /// copy in place and not synced. A reader may see a torn copy, and a crash may leave
+    /// one; [`decode`] refuses it, and it is built again. Written in place rather than
+    /// through a temporary file and a rename, because each rename frees an inode and
+    /// each temporary file takes a new one: in a storm of builds, ext4's search for a
+    /// free inode past the recently freed ones cost more than the signature (measured
+    /// with `confbench`, docs/benchmarks.md). A failure is reported, never the
+    /// request's: the file was built and is served.
     pub fn write(&self, name: &str, key: &BuildKey, bytes: &[u8]) {
         match self.replace(name, &encode(&self.program, key, bytes)) {
             Ok(()) => self.failing.store(false, Ordering::Relaxed),
@@ -116,24 +121,23 @@ impl KeptFiles {
     }
 
     fn replace(&self, name: &str, contents: &[u8]) -> std::io::Result<()> {
-        let mut suffix = [0u8; 6];
-        rand::fill(&mut suffix);
-        let tmp = self
-            .dir
-            .join(format!(".{name}.{}{TEMPORARY}", hex::encode(suffix)));
-        let written = crate::ca::files::open_new(&tmp, 0o600)
-            .and_then(|mut file| file.write_all(contents))
-            .and_then(|()| std::fs::rename(&tmp, self.dir.join(name)));
-        if written.is_err() {
-            // Best effort: the temporary name is ours alone.
-            let _ = std::fs::remove_file(&tmp);
+        use std::os::unix::fs::{FileExt, OpenOptionsExt};
+        let file = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+            .mode(0o600)
+            .open(self.dir.join(name))?;
+        file.write_all_at(contents, 0)?;
+        // Shorter than the copy before: cut what is left of it.
+        if file.metadata()?.len() > contents.len() as u64 {
+            file.set_len(contents.len() as u64)?;
         }
-        written
+        Ok(())
     }
 
-    /// Removes what no request will read again: temporary files left by a crash, and
-    /// the copies of devices `known` says are gone (given the device name). Returns
-    /// how many files went.
+    /// Removes the copies of devices `known` says are gone (given the device name).
+    /// Returns how many files went.
     pub fn sweep(&self, known: impl Fn(&str) -> bool) -> usize {
         let Ok(entries) = std::fs::read_dir(&self.dir) else {
             return 0;
@@ -142,8 +146,7 @@ impl KeptFiles {
         for entry in entries.flatten() {
             let name = entry.file_name();
             let Some(name) = name.to_str() else { continue };
-            let stale =
-                name.ends_with(TEMPORARY) || device_of(name).is_some_and(|device| !known(device));
+            let stale = device_of(name).is_some_and(|device| !known(device));
             if stale && std::fs::remove_file(entry.path()).is_ok() {
                 removed += 1;
             }
@@ -151,8 +154,6 @@ impl KeptFiles {
         removed
     }
 }
-
-const TEMPORARY: &str = ".tmp";
 
 /// The device a kept file's name belongs to (`SEP<MAC>` of `SEP<MAC>.cnf.xml…`); `None`
 /// for the node's own files (the ITL).
@@ -263,7 +264,7 @@ mod tests {
     }
 
     #[test]
-    fn files_are_replaced_whole_and_swept_when_their_device_is_gone() {
+    fn files_are_replaced_and_swept_when_their_device_is_gone() {
         let dir = tempfile::tempdir().expect("tempdir");
         let kept = KeptFiles::open(dir.path().join(KEPT_FILES_DIR)).expect("kept files");
         use std::os::unix::fs::PermissionsExt;
@@ -289,15 +290,20 @@ mod tests {
             .mode();
         assert_eq!(mode & 0o777, 0o600);
 
+        kept.write(name, &key("3"), b"shorter");
+        assert_eq!(kept.read(name, &key("3")).as_deref(), Some(&b"shorter"[..]));
+        assert_eq!(
+            std::fs::metadata(kept.dir().join(name))
+                .expect("file")
+                .len(),
+            (HEADER + 7) as u64,
+            "nothing of the longer copy before is left"
+        );
+
         kept.write("ITLFile.tlv", &key("itl"), b"itl");
         kept.write("SEP00AABBCCDDEE.cnf.xml.sgn", &key("3"), b"other");
-        std::fs::write(
-            kept.dir().join(".SEP001122334455.cnf.xml.sgn.0a0b0c.tmp"),
-            b"torn",
-        )
-        .expect("temporary");
         let removed = kept.sweep(|device| device == "SEP001122334455");
-        assert_eq!(removed, 2, "the temporary file and the gone device's copy");
+        assert_eq!(removed, 1, "the gone device's copy");
         let mut left: Vec<_> = std::fs::read_dir(kept.dir())
             .expect("dir")
             .map(|e| e.expect("entry").file_name().into_string().expect("name"))
