@@ -563,7 +563,15 @@ async fn a_restarted_node_serves_the_files_it_built_before() {
     c.document(gone, DOC.as_bytes());
     assert_eq!(c.get(&format!("/{gone}.cnf.xml.sgn")).await.status, 200);
     let kept = c.node.data.kept_files();
-    assert!(kept.join(format!("{gone}.cnf.xml.sgn")).exists());
+    // Copies are written beside the serving, at idle priority; bounded wait.
+    let gone_copy = kept.join(format!("{gone}.cnf.xml.sgn"));
+    for _ in 0..200 {
+        if gone_copy.exists() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(gone_copy.exists());
     assert!(c
         .node
         .store
@@ -585,7 +593,7 @@ async fn a_restarted_node_serves_the_files_it_built_before() {
         common::served(DOC, 0).as_bytes()
     );
     // The sweep runs beside the listeners; bounded wait.
-    let swept = kept.join(format!("{gone}.cnf.xml.sgn"));
+    let swept = gone_copy;
     for _ in 0..100 {
         if !swept.exists() {
             break;

@@ -44,8 +44,39 @@ const HEADER: usize = 8 + 32 + 32 + 32 + 8;
 /// encryption and padding.
 const MAX_KEPT: u64 = super::service::MAX_DOCUMENT + 256 * 1024;
 
+/// Builds waiting for the writer at most: two files for each of 100,000 phones and
+/// room to spare. Each holds a reference to the file's bytes (shared with the memory
+/// cache while it holds them) and its name and key, about 100 bytes. A build that
+/// finds the queue full is not kept on disk (it is built again after a restart).
+const QUEUE: usize = 256 * 1024;
+
 /// The signed files of one node, kept on disk.
+///
+/// A build hands its file to a writer thread and goes on: the copy is for a restart
+/// to come, and a phone waiting for its file comes first. The writer runs at the
+/// scheduler's idle priority (`SCHED_IDLE`), on CPU nothing else wants; during a
+/// storm of builds it waits, and it writes once the storm is served. Dropping the
+/// `KeptFiles` (the node shutting down) writes what is queued before it returns.
 pub struct KeptFiles {
+    copies: Arc<Copies>,
+    queue: Option<std::sync::mpsc::SyncSender<Job>>,
+    writer: Option<std::thread::JoinHandle<()>>,
+    /// A full queue was said once.
+    overflowed: AtomicBool,
+}
+
+enum Job {
+    Write {
+        name: String,
+        key: BuildKey,
+        bytes: Arc<[u8]>,
+    },
+    /// Answered once every job before it is done.
+    Flush(std::sync::mpsc::SyncSender<()>),
+}
+
+/// The directory and what a copy must match.
+struct Copies {
     dir: PathBuf,
     /// BLAKE3 of the running program's executable.
     program: [u8; 32],
@@ -75,20 +106,115 @@ impl KeptFiles {
             );
             return None;
         }
-        Some(KeptFiles {
+        let copies = Arc::new(Copies {
             dir,
             program,
             failing: AtomicBool::new(false),
+        });
+        let (queue, jobs) = std::sync::mpsc::sync_channel(QUEUE);
+        let writer = std::thread::Builder::new()
+            .name("kept-files".into())
+            .spawn({
+                let copies = copies.clone();
+                move || copies.write_all(jobs)
+            });
+        let (queue, writer) = match writer {
+            Ok(writer) => (Some(queue), Some(writer)),
+            Err(e) => {
+                tracing::warn!("built files are kept in memory only: no writer thread ({e})");
+                (None, None)
+            }
+        };
+        Some(KeptFiles {
+            copies,
+            queue,
+            writer,
+            overflowed: AtomicBool::new(false),
         })
     }
 
     pub fn dir(&self) -> &Path {
-        &self.dir
+        &self.copies.dir
     }
 
     /// The copy of `name` built under `key` by this program, if one is kept whole.
     pub fn read(&self, name: &str, key: &BuildKey) -> Option<Arc<[u8]>> {
-        let file = std::fs::File::open(self.dir.join(name)).ok()?;
+        self.copies.read(name, key)
+    }
+
+    /// Queues `bytes`, built under `key`, to be kept as the copy of `name`.
+    pub fn write(&self, name: &str, key: &BuildKey, bytes: Arc<[u8]>) {
+        let Some(queue) = &self.queue else { return };
+        let job = Job::Write {
+            name: name.to_owned(),
+            key: *key,
+            bytes,
+        };
+        if let Err(std::sync::mpsc::TrySendError::Full(_)) = queue.try_send(job) {
+            if !self.overflowed.swap(true, Ordering::Relaxed) {
+                tracing::warn!(
+                    "{QUEUE} built files wait to be kept in {}; those beyond are kept in \
+                     memory only",
+                    self.copies.dir.display()
+                );
+            }
+        }
+    }
+
+    /// Returns once every copy queued before is written (or failed).
+    pub fn flush(&self) {
+        let Some(queue) = &self.queue else { return };
+        let (done, wait) = std::sync::mpsc::sync_channel(1);
+        if queue.send(Job::Flush(done)).is_ok() {
+            let _ = wait.recv();
+        }
+    }
+
+    /// Removes the copies of devices `known` says are gone (given the device name).
+    /// Returns how many files went.
+    pub fn sweep(&self, known: impl Fn(&str) -> bool) -> usize {
+        self.flush();
+        self.copies.sweep(known)
+    }
+}
+
+impl Drop for KeptFiles {
+    fn drop(&mut self) {
+        // The writer ends once it has written what is queued.
+        self.queue = None;
+        if let Some(writer) = self.writer.take() {
+            let _ = writer.join();
+        }
+    }
+}
+
+impl Copies {
+    /// The writer thread: every job in order, at idle priority.
+    fn write_all(&self, jobs: std::sync::mpsc::Receiver<Job>) {
+        // SAFETY: sets the calling thread's own policy (pid 0) from a valid
+        // `sched_param`; lowering a thread to SCHED_IDLE needs no privilege. If it
+        // fails the writer runs at normal priority, which is only slower for others.
+        unsafe {
+            let param = libc::sched_param { sched_priority: 0 };
+            libc::sched_setscheduler(0, libc::SCHED_IDLE, &param);
+        }
+        for job in jobs {
+            match job {
+                Job::Write { name, key, bytes } => self.write(&name, &key, &bytes),
+                Job::Flush(done) => {
+                    let _ = done.send(());
+                }
+            }
+        }
+    }
+
+    fn read(&self, name: &str, key: &BuildKey) -> Option<Arc<[u8]>> {
+        use std::os::unix::fs::OpenOptionsExt;
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+            .open(self.path(name)?)
+            .ok()?;
         let mut bytes = Vec::new();
         file.take(MAX_KEPT + HEADER as u64)
             .read_to_end(&mut bytes)
@@ -105,7 +231,7 @@ impl KeptFiles {
     /// free inode past the recently freed ones cost more than the signature (measured
     /// with `confbench`, docs/benchmarks.md). A failure is reported, never the
     /// request's: the file was built and is served.
-    pub fn write(&self, name: &str, key: &BuildKey, bytes: &[u8]) {
+    fn write(&self, name: &str, key: &BuildKey, bytes: &[u8]) {
         match self.replace(name, &encode(&self.program, key, bytes)) {
             Ok(()) => self.failing.store(false, Ordering::Relaxed),
             Err(e) => {
@@ -127,7 +253,7 @@ impl KeptFiles {
             .create(true)
             .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
             .mode(0o600)
-            .open(self.dir.join(name))?;
+            .open(self.path(name).ok_or(std::io::ErrorKind::InvalidInput)?)?;
         file.write_all_at(contents, 0)?;
         // Shorter than the copy before: cut what is left of it.
         if file.metadata()?.len() > contents.len() as u64 {
@@ -136,9 +262,16 @@ impl KeptFiles {
         Ok(())
     }
 
-    /// Removes the copies of devices `known` says are gone (given the device name).
-    /// Returns how many files went.
-    pub fn sweep(&self, known: impl Fn(&str) -> bool) -> usize {
+    /// Where the copy of `name` is: a served name is one plain file name (`SEP….cnf.xml…`,
+    /// `ITLFile.tlv`); anything else has no copy.
+    fn path(&self, name: &str) -> Option<PathBuf> {
+        let plain = !name.is_empty()
+            && !name.starts_with('.')
+            && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'.');
+        plain.then(|| self.dir.join(name))
+    }
+
+    fn sweep(&self, known: impl Fn(&str) -> bool) -> usize {
         let Ok(entries) = std::fs::read_dir(&self.dir) else {
             return 0;
         };
@@ -190,16 +323,17 @@ fn decode<'a>(file: &'a [u8], program: &[u8; 32], key: &BuildKey) -> Option<&'a 
     whole.then_some(content)
 }
 
-/// BLAKE3 of the running executable, read once per process.
+/// BLAKE3 of the running executable, read once per process. `/proc/self/exe` is the
+/// very file the process runs, even when an upgrade has since put another at its path.
 fn program_digest() -> Result<&'static [u8; 32], String> {
     static DIGEST: OnceLock<Result<[u8; 32], String>> = OnceLock::new();
     DIGEST
         .get_or_init(|| {
-            let path = std::env::current_exe().map_err(|e| e.to_string())?;
-            let mut hasher = blake3::Hasher::new();
-            hasher
-                .update_reader(std::fs::File::open(&path).map_err(|e| e.to_string())?)
+            let program = std::fs::File::open("/proc/self/exe")
+                .or_else(|_| std::fs::File::open(std::env::current_exe()?))
                 .map_err(|e| e.to_string())?;
+            let mut hasher = blake3::Hasher::new();
+            hasher.update_reader(program).map_err(|e| e.to_string())?;
             Ok(*hasher.finalize().as_bytes())
         })
         .as_ref()
@@ -212,6 +346,12 @@ mod tests {
 
     fn key(text: &str) -> BuildKey {
         BuildKey::from_bytes(text.as_bytes())
+    }
+
+    /// Writes through the queue, and waits for it.
+    fn keep(kept: &KeptFiles, name: &str, key: &BuildKey, bytes: &[u8]) {
+        kept.write(name, key, bytes.into());
+        kept.flush();
     }
 
     #[test]
@@ -274,10 +414,16 @@ mod tests {
             .mode();
         assert_eq!(mode & 0o777, 0o700);
 
+        for odd in ["../ITLFile.tlv", "/etc/passwd", ".hidden", "", "a/b"] {
+            keep(&kept, odd, &key("1"), b"never");
+            assert_eq!(kept.read(odd, &key("1")), None, "{odd:?} has no copy");
+        }
+        assert!(!dir.path().join("ITLFile.tlv").exists());
+
         let name = "SEP001122334455.cnf.xml.enc.sgn";
         assert_eq!(kept.read(name, &key("1")), None, "nothing kept yet");
-        kept.write(name, &key("1"), b"first");
-        kept.write(name, &key("2"), b"second");
+        keep(&kept, name, &key("1"), b"first");
+        keep(&kept, name, &key("2"), b"second");
         assert_eq!(
             kept.read(name, &key("1")),
             None,
@@ -290,7 +436,7 @@ mod tests {
             .mode();
         assert_eq!(mode & 0o777, 0o600);
 
-        kept.write(name, &key("3"), b"shorter");
+        keep(&kept, name, &key("3"), b"shorter");
         assert_eq!(kept.read(name, &key("3")).as_deref(), Some(&b"shorter"[..]));
         assert_eq!(
             std::fs::metadata(kept.dir().join(name))
@@ -300,8 +446,8 @@ mod tests {
             "nothing of the longer copy before is left"
         );
 
-        kept.write("ITLFile.tlv", &key("itl"), b"itl");
-        kept.write("SEP00AABBCCDDEE.cnf.xml.sgn", &key("3"), b"other");
+        keep(&kept, "ITLFile.tlv", &key("itl"), b"itl");
+        keep(&kept, "SEP00AABBCCDDEE.cnf.xml.sgn", &key("3"), b"other");
         let removed = kept.sweep(|device| device == "SEP001122334455");
         assert_eq!(removed, 1, "the gone device's copy");
         let mut left: Vec<_> = std::fs::read_dir(kept.dir())
@@ -317,14 +463,36 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let kept = KeptFiles::open(dir.path().join(KEPT_FILES_DIR)).expect("kept files");
         std::fs::remove_dir(kept.dir()).expect("remove the directory under it");
-        kept.write("ITLFile.tlv", &key("itl"), b"itl");
-        assert!(kept.failing.load(Ordering::Relaxed));
+        keep(&kept, "ITLFile.tlv", &key("itl"), b"itl");
+        assert!(kept.copies.failing.load(Ordering::Relaxed));
         std::fs::create_dir(kept.dir()).expect("directory back");
-        kept.write("ITLFile.tlv", &key("itl"), b"itl");
-        assert!(!kept.failing.load(Ordering::Relaxed));
+        keep(&kept, "ITLFile.tlv", &key("itl"), b"itl");
+        assert!(!kept.copies.failing.load(Ordering::Relaxed));
         assert_eq!(
             kept.read("ITLFile.tlv", &key("itl")).as_deref(),
             Some(&b"itl"[..])
         );
+    }
+
+    #[test]
+    fn what_is_queued_is_written_before_the_files_are_dropped() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join(KEPT_FILES_DIR);
+        let kept = KeptFiles::open(path.clone()).expect("kept files");
+        let names: Vec<String> = (0..200)
+            .map(|n| format!("SEP0000000000{n:02X}.cnf.xml.sgn"))
+            .collect();
+        for name in &names {
+            kept.write(name, &key(name), name.as_bytes().into());
+        }
+        drop(kept);
+        let reopened = KeptFiles::open(path).expect("kept files");
+        for name in &names {
+            assert_eq!(
+                reopened.read(name, &key(name)).as_deref(),
+                Some(name.as_bytes()),
+                "{name}"
+            );
+        }
     }
 }

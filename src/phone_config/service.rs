@@ -420,7 +420,7 @@ impl ConfigService {
         if let Some(key) = key {
             self.cache.insert(key, bytes.clone());
             if let Some(kept) = &self.kept {
-                kept.write(&name, &key, &bytes);
+                kept.write(&name, &key, bytes.clone());
             }
         }
         Ok(File {
