@@ -85,7 +85,7 @@ impl DataDir {
     }
     /// The serving node's copies of the signed files it built (`phone_config::kept`).
     pub fn kept_files(&self) -> PathBuf {
-        self.root.join(crate::phone_config::kept::KEPT_FILES_DIR)
+        self.root.join("kept-files")
     }
     pub fn admin_socket(&self) -> PathBuf {
         self.root.join("admin.sock")

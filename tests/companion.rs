@@ -356,7 +356,7 @@ async fn a_large_configuration_round_trips() {
         "</device>",
         &format!(
             "<x>{}</x></device>",
-            "y".repeat(capf::phone_config::service::MAX_DOCUMENT as usize)
+            "y".repeat(capf::phone_config::plan::MAX_DOCUMENT as usize)
         ),
     );
     c.document(NAME, huge.as_bytes());

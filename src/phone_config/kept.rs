@@ -24,14 +24,11 @@
 //! Nothing kept here is secret: these are the bytes capf serves to anyone who asks for
 //! the name (an `.enc.sgn` opens only with its phone's private key).
 
-use crate::phone_config::plan::BuildKey;
+use crate::phone_config::plan::{BuildKey, MAX_DOCUMENT};
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
-
-/// The directory under the data directory.
-pub const KEPT_FILES_DIR: &str = "kept-files";
 
 /// What a kept file starts with (the layout's version is its last byte).
 const MAGIC: &[u8; 8] = b"CAPFKF\x00\x01";
@@ -40,9 +37,9 @@ const MAGIC: &[u8; 8] = b"CAPFKF\x00\x01";
 const HEADER: usize = 8 + 32 + 32 + 32 + 8;
 
 /// The largest kept file read: a file built from the largest base document
-/// ([`super::service::MAX_DOCUMENT`]) with room for its signature header, its
+/// ([`MAX_DOCUMENT`]) with room for its signature header, its
 /// encryption and padding.
-const MAX_KEPT: u64 = super::service::MAX_DOCUMENT + 256 * 1024;
+const MAX_KEPT: u64 = MAX_DOCUMENT + 256 * 1024;
 
 /// Builds waiting for the writer at most: two files for each of 100,000 phones and
 /// room to spare. Each holds a reference to the file's bytes (shared with the memory
@@ -419,7 +416,7 @@ mod tests {
     #[test]
     fn files_are_replaced_and_swept_when_their_device_is_gone() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let kept = KeptFiles::open(dir.path().join(KEPT_FILES_DIR)).expect("kept files");
+        let kept = KeptFiles::open(dir.path().join("kept-files")).expect("kept files");
         use std::os::unix::fs::PermissionsExt;
         let mode = std::fs::metadata(kept.dir())
             .expect("dir")
@@ -474,7 +471,7 @@ mod tests {
     #[test]
     fn a_failed_write_is_not_the_requests_failure_and_the_next_success_clears_it() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let kept = KeptFiles::open(dir.path().join(KEPT_FILES_DIR)).expect("kept files");
+        let kept = KeptFiles::open(dir.path().join("kept-files")).expect("kept files");
         std::fs::remove_dir(kept.dir()).expect("remove the directory under it");
         keep(&kept, "ITLFile.tlv", &key("itl"), b"itl");
         assert!(kept.copies.failing.load(Ordering::Relaxed));
@@ -490,7 +487,7 @@ mod tests {
     #[test]
     fn what_is_queued_is_written_before_the_files_are_dropped() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let path = dir.path().join(KEPT_FILES_DIR);
+        let path = dir.path().join("kept-files");
         let kept = KeptFiles::open(path.clone()).expect("kept files");
         let names: Vec<String> = (0..200)
             .map(|n| format!("SEP0000000000{n:02X}.cnf.xml.sgn"))

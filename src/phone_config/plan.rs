@@ -474,6 +474,10 @@ pub fn build<R: CryptoRng + ?Sized>(
     }
 }
 
+/// Largest base configuration served. Real phone configurations are tens of KiB; the
+/// format itself has no limit (config-files.md E3 asks for at least 200 KiB to work).
+pub const MAX_DOCUMENT: u64 = 4 * 1024 * 1024;
+
 /// The identity of a build: a BLAKE3 digest of everything [`build`] reads except the
 /// clock and the random generator. Two builds under one key differ only in their
 /// timestamp and, for an `.enc.sgn`, in its AES key and IV; any change of an input

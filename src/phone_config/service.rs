@@ -20,7 +20,7 @@ use crate::phone_config::format::checked::CheckedDocument;
 use crate::phone_config::format::itl;
 use crate::phone_config::kept::KeptFiles;
 use crate::phone_config::plan::{
-    self, BuildInputs, BuildKey, InputsDigest, NotFound, Request, Served,
+    self, BuildInputs, BuildKey, InputsDigest, NotFound, Request, Served, MAX_DOCUMENT,
 };
 use crate::phone_config::signer::Signer;
 use crate::settings::{DataDir, Settings};
@@ -30,10 +30,6 @@ use rustls_pki_types::CertificateDer;
 use std::fmt;
 use std::path::PathBuf;
 use std::sync::Arc;
-
-/// Largest base configuration served. Real phone configurations are tens of KiB; the
-/// format itself has no limit (config-files.md E3 asks for at least 200 KiB to work).
-pub const MAX_DOCUMENT: u64 = 4 * 1024 * 1024;
 
 /// What a base document is first read into: the tens of KiB of a real configuration.
 const DOCUMENT_READ: usize = 64 * 1024;
