@@ -25,10 +25,11 @@
 //! the name (an `.enc.sgn` opens only with its phone's private key).
 
 use crate::phone_config::plan::{BuildKey, MAX_DOCUMENT};
+use std::collections::VecDeque;
 use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock, PoisonError};
 
 /// What a kept file starts with (the layout's version is its last byte).
 const MAGIC: &[u8; 8] = b"CAPFKF\x00\x01";
@@ -45,8 +46,8 @@ const MAX_KEPT: u64 = MAX_DOCUMENT + 256 * 1024;
 /// room to spare. Each holds a reference to the file's bytes (shared with the memory
 /// cache while it holds them) and its name and key, about 100 bytes. A build that
 /// finds the queue full is not kept on disk (it is built again after a restart). The
-/// queue is a channel without a bound of its own, counted here: a bounded channel
-/// allocates all its slots up front (22 MiB at this size, measured as idle RSS).
+/// queue grows as it fills (a bounded channel allocated all its slots up front: 22 MiB
+/// at this size, measured as idle RSS).
 const QUEUE: usize = 256 * 1024;
 
 /// The signed files of one node, kept on disk.
@@ -55,26 +56,24 @@ const QUEUE: usize = 256 * 1024;
 /// to come, and a phone waiting for its file comes first. The writer runs at the
 /// scheduler's idle priority (`SCHED_IDLE`), on CPU nothing else wants; during a
 /// storm of builds it waits, and it writes once the storm is served. Dropping the
-/// `KeptFiles` (the node shutting down) writes what is queued before it returns.
+/// `KeptFiles` (the node shutting down) writes what is still queued on the dropping
+/// thread, at its priority: a node stopping on a busy machine is not held up by a
+/// writer that gets no CPU.
 pub struct KeptFiles {
     copies: Arc<Copies>,
-    queue: Option<std::sync::mpsc::Sender<Job>>,
     writer: Option<std::thread::JoinHandle<()>>,
     /// A full queue was said once.
     overflowed: AtomicBool,
 }
 
-enum Job {
-    Write {
-        name: String,
-        key: BuildKey,
-        bytes: Arc<[u8]>,
-    },
-    /// Answered once every job before it is done.
-    Flush(std::sync::mpsc::SyncSender<()>),
+/// A copy waiting to be written.
+struct Job {
+    name: String,
+    key: BuildKey,
+    bytes: Arc<[u8]>,
 }
 
-/// The directory and what a copy must match.
+/// The directory, what a copy must match, and the copies waiting.
 struct Copies {
     dir: PathBuf,
     /// BLAKE3 of the running program's executable.
@@ -82,8 +81,20 @@ struct Copies {
     /// A failed write was reported and none has succeeded since: a full disk is said
     /// once, not for every file.
     failing: AtomicBool,
-    /// Copies queued and not yet written (at most [`QUEUE`]).
-    waiting: AtomicUsize,
+    queue: Mutex<Queue>,
+    /// Signalled when a job is queued, and when the writer should end.
+    queued: Condvar,
+    /// Signalled when the writer finished a job.
+    written: Condvar,
+}
+
+#[derive(Default)]
+struct Queue {
+    jobs: VecDeque<Job>,
+    /// Whether the writer is writing a job it took.
+    writing: bool,
+    /// The writer ends.
+    closing: bool,
 }
 
 impl KeptFiles {
@@ -111,26 +122,26 @@ impl KeptFiles {
             dir,
             program,
             failing: AtomicBool::new(false),
-            waiting: AtomicUsize::new(0),
+            queue: Mutex::new(Queue::default()),
+            queued: Condvar::new(),
+            written: Condvar::new(),
         });
-        let (queue, jobs) = std::sync::mpsc::channel();
         let writer = std::thread::Builder::new()
             .name("kept-files".into())
             .spawn({
                 let copies = copies.clone();
-                move || copies.write_all(jobs)
+                move || copies.write_queued()
             });
-        let (queue, writer) = match writer {
-            Ok(writer) => (Some(queue), Some(writer)),
+        let writer = match writer {
+            Ok(writer) => writer,
             Err(e) => {
                 tracing::warn!("built files are kept in memory only: no writer thread ({e})");
-                (None, None)
+                return None;
             }
         };
         Some(KeptFiles {
             copies,
-            queue,
-            writer,
+            writer: Some(writer),
             overflowed: AtomicBool::new(false),
         })
     }
@@ -146,18 +157,9 @@ impl KeptFiles {
 
     /// Queues `bytes`, built under `key`, to be kept as the copy of `name`.
     pub fn write(&self, name: &str, key: &BuildKey, bytes: Arc<[u8]>) {
-        let Some(queue) = &self.queue else { return };
-        if self.copies.waiting.fetch_add(1, Ordering::Relaxed) < QUEUE {
-            let job = Job::Write {
-                name: name.to_owned(),
-                key: *key,
-                bytes,
-            };
-            if queue.send(job).is_err() {
-                self.copies.waiting.fetch_sub(1, Ordering::Relaxed);
-            }
-        } else {
-            self.copies.waiting.fetch_sub(1, Ordering::Relaxed);
+        let mut queue = self.copies.lock();
+        if queue.jobs.len() >= QUEUE {
+            drop(queue);
             if !self.overflowed.swap(true, Ordering::Relaxed) {
                 tracing::warn!(
                     "{QUEUE} built files wait to be kept in {}; those beyond are kept in \
@@ -165,15 +167,39 @@ impl KeptFiles {
                     self.copies.dir.display()
                 );
             }
+            return;
         }
+        queue.jobs.push_back(Job {
+            name: name.to_owned(),
+            key: *key,
+            bytes,
+        });
+        drop(queue);
+        self.copies.queued.notify_one();
     }
 
-    /// Returns once every copy queued before is written (or failed).
+    /// Writes what is queued on the calling thread, and returns once the writer has
+    /// finished the copy it was writing: every copy queued before is then written (or
+    /// failed).
     pub fn flush(&self) {
-        let Some(queue) = &self.queue else { return };
-        let (done, wait) = std::sync::mpsc::sync_channel(1);
-        if queue.send(Job::Flush(done)).is_ok() {
-            let _ = wait.recv();
+        let copies = &self.copies;
+        loop {
+            let mut queue = copies.lock();
+            match queue.jobs.pop_front() {
+                Some(job) => {
+                    drop(queue);
+                    copies.write(&job.name, &job.key, &job.bytes);
+                }
+                None => {
+                    while queue.writing {
+                        queue = copies
+                            .written
+                            .wait(queue)
+                            .unwrap_or_else(PoisonError::into_inner);
+                    }
+                    return;
+                }
+            }
         }
     }
 
@@ -187,8 +213,9 @@ impl KeptFiles {
 
 impl Drop for KeptFiles {
     fn drop(&mut self) {
-        // The writer ends once it has written what is queued.
-        self.queue = None;
+        self.flush();
+        self.copies.lock().closing = true;
+        self.copies.queued.notify_one();
         if let Some(writer) = self.writer.take() {
             let _ = writer.join();
         }
@@ -196,8 +223,13 @@ impl Drop for KeptFiles {
 }
 
 impl Copies {
-    /// The writer thread: every job in order, at idle priority.
-    fn write_all(&self, jobs: std::sync::mpsc::Receiver<Job>) {
+    fn lock(&self) -> MutexGuard<'_, Queue> {
+        // A panic while holding the lock leaves a queue that is still a queue.
+        self.queue.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The writer thread: the queued copies in order, at idle priority, until closed.
+    fn write_queued(&self) {
         // SAFETY: sets the calling thread's own policy (pid 0) from a valid
         // `sched_param`; lowering a thread to SCHED_IDLE needs no privilege. If it
         // fails the writer runs at normal priority, which is only slower for others.
@@ -205,15 +237,22 @@ impl Copies {
             let param = libc::sched_param { sched_priority: 0 };
             libc::sched_setscheduler(0, libc::SCHED_IDLE, &param);
         }
-        for job in jobs {
-            match job {
-                Job::Write { name, key, bytes } => {
-                    self.write(&name, &key, &bytes);
-                    self.waiting.fetch_sub(1, Ordering::Relaxed);
-                }
-                Job::Flush(done) => {
-                    let _ = done.send(());
-                }
+        let mut queue = self.lock();
+        loop {
+            if let Some(job) = queue.jobs.pop_front() {
+                queue.writing = true;
+                drop(queue);
+                self.write(&job.name, &job.key, &job.bytes);
+                queue = self.lock();
+                queue.writing = false;
+                self.written.notify_all();
+            } else if queue.closing {
+                return;
+            } else {
+                queue = self
+                    .queued
+                    .wait(queue)
+                    .unwrap_or_else(PoisonError::into_inner);
             }
         }
     }
