@@ -10,7 +10,9 @@
 //! on every request, and only the build is skipped: a signed file is kept in the
 //! [`FileCache`] under the [`BuildKey`] of its inputs and served again while the key
 //! of a new request is the same. A changed input is a different key, so a kept file is
-//! never served after anything it was built from changed.
+//! never served after anything it was built from changed. On a serving node the
+//! [`KeptFiles`] hold a copy of each on disk too, read when memory does not hold the
+//! file (after a restart), under the same key.
 
 use crate::metrics::{FileKind, Metrics};
 use crate::model::{now, UnixTime};
