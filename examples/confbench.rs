@@ -18,8 +18,9 @@
 //! bytes. They run on a service with the cache on, over devices that each have a copy
 //! of the CUCM-sized document, each device's file fetched once, so every fetch is a
 //! build and all but the first find the check kept. As on a serving node, that service
-//! also writes each file it builds to `kept-files/` (`phone_config::kept`), over the
-//! copy built before the change, so these cases count that write;
+//! also keeps each file it builds in `kept-files/` (`phone_config::kept`), over the
+//! copy built before the change: the build hands it to the idle-priority writer, so
+//! these cases count the hand-over and whatever CPU the writer takes from the builds;
 //! `CONFBENCH_NO_DISK=1` runs them without it, to compare.
 
 use capf::ca::Ca;

@@ -368,15 +368,13 @@ pub async fn stopped(mut rx: watch::Receiver<bool>) {
 /// devices deleted while the node was down (or before it restarted). A device
 /// the store cannot be asked about is taken as known.
 fn sweep_kept_files(service: Arc<ConfigService>, store: Store) {
-    if service.kept_files().is_none() {
-        return;
-    }
     tokio::task::spawn_blocking(move || {
-        if let Some(kept) = service.kept_files() {
-            let removed = kept.sweep(|device| !matches!(store.get_device(device), Ok(None)));
-            if removed > 0 {
-                tracing::info!("removed {removed} kept files no device will fetch again");
-            }
+        let Some(kept) = service.kept_files() else {
+            return;
+        };
+        let removed = kept.sweep(|device| !matches!(store.get_device(device), Ok(None)));
+        if removed > 0 {
+            tracing::info!("removed {removed} kept files no device will fetch again");
         }
     });
 }

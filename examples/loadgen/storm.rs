@@ -455,7 +455,7 @@ pub async fn storm(
                 args.concurrency.max(1),
                 1,
                 false,
-                server_pid.or(args.server_pid),
+                server_pid,
             )
             .await?;
         r.after_restart = true;

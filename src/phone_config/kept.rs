@@ -27,7 +27,7 @@
 use crate::phone_config::plan::{BuildKey, MAX_DOCUMENT};
 use std::collections::VecDeque;
 use std::io::Read;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock, PoisonError};
 
@@ -146,10 +146,6 @@ impl KeptFiles {
         })
     }
 
-    pub fn dir(&self) -> &Path {
-        &self.copies.dir
-    }
-
     /// The copy of `name` built under `key` by this program, if one is kept whole.
     pub fn read(&self, name: &str, key: &BuildKey) -> Option<Arc<[u8]>> {
         self.copies.read(name, key)
@@ -180,7 +176,9 @@ impl KeptFiles {
 
     /// Writes what is queued on the calling thread, and returns once the writer has
     /// finished the copy it was writing: every copy queued before is then written (or
-    /// failed).
+    /// failed). The two may write one name at once (an older build by the writer, a
+    /// newer one here): the copy left is then torn or the older one, refused by its
+    /// digest or its key, and built again.
     pub fn flush(&self) {
         let copies = &self.copies;
         loop {
@@ -206,7 +204,6 @@ impl KeptFiles {
     /// Removes the copies of devices `known` says are gone (given the device name).
     /// Returns how many files went.
     pub fn sweep(&self, known: impl Fn(&str) -> bool) -> usize {
-        self.flush();
         self.copies.sweep(known)
     }
 }
@@ -457,7 +454,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let kept = KeptFiles::open(dir.path().join("kept-files")).expect("kept files");
         use std::os::unix::fs::PermissionsExt;
-        let mode = std::fs::metadata(kept.dir())
+        let mode = std::fs::metadata(kept.copies.dir.as_path())
             .expect("dir")
             .permissions()
             .mode();
@@ -479,7 +476,7 @@ mod tests {
             "replaced by the next build"
         );
         assert_eq!(kept.read(name, &key("2")).as_deref(), Some(&b"second"[..]));
-        let mode = std::fs::metadata(kept.dir().join(name))
+        let mode = std::fs::metadata(kept.copies.dir.as_path().join(name))
             .expect("file")
             .permissions()
             .mode();
@@ -488,7 +485,7 @@ mod tests {
         keep(&kept, name, &key("3"), b"shorter");
         assert_eq!(kept.read(name, &key("3")).as_deref(), Some(&b"shorter"[..]));
         assert_eq!(
-            std::fs::metadata(kept.dir().join(name))
+            std::fs::metadata(kept.copies.dir.as_path().join(name))
                 .expect("file")
                 .len(),
             (HEADER + 7) as u64,
@@ -499,7 +496,7 @@ mod tests {
         keep(&kept, "SEP00AABBCCDDEE.cnf.xml.sgn", &key("3"), b"other");
         let removed = kept.sweep(|device| device == "SEP001122334455");
         assert_eq!(removed, 1, "the gone device's copy");
-        let mut left: Vec<_> = std::fs::read_dir(kept.dir())
+        let mut left: Vec<_> = std::fs::read_dir(kept.copies.dir.as_path())
             .expect("dir")
             .map(|e| e.expect("entry").file_name().into_string().expect("name"))
             .collect();
@@ -508,13 +505,13 @@ mod tests {
     }
 
     #[test]
-    fn a_failed_write_is_not_the_requests_failure_and_the_next_success_clears_it() {
+    fn a_failed_write_is_remembered_until_a_write_succeeds() {
         let dir = tempfile::tempdir().expect("tempdir");
         let kept = KeptFiles::open(dir.path().join("kept-files")).expect("kept files");
-        std::fs::remove_dir(kept.dir()).expect("remove the directory under it");
+        std::fs::remove_dir(kept.copies.dir.as_path()).expect("remove the directory under it");
         keep(&kept, "ITLFile.tlv", &key("itl"), b"itl");
         assert!(kept.copies.failing.load(Ordering::Relaxed));
-        std::fs::create_dir(kept.dir()).expect("directory back");
+        std::fs::create_dir(kept.copies.dir.as_path()).expect("directory back");
         keep(&kept, "ITLFile.tlv", &key("itl"), b"itl");
         assert!(!kept.copies.failing.load(Ordering::Relaxed));
         assert_eq!(

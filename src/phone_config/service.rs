@@ -124,6 +124,8 @@ enum Lookup {
 /// A build the lookup decided on: its inputs as read, and the key it is kept under.
 struct Pending {
     request: Request,
+    /// `request.served_name()`: what the file is served and kept under.
+    name: String,
     served: Served,
     document: Option<Vec<u8>>,
     /// BLAKE3 of `document`, when the cache is on.
@@ -354,8 +356,8 @@ impl ConfigService {
             .map(blake3::hash);
         let key = (self.cache.is_on() && signed)
             .then(|| BuildKey::of(request, &served, digest.as_ref(), &self.inputs_digest));
+        let name = request.served_name();
         if let Some(key) = &key {
-            let name = request.served_name();
             let kept = self.cache.get(key).or_else(|| {
                 let from_disk = self.kept.as_ref()?.read(&name, key)?;
                 self.metrics.kept_file_read();
@@ -375,6 +377,7 @@ impl ConfigService {
         }
         Ok(Lookup::Build(Pending {
             request: request.clone(),
+            name,
             served,
             document,
             digest,
@@ -387,6 +390,7 @@ impl ConfigService {
     fn build(&self, pending: Pending, now: UnixTime) -> Result<File, Refusal> {
         let Pending {
             request,
+            name,
             served,
             document,
             digest,
@@ -414,7 +418,6 @@ impl ConfigService {
         .into();
         self.metrics
             .file_built(kind.counted_as(signed), started.elapsed());
-        let name = request.served_name();
         if let Some(key) = key {
             self.cache.insert(key, bytes.clone());
             if let Some(kept) = &self.kept {
